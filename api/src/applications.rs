@@ -1,0 +1,246 @@
+//! Applications and their environments, including environment locks.
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    Set, SqlErr,
+};
+
+use crate::db::entities::{application, environment};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// Names of applications and environments: they end up in swarm stack names and
+/// URLs, so they are kept to lowercase letters, digits, `-`, `_` and `.`.
+pub fn validate_name(what: &str, name: &str) -> ApiResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::BadInput(format!(
+            "{what} name `{name}` is invalid: use 1 to 63 lowercase letters, digits, `-`, `_` or `.`, starting with a letter or digit"
+        )))
+    }
+}
+
+pub fn not_found(name: &str) -> ApiError {
+    ApiError::NotFound(format!("application `{name}` does not exist"))
+}
+
+fn environment_not_found(application: &str, name: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "application `{application}` has no environment `{name}`"
+    ))
+}
+
+fn is_unique_violation(err: &DbErr) -> bool {
+    matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+}
+
+pub async fn find(db: &impl ConnectionTrait, name: &str) -> ApiResult<Option<application::Model>> {
+    Ok(application::Entity::find()
+        .filter(application::Column::Name.eq(name))
+        .one(db)
+        .await?)
+}
+
+pub async fn get(db: &impl ConnectionTrait, name: &str) -> ApiResult<application::Model> {
+    find(db, name).await?.ok_or_else(|| not_found(name))
+}
+
+pub async fn list(db: &impl ConnectionTrait) -> ApiResult<Vec<application::Model>> {
+    Ok(application::Entity::find()
+        .order_by_asc(application::Column::Name)
+        .all(db)
+        .await?)
+}
+
+pub async fn find_environment(
+    db: &impl ConnectionTrait,
+    application_id: i64,
+    name: &str,
+) -> ApiResult<Option<environment::Model>> {
+    Ok(environment::Entity::find()
+        .filter(environment::Column::ApplicationId.eq(application_id))
+        .filter(environment::Column::Name.eq(name))
+        .one(db)
+        .await?)
+}
+
+pub async fn environments(
+    db: &impl ConnectionTrait,
+    application_id: i64,
+) -> ApiResult<Vec<environment::Model>> {
+    Ok(environment::Entity::find()
+        .filter(environment::Column::ApplicationId.eq(application_id))
+        .order_by_asc(environment::Column::Name)
+        .all(db)
+        .await?)
+}
+
+#[derive(Clone, Debug)]
+pub struct NewApplication {
+    pub name: String,
+    pub repository: String,
+    pub spec_path: Option<String>,
+}
+
+pub async fn create(state: &AppState, input: NewApplication) -> ApiResult<application::Model> {
+    validate_name("application", &input.name)?;
+    let repository = input.repository.trim();
+    if repository.is_empty() || repository.len() > 1024 {
+        return Err(ApiError::BadInput(
+            "`repository` must be a clone URL or path of 1 to 1024 characters".into(),
+        ));
+    }
+    let spec_path = input.spec_path.unwrap_or_else(|| "slipway.yml".to_owned());
+    if spec_path.is_empty()
+        || spec_path.starts_with('/')
+        || spec_path.split('/').any(|part| part == "..")
+    {
+        return Err(ApiError::BadInput(format!(
+            "`specPath` `{spec_path}` must be a relative path inside the repository"
+        )));
+    }
+    let created = application::ActiveModel {
+        name: Set(input.name.clone()),
+        repository: Set(repository.to_owned()),
+        spec_path: Set(spec_path),
+        deployment_count: Set(0),
+        created_at: Set(state.clock.now()),
+        ..Default::default()
+    }
+    .insert(&state.db)
+    .await;
+    match created {
+        Ok(app) => Ok(app),
+        Err(err) if is_unique_violation(&err) => Err(ApiError::Conflict(format!(
+            "application `{}` already exists",
+            input.name
+        ))),
+        Err(err) => Err(err.into()),
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct NewEnvironment {
+    pub application: String,
+    pub name: String,
+    pub auto_deploy_ref: Option<String>,
+    pub url: Option<String>,
+}
+
+pub async fn create_environment(
+    state: &AppState,
+    input: NewEnvironment,
+) -> ApiResult<(environment::Model, application::Model)> {
+    validate_name("environment", &input.name)?;
+    if let Some(url) = &input.url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 2048 {
+            return Err(ApiError::BadInput(format!(
+                "`url` `{url}` must be an http:// or https:// URL"
+            )));
+        }
+    }
+    if input
+        .auto_deploy_ref
+        .as_ref()
+        .is_some_and(|r| r.is_empty() || r.len() > 255)
+    {
+        return Err(ApiError::BadInput(
+            "`autoDeployRef` must be a branch name of 1 to 255 characters".into(),
+        ));
+    }
+    let app = get(&state.db, &input.application).await?;
+    let created = environment::ActiveModel {
+        application_id: Set(app.id),
+        name: Set(input.name.clone()),
+        auto_deploy_ref: Set(input.auto_deploy_ref),
+        url: Set(input.url),
+        created_at: Set(state.clock.now()),
+        ..Default::default()
+    }
+    .insert(&state.db)
+    .await;
+    match created {
+        Ok(env) => Ok((env, app)),
+        Err(err) if is_unique_violation(&err) => Err(ApiError::Conflict(format!(
+            "application `{}` already has an environment `{}`",
+            app.name, input.name
+        ))),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Locks (with `Some(reason)`) or unlocks (`None`) an environment. Locking an
+/// environment that does not exist yet creates it, so a team can lock before its
+/// first deployment.
+pub async fn set_lock(
+    state: &AppState,
+    application: &str,
+    environment: &str,
+    lock: Option<(&str, &str)>,
+) -> ApiResult<(environment::Model, application::Model)> {
+    if let Some((_, reason)) = lock {
+        if reason.trim().is_empty() || reason.len() > 1000 {
+            return Err(ApiError::BadInput(
+                "a lock needs a `reason` of 1 to 1000 characters".into(),
+            ));
+        }
+    }
+    let app = get(&state.db, application).await?;
+    let env = match find_environment(&state.db, app.id, environment).await? {
+        Some(env) => env,
+        None if lock.is_some() => {
+            create_environment(
+                state,
+                NewEnvironment {
+                    application: application.to_owned(),
+                    name: environment.to_owned(),
+                    auto_deploy_ref: None,
+                    url: None,
+                },
+            )
+            .await?
+            .0
+        }
+        None => return Err(environment_not_found(application, environment)),
+    };
+    let (by, at, reason) = match lock {
+        Some((by, reason)) => (
+            Some(by.to_owned()),
+            Some(state.clock.now()),
+            Some(reason.to_owned()),
+        ),
+        None => (None, None, None),
+    };
+    let mut update = environment::Entity::update_many()
+        .col_expr(environment::Column::LockedBy, Expr::value(by))
+        .col_expr(environment::Column::LockedAt, Expr::value(at))
+        .col_expr(environment::Column::LockReason, Expr::value(reason))
+        .filter(environment::Column::Id.eq(env.id));
+    if lock.is_some() {
+        // A lock is not silently taken over: the holder unlocks first.
+        update = update.filter(environment::Column::LockedBy.is_null());
+    }
+    match update.exec_with_returning(&state.db).await?.pop() {
+        Some(updated) => Ok((updated, app)),
+        None => {
+            let current = find_environment(&state.db, app.id, environment)
+                .await?
+                .ok_or_else(|| environment_not_found(application, environment))?;
+            Err(ApiError::Conflict(format!(
+                "environment `{}` of `{}` is already locked by {}: {}",
+                current.name,
+                app.name,
+                current.locked_by.as_deref().unwrap_or("someone"),
+                current.lock_reason.as_deref().unwrap_or("no reason given")
+            )))
+        }
+    }
+}

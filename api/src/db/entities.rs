@@ -1,0 +1,141 @@
+//! sea-orm entities, one module per table. Only the API knows the SQL schema.
+
+pub mod application {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "applications")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        #[sea_orm(unique)]
+        pub name: String,
+        pub repository: String,
+        pub spec_path: String,
+        /// The last per-application deployment number handed out (`web#42`).
+        pub deployment_count: i64,
+        pub created_at: ChronoDateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod environment {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "environments")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub application_id: i64,
+        pub name: String,
+        /// Branch whose pushes deploy here automatically.
+        pub auto_deploy_ref: Option<String>,
+        pub url: Option<String>,
+        /// Who locked the environment; `None` when it is unlocked.
+        pub locked_by: Option<String>,
+        pub locked_at: Option<ChronoDateTimeUtc>,
+        pub lock_reason: Option<String>,
+        pub created_at: ChronoDateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod deployment {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "deployments")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub application_id: i64,
+        pub environment_id: i64,
+        /// Per-application sequence number, dense from 1.
+        pub number: i64,
+        pub ref_name: String,
+        /// The commit the ref resolved to; set by whoever knows it first
+        /// (a GitHub hook carries it, otherwise the runner reports it).
+        pub sha: Option<String>,
+        pub task: String,
+        /// JSON text passed through from the creator to the runner.
+        pub payload: Option<String>,
+        pub description: Option<String>,
+        /// Idempotency key of the creator (`github:<id>`, a delivery id).
+        pub external_id: Option<String>,
+        pub created_by: String,
+        pub status: String,
+        pub phase: Option<String>,
+        pub message: Option<String>,
+        /// Name of the runner holding (or that last held) the deployment.
+        pub runner: Option<String>,
+        pub lease_expires_at: Option<ChronoDateTimeUtc>,
+        pub last_heartbeat_at: Option<ChronoDateTimeUtc>,
+        pub cancel_requested: bool,
+        pub cancel_requested_by: Option<String>,
+        /// Number of log lines stored; the next line gets `log_count + 1`.
+        pub log_count: i64,
+        /// JSON list of `{name, image, digest}` recorded when the deployment succeeded.
+        pub services: Option<String>,
+        pub created_at: ChronoDateTimeUtc,
+        pub started_at: Option<ChronoDateTimeUtc>,
+        pub finished_at: Option<ChronoDateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod log_line {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "deployment_logs")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub deployment_id: i64,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub seq: i64,
+        pub at: ChronoDateTimeUtc,
+        pub stream: String,
+        pub text: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod runner {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "runners")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        #[sea_orm(unique)]
+        pub name: String,
+        /// JSON list of strings.
+        pub labels: String,
+        pub version: Option<String>,
+        pub last_seen_at: ChronoDateTimeUtc,
+        pub created_at: ChronoDateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -1,0 +1,221 @@
+//! Append-only schema migrations. Never edit one that has landed: add a new one.
+//!
+//! Each migration has a SQLite and a PostgreSQL text; both run in one transaction
+//! together with the row that records them in `slipway_migrations`.
+
+use sea_orm::{
+    ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, Statement, TransactionTrait,
+};
+
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial",
+    sqlite: r#"
+CREATE TABLE applications (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    repository TEXT NOT NULL,
+    spec_path TEXT NOT NULL,
+    deployment_count BIGINT NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE environments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    application_id BIGINT NOT NULL REFERENCES applications (id),
+    name TEXT NOT NULL,
+    auto_deploy_ref TEXT,
+    url TEXT,
+    locked_by TEXT,
+    locked_at TEXT,
+    lock_reason TEXT,
+    created_at TEXT NOT NULL,
+    UNIQUE (application_id, name)
+);
+CREATE TABLE deployments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    application_id BIGINT NOT NULL REFERENCES applications (id),
+    environment_id BIGINT NOT NULL REFERENCES environments (id),
+    number BIGINT NOT NULL,
+    ref_name TEXT NOT NULL,
+    sha TEXT,
+    task TEXT NOT NULL,
+    payload TEXT,
+    description TEXT,
+    external_id TEXT,
+    created_by TEXT NOT NULL,
+    status TEXT NOT NULL,
+    phase TEXT,
+    message TEXT,
+    runner TEXT,
+    lease_expires_at TEXT,
+    last_heartbeat_at TEXT,
+    cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
+    cancel_requested_by TEXT,
+    log_count BIGINT NOT NULL DEFAULT 0,
+    services TEXT,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT,
+    UNIQUE (application_id, number),
+    UNIQUE (application_id, external_id)
+);
+CREATE UNIQUE INDEX deployments_one_in_progress
+    ON deployments (environment_id) WHERE status = 'IN_PROGRESS';
+CREATE INDEX deployments_by_status ON deployments (status, environment_id, id);
+CREATE TABLE deployment_logs (
+    deployment_id BIGINT NOT NULL REFERENCES deployments (id),
+    seq BIGINT NOT NULL,
+    at TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    text TEXT NOT NULL,
+    PRIMARY KEY (deployment_id, seq)
+);
+CREATE TABLE runners (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    labels TEXT NOT NULL,
+    version TEXT,
+    last_seen_at TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+"#,
+    postgres: r#"
+CREATE TABLE applications (
+    id BIGSERIAL PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    repository TEXT NOT NULL,
+    spec_path TEXT NOT NULL,
+    deployment_count BIGINT NOT NULL DEFAULT 0,
+    created_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE environments (
+    id BIGSERIAL PRIMARY KEY,
+    application_id BIGINT NOT NULL REFERENCES applications (id),
+    name TEXT NOT NULL,
+    auto_deploy_ref TEXT,
+    url TEXT,
+    locked_by TEXT,
+    locked_at TIMESTAMPTZ,
+    lock_reason TEXT,
+    created_at TIMESTAMPTZ NOT NULL,
+    UNIQUE (application_id, name)
+);
+CREATE TABLE deployments (
+    id BIGSERIAL PRIMARY KEY,
+    application_id BIGINT NOT NULL REFERENCES applications (id),
+    environment_id BIGINT NOT NULL REFERENCES environments (id),
+    number BIGINT NOT NULL,
+    ref_name TEXT NOT NULL,
+    sha TEXT,
+    task TEXT NOT NULL,
+    payload TEXT,
+    description TEXT,
+    external_id TEXT,
+    created_by TEXT NOT NULL,
+    status TEXT NOT NULL,
+    phase TEXT,
+    message TEXT,
+    runner TEXT,
+    lease_expires_at TIMESTAMPTZ,
+    last_heartbeat_at TIMESTAMPTZ,
+    cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
+    cancel_requested_by TEXT,
+    log_count BIGINT NOT NULL DEFAULT 0,
+    services TEXT,
+    created_at TIMESTAMPTZ NOT NULL,
+    started_at TIMESTAMPTZ,
+    finished_at TIMESTAMPTZ,
+    UNIQUE (application_id, number),
+    UNIQUE (application_id, external_id)
+);
+CREATE UNIQUE INDEX deployments_one_in_progress
+    ON deployments (environment_id) WHERE status = 'IN_PROGRESS';
+CREATE INDEX deployments_by_status ON deployments (status, environment_id, id);
+CREATE TABLE deployment_logs (
+    deployment_id BIGINT NOT NULL REFERENCES deployments (id),
+    seq BIGINT NOT NULL,
+    at TIMESTAMPTZ NOT NULL,
+    stream TEXT NOT NULL,
+    text TEXT NOT NULL,
+    PRIMARY KEY (deployment_id, seq)
+);
+CREATE TABLE runners (
+    id BIGSERIAL PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    labels TEXT NOT NULL,
+    version TEXT,
+    last_seen_at TIMESTAMPTZ NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL
+);
+"#,
+}];
+
+/// Applies every migration the database does not have yet, in order, and
+/// returns how many were applied.
+pub(crate) async fn run(db: &DatabaseConnection) -> Result<usize, DbErr> {
+    let backend = db.get_database_backend();
+    db.execute_unprepared(
+        "CREATE TABLE IF NOT EXISTS slipway_migrations (
+            version BIGINT PRIMARY KEY,
+            name TEXT NOT NULL,
+            applied_at TEXT NOT NULL
+        )",
+    )
+    .await?;
+    let mut applied = 0;
+    for migration in MIGRATIONS {
+        let txn = db.begin().await?;
+        if backend == DatabaseBackend::Postgres {
+            // Two API processes starting at once must not both migrate.
+            txn.execute_unprepared("SELECT pg_advisory_xact_lock(7357009)")
+                .await?;
+        }
+        let done = txn
+            .query_one(Statement::from_sql_and_values(
+                backend,
+                match backend {
+                    DatabaseBackend::Postgres => {
+                        "SELECT version FROM slipway_migrations WHERE version = $1"
+                    }
+                    _ => "SELECT version FROM slipway_migrations WHERE version = ?",
+                },
+                [migration.version.into()],
+            ))
+            .await?
+            .is_some();
+        if done {
+            continue;
+        }
+        let sql = match backend {
+            DatabaseBackend::Postgres => migration.postgres,
+            _ => migration.sqlite,
+        };
+        txn.execute_unprepared(sql).await?;
+        txn.execute(Statement::from_sql_and_values(
+            backend,
+            match backend {
+                DatabaseBackend::Postgres => {
+                    "INSERT INTO slipway_migrations (version, name, applied_at) VALUES ($1, $2, $3)"
+                }
+                _ => "INSERT INTO slipway_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+            },
+            [
+                migration.version.into(),
+                migration.name.into(),
+                chrono::Utc::now().to_rfc3339().into(),
+            ],
+        ))
+        .await?;
+        txn.commit().await?;
+        tracing::info!(version = migration.version, name = migration.name, "applied migration");
+        applied += 1;
+    }
+    Ok(applied)
+}

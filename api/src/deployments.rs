@@ -1,0 +1,513 @@
+//! Deployments: creating, reading, cancelling, and the rules of who waits for whom.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_graphql::Enum;
+use sea_orm::sea_query::{Alias, Expr, Query};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::applications::{self, validate_name};
+use crate::db::entities::{application, deployment, environment};
+use crate::error::{ApiError, ApiResult};
+use crate::events::Event;
+use crate::state::AppState;
+
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DeploymentStatus {
+    Queued,
+    InProgress,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl DeploymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "QUEUED",
+            Self::InProgress => "IN_PROGRESS",
+            Self::Succeeded => "SUCCEEDED",
+            Self::Failed => "FAILED",
+            Self::Cancelled => "CANCELLED",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "QUEUED" => Self::Queued,
+            "IN_PROGRESS" => Self::InProgress,
+            "SUCCEEDED" => Self::Succeeded,
+            "FAILED" => Self::Failed,
+            "CANCELLED" => Self::Cancelled,
+            _ => return None,
+        })
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// What an IN_PROGRESS deployment is doing.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DeploymentPhase {
+    Cloning,
+    Planning,
+    Updating,
+    Verifying,
+    RollingBack,
+}
+
+impl DeploymentPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cloning => "CLONING",
+            Self::Planning => "PLANNING",
+            Self::Updating => "UPDATING",
+            Self::Verifying => "VERIFYING",
+            Self::RollingBack => "ROLLING_BACK",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "CLONING" => Self::Cloning,
+            "PLANNING" => Self::Planning,
+            "UPDATING" => Self::Updating,
+            "VERIFYING" => Self::Verifying,
+            "ROLLING_BACK" => Self::RollingBack,
+            _ => return None,
+        })
+    }
+}
+
+/// A deployment together with its application and environment, as every reader
+/// wants it. Built by [`hydrate`], which loads the parents of a page at once.
+#[derive(Clone, Debug)]
+pub struct DeploymentView {
+    pub deployment: deployment::Model,
+    pub application: Arc<application::Model>,
+    pub environment: Arc<environment::Model>,
+}
+
+impl DeploymentView {
+    pub fn status(&self) -> DeploymentStatus {
+        DeploymentStatus::parse(&self.deployment.status).unwrap_or(DeploymentStatus::Failed)
+    }
+}
+
+/// Loads the applications and environments of `rows` (two queries in all).
+pub async fn hydrate(
+    db: &impl ConnectionTrait,
+    rows: Vec<deployment::Model>,
+) -> ApiResult<Vec<DeploymentView>> {
+    let mut app_ids: Vec<i64> = rows.iter().map(|d| d.application_id).collect();
+    let mut env_ids: Vec<i64> = rows.iter().map(|d| d.environment_id).collect();
+    app_ids.sort_unstable();
+    app_ids.dedup();
+    env_ids.sort_unstable();
+    env_ids.dedup();
+    let apps: HashMap<i64, Arc<application::Model>> = application::Entity::find()
+        .filter(application::Column::Id.is_in(app_ids))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|a| (a.id, Arc::new(a)))
+        .collect();
+    let envs: HashMap<i64, Arc<environment::Model>> = environment::Entity::find()
+        .filter(environment::Column::Id.is_in(env_ids))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|e| (e.id, Arc::new(e)))
+        .collect();
+    rows.into_iter()
+        .map(|deployment| {
+            let application = apps.get(&deployment.application_id).cloned();
+            let environment = envs.get(&deployment.environment_id).cloned();
+            match (application, environment) {
+                (Some(application), Some(environment)) => Ok(DeploymentView {
+                    deployment,
+                    application,
+                    environment,
+                }),
+                _ => Err(ApiError::internal(format!(
+                    "deployment {} has no application or environment",
+                    deployment.id
+                ))),
+            }
+        })
+        .collect()
+}
+
+pub async fn hydrate_one(
+    db: &impl ConnectionTrait,
+    row: deployment::Model,
+) -> ApiResult<DeploymentView> {
+    Ok(hydrate(db, vec![row]).await?.remove(0))
+}
+
+/// Reads one deployment; `NOT_FOUND` when there is none.
+pub async fn get(db: &impl ConnectionTrait, id: i64) -> ApiResult<DeploymentView> {
+    let row = deployment::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("deployment {id} does not exist")))?;
+    hydrate_one(db, row).await
+}
+
+/// A deployment as its creator asks for it.
+#[derive(Clone, Debug, Default)]
+pub struct NewDeployment {
+    pub application: String,
+    pub environment: String,
+    pub ref_name: String,
+    pub sha: Option<String>,
+    pub task: Option<String>,
+    pub payload: Option<serde_json::Value>,
+    pub external_id: Option<String>,
+    pub description: Option<String>,
+}
+
+const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+
+fn validate(input: &NewDeployment) -> ApiResult<()> {
+    validate_name("environment", &input.environment)?;
+    if input.ref_name.trim().is_empty() || input.ref_name.len() > 255 {
+        return Err(ApiError::BadInput(
+            "`ref` must be a branch, tag or commit of 1 to 255 characters".into(),
+        ));
+    }
+    if let Some(sha) = &input.sha {
+        validate_sha(sha)?;
+    }
+    if let Some(task) = &input.task {
+        if task.is_empty() || task.len() > 64 {
+            return Err(ApiError::BadInput(
+                "`task` must be 1 to 64 characters".into(),
+            ));
+        }
+    }
+    if let Some(id) = &input.external_id {
+        if id.is_empty() || id.len() > 255 {
+            return Err(ApiError::BadInput(
+                "`externalId` must be 1 to 255 characters".into(),
+            ));
+        }
+    }
+    if input.description.as_ref().is_some_and(|d| d.len() > 4096) {
+        return Err(ApiError::BadInput(
+            "`description` is longer than 4096 characters".into(),
+        ));
+    }
+    if let Some(payload) = &input.payload {
+        if payload.to_string().len() > MAX_PAYLOAD_BYTES {
+            return Err(ApiError::BadInput(format!(
+                "`payload` is larger than {MAX_PAYLOAD_BYTES} bytes"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A full commit id: 40 (SHA-1) or 64 (SHA-256) lowercase hex digits.
+pub fn validate_sha(sha: &str) -> ApiResult<()> {
+    let hex = sha.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if hex && (sha.len() == 40 || sha.len() == 64) {
+        Ok(())
+    } else {
+        Err(ApiError::BadInput(format!(
+            "`sha` must be a full commit id of 40 or 64 lowercase hex digits, not `{sha}`"
+        )))
+    }
+}
+
+/// Creates a QUEUED deployment, or returns the one that already has
+/// `external_id` in the application (creating nothing).
+pub async fn create(
+    state: &AppState,
+    created_by: &str,
+    input: NewDeployment,
+) -> ApiResult<DeploymentView> {
+    validate(&input)?;
+    let now = state.clock.now();
+    let txn = state.db.begin().await?;
+    // Take the application's next number first: as the first statement it takes
+    // the write lock (SQLite) or the application's row lock (PostgreSQL), which
+    // serialises creations per application and makes the `external_id` check
+    // below race-free.
+    let app = application::Entity::update_many()
+        .col_expr(
+            application::Column::DeploymentCount,
+            Expr::col(application::Column::DeploymentCount).add(1),
+        )
+        .filter(application::Column::Name.eq(&input.application))
+        .exec_with_returning(&txn)
+        .await?
+        .pop()
+        .ok_or_else(|| applications::not_found(&input.application))?;
+
+    if let Some(external_id) = &input.external_id {
+        let existing = deployment::Entity::find()
+            .filter(deployment::Column::ApplicationId.eq(app.id))
+            .filter(deployment::Column::ExternalId.eq(external_id))
+            .one(&txn)
+            .await?;
+        if let Some(existing) = existing {
+            txn.rollback().await?;
+            return hydrate_one(&state.db, existing).await;
+        }
+    }
+
+    let env = match applications::find_environment(&txn, app.id, &input.environment).await? {
+        Some(env) => env,
+        None => {
+            environment::ActiveModel {
+                application_id: Set(app.id),
+                name: Set(input.environment.clone()),
+                created_at: Set(now),
+                ..Default::default()
+            }
+            .insert(&txn)
+            .await?
+        }
+    };
+    if let Some(locked_by) = &env.locked_by {
+        return Err(ApiError::Conflict(format!(
+            "environment `{}` of `{}` is locked by {}{}: {}",
+            env.name,
+            app.name,
+            locked_by,
+            env.locked_at
+                .map(|at| format!(" since {}", at.to_rfc3339()))
+                .unwrap_or_default(),
+            env.lock_reason.as_deref().unwrap_or("no reason given")
+        )));
+    }
+
+    let row = deployment::ActiveModel {
+        application_id: Set(app.id),
+        environment_id: Set(env.id),
+        number: Set(app.deployment_count),
+        ref_name: Set(input.ref_name),
+        sha: Set(input.sha),
+        task: Set(input.task.unwrap_or_else(|| "deploy".to_owned())),
+        payload: Set(input.payload.map(|p| p.to_string())),
+        description: Set(input.description),
+        external_id: Set(input.external_id),
+        created_by: Set(created_by.to_owned()),
+        status: Set(DeploymentStatus::Queued.as_str().to_owned()),
+        cancel_requested: Set(false),
+        log_count: Set(0),
+        created_at: Set(now),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await?;
+    txn.commit().await?;
+
+    let view = DeploymentView {
+        deployment: row,
+        application: Arc::new(app),
+        environment: Arc::new(env),
+    };
+    tracing::info!(
+        deployment = view.deployment.id,
+        application = %view.application.name,
+        environment = %view.environment.name,
+        number = view.deployment.number,
+        "deployment queued"
+    );
+    state.events.publish(Event::Deployment(Arc::new(view.clone())));
+    publish_next_claimable(state, view.environment.id).await?;
+    Ok(view)
+}
+
+/// The deployment of an environment that a runner may claim now: the oldest
+/// queued one, when none is in progress.
+pub async fn next_claimable(
+    db: &impl ConnectionTrait,
+    environment_id: i64,
+) -> ApiResult<Option<deployment::Model>> {
+    let busy = deployment::Entity::find()
+        .filter(deployment::Column::EnvironmentId.eq(environment_id))
+        .filter(deployment::Column::Status.eq(DeploymentStatus::InProgress.as_str()))
+        .one(db)
+        .await?
+        .is_some();
+    if busy {
+        return Ok(None);
+    }
+    Ok(deployment::Entity::find()
+        .filter(deployment::Column::EnvironmentId.eq(environment_id))
+        .filter(deployment::Column::Status.eq(DeploymentStatus::Queued.as_str()))
+        .order_by_asc(deployment::Column::Id)
+        .one(db)
+        .await?)
+}
+
+/// Tells runners about the deployment of `environment_id` that became claimable, if any.
+pub async fn publish_next_claimable(state: &AppState, environment_id: i64) -> ApiResult<()> {
+    if let Some(next) = next_claimable(&state.db, environment_id).await? {
+        let view = hydrate_one(&state.db, next).await?;
+        state.events.publish(Event::Queued(Arc::new(view)));
+    }
+    Ok(())
+}
+
+/// Every deployment a runner may claim now, oldest first.
+pub async fn claimable(db: &impl ConnectionTrait) -> ApiResult<Vec<DeploymentView>> {
+    let older = Alias::new("older");
+    let busy = Alias::new("busy");
+    let rows = deployment::Entity::find()
+        .filter(deployment::Column::Status.eq(DeploymentStatus::Queued.as_str()))
+        .filter(
+            Expr::exists(
+                Query::select()
+                    .expr(Expr::val(1))
+                    .from_as(deployment::Entity, older.clone())
+                    .and_where(
+                        Expr::col((older.clone(), deployment::Column::EnvironmentId))
+                            .equals((deployment::Entity, deployment::Column::EnvironmentId)),
+                    )
+                    .and_where(
+                        Expr::col((older.clone(), deployment::Column::Id))
+                            .lt(Expr::col((deployment::Entity, deployment::Column::Id))),
+                    )
+                    .and_where(
+                        Expr::col((older.clone(), deployment::Column::Status))
+                            .eq(DeploymentStatus::Queued.as_str()),
+                    )
+                    .to_owned(),
+            )
+            .not(),
+        )
+        .filter(
+            Expr::exists(
+                Query::select()
+                    .expr(Expr::val(1))
+                    .from_as(deployment::Entity, busy.clone())
+                    .and_where(
+                        Expr::col((busy.clone(), deployment::Column::EnvironmentId))
+                            .equals((deployment::Entity, deployment::Column::EnvironmentId)),
+                    )
+                    .and_where(
+                        Expr::col((busy.clone(), deployment::Column::Status))
+                            .eq(DeploymentStatus::InProgress.as_str()),
+                    )
+                    .to_owned(),
+            )
+            .not(),
+        )
+        .order_by_asc(deployment::Column::Id)
+        .limit(1000)
+        .all(db)
+        .await?;
+    hydrate(db, rows).await
+}
+
+/// Filters of the deployment history.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    pub application: Option<String>,
+    pub environment: Option<String>,
+    pub status: Option<DeploymentStatus>,
+}
+
+/// One page of the history, newest first: up to `first` deployments with an id
+/// below `before_id`, and whether more follow.
+pub async fn list(
+    db: &impl ConnectionTrait,
+    filter: &Filter,
+    first: u64,
+    before_id: Option<i64>,
+) -> ApiResult<(Vec<DeploymentView>, bool)> {
+    let mut query = deployment::Entity::find();
+    if let Some(name) = &filter.application {
+        let Some(app) = applications::find(db, name).await? else {
+            return Err(applications::not_found(name));
+        };
+        query = query.filter(deployment::Column::ApplicationId.eq(app.id));
+        if let Some(env_name) = &filter.environment {
+            match applications::find_environment(db, app.id, env_name).await? {
+                Some(env) => query = query.filter(deployment::Column::EnvironmentId.eq(env.id)),
+                None => return Ok((Vec::new(), false)),
+            }
+        }
+    } else if filter.environment.is_some() {
+        return Err(ApiError::BadInput(
+            "`environment` needs `application` too".into(),
+        ));
+    }
+    if let Some(status) = filter.status {
+        query = query.filter(deployment::Column::Status.eq(status.as_str()));
+    }
+    if let Some(before) = before_id {
+        query = query.filter(deployment::Column::Id.lt(before));
+    }
+    let mut rows = query
+        .order_by_desc(deployment::Column::Id)
+        .limit(first + 1)
+        .all(db)
+        .await?;
+    let more = rows.len() as u64 > first;
+    rows.truncate(first as usize);
+    Ok((hydrate(db, rows).await?, more))
+}
+
+/// Cancels a deployment: a queued one at once; an in-progress one by asking its
+/// runner, which sees the request on its next heartbeat or in `deploymentEvents`.
+pub async fn cancel(state: &AppState, id: i64, by: &str) -> ApiResult<DeploymentView> {
+    let now = state.clock.now();
+    let cancelled = deployment::Entity::update_many()
+        .col_expr(
+            deployment::Column::Status,
+            Expr::value(DeploymentStatus::Cancelled.as_str()),
+        )
+        .col_expr(deployment::Column::FinishedAt, Expr::value(now))
+        .col_expr(deployment::Column::CancelRequested, Expr::value(true))
+        .col_expr(deployment::Column::CancelRequestedBy, Expr::value(by))
+        .col_expr(
+            deployment::Column::Message,
+            Expr::value(format!("cancelled by {by} before it started")),
+        )
+        .filter(deployment::Column::Id.eq(id))
+        .filter(deployment::Column::Status.eq(DeploymentStatus::Queued.as_str()))
+        .exec_with_returning(&state.db)
+        .await?
+        .pop();
+    if let Some(row) = cancelled {
+        let view = hydrate_one(&state.db, row).await?;
+        state.events.publish(Event::Deployment(Arc::new(view.clone())));
+        publish_next_claimable(state, view.environment.id).await?;
+        return Ok(view);
+    }
+    let requested = deployment::Entity::update_many()
+        .col_expr(deployment::Column::CancelRequested, Expr::value(true))
+        .col_expr(deployment::Column::CancelRequestedBy, Expr::value(by))
+        .filter(deployment::Column::Id.eq(id))
+        .filter(deployment::Column::Status.eq(DeploymentStatus::InProgress.as_str()))
+        .exec_with_returning(&state.db)
+        .await?
+        .pop();
+    if let Some(row) = requested {
+        let view = hydrate_one(&state.db, row).await?;
+        state.events.publish(Event::Deployment(Arc::new(view.clone())));
+        return Ok(view);
+    }
+    let view = get(&state.db, id).await?;
+    Err(ApiError::Conflict(format!(
+        "deployment {} ({}#{}) already finished: {}",
+        id,
+        view.application.name,
+        view.deployment.number,
+        view.deployment.status
+    )))
+}

@@ -1,0 +1,283 @@
+use std::sync::Arc;
+
+use async_graphql::{Context, InputObject, Json, Object, ID};
+use chrono::{DateTime, Utc};
+
+use super::types::{deployment_id, state, Application, Deployment, Environment, Runner};
+use crate::applications::{self, NewApplication, NewEnvironment};
+use crate::auth::{caller, roles, RoleGuard};
+use crate::deployments::{self, DeploymentPhase, DeploymentStatus, NewDeployment};
+use crate::error::ApiResult;
+use crate::leases::{self, ServiceImage};
+use crate::logs::{self, NewLine};
+use crate::runners;
+
+pub struct Mutation;
+
+#[derive(InputObject)]
+pub(super) struct CreateApplicationInput {
+    /// Lowercase letters, digits, `-`, `_`, `.`; used in stack names.
+    pub name: String,
+    /// Clone URL or path of the repository.
+    pub repository: String,
+    /// Path of the deploy spec in the repository (default `slipway.yml`).
+    pub spec_path: Option<String>,
+}
+
+#[derive(InputObject)]
+pub(super) struct CreateEnvironmentInput {
+    pub application: String,
+    pub name: String,
+    /// Branch whose pushes deploy here automatically.
+    pub auto_deploy_ref: Option<String>,
+    pub url: Option<String>,
+}
+
+#[derive(InputObject)]
+pub(super) struct CreateDeploymentInput {
+    pub application: String,
+    /// Created on the first deployment that names it.
+    pub environment: String,
+    /// Branch, tag or commit to deploy.
+    pub r#ref: String,
+    /// The commit `ref` is at, when the creator knows it (a GitHub hook does).
+    pub sha: Option<String>,
+    /// `deploy` unless told.
+    pub task: Option<String>,
+    pub payload: Option<Json<serde_json::Value>>,
+    /// Idempotency key: a second deployment with the same key in the same
+    /// application returns the first and creates nothing.
+    pub external_id: Option<String>,
+    pub description: Option<String>,
+}
+
+#[derive(InputObject)]
+pub(super) struct LogLineInput {
+    pub text: String,
+    /// `stdout` unless told.
+    pub stream: Option<String>,
+    /// When the line was written; the time it is stored unless told.
+    pub at: Option<DateTime<Utc>>,
+}
+
+#[derive(InputObject)]
+pub(super) struct ServiceImageInput {
+    pub name: String,
+    pub image: String,
+    pub digest: Option<String>,
+}
+
+#[Object]
+impl Mutation {
+    #[graphql(guard = "RoleGuard::new(roles::ADMIN)")]
+    async fn create_application(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateApplicationInput,
+    ) -> ApiResult<Application> {
+        let app = applications::create(
+            state(ctx),
+            NewApplication {
+                name: input.name,
+                repository: input.repository,
+                spec_path: input.spec_path,
+            },
+        )
+        .await?;
+        Ok(Application(Arc::new(app)))
+    }
+
+    #[graphql(guard = "RoleGuard::new(roles::ADMIN)")]
+    async fn create_environment(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateEnvironmentInput,
+    ) -> ApiResult<Environment> {
+        let (env, app) = applications::create_environment(
+            state(ctx),
+            NewEnvironment {
+                application: input.application,
+                name: input.name,
+                auto_deploy_ref: input.auto_deploy_ref,
+                url: input.url,
+            },
+        )
+        .await?;
+        Ok(Environment::new(env, Arc::new(app)))
+    }
+
+    /// Refuses new deployments to the environment until it is unlocked.
+    #[graphql(guard = "RoleGuard::new(roles::OPERATE)")]
+    async fn lock_environment(
+        &self,
+        ctx: &Context<'_>,
+        application: String,
+        environment: String,
+        reason: String,
+    ) -> ApiResult<Environment> {
+        let by = caller(ctx)?.sub.clone();
+        let (env, app) = applications::set_lock(
+            state(ctx),
+            &application,
+            &environment,
+            Some((&by, &reason)),
+        )
+        .await?;
+        Ok(Environment::new(env, Arc::new(app)))
+    }
+
+    #[graphql(guard = "RoleGuard::new(roles::OPERATE)")]
+    async fn unlock_environment(
+        &self,
+        ctx: &Context<'_>,
+        application: String,
+        environment: String,
+    ) -> ApiResult<Environment> {
+        let (env, app) =
+            applications::set_lock(state(ctx), &application, &environment, None).await?;
+        Ok(Environment::new(env, Arc::new(app)))
+    }
+
+    #[graphql(guard = "RoleGuard::new(roles::DEPLOY)")]
+    async fn create_deployment(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateDeploymentInput,
+    ) -> ApiResult<Deployment> {
+        let by = caller(ctx)?.sub.clone();
+        let view = deployments::create(
+            state(ctx),
+            &by,
+            NewDeployment {
+                application: input.application,
+                environment: input.environment,
+                ref_name: input.r#ref,
+                sha: input.sha,
+                task: input.task,
+                payload: input.payload.map(|p| p.0),
+                external_id: input.external_id,
+                description: input.description,
+            },
+        )
+        .await?;
+        Ok(Deployment(Arc::new(view)))
+    }
+
+    /// Cancels a queued deployment at once, or asks the runner of one in
+    /// progress to stop and roll back.
+    #[graphql(guard = "RoleGuard::new(roles::OPERATE)")]
+    async fn cancel_deployment(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Deployment> {
+        let by = caller(ctx)?.sub.clone();
+        let view = deployments::cancel(state(ctx), deployment_id(&id)?, &by).await?;
+        Ok(Deployment(Arc::new(view)))
+    }
+
+    /// Registers the calling runner (named by its token) with labels and version.
+    #[graphql(guard = "RoleGuard::new(roles::RUNNER)")]
+    async fn register_runner(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default)] labels: Vec<String>,
+        version: Option<String>,
+    ) -> ApiResult<Runner> {
+        let name = caller(ctx)?.sub.clone();
+        Ok(Runner(
+            runners::register(state(ctx), &name, labels, version).await?,
+        ))
+    }
+
+    /// Takes a queued deployment for the calling runner. Of concurrent claims
+    /// exactly one wins; the others get CONFLICT.
+    #[graphql(guard = "RoleGuard::new(roles::RUNNER)")]
+    async fn claim_deployment(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Deployment> {
+        let runner = caller(ctx)?.sub.clone();
+        let view = leases::claim(state(ctx), &runner, deployment_id(&id)?).await?;
+        Ok(Deployment(Arc::new(view)))
+    }
+
+    /// Renews the lease; `cancelRequested` in the answer tells the runner to stop.
+    #[graphql(guard = "RoleGuard::new(roles::RUNNER)")]
+    async fn heartbeat_deployment(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Deployment> {
+        let runner = caller(ctx)?.sub.clone();
+        let view = leases::heartbeat(state(ctx), &runner, deployment_id(&id)?).await?;
+        Ok(Deployment(Arc::new(view)))
+    }
+
+    /// Stores log lines; they are numbered after the ones already stored.
+    #[graphql(guard = "RoleGuard::new(roles::RUNNER)")]
+    async fn append_deployment_logs(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        lines: Vec<LogLineInput>,
+    ) -> ApiResult<Deployment> {
+        let runner = caller(ctx)?.sub.clone();
+        let id = deployment_id(&id)?;
+        let lines = lines
+            .into_iter()
+            .map(|l| NewLine {
+                text: l.text,
+                stream: l.stream,
+                at: l.at,
+            })
+            .collect();
+        logs::append(state(ctx), &runner, id, lines).await?;
+        let view = deployments::get(&state(ctx).db, id).await?;
+        Ok(Deployment(Arc::new(view)))
+    }
+
+    #[graphql(guard = "RoleGuard::new(roles::RUNNER)")]
+    async fn update_deployment_progress(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        phase: Option<DeploymentPhase>,
+        message: Option<String>,
+        sha: Option<String>,
+    ) -> ApiResult<Deployment> {
+        let runner = caller(ctx)?.sub.clone();
+        let view = leases::progress(
+            state(ctx),
+            &runner,
+            deployment_id(&id)?,
+            phase,
+            message,
+            sha,
+        )
+        .await?;
+        Ok(Deployment(Arc::new(view)))
+    }
+
+    /// Ends the deployment: SUCCEEDED, FAILED or CANCELLED. `services` records
+    /// the images of the release.
+    #[graphql(guard = "RoleGuard::new(roles::RUNNER)")]
+    async fn finish_deployment(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        status: DeploymentStatus,
+        message: Option<String>,
+        services: Option<Vec<ServiceImageInput>>,
+    ) -> ApiResult<Deployment> {
+        let runner = caller(ctx)?.sub.clone();
+        let services = services.map(|list| {
+            list.into_iter()
+                .map(|s| ServiceImage {
+                    name: s.name,
+                    image: s.image,
+                    digest: s.digest,
+                })
+                .collect()
+        });
+        let view = leases::finish(
+            state(ctx),
+            &runner,
+            deployment_id(&id)?,
+            status,
+            message,
+            services,
+        )
+        .await?;
+        Ok(Deployment(Arc::new(view)))
+    }
+}

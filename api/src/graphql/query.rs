@@ -1,0 +1,81 @@
+use std::sync::Arc;
+
+use async_graphql::connection::Connection;
+use async_graphql::{Context, Object, ID};
+
+use super::types::{
+    deployment_id, deployment_page, state, Application, Deployment, Runner, Viewer,
+};
+use crate::auth::{caller, roles, RoleGuard};
+use crate::deployments::{self, DeploymentStatus, Filter};
+use crate::error::{ApiError, ApiResult};
+use crate::{applications, runners};
+
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// The caller, as its token says.
+    #[graphql(guard = "RoleGuard::new(roles::READ)")]
+    async fn viewer(&self, ctx: &Context<'_>) -> ApiResult<Viewer> {
+        let claims = caller(ctx)?;
+        Ok(Viewer {
+            subject: claims.sub.clone(),
+            role: claims.role,
+        })
+    }
+
+    #[graphql(guard = "RoleGuard::new(roles::READ)")]
+    async fn applications(&self, ctx: &Context<'_>) -> ApiResult<Vec<Application>> {
+        let apps = applications::list(&state(ctx).db).await?;
+        Ok(apps.into_iter().map(|a| Application(Arc::new(a))).collect())
+    }
+
+    #[graphql(guard = "RoleGuard::new(roles::READ)")]
+    async fn application(&self, ctx: &Context<'_>, name: String) -> ApiResult<Option<Application>> {
+        let app = applications::find(&state(ctx).db, &name).await?;
+        Ok(app.map(|a| Application(Arc::new(a))))
+    }
+
+    #[graphql(guard = "RoleGuard::new(roles::READ)")]
+    async fn deployment(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<Deployment>> {
+        match deployments::get(&state(ctx).db, deployment_id(&id)?).await {
+            Ok(view) => Ok(Some(Deployment(Arc::new(view)))),
+            Err(ApiError::NotFound(_)) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Deployments, newest first, optionally of one application, environment or status.
+    #[graphql(guard = "RoleGuard::new(roles::READ)")]
+    async fn deployments(
+        &self,
+        ctx: &Context<'_>,
+        application: Option<String>,
+        environment: Option<String>,
+        status: Option<DeploymentStatus>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> ApiResult<Connection<String, Deployment>> {
+        let filter = Filter {
+            application,
+            environment,
+            status,
+        };
+        deployment_page(state(ctx), &filter, first, after).await
+    }
+
+    /// Deployments a runner may claim now: per environment the oldest queued one,
+    /// when none is in progress. Runners read this after every (re)connect.
+    #[graphql(guard = "RoleGuard::new(roles::READ)")]
+    async fn claimable_deployments(&self, ctx: &Context<'_>) -> ApiResult<Vec<Deployment>> {
+        let views = deployments::claimable(&state(ctx).db).await?;
+        Ok(views.into_iter().map(|v| Deployment(Arc::new(v))).collect())
+    }
+
+    #[graphql(guard = "RoleGuard::new(roles::READ)")]
+    async fn runners(&self, ctx: &Context<'_>) -> ApiResult<Vec<Runner>> {
+        let list = runners::list(state(ctx)).await?;
+        Ok(list.into_iter().map(Runner).collect())
+    }
+}

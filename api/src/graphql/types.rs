@@ -1,0 +1,455 @@
+//! The object types of the schema. Each wraps what the domain modules return.
+
+use std::sync::Arc;
+
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::{Context, Json, Object, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+
+use crate::applications;
+use crate::auth::{roles, Role, RoleGuard};
+use crate::db::entities::{application, deployment, environment, log_line, runner};
+use crate::deployments::{self, DeploymentPhase, DeploymentStatus, DeploymentView, Filter};
+use crate::error::{ApiError, ApiResult};
+use crate::leases::ServiceImage;
+use crate::logs;
+use crate::state::AppState;
+
+pub(crate) fn state<'a>(ctx: &'a Context<'_>) -> &'a AppState {
+    ctx.data_unchecked::<AppState>()
+}
+
+/// Parses a deployment `ID`.
+pub(crate) fn deployment_id(id: &ID) -> ApiResult<i64> {
+    id.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::BadInput(format!("`{}` is not a deployment id", id.as_str())))
+}
+
+/// Who is asking.
+#[derive(SimpleObject)]
+pub struct Viewer {
+    /// The token's subject: a person, a runner's name or a provider's name.
+    pub subject: String,
+    pub role: Role,
+}
+
+pub struct Application(pub Arc<application::Model>);
+
+#[Object]
+impl Application {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// Where the runner clones from: a URL (`https://`, `ssh://`, `git://`,
+    /// `file://`) or `git@host:owner/name.git`.
+    async fn repository(&self) -> &str {
+        &self.0.repository
+    }
+
+    /// Path of the deploy spec in the repository.
+    async fn spec_path(&self) -> &str {
+        &self.0.spec_path
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    #[graphql(guard = "RoleGuard::new(roles::READ)")]
+    async fn environments(&self, ctx: &Context<'_>) -> ApiResult<Vec<Environment>> {
+        let envs = applications::environments(&state(ctx).db, self.0.id).await?;
+        Ok(envs
+            .into_iter()
+            .map(|env| Environment::new(env, self.0.clone()))
+            .collect())
+    }
+
+    #[graphql(guard = "RoleGuard::new(roles::READ)")]
+    async fn environment(&self, ctx: &Context<'_>, name: String) -> ApiResult<Option<Environment>> {
+        let env = applications::find_environment(&state(ctx).db, self.0.id, &name).await?;
+        Ok(env.map(|env| Environment::new(env, self.0.clone())))
+    }
+
+    /// This application's deployments, newest first.
+    #[graphql(guard = "RoleGuard::new(roles::READ)")]
+    async fn deployments(
+        &self,
+        ctx: &Context<'_>,
+        environment: Option<String>,
+        status: Option<DeploymentStatus>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> ApiResult<Connection<String, Deployment>> {
+        let filter = Filter {
+            application: Some(self.0.name.clone()),
+            environment,
+            status,
+        };
+        deployment_page(state(ctx), &filter, first, after).await
+    }
+}
+
+/// Default and largest page of deployments.
+const PAGE: i32 = 20;
+const MAX_PAGE: i32 = 100;
+
+pub(crate) async fn deployment_page(
+    state: &AppState,
+    filter: &Filter,
+    first: Option<i32>,
+    after: Option<String>,
+) -> ApiResult<Connection<String, Deployment>> {
+    let first = first.unwrap_or(PAGE);
+    if !(0..=MAX_PAGE).contains(&first) {
+        return Err(ApiError::BadInput(format!(
+            "`first` must be between 0 and {MAX_PAGE}"
+        )));
+    }
+    let before_id = match after {
+        Some(cursor) => Some(cursor.parse::<i64>().map_err(|_| {
+            ApiError::BadInput(format!("`after` cursor `{cursor}` is not one this API gave"))
+        })?),
+        None => None,
+    };
+    let (rows, more) = deployments::list(&state.db, filter, first as u64, before_id).await?;
+    let mut connection = Connection::new(before_id.is_some(), more);
+    connection.edges.extend(rows.into_iter().map(|view| {
+        Edge::new(
+            view.deployment.id.to_string(),
+            Deployment(Arc::new(view)),
+        )
+    }));
+    Ok(connection)
+}
+
+pub struct Environment {
+    model: Arc<environment::Model>,
+    application: Arc<application::Model>,
+}
+
+impl Environment {
+    pub fn new(model: environment::Model, application: Arc<application::Model>) -> Self {
+        Self {
+            model: Arc::new(model),
+            application,
+        }
+    }
+}
+
+/// Who locked an environment, when and why.
+#[derive(SimpleObject)]
+pub struct EnvironmentLock {
+    pub locked_by: String,
+    pub locked_at: DateTime<Utc>,
+    pub reason: String,
+}
+
+#[Object]
+impl Environment {
+    async fn id(&self) -> ID {
+        ID(self.model.id.to_string())
+    }
+
+    async fn name(&self) -> &str {
+        &self.model.name
+    }
+
+    async fn application(&self) -> Application {
+        Application(self.application.clone())
+    }
+
+    /// The branch whose pushes deploy here automatically.
+    async fn auto_deploy_ref(&self) -> Option<&str> {
+        self.model.auto_deploy_ref.as_deref()
+    }
+
+    /// Where the environment is reachable.
+    async fn url(&self) -> Option<&str> {
+        self.model.url.as_deref()
+    }
+
+    /// The lock, when the environment refuses new deployments.
+    async fn lock(&self) -> Option<EnvironmentLock> {
+        let m = &self.model;
+        Some(EnvironmentLock {
+            locked_by: m.locked_by.clone()?,
+            locked_at: m.locked_at.unwrap_or(m.created_at),
+            reason: m.lock_reason.clone().unwrap_or_default(),
+        })
+    }
+
+    /// What runs here: the deployment that last succeeded.
+    #[graphql(guard = "RoleGuard::new(roles::READ)")]
+    async fn release(&self, ctx: &Context<'_>) -> ApiResult<Option<Release>> {
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+        let row = deployment::Entity::find()
+            .filter(deployment::Column::EnvironmentId.eq(self.model.id))
+            .filter(deployment::Column::Status.eq(DeploymentStatus::Succeeded.as_str()))
+            .order_by_desc(deployment::Column::FinishedAt)
+            .order_by_desc(deployment::Column::Id)
+            .one(&state(ctx).db)
+            .await?;
+        Ok(row.map(|row| Release(self.view(row))))
+    }
+
+    /// The deployment running now, if any.
+    #[graphql(guard = "RoleGuard::new(roles::READ)")]
+    async fn in_progress(&self, ctx: &Context<'_>) -> ApiResult<Option<Deployment>> {
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        let row = deployment::Entity::find()
+            .filter(deployment::Column::EnvironmentId.eq(self.model.id))
+            .filter(deployment::Column::Status.eq(DeploymentStatus::InProgress.as_str()))
+            .one(&state(ctx).db)
+            .await?;
+        Ok(row.map(|row| Deployment(Arc::new(self.view(row)))))
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.model.created_at
+    }
+}
+
+impl Environment {
+    fn view(&self, deployment: deployment::Model) -> DeploymentView {
+        DeploymentView {
+            deployment,
+            application: self.application.clone(),
+            environment: self.model.clone(),
+        }
+    }
+}
+
+/// What runs in an environment.
+pub struct Release(DeploymentView);
+
+#[Object]
+impl Release {
+    /// The deployment that made this release.
+    async fn deployment(&self) -> Deployment {
+        Deployment(Arc::new(self.0.clone()))
+    }
+
+    async fn sha(&self) -> Option<&str> {
+        self.0.deployment.sha.as_deref()
+    }
+
+    async fn r#ref(&self) -> &str {
+        &self.0.deployment.ref_name
+    }
+
+    /// When it finished rolling out.
+    async fn deployed_at(&self) -> Option<DateTime<Utc>> {
+        self.0.deployment.finished_at
+    }
+
+    /// Per service, the image it runs (with digest where known).
+    async fn services(&self) -> Vec<ServiceImage> {
+        services(&self.0.deployment)
+    }
+}
+
+fn services(d: &deployment::Model) -> Vec<ServiceImage> {
+    d.services
+        .as_deref()
+        .and_then(|json| serde_json::from_str(json).ok())
+        .unwrap_or_default()
+}
+
+pub struct Deployment(pub Arc<DeploymentView>);
+
+#[Object]
+impl Deployment {
+    async fn id(&self) -> ID {
+        ID(self.0.deployment.id.to_string())
+    }
+
+    /// Per-application number, dense from 1.
+    async fn number(&self) -> i64 {
+        self.0.deployment.number
+    }
+
+    /// `application#number`, as people say it.
+    async fn name(&self) -> String {
+        format!("{}#{}", self.0.application.name, self.0.deployment.number)
+    }
+
+    async fn application(&self) -> Application {
+        Application(self.0.application.clone())
+    }
+
+    async fn environment(&self) -> Environment {
+        Environment {
+            model: self.0.environment.clone(),
+            application: self.0.application.clone(),
+        }
+    }
+
+    /// The branch, tag or commit asked for.
+    async fn r#ref(&self) -> &str {
+        &self.0.deployment.ref_name
+    }
+
+    /// The commit `ref` resolved to, once known.
+    async fn sha(&self) -> Option<&str> {
+        self.0.deployment.sha.as_deref()
+    }
+
+    async fn task(&self) -> &str {
+        &self.0.deployment.task
+    }
+
+    /// Free-form JSON from the creator, passed to the runner.
+    async fn payload(&self) -> Option<Json<serde_json::Value>> {
+        let text = self.0.deployment.payload.as_deref()?;
+        serde_json::from_str(text).ok().map(Json)
+    }
+
+    async fn description(&self) -> Option<&str> {
+        self.0.deployment.description.as_deref()
+    }
+
+    async fn status(&self) -> DeploymentStatus {
+        self.0.status()
+    }
+
+    async fn phase(&self) -> Option<DeploymentPhase> {
+        self.0
+            .deployment
+            .phase
+            .as_deref()
+            .and_then(DeploymentPhase::parse)
+    }
+
+    async fn message(&self) -> Option<&str> {
+        self.0.deployment.message.as_deref()
+    }
+
+    /// The subject of the token that created it.
+    async fn created_by(&self) -> &str {
+        &self.0.deployment.created_by
+    }
+
+    /// The creator's idempotency key (`github:<deployment id>`, a delivery id).
+    async fn external_id(&self) -> Option<&str> {
+        self.0.deployment.external_id.as_deref()
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.deployment.created_at
+    }
+
+    async fn started_at(&self) -> Option<DateTime<Utc>> {
+        self.0.deployment.started_at
+    }
+
+    async fn finished_at(&self) -> Option<DateTime<Utc>> {
+        self.0.deployment.finished_at
+    }
+
+    /// The runner that holds it (or held it last).
+    async fn runner(&self) -> Option<&str> {
+        self.0.deployment.runner.as_deref()
+    }
+
+    /// When the runner's claim lapses unless it sends a heartbeat.
+    async fn lease_expires_at(&self) -> Option<DateTime<Utc>> {
+        self.0.deployment.lease_expires_at
+    }
+
+    async fn last_heartbeat_at(&self) -> Option<DateTime<Utc>> {
+        self.0.deployment.last_heartbeat_at
+    }
+
+    /// Someone asked to cancel it; its runner stops and rolls back.
+    async fn cancel_requested(&self) -> bool {
+        self.0.deployment.cancel_requested
+    }
+
+    /// Sequence number of the last stored log line (0 when there is none).
+    async fn log_count(&self) -> i64 {
+        self.0.deployment.log_count
+    }
+
+    /// Per service, the image the deployment rolled out (set when it succeeded).
+    async fn services(&self) -> Vec<ServiceImage> {
+        services(&self.0.deployment)
+    }
+
+    /// Where people follow it, when the API knows its public URL.
+    async fn url(&self, ctx: &Context<'_>) -> Option<String> {
+        let base = state(ctx).settings.public_url.as_deref()?;
+        Some(format!(
+            "{}/deployments/{}",
+            base.trim_end_matches('/'),
+            self.0.deployment.id
+        ))
+    }
+
+    /// Stored log lines after sequence number `after`, oldest first.
+    #[graphql(guard = "RoleGuard::new(roles::READ)")]
+    async fn logs(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 0)] after: i64,
+        #[graphql(default = 1000)] first: i32,
+    ) -> ApiResult<Vec<LogLine>> {
+        if !(0..=10_000).contains(&first) {
+            return Err(ApiError::BadInput(
+                "`first` must be between 0 and 10000".into(),
+            ));
+        }
+        let lines = logs::read(&state(ctx).db, self.0.deployment.id, after, first as u64).await?;
+        Ok(lines.into_iter().map(LogLine::from).collect())
+    }
+}
+
+/// One line of a deployment's log.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct LogLine {
+    /// Dense per deployment, from 1.
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    /// `stdout`, `stderr`, `system`, or a service's name.
+    pub stream: String,
+    pub text: String,
+}
+
+impl From<log_line::Model> for LogLine {
+    fn from(m: log_line::Model) -> Self {
+        Self {
+            seq: m.seq,
+            at: m.at,
+            stream: m.stream,
+            text: m.text,
+        }
+    }
+}
+
+pub struct Runner(pub runner::Model);
+
+#[Object]
+impl Runner {
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    async fn labels(&self) -> Vec<String> {
+        serde_json::from_str(&self.0.labels).unwrap_or_default()
+    }
+
+    async fn version(&self) -> Option<&str> {
+        self.0.version.as_deref()
+    }
+
+    /// The runner's last claim, heartbeat or registration.
+    async fn last_seen_at(&self) -> DateTime<Utc> {
+        self.0.last_seen_at
+    }
+}

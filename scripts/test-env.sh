@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# Install and start everything the Slipway test suite needs on a Debian 12
+# machine, as root: Docker engine in swarm mode, local busybox test images,
+# PostgreSQL with a superuser role `root`, mold and git.
+#
+# Idempotent: every step checks first and does nothing when already done.
+# Prints the PostgreSQL URL the tests should use at the end.
+set -euo pipefail
+
+export DEBIAN_FRONTEND=noninteractive
+# The Docker CLI (28.x) is newer than Debian's engine (20.10, API 1.41); the
+# CLI negotiates the API version by itself, so DOCKER_API_VERSION is not set.
+
+PG_VERSION=15
+PG_CLUSTER=main
+PG_URL='postgres://root@%2Fvar%2Frun%2Fpostgresql/postgres'
+DOCKERD_LOG=/var/log/dockerd.log
+IMAGE_REPO=slipway-test/busybox
+
+log() { echo "$*"; }
+die() { echo "test-env: error: $*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "must run as root"
+
+# wait_for TIMEOUT_SECONDS DESCRIPTION COMMAND...: poll COMMAND every 0.5 s.
+wait_for() {
+  local timeout=$1 what=$2; shift 2
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then
+      echo "test-env: timed out after ${timeout}s waiting for ${what}" >&2
+      return 1
+    fi
+    sleep 0.5
+  done
+}
+
+# --- 1. apt packages --------------------------------------------------------
+
+pkg_missing() {
+  # $1: package name, $2: optional command that also counts as present.
+  if [ -n "${2:-}" ] && command -v "$2" >/dev/null 2>&1; then return 1; fi
+  [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" != "install ok installed" ]
+}
+
+no_apt_running() {
+  local name
+  for name in apt apt-get dpkg unattended-upgr; do
+    if pgrep -x "$name" >/dev/null; then return 1; fi
+  done
+}
+
+missing_pkgs() {
+  local out=()
+  pkg_missing docker.io dockerd && out+=(docker.io)
+  pkg_missing busybox-static && out+=(busybox-static)
+  pkg_missing postgresql && out+=(postgresql)
+  pkg_missing mold mold && out+=(mold)
+  pkg_missing git git && out+=(git)
+  echo "${out[@]}"
+}
+
+missing=$(missing_pkgs)
+if [ -n "$missing" ] && ! no_apt_running; then
+  # Someone else may be installing the very same packages: let them finish.
+  log "apt: another apt/dpkg is running, waiting for it"
+  wait_for 900 "the running apt/dpkg process to finish" no_apt_running \
+    || die "apt/dpkg still busy (see: pgrep -a 'apt|dpkg')"
+  missing=$(missing_pkgs)
+fi
+if [ -n "$missing" ]; then
+  log "apt: installing $missing"
+  apt_opts=(-q -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+  apt-get "${apt_opts[@]}" update </dev/null >/dev/null
+  # shellcheck disable=SC2086
+  apt-get "${apt_opts[@]}" install -y --no-install-recommends $missing </dev/null >/dev/null
+  missing=$(missing_pkgs)
+  [ -z "$missing" ] || die "apt: still missing after install: $missing"
+  log "apt: installed"
+else
+  log "apt: all packages present"
+fi
+
+# --- 2. Docker engine in swarm mode -----------------------------------------
+
+docker_up() { docker info >/dev/null 2>&1; }
+
+if docker_up; then
+  log "docker: already running"
+else
+  if pgrep -x dockerd >/dev/null; then
+    log "docker: dockerd process exists, waiting for it to answer"
+  else
+    # A pid file left by a dead dockerd makes the new one refuse to start.
+    if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
+      rm -f /var/run/docker.pid
+    fi
+    setsid nohup dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
+    disown || true
+  fi
+  wait_for 60 "'docker info' to answer (dockerd log: $DOCKERD_LOG)" docker_up \
+    || die "dockerd did not come up within 60s; see $DOCKERD_LOG"
+  log "docker: started (log: $DOCKERD_LOG)"
+fi
+
+swarm_state() { docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null; }
+swarm_active() { [ "$(swarm_state)" = active ]; }
+
+state=$(swarm_state)
+case "$state" in
+  active) log "swarm: already active" ;;
+  inactive)
+    docker swarm init --advertise-addr 127.0.0.1 >/dev/null
+    wait_for 30 "swarm to become active" swarm_active || die "swarm did not become active (state: $(swarm_state))"
+    log "swarm: initialised" ;;
+  *)
+    # pending / locked / error: give a restarting manager a moment.
+    wait_for 30 "swarm state '$state' to become active" swarm_active \
+      || die "swarm is '$(swarm_state)', not active; inspect with 'docker info'"
+    log "swarm: active" ;;
+esac
+
+# --- 3. local busybox test images -------------------------------------------
+
+image_present() { docker image inspect "$1" >/dev/null 2>&1; }
+
+BUILD_ROOT=
+trap 'if [ -n "$BUILD_ROOT" ]; then rm -rf "$BUILD_ROOT"; fi' EXIT
+
+# build_image TAG VERSION: import a rootfs holding busybox and its applet links.
+build_image() {
+  local tag=$1 version=$2 root
+  root=$(mktemp -d /tmp/slipway-busybox.XXXXXX)
+  BUILD_ROOT=$root
+  mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,tmp,root,proc,sys,dev,var,run}
+  chmod 1777 "$root/tmp"
+  install -m 0755 "$(command -v busybox)" "$root/bin/busybox"
+  local applet
+  while read -r applet; do
+    [ "$applet" = bin/busybox ] && continue
+    mkdir -p "$root/$(dirname "$applet")"
+    ln -sf /bin/busybox "$root/$applet"
+  done < <(busybox --list-full)
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$root/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
+  echo "$version" >"$root/etc/slipway-version"
+  tar -C "$root" --numeric-owner -cf - . | docker import \
+    -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    -c 'CMD ["/bin/sh"]' \
+    -m "slipway test busybox $version" - "$tag" >/dev/null
+  rm -rf "$root"
+  BUILD_ROOT=
+}
+
+for version in latest v2; do
+  tag="$IMAGE_REPO:$version"
+  if image_present "$tag"; then
+    log "image: $tag already present"
+  else
+    build_image "$tag" "$version"
+    log "image: $tag built"
+  fi
+done
+
+# --- 4. PostgreSQL ----------------------------------------------------------
+
+cluster_status() { pg_lsclusters -h 2>/dev/null | awk -v v="$PG_VERSION" -v c="$PG_CLUSTER" '$1==v && $2==c {print $4}'; }
+
+status=$(cluster_status)
+if [ -z "$status" ]; then
+  pg_createcluster "$PG_VERSION" "$PG_CLUSTER" >/dev/null
+  log "postgres: cluster $PG_VERSION/$PG_CLUSTER created"
+  status=$(cluster_status)
+fi
+case "$status" in
+  online*) log "postgres: already running" ;;
+  *)
+    pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" start
+    log "postgres: started" ;;
+esac
+
+pg_ready() { runuser -u postgres -- psql -d postgres -Atqc 'select 1' >/dev/null 2>&1; }
+wait_for 60 "PostgreSQL $PG_VERSION/$PG_CLUSTER to accept connections (log: /var/log/postgresql/postgresql-$PG_VERSION-$PG_CLUSTER.log)" pg_ready \
+  || die "PostgreSQL did not come up within 60s"
+
+if [ "$(runuser -u postgres -- psql -d postgres -Atqc "select 1 from pg_roles where rolname = 'root'")" = 1 ]; then
+  log "postgres: role root already exists"
+else
+  runuser -u postgres -- psql -d postgres -qc 'CREATE ROLE root SUPERUSER LOGIN' >/dev/null
+  log "postgres: role root created"
+fi
+
+root_ready() { psql "$PG_URL" -Atqc 'select 1' >/dev/null 2>&1; }
+wait_for 30 "psql as root at $PG_URL" root_ready || die "cannot connect as root to $PG_URL"
+log "postgres: ready"
+
+echo "test-env: ready in ${SECONDS}s"
+echo "DATABASE_URL=$PG_URL"
