@@ -8,9 +8,8 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Alias, Expr, Query, SimpleExpr};
-use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, SqlErr};
+use sea_orm::{ColumnTrait, Condition, DbErr, EntityTrait, QueryFilter, QueryOrder, SqlErr};
 use serde::{Deserialize, Serialize};
 
 use crate::db::entities::deployment;
@@ -103,11 +102,17 @@ async fn why_not_claimable(state: &AppState, id: i64) -> ApiError {
             let ahead = deployment::Entity::find()
                 .filter(deployment::Column::EnvironmentId.eq(d.environment_id))
                 .filter(deployment::Column::Id.ne(d.id))
-                .filter(deployment::Column::Status.is_in([
-                    DeploymentStatus::InProgress.as_str(),
-                    DeploymentStatus::Queued.as_str(),
-                ]))
-                .order_by_desc(deployment::Column::Status)
+                .filter(
+                    Condition::any()
+                        .add(deployment::Column::Status.eq(DeploymentStatus::InProgress.as_str()))
+                        .add(
+                            Condition::all()
+                                .add(deployment::Column::Status.eq(DeploymentStatus::Queued.as_str()))
+                                .add(deployment::Column::Id.lt(d.id)),
+                        ),
+                )
+                // IN_PROGRESS sorts before QUEUED: name the one running first.
+                .order_by_asc(deployment::Column::Status)
                 .order_by_asc(deployment::Column::Id)
                 .one(&state.db)
                 .await;
@@ -253,10 +258,6 @@ pub async fn finish(
     let mut changes = vec![
         (deployment::Column::Status, Expr::value(status.as_str())),
         (deployment::Column::FinishedAt, Expr::value(now)),
-        (
-            deployment::Column::LeaseExpiresAt,
-            Expr::value(Option::<DateTime<Utc>>::None),
-        ),
     ];
     if let Some(message) = message {
         changes.push((

@@ -358,9 +358,12 @@ impl Deployment {
         self.0.deployment.runner.as_deref()
     }
 
-    /// When the runner's claim lapses unless it sends a heartbeat.
+    /// When the runner's claim lapses unless it sends a heartbeat (while in progress).
     async fn lease_expires_at(&self) -> Option<DateTime<Utc>> {
-        self.0.deployment.lease_expires_at
+        match self.0.status() {
+            DeploymentStatus::InProgress => self.0.deployment.lease_expires_at,
+            _ => None,
+        }
     }
 
     async fn last_heartbeat_at(&self) -> Option<DateTime<Utc>> {

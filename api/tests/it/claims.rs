@@ -1,0 +1,232 @@
+//! Claims, the one-in-progress rule, the queue order and leases.
+
+use serde_json::json;
+use slipway_api::auth::Role;
+use slipway_api::db::entities::deployment;
+use slipway_api::deployments::{self, NewDeployment};
+use slipway_api::{leases, Clock, Settings};
+
+use crate::support::{error_of, Backend, Server};
+
+async fn two_runners_claiming_at_once_have_exactly_one_winner(backend: Backend) {
+    let server = Server::start(backend).await;
+    server.create_app("web").await;
+    let state = &server.state;
+    for round in 0..1000 {
+        let new = NewDeployment {
+            application: "web".into(),
+            environment: "prod".into(),
+            ref_name: "main".into(),
+            ..Default::default()
+        };
+        let id = deployments::create(state, "deployer", new).await.unwrap().deployment.id;
+        let (a, b) = tokio::join!(
+            tokio::spawn({
+                let state = state.clone();
+                async move { leases::claim(&state, "runner-a", id).await }
+            }),
+            tokio::spawn({
+                let state = state.clone();
+                async move { leases::claim(&state, "runner-b", id).await }
+            }),
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let winner = match (&a, &b) {
+            (Ok(_), Err(_)) => "runner-a",
+            (Err(_), Ok(_)) => "runner-b",
+            _ => panic!("round {round}: need exactly one winner, got {a:?} and {b:?}"),
+        };
+        for loser in [a, b].into_iter().filter_map(Result::err) {
+            assert_eq!(loser.code(), "CONFLICT", "round {round}: {loser:?}");
+        }
+        leases::finish(state, winner, id, deployments::DeploymentStatus::Succeeded, None, None)
+            .await
+            .unwrap();
+    }
+}
+
+async fn the_database_refuses_a_second_deployment_in_progress(backend: Backend) {
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let server = Server::start(backend).await;
+    server.create_app("web").await;
+    let first = server.deploy("web", "prod").await;
+    let second = server.deploy("web", "prod").await;
+    assert!(server.claim("r", &first).await.get("errors").is_none());
+    // Bypass the API's own checks: the index still says no.
+    let forced = deployment::Entity::update_many()
+        .col_expr(deployment::Column::Status, Expr::value("IN_PROGRESS"))
+        .filter(deployment::Column::Id.eq(second.parse::<i64>().unwrap()))
+        .exec(&server.state.db)
+        .await;
+    let err = forced.expect_err("a second IN_PROGRESS row is refused");
+    assert!(
+        matches!(err.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))),
+        "{err:?}"
+    );
+}
+
+async fn queued_deployments_are_claimable_oldest_first_when_none_runs(backend: Backend) {
+    let server = Server::start(backend).await;
+    server.create_app("web").await;
+    let one = server.deploy("web", "prod").await;
+    let two = server.deploy("web", "prod").await;
+    let three = server.deploy("web", "prod").await;
+    let other = server.deploy("web", "staging").await;
+    let runner = server.token(Role::Runner, "r");
+    assert_eq!(claimable(&server, &runner).await, vec![one.clone(), other.clone()]);
+
+    let (code, message) = error_of(&server.claim("r", &two).await);
+    assert_eq!(code, "CONFLICT");
+    assert!(message.contains("web#1"), "names who goes first: {message}");
+
+    assert!(server.claim("r", &one).await.get("errors").is_none());
+    assert_eq!(claimable(&server, &runner).await, vec![other.clone()], "prod is busy");
+    let (code, message) = error_of(&server.claim("r", &two).await);
+    assert_eq!(code, "CONFLICT");
+    assert!(message.contains("IN_PROGRESS"), "{message}");
+
+    server.finish("r", &one, "FAILED").await;
+    assert_eq!(claimable(&server, &runner).await, vec![two.clone(), other]);
+    assert!(server.claim("r", &two).await.get("errors").is_none());
+    server.finish("r", &two, "SUCCEEDED").await;
+    assert!(server.claim("r", &three).await.get("errors").is_none());
+}
+
+async fn claimable(server: &Server, runner: &str) -> Vec<String> {
+    let data = server.ok(runner, "{ claimableDeployments { id } }", json!({})).await;
+    data["claimableDeployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn a_runner_hears_of_claimable_deployments(backend: Backend) {
+    let server = Server::start(backend).await;
+    server.create_app("web").await;
+    let mut ws = server.ws(&server.token(Role::Runner, "r")).await;
+    ws.subscribe("subscription { deploymentQueued { id name status environment { name } } }", json!({}))
+        .await;
+    let mut n = 0;
+    let first = ws
+        .next_while(|| {
+            n += 1;
+            server.deploy("web", format!("e{n}"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(first["deploymentQueued"]["status"], "QUEUED");
+    // A deployment that must wait is announced when its turn comes.
+    let busy = first["deploymentQueued"]["id"].as_str().unwrap().to_owned();
+    let env = first["deploymentQueued"]["environment"]["name"].as_str().unwrap().to_owned();
+    assert!(server.claim("r", &busy).await.get("errors").is_none());
+    let waiting = server.deploy("web", &env).await;
+    server.finish("r", &busy, "SUCCEEDED").await;
+    loop {
+        let item = ws.next().await.unwrap();
+        if item["deploymentQueued"]["id"] == waiting.as_str() {
+            break;
+        }
+    }
+}
+
+async fn a_lost_runners_lease_expires_with_a_reason(backend: Backend) {
+    let clock = Clock::manual("2026-01-01T00:00:00Z".parse().unwrap());
+    let server = Server::start_with(backend, clock.clone(), Settings::default()).await;
+    server.create_app("web").await;
+    let id = server.deploy("web", "prod").await;
+    let waiting = server.deploy("web", "prod").await;
+    assert!(server.claim("r1", &id).await.get("errors").is_none());
+    let runner = server.token(Role::Runner, "r1");
+    let heartbeat = "mutation($id: ID!) { heartbeatDeployment(id: $id) { leaseExpiresAt } }";
+
+    // Heartbeats keep the claim: 3 × 20 s is past one lease of 30 s.
+    for _ in 0..3 {
+        clock.advance(chrono::Duration::seconds(20));
+        server.ok(&runner, heartbeat, json!({"id": id})).await;
+        assert!(leases::expire(&server.state).await.unwrap().is_empty());
+    }
+    assert_eq!(server.status(&id).await["status"], "IN_PROGRESS");
+
+    // Then the runner goes silent.
+    clock.advance(chrono::Duration::seconds(29));
+    assert!(leases::expire(&server.state).await.unwrap().is_empty());
+    clock.advance(chrono::Duration::seconds(2));
+    let expired = leases::expire(&server.state).await.unwrap();
+    assert_eq!(expired.len(), 1);
+    let status = server.status(&id).await;
+    assert_eq!(status["status"], "FAILED");
+    let message = status["message"].as_str().unwrap();
+    assert!(
+        message.contains("runner r1 was lost") && message.contains("2026-01-01T00:01:00"),
+        "says who was lost and when it was last heard from: {message}"
+    );
+    // The lost runner cannot carry on, and the next deployment may start.
+    let (code, _) = server.err(&runner, heartbeat, json!({"id": id})).await;
+    assert_eq!(code, "CONFLICT");
+    assert!(server.claim("r2", &waiting).await.get("errors").is_none());
+}
+
+async fn the_reaper_expires_leases_on_its_own(backend: Backend) {
+    let settings = Settings {
+        lease: chrono::Duration::milliseconds(300),
+        public_url: None,
+    };
+    let server = Server::start_with(backend, Clock::system(), settings).await;
+    server.create_app("web").await;
+    let id = server.deploy("web", "prod").await;
+    assert!(server.claim("r1", &id).await.get("errors").is_none());
+    let state = server.state.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let reaper = tokio::spawn(leases::reap(state, std::time::Duration::from_millis(100), async {
+        let _ = stopped.await;
+    }));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while server.status(&id).await["status"] != "FAILED" {
+        assert!(tokio::time::Instant::now() < deadline, "lease not expired within 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    stop.send(()).unwrap();
+    reaper.await.unwrap();
+}
+
+async fn only_the_holder_reports_on_a_deployment(backend: Backend) {
+    let server = Server::start(backend).await;
+    server.create_app("web").await;
+    let id = server.deploy("web", "prod").await;
+    let intruder = server.token(Role::Runner, "r2");
+    let (code, message) = server
+        .err(&intruder, "mutation($id: ID!) { appendDeploymentLogs(id: $id, lines: [{text: \"x\"}]) { id } }", json!({"id": id}))
+        .await;
+    assert_eq!((code.as_str(), message.contains("not been claimed")), ("CONFLICT", true), "{message}");
+    assert!(server.claim("r1", &id).await.get("errors").is_none());
+    for mutation in [
+        "mutation($id: ID!) { heartbeatDeployment(id: $id) { id } }",
+        "mutation($id: ID!) { appendDeploymentLogs(id: $id, lines: [{text: \"x\"}]) { id } }",
+        "mutation($id: ID!) { updateDeploymentProgress(id: $id, phase: UPDATING) { id } }",
+        "mutation($id: ID!) { finishDeployment(id: $id, status: SUCCEEDED) { id } }",
+    ] {
+        let (code, message) = server.err(&intruder, mutation, json!({"id": id})).await;
+        assert_eq!(code, "CONFLICT", "{mutation}");
+        assert!(message.contains("held by runner r1"), "{message}");
+    }
+    let status = server.status(&id).await;
+    assert_eq!((status["status"].as_str(), status["phase"].is_null()), (Some("IN_PROGRESS"), true));
+    let holder = server.token(Role::Runner, "r1");
+    let (code, _) = server
+        .err(&holder, "mutation($id: ID!) { finishDeployment(id: $id, status: QUEUED) { id } }", json!({"id": id}))
+        .await;
+    assert_eq!(code, "BAD_USER_INPUT", "QUEUED is not a final status");
+}
+
+crate::on_both_backends!(
+    two_runners_claiming_at_once_have_exactly_one_winner,
+    the_database_refuses_a_second_deployment_in_progress,
+    queued_deployments_are_claimable_oldest_first_when_none_runs,
+    a_runner_hears_of_claimable_deployments,
+    a_lost_runners_lease_expires_with_a_reason,
+    the_reaper_expires_leases_on_its_own,
+    only_the_holder_reports_on_a_deployment,
+);

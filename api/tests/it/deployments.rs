@@ -1,0 +1,291 @@
+//! Creating, listing, locking, cancelling, and what survives a restart.
+
+use serde_json::json;
+use slipway_api::auth::Role;
+
+use crate::support::{Backend, Server};
+
+const CREATE: &str = "mutation($input: CreateDeploymentInput!) {
+    createDeployment(input: $input) { id number name status ref sha task payload externalId createdBy environment { name } }
+}";
+
+async fn an_external_id_makes_creation_idempotent(backend: Backend) {
+    let server = Server::start(backend).await;
+    server.create_app("web").await;
+    server.create_app("api").await;
+    let provider = server.token(Role::Provider, "github");
+    let input = json!({"input": {
+        "application": "web", "environment": "production", "ref": "main",
+        "sha": "0123456789abcdef0123456789abcdef01234567",
+        "payload": {"from": "hook"}, "externalId": "github:9007199254740993"
+    }});
+    let first = server.ok(&provider, CREATE, input.clone()).await["createDeployment"].clone();
+    let again = server.ok(&provider, CREATE, input.clone()).await["createDeployment"].clone();
+    assert_eq!(first, again, "the redelivery returns the first deployment");
+    assert_eq!(first["number"], 1);
+    assert_eq!(first["createdBy"], "github");
+    assert_eq!(first["payload"], json!({"from": "hook"}));
+
+    // The same key in another application is another deployment.
+    let mut other = input.clone();
+    other["input"]["application"] = json!("api");
+    let other = server.ok(&provider, CREATE, other).await["createDeployment"].clone();
+    assert_ne!(other["id"], first["id"]);
+
+    let viewer = server.token(Role::Viewer, "v");
+    let all = server
+        .ok(&viewer, "{ deployments(application: \"web\") { edges { node { id } } } }", json!({}))
+        .await;
+    assert_eq!(all["deployments"]["edges"].as_array().unwrap().len(), 1);
+    // A redelivery burns no number.
+    let next = server.deploy("web", "production").await;
+    let next = server
+        .ok(&viewer, "query($id: ID!) { deployment(id: $id) { number } }", json!({"id": next}))
+        .await;
+    assert_eq!(next["deployment"]["number"], 2);
+}
+
+async fn concurrent_redeliveries_create_one_deployment(backend: Backend) {
+    let server = Server::start(backend).await;
+    server.create_app("web").await;
+    let provider = server.token(Role::Provider, "github");
+    let input = json!({"input": {"application": "web", "environment": "prod", "ref": "main", "externalId": "delivery-1"}});
+    let answers = futures_util::future::join_all(
+        (0..8).map(|_| server.ok(&provider, CREATE, input.clone())),
+    )
+    .await;
+    let ids: std::collections::HashSet<String> = answers
+        .iter()
+        .map(|a| a["createDeployment"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 1, "{answers:?}");
+}
+
+async fn bad_input_is_refused_and_creates_nothing(backend: Backend) {
+    let server = Server::start(backend).await;
+    server.create_app("web").await;
+    let deployer = server.token(Role::Deployer, "d");
+    let cases = [
+        (json!({"application": "nope", "environment": "prod", "ref": "main"}), "NOT_FOUND", "application `nope` does not exist"),
+        (json!({"application": "web", "environment": "Prod!", "ref": "main"}), "BAD_USER_INPUT", "environment name `Prod!` is invalid"),
+        (json!({"application": "web", "environment": "prod", "ref": ""}), "BAD_USER_INPUT", "`ref`"),
+        (json!({"application": "web", "environment": "prod", "ref": "main", "sha": "abc"}), "BAD_USER_INPUT", "`sha`"),
+    ];
+    for (input, code, says) in cases {
+        let (got, message) = server.err(&deployer, CREATE, json!({"input": input})).await;
+        assert_eq!(got, code, "{input}: {message}");
+        assert!(message.contains(says), "{message:?} should say {says:?}");
+    }
+    // A missing field is refused by the schema itself.
+    let (code, message) = server
+        .err(&deployer, CREATE, json!({"input": {"application": "web", "ref": "main"}}))
+        .await;
+    assert_eq!(code, "BAD_USER_INPUT");
+    assert!(message.contains("environment"), "{message}");
+
+    let viewer = server.token(Role::Viewer, "v");
+    let data = server
+        .ok(&viewer, "{ deployments { edges { cursor } } application(name: \"web\") { environments { name } } }", json!({}))
+        .await;
+    assert_eq!(data["deployments"]["edges"], json!([]));
+    assert_eq!(data["application"]["environments"], json!([]));
+}
+
+async fn a_locked_environment_refuses_deployments_naming_who_and_why(backend: Backend) {
+    let server = Server::start(backend).await;
+    server.create_app("web").await;
+    let alice = server.token(Role::Deployer, "alice");
+    let lock = "mutation { lockEnvironment(application: \"web\", environment: \"production\", reason: \"release freeze\") { lock { lockedBy reason lockedAt } } }";
+    let locked = server.ok(&alice, lock, json!({})).await;
+    assert_eq!(locked["lockEnvironment"]["lock"]["lockedBy"], "alice");
+
+    let bob = server.token(Role::Deployer, "bob");
+    let input = json!({"input": {"application": "web", "environment": "production", "ref": "main"}});
+    let (code, message) = server.err(&bob, CREATE, input.clone()).await;
+    assert_eq!(code, "CONFLICT");
+    assert!(message.contains("alice") && message.contains("release freeze"), "{message}");
+    // Locking again does not take the lock over.
+    let (code, message) = server.err(&bob, lock, json!({})).await;
+    assert_eq!(code, "CONFLICT");
+    assert!(message.contains("alice"), "{message}");
+
+    let viewer = server.token(Role::Viewer, "v");
+    let history = server.ok(&viewer, "{ deployments { edges { cursor } } }", json!({})).await;
+    assert_eq!(history["deployments"]["edges"], json!([]), "the refusal created nothing");
+
+    server
+        .ok(&alice, "mutation { unlockEnvironment(application: \"web\", environment: \"production\") { lock { reason } } }", json!({}))
+        .await;
+    server.ok(&bob, CREATE, input).await;
+}
+
+async fn cancelling_a_queued_deployment_is_immediate(backend: Backend) {
+    let server = Server::start(backend).await;
+    server.create_app("web").await;
+    let id = server.deploy("web", "prod").await;
+    let deployer = server.token(Role::Deployer, "carol");
+    let cancelled = server
+        .ok(&deployer, "mutation($id: ID!) { cancelDeployment(id: $id) { status message finishedAt } }", json!({"id": id}))
+        .await;
+    assert_eq!(cancelled["cancelDeployment"]["status"], "CANCELLED");
+    assert!(cancelled["cancelDeployment"]["message"].as_str().unwrap().contains("carol"));
+    assert!(!cancelled["cancelDeployment"]["finishedAt"].is_null());
+    let (code, _) = server
+        .err(&deployer, "mutation($id: ID!) { cancelDeployment(id: $id) { status } }", json!({"id": id}))
+        .await;
+    assert_eq!(code, "CONFLICT", "a finished deployment cannot be cancelled");
+    let claim = server.claim("r", &id).await;
+    assert_eq!(crate::support::error_of(&claim).0, "CONFLICT");
+}
+
+async fn cancelling_an_in_progress_deployment_reaches_its_runner(backend: Backend) {
+    let server = Server::start(backend).await;
+    server.create_app("web").await;
+    let id = server.deploy("web", "prod").await;
+    server.claim("r1", &id).await;
+    let viewer = server.token(Role::Viewer, "v");
+    let mut events = server.ws(&viewer).await;
+    events
+        .subscribe("subscription($id: ID!) { deploymentEvents(id: $id) { id status cancelRequested } }", json!({"id": id}))
+        .await;
+
+    let deployer = server.token(Role::Deployer, "carol");
+    let cancel = "mutation($id: ID!) { cancelDeployment(id: $id) { status cancelRequested } }";
+    let event = events.next_while(|| server.ok(&deployer, cancel, json!({"id": id}))).await.unwrap();
+    assert_eq!(event["deploymentEvents"]["cancelRequested"], true);
+    assert_eq!(event["deploymentEvents"]["status"], "IN_PROGRESS");
+
+    let runner = server.token(Role::Runner, "r1");
+    let beat = server
+        .ok(&runner, "mutation($id: ID!) { heartbeatDeployment(id: $id) { cancelRequested } }", json!({"id": id}))
+        .await;
+    assert_eq!(beat["heartbeatDeployment"]["cancelRequested"], true);
+    server.finish("r1", &id, "CANCELLED").await;
+    assert_eq!(server.status(&id).await["status"], "CANCELLED");
+}
+
+async fn events_are_published_after_commit(backend: Backend) {
+    let server = Server::start(backend).await;
+    server.create_app("web").await;
+    let viewer = server.token(Role::Viewer, "v");
+    let mut ws = server.ws(&viewer).await;
+    ws.subscribe("subscription { deploymentEvents(application: \"web\") { id status } }", json!({}))
+        .await;
+    let mut n = 0;
+    let event = ws
+        .next_while(|| {
+            n += 1;
+            server.deploy("web", format!("env{n}"))
+        })
+        .await
+        .unwrap();
+    // Whoever hears the event can read the change at once.
+    let id = event["deploymentEvents"]["id"].as_str().unwrap();
+    assert_eq!(server.status(id).await["status"], "QUEUED");
+
+    let claimed = server.claim("r", id).await;
+    assert!(claimed.get("errors").is_none(), "{claimed}");
+    loop {
+        let event = ws.next().await.unwrap();
+        if event["deploymentEvents"]["id"] == id {
+            assert_eq!(event["deploymentEvents"]["status"], "IN_PROGRESS");
+            break;
+        }
+    }
+    assert_eq!(server.status(id).await["status"], "IN_PROGRESS");
+}
+
+async fn history_pages_newest_first(backend: Backend) {
+    let server = Server::start(backend).await;
+    server.create_app("web").await;
+    server.create_app("api").await;
+    for i in 0..5 {
+        server.deploy("web", if i % 2 == 0 { "prod" } else { "staging" }).await;
+        server.deploy("api", "prod").await;
+    }
+    let viewer = server.token(Role::Viewer, "v");
+    let page = "query($after: String) { deployments(application: \"web\", first: 2, after: $after) {
+        edges { cursor node { number environment { name } } } pageInfo { hasNextPage endCursor } } }";
+    let mut numbers = Vec::new();
+    let mut after = serde_json::Value::Null;
+    loop {
+        let data = server.ok(&viewer, page, json!({"after": after})).await;
+        let conn = &data["deployments"];
+        for edge in conn["edges"].as_array().unwrap() {
+            numbers.push(edge["node"]["number"].as_i64().unwrap());
+        }
+        if conn["pageInfo"]["hasNextPage"] != true {
+            break;
+        }
+        after = conn["pageInfo"]["endCursor"].clone();
+    }
+    assert_eq!(numbers, vec![5, 4, 3, 2, 1]);
+    let staging = server
+        .ok(&viewer, "{ deployments(application: \"web\", environment: \"staging\", status: QUEUED) { edges { node { number } } } }", json!({}))
+        .await;
+    let staging: Vec<i64> = staging["deployments"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["number"].as_i64().unwrap())
+        .collect();
+    assert_eq!(staging, vec![4, 2]);
+    let (code, _) = server.err(&viewer, "{ deployments(first: 1000) { edges { cursor } } }", json!({})).await;
+    assert_eq!(code, "BAD_USER_INPUT");
+}
+
+async fn everything_survives_a_restart(backend: Backend) {
+    let server = Server::start(backend).await;
+    server.create_app("web").await;
+    let id = server.deploy("web", "prod").await;
+    server.claim("r1", &id).await;
+    let runner = server.token(Role::Runner, "r1");
+    server
+        .ok(
+            &runner,
+            "mutation($id: ID!) { appendDeploymentLogs(id: $id, lines: [{text: \"one\"}, {text: \"two\", stream: \"stderr\"}]) { id }
+              updateDeploymentProgress(id: $id, phase: UPDATING, message: \"rolling web\", sha: \"89abcdef0123456789abcdef0123456789abcdef\") { id } }",
+            json!({"id": id}),
+        )
+        .await;
+    let admin = server.token(Role::Admin, "admin");
+    server
+        .ok(&admin, "mutation { lockEnvironment(application: \"web\", environment: \"staging\", reason: \"db migration\") { name } }", json!({}))
+        .await;
+
+    let server = server.restart().await;
+    let viewer = server.token(Role::Viewer, "v");
+    let data = server
+        .ok(&viewer, "query($id: ID!) { deployment(id: $id) { status phase message sha runner logs { seq stream text } }
+                application(name: \"web\") { environment(name: \"staging\") { lock { lockedBy reason } } } }", json!({"id": id}))
+        .await;
+    let d = &data["deployment"];
+    assert_eq!(d["status"], "IN_PROGRESS");
+    assert_eq!(d["phase"], "UPDATING");
+    assert_eq!(d["message"], "rolling web");
+    assert_eq!(d["sha"], "89abcdef0123456789abcdef0123456789abcdef");
+    assert_eq!(d["runner"], "r1");
+    assert_eq!(
+        d["logs"],
+        json!([{"seq": 1, "stream": "stdout", "text": "one"}, {"seq": 2, "stream": "stderr", "text": "two"}])
+    );
+    assert_eq!(data["application"]["environment"]["lock"]["reason"], "db migration");
+    // The runner carries on after the restart where it left off.
+    let runner = server.token(Role::Runner, "r1");
+    let more = server
+        .ok(&runner, "mutation($id: ID!) { appendDeploymentLogs(id: $id, lines: [{text: \"three\"}]) { logCount } }", json!({"id": id}))
+        .await;
+    assert_eq!(more["appendDeploymentLogs"]["logCount"], 3);
+}
+
+crate::on_both_backends!(
+    an_external_id_makes_creation_idempotent,
+    concurrent_redeliveries_create_one_deployment,
+    bad_input_is_refused_and_creates_nothing,
+    a_locked_environment_refuses_deployments_naming_who_and_why,
+    cancelling_a_queued_deployment_is_immediate,
+    cancelling_an_in_progress_deployment_reaches_its_runner,
+    events_are_published_after_commit,
+    history_pages_newest_first,
+    everything_survives_a_restart,
+);
