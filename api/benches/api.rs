@@ -162,7 +162,13 @@ async fn main() -> ExitCode {
             Err(err) => {
                 failed = true;
                 println!("   FAILED: {err:#}");
-                rows.push(Row::target(name, "run", format!("failed: {err:#}"), "", false));
+                rows.push(Row::target(
+                    name,
+                    "run",
+                    format!("failed: {err:#}"),
+                    "",
+                    false,
+                ));
             }
         }
     }
@@ -320,7 +326,12 @@ impl Drop for Api {
 }
 
 fn token(keys: &Keys, subject: &str, role: Role) -> String {
-    keys.issue(subject, role, chrono::Duration::hours(4), chrono::Utc::now())
+    keys.issue(
+        subject,
+        role,
+        chrono::Duration::hours(4),
+        chrono::Utc::now(),
+    )
 }
 
 fn api_err(err: ApiError) -> anyhow::Error {
@@ -367,7 +378,8 @@ async fn subscribe(addr: SocketAddr, token: &str, query: &str) -> Result<Socket>
     let (mut socket, _) = timeout(WAIT, tokio_tungstenite::connect_async(request))
         .await
         .context("WebSocket connect timed out")??;
-    let init = json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {token}")}});
+    let init =
+        json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {token}")}});
     socket.send(Message::text(init.to_string())).await?;
     loop {
         let Some(text) = next_text(&mut socket).await? else {
@@ -490,7 +502,9 @@ struct PlainName<'a> {
 async fn plain_deployments(State(state): State<AppState>) -> Response {
     let rows = match deployments::list(&state.db, &Filter::default(), 50, None).await {
         Ok((rows, _more)) => rows,
-        Err(err) => return (StatusCode::INTERNAL_SERVER_ERROR, err.message().to_owned()).into_response(),
+        Err(err) => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, err.message().to_owned()).into_response()
+        }
     };
     let edges = rows
         .iter()
@@ -749,7 +763,8 @@ async fn bench_queued(scale: Scale) -> Result<Vec<Row>> {
         let deployer = deployer.clone();
         let addr = api.addr;
         async move {
-            let input = json!({"application": "queued", "environment": format!("env-{i}"), "ref": "main"});
+            let input =
+                json!({"application": "queued", "environment": format!("env-{i}"), "ref": "main"});
             let data = graphql(
                 &client,
                 addr,
@@ -1130,7 +1145,11 @@ async fn bench_logs(scale: Scale) -> Result<Vec<Row>> {
                         "follower {index}: {} lines{}{}",
                         seen.received,
                         seen.fault.map(|f| format!(", {f}")).unwrap_or_default(),
-                        if seen.completed { "" } else { ", not completed" }
+                        if seen.completed {
+                            ""
+                        } else {
+                            ", not completed"
+                        }
                     ));
                 }
             }
@@ -1275,14 +1294,19 @@ async fn bench_memory(scale: Scale) -> Result<Vec<Row>> {
     let environments = 20;
     let binary = api_binary()?;
     let dir = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let log_path = dir.path().join("api.log");
     let child = Command::new(&binary)
         .env("SLIPWAY_JWT_SECRET", SECRET)
         .env(
             "SLIPWAY_DATABASE_URL",
-            format!("sqlite://{}?mode=rwc", dir.path().join("slipway.db").display()),
+            format!(
+                "sqlite://{}?mode=rwc",
+                dir.path().join("slipway.db").display()
+            ),
         )
         .env("SLIPWAY_LISTEN", addr.to_string())
         .env("SLIPWAY_LOG", "warn")
@@ -1352,8 +1376,14 @@ async fn bench_memory(scale: Scale) -> Result<Vec<Row>> {
                         "sha": format!("{:040x}", i * 2_654_435_761),
                         "description": format!("bench deployment {i}"),
                     });
-                    graphql(&client, addr, &deployer, CREATE_DEPLOYMENT, json!({"input": input}))
-                        .await?;
+                    graphql(
+                        &client,
+                        addr,
+                        &deployer,
+                        CREATE_DEPLOYMENT,
+                        json!({"input": input}),
+                    )
+                    .await?;
                 }
             })
         })

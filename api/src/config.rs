@@ -9,7 +9,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::auth::Role;
 
 #[derive(Parser, Debug)]
-#[command(name = "slipway-api", version, about = "Slipway's GraphQL deployment API")]
+#[command(
+    name = "slipway-api",
+    version,
+    about = "Slipway's GraphQL deployment API"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
@@ -50,7 +54,11 @@ pub struct ServeConfig {
 #[derive(Args, Clone)]
 pub struct DatabaseConfig {
     /// sqlite://PATH?mode=rwc (embedded) or postgres://USER:PASSWORD@HOST/DB.
-    #[arg(long, env = "SLIPWAY_DATABASE_URL", default_value = "sqlite://slipway.db?mode=rwc")]
+    #[arg(
+        long,
+        env = "SLIPWAY_DATABASE_URL",
+        default_value = "sqlite://slipway.db?mode=rwc"
+    )]
     pub database_url: String,
 }
 
@@ -89,7 +97,10 @@ pub struct JwtConfig {
 impl std::fmt::Debug for JwtConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtConfig")
-            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("jwt_secret_file", &self.jwt_secret_file)
             .finish()
     }

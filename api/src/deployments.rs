@@ -219,7 +219,9 @@ fn validate(input: &NewDeployment) -> ApiResult<()> {
 
 /// A full commit id: 40 (SHA-1) or 64 (SHA-256) lowercase hex digits.
 pub fn validate_sha(sha: &str) -> ApiResult<()> {
-    let hex = sha.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let hex = sha
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     if hex && (sha.len() == 40 || sha.len() == 64) {
         Ok(())
     } else {
@@ -325,7 +327,9 @@ pub async fn create(
         number = view.deployment.number,
         "deployment queued"
     );
-    state.events.publish(Event::Deployment(Arc::new(view.clone())));
+    state
+        .events
+        .publish(Event::Deployment(Arc::new(view.clone())));
     publish_next_claimable(state, view.environment.id).await?;
     Ok(view)
 }
@@ -485,7 +489,9 @@ pub async fn cancel(state: &AppState, id: i64, by: &str) -> ApiResult<Deployment
         .pop();
     if let Some(row) = cancelled {
         let view = hydrate_one(&state.db, row).await?;
-        state.events.publish(Event::Deployment(Arc::new(view.clone())));
+        state
+            .events
+            .publish(Event::Deployment(Arc::new(view.clone())));
         publish_next_claimable(state, view.environment.id).await?;
         return Ok(view);
     }
@@ -499,15 +505,14 @@ pub async fn cancel(state: &AppState, id: i64, by: &str) -> ApiResult<Deployment
         .pop();
     if let Some(row) = requested {
         let view = hydrate_one(&state.db, row).await?;
-        state.events.publish(Event::Deployment(Arc::new(view.clone())));
+        state
+            .events
+            .publish(Event::Deployment(Arc::new(view.clone())));
         return Ok(view);
     }
     let view = get(&state.db, id).await?;
     Err(ApiError::Conflict(format!(
         "deployment {} ({}#{}) already finished: {}",
-        id,
-        view.application.name,
-        view.deployment.number,
-        view.deployment.status
+        id, view.application.name, view.deployment.number, view.deployment.status
     )))
 }

@@ -138,7 +138,13 @@ async fn serve_ws(http: Http, socket: WebSocket, protocol: GraphQLProtocol, lega
     };
     let init: serde_json::Value = serde_json::from_str(first.as_str()).unwrap_or_default();
     if init.get("type").and_then(|t| t.as_str()) != Some("connection_init") {
-        close(&mut sink, legacy, 4401, "Unauthorized: send connection_init first").await;
+        close(
+            &mut sink,
+            legacy,
+            4401,
+            "Unauthorized: send connection_init first",
+        )
+        .await;
         return;
     }
     let payload = init.get("payload");
@@ -156,7 +162,13 @@ async fn serve_ws(http: Http, socket: WebSocket, protocol: GraphQLProtocol, lega
     let claims = match &auth {
         Auth::Valid(_) => auth,
         Auth::Anonymous => {
-            close(&mut sink, legacy, 4403, "Forbidden: connection_init carries no token").await;
+            close(
+                &mut sink,
+                legacy,
+                4403,
+                "Forbidden: connection_init carries no token",
+            )
+            .await;
             return;
         }
         Auth::Invalid(reason) => {

@@ -75,7 +75,9 @@ pub async fn claim(state: &AppState, runner: &str, id: i64) -> ApiResult<Deploym
     runners::seen(state, runner).await?;
     let view = deployments::hydrate_one(&state.db, row).await?;
     tracing::info!(deployment = id, runner, "deployment claimed");
-    state.events.publish(Event::Deployment(Arc::new(view.clone())));
+    state
+        .events
+        .publish(Event::Deployment(Arc::new(view.clone())));
     Ok(view)
 }
 
@@ -107,7 +109,10 @@ async fn why_not_claimable(state: &AppState, id: i64) -> ApiError {
                         .add(deployment::Column::Status.eq(DeploymentStatus::InProgress.as_str()))
                         .add(
                             Condition::all()
-                                .add(deployment::Column::Status.eq(DeploymentStatus::Queued.as_str()))
+                                .add(
+                                    deployment::Column::Status
+                                        .eq(DeploymentStatus::Queued.as_str()),
+                                )
                                 .add(deployment::Column::Id.lt(d.id)),
                         ),
                 )
@@ -121,9 +126,9 @@ async fn why_not_claimable(state: &AppState, id: i64) -> ApiError {
                     "deployment {name} waits: {}#{} ({}) goes first in environment `{}`",
                     view.application.name, other.number, other.status, view.environment.name
                 )),
-                Ok(None) => ApiError::Conflict(format!(
-                    "deployment {name} could not be claimed; try again"
-                )),
+                Ok(None) => {
+                    ApiError::Conflict(format!("deployment {name} could not be claimed; try again"))
+                }
                 Err(err) => err.into(),
             }
         }
@@ -226,7 +231,9 @@ pub async fn progress(
     }
     let row = update_held(state, runner, id, changes).await?;
     let view = deployments::hydrate_one(&state.db, row).await?;
-    state.events.publish(Event::Deployment(Arc::new(view.clone())));
+    state
+        .events
+        .publish(Event::Deployment(Arc::new(view.clone())));
     Ok(view)
 }
 
@@ -271,8 +278,15 @@ pub async fn finish(
     }
     let row = update_held(state, runner, id, changes).await?;
     let view = deployments::hydrate_one(&state.db, row).await?;
-    tracing::info!(deployment = id, runner, status = status.as_str(), "deployment finished");
-    state.events.publish(Event::Deployment(Arc::new(view.clone())));
+    tracing::info!(
+        deployment = id,
+        runner,
+        status = status.as_str(),
+        "deployment finished"
+    );
+    state
+        .events
+        .publish(Event::Deployment(Arc::new(view.clone())));
     deployments::publish_next_claimable(state, view.environment.id).await?;
     Ok(view)
 }
@@ -327,7 +341,9 @@ pub async fn expire(state: &AppState) -> ApiResult<Vec<DeploymentView>> {
         if let Some(row) = row {
             tracing::warn!(deployment = row.id, %message, "lease expired");
             let view = deployments::hydrate_one(&state.db, row).await?;
-            state.events.publish(Event::Deployment(Arc::new(view.clone())));
+            state
+                .events
+                .publish(Event::Deployment(Arc::new(view.clone())));
             deployments::publish_next_claimable(state, view.environment.id).await?;
             expired.push(view);
         }

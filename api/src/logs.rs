@@ -57,7 +57,11 @@ pub async fn append(
                 line.text.len()
             )));
         }
-        if line.stream.as_ref().is_some_and(|s| s.is_empty() || s.len() > 64) {
+        if line
+            .stream
+            .as_ref()
+            .is_some_and(|s| s.is_empty() || s.len() > 64)
+        {
             return Err(ApiError::BadInput(format!(
                 "line {i}: `stream` must be 1 to 64 characters"
             )));

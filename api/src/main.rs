@@ -24,8 +24,12 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(Command::Token(config)) => {
             let secret = config.jwt.secret().map_err(anyhow::Error::msg)?;
-            let token =
-                Keys::new(&secret).issue(&config.subject, config.role, config.ttl, chrono::Utc::now());
+            let token = Keys::new(&secret).issue(
+                &config.subject,
+                config.role,
+                config.ttl,
+                chrono::Utc::now(),
+            );
             println!("{token}");
             Ok(())
         }

@@ -214,7 +214,11 @@ pub(crate) async fn run(db: &DatabaseConnection) -> Result<usize, DbErr> {
         ))
         .await?;
         txn.commit().await?;
-        tracing::info!(version = migration.version, name = migration.name, "applied migration");
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applied migration"
+        );
         applied += 1;
     }
     Ok(applied)

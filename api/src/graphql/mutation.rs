@@ -116,13 +116,9 @@ impl Mutation {
         reason: String,
     ) -> ApiResult<Environment> {
         let by = caller(ctx)?.sub.clone();
-        let (env, app) = applications::set_lock(
-            state(ctx),
-            &application,
-            &environment,
-            Some((&by, &reason)),
-        )
-        .await?;
+        let (env, app) =
+            applications::set_lock(state(ctx), &application, &environment, Some((&by, &reason)))
+                .await?;
         Ok(Environment::new(env, Arc::new(app)))
     }
 

@@ -35,7 +35,11 @@ impl Subscription {
         application: Option<String>,
         id: Option<ID>,
     ) -> async_graphql::Result<impl Stream<Item = Deployment>> {
-        let id = id.as_ref().map(deployment_id).transpose().map_err(ApiError::into_graphql)?;
+        let id = id
+            .as_ref()
+            .map(deployment_id)
+            .transpose()
+            .map_err(ApiError::into_graphql)?;
         Ok(events(ctx).filter_map(move |event| {
             let application = application.clone();
             async move {

@@ -114,18 +114,18 @@ pub(crate) async fn deployment_page(
     }
     let before_id = match after {
         Some(cursor) => Some(cursor.parse::<i64>().map_err(|_| {
-            ApiError::BadInput(format!("`after` cursor `{cursor}` is not one this API gave"))
+            ApiError::BadInput(format!(
+                "`after` cursor `{cursor}` is not one this API gave"
+            ))
         })?),
         None => None,
     };
     let (rows, more) = deployments::list(&state.db, filter, first as u64, before_id).await?;
     let mut connection = Connection::new(before_id.is_some(), more);
-    connection.edges.extend(rows.into_iter().map(|view| {
-        Edge::new(
-            view.deployment.id.to_string(),
-            Deployment(Arc::new(view)),
-        )
-    }));
+    connection.edges.extend(
+        rows.into_iter()
+            .map(|view| Edge::new(view.deployment.id.to_string(), Deployment(Arc::new(view)))),
+    );
     Ok(connection)
 }
 

@@ -27,9 +27,17 @@ fn claims(exp_in: i64) -> Claims {
 #[test]
 fn a_signed_token_verifies_with_the_same_secret_only() {
     let keys = Keys::new(SECRET);
-    let token = keys.issue("alice", Role::Deployer, chrono::Duration::hours(1), chrono::Utc::now());
+    let token = keys.issue(
+        "alice",
+        Role::Deployer,
+        chrono::Duration::hours(1),
+        chrono::Utc::now(),
+    );
     let verified = keys.verify(&token).expect("own token verifies");
-    assert_eq!((verified.sub.as_str(), verified.role), ("alice", Role::Deployer));
+    assert_eq!(
+        (verified.sub.as_str(), verified.role),
+        ("alice", Role::Deployer)
+    );
     let other = Keys::new(b"another-secret-of-some-length");
     assert_eq!(
         other.verify(&token).unwrap_err(),
@@ -46,7 +54,10 @@ fn tokens_of_other_algorithms_or_none_are_refused() {
         &EncodingKey::from_secret(SECRET),
     )
     .unwrap();
-    assert_eq!(keys.verify(&hs384).unwrap_err(), "token algorithm must be HS256");
+    assert_eq!(
+        keys.verify(&hs384).unwrap_err(),
+        "token algorithm must be HS256"
+    );
 
     // An unsigned token: header {"alg":"none"}, claims, empty signature.
     use base64::Engine;
@@ -59,7 +70,12 @@ fn tokens_of_other_algorithms_or_none_are_refused() {
 #[test]
 fn expired_tokens_and_tokens_without_exp_are_refused() {
     let keys = Keys::new(SECRET);
-    let expired = keys.issue("a", Role::Admin, chrono::Duration::hours(-1), chrono::Utc::now());
+    let expired = keys.issue(
+        "a",
+        Role::Admin,
+        chrono::Duration::hours(-1),
+        chrono::Utc::now(),
+    );
     assert_eq!(keys.verify(&expired).unwrap_err(), "token expired");
 
     let no_exp = jsonwebtoken::encode(
@@ -149,8 +165,14 @@ async fn every_field_checks_its_role(backend: Backend) {
     server.finish("r", &id, "SUCCEEDED").await;
 
     for (name, query, allowed) in operations() {
-        let anonymous = server.gql(None, &query.replace("ROLE", "anon"), json!({})).await;
-        assert_eq!(error_of(&anonymous).0, "UNAUTHENTICATED", "{name} without a token");
+        let anonymous = server
+            .gql(None, &query.replace("ROLE", "anon"), json!({}))
+            .await;
+        assert_eq!(
+            error_of(&anonymous).0,
+            "UNAUTHENTICATED",
+            "{name} without a token"
+        );
         for role in ALL_ROLES {
             let token = server.token(role, "someone");
             let query = query.replace("ROLE", role.as_str());
@@ -162,16 +184,32 @@ async fn every_field_checks_its_role(backend: Backend) {
                     "{name} must be allowed for {role:?}: {body}"
                 );
             } else {
-                assert_eq!(code, Some("FORBIDDEN"), "{name} must be refused to {role:?}: {body}");
+                assert_eq!(
+                    code,
+                    Some("FORBIDDEN"),
+                    "{name} must be refused to {role:?}: {body}"
+                );
                 assert!(body["data"].is_null() || body["data"][name].is_null());
             }
         }
     }
 
     let subscriptions: [(&str, &str, &[Role]); 3] = [
-        ("deploymentQueued", "subscription { deploymentQueued { id } }", roles::RUNNER),
-        ("deploymentEvents", "subscription { deploymentEvents { id } }", roles::READ),
-        ("deploymentLogs", "subscription { deploymentLogs(id: \"1\") { seq } }", roles::READ),
+        (
+            "deploymentQueued",
+            "subscription { deploymentQueued { id } }",
+            roles::RUNNER,
+        ),
+        (
+            "deploymentEvents",
+            "subscription { deploymentEvents { id } }",
+            roles::READ,
+        ),
+        (
+            "deploymentLogs",
+            "subscription { deploymentLogs(id: \"1\") { seq } }",
+            roles::READ,
+        ),
     ];
     let mut envs = 0;
     for (name, query, allowed) in subscriptions {
@@ -188,7 +226,11 @@ async fn every_field_checks_its_role(backend: Backend) {
                 assert!(item.is_some(), "{name} yields for {role:?}");
                 continue;
             }
-            assert_eq!(ws.error_code().await, "FORBIDDEN", "{name} must be refused to {role:?}");
+            assert_eq!(
+                ws.error_code().await,
+                "FORBIDDEN",
+                "{name} must be refused to {role:?}"
+            );
         }
     }
 }
@@ -201,8 +243,13 @@ async fn bad_tokens_are_unauthenticated_with_the_reason(backend: Backend) {
         chrono::Duration::hours(1),
         chrono::Utc::now(),
     );
-    let (code, message) = server.err(&other, "{ applications { name } }", json!({})).await;
-    assert_eq!((code.as_str(), message.as_str()), ("UNAUTHENTICATED", "token signature is invalid"));
+    let (code, message) = server
+        .err(&other, "{ applications { name } }", json!({}))
+        .await;
+    assert_eq!(
+        (code.as_str(), message.as_str()),
+        ("UNAUTHENTICATED", "token signature is invalid")
+    );
 
     let body = server
         .http_raw_auth("Basic YWRtaW46YWRtaW4=", "{ applications { name } }")
@@ -216,11 +263,18 @@ async fn websockets_authenticate_in_connection_init(backend: Backend) {
     Ws::connect(&server, "graphql-transport-ws", json!({"token": token}))
         .await
         .expect("{token} payload is accepted");
-    Ws::connect(&server, "graphql-ws", json!({"authorization": format!("Bearer {token}")}))
-        .await
-        .expect("the legacy protocol is accepted");
+    Ws::connect(
+        &server,
+        "graphql-ws",
+        json!({"authorization": format!("Bearer {token}")}),
+    )
+    .await
+    .expect("the legacy protocol is accepted");
 
-    let closed = Ws::connect(&server, "graphql-transport-ws", json!({})).await.err().expect("refused");
+    let closed = Ws::connect(&server, "graphql-transport-ws", json!({}))
+        .await
+        .err()
+        .expect("refused");
     assert_eq!(closed.code, 4403, "{closed:?}");
     let closed = Ws::connect(&server, "graphql-transport-ws", json!({"token": "garbage"}))
         .await

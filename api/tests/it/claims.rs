@@ -19,7 +19,11 @@ async fn two_runners_claiming_at_once_have_exactly_one_winner(backend: Backend) 
             ref_name: "main".into(),
             ..Default::default()
         };
-        let id = deployments::create(state, "deployer", new).await.unwrap().deployment.id;
+        let id = deployments::create(state, "deployer", new)
+            .await
+            .unwrap()
+            .deployment
+            .id;
         let (a, b) = tokio::join!(
             tokio::spawn({
                 let state = state.clone();
@@ -39,9 +43,16 @@ async fn two_runners_claiming_at_once_have_exactly_one_winner(backend: Backend) 
         for loser in [a, b].into_iter().filter_map(Result::err) {
             assert_eq!(loser.code(), "CONFLICT", "round {round}: {loser:?}");
         }
-        leases::finish(state, winner, id, deployments::DeploymentStatus::Succeeded, None, None)
-            .await
-            .unwrap();
+        leases::finish(
+            state,
+            winner,
+            id,
+            deployments::DeploymentStatus::Succeeded,
+            None,
+            None,
+        )
+        .await
+        .unwrap();
     }
 }
 
@@ -61,7 +72,10 @@ async fn the_database_refuses_a_second_deployment_in_progress(backend: Backend) 
         .await;
     let err = forced.expect_err("a second IN_PROGRESS row is refused");
     assert!(
-        matches!(err.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))),
+        matches!(
+            err.sql_err(),
+            Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+        ),
         "{err:?}"
     );
 }
@@ -74,14 +88,21 @@ async fn queued_deployments_are_claimable_oldest_first_when_none_runs(backend: B
     let three = server.deploy("web", "prod").await;
     let other = server.deploy("web", "staging").await;
     let runner = server.token(Role::Runner, "r");
-    assert_eq!(claimable(&server, &runner).await, vec![one.clone(), other.clone()]);
+    assert_eq!(
+        claimable(&server, &runner).await,
+        vec![one.clone(), other.clone()]
+    );
 
     let (code, message) = error_of(&server.claim("r", &two).await);
     assert_eq!(code, "CONFLICT");
     assert!(message.contains("web#1"), "names who goes first: {message}");
 
     assert!(server.claim("r", &one).await.get("errors").is_none());
-    assert_eq!(claimable(&server, &runner).await, vec![other.clone()], "prod is busy");
+    assert_eq!(
+        claimable(&server, &runner).await,
+        vec![other.clone()],
+        "prod is busy"
+    );
     let (code, message) = error_of(&server.claim("r", &two).await);
     assert_eq!(code, "CONFLICT");
     assert!(message.contains("IN_PROGRESS"), "{message}");
@@ -94,7 +115,9 @@ async fn queued_deployments_are_claimable_oldest_first_when_none_runs(backend: B
 }
 
 async fn claimable(server: &Server, runner: &str) -> Vec<String> {
-    let data = server.ok(runner, "{ claimableDeployments { id } }", json!({})).await;
+    let data = server
+        .ok(runner, "{ claimableDeployments { id } }", json!({}))
+        .await;
     data["claimableDeployments"]
         .as_array()
         .unwrap()
@@ -107,8 +130,11 @@ async fn a_runner_hears_of_claimable_deployments(backend: Backend) {
     let server = Server::start(backend).await;
     server.create_app("web").await;
     let mut ws = server.ws(&server.token(Role::Runner, "r")).await;
-    ws.subscribe("subscription { deploymentQueued { id name status environment { name } } }", json!({}))
-        .await;
+    ws.subscribe(
+        "subscription { deploymentQueued { id name status environment { name } } }",
+        json!({}),
+    )
+    .await;
     let mut n = 0;
     let first = ws
         .next_while(|| {
@@ -120,7 +146,10 @@ async fn a_runner_hears_of_claimable_deployments(backend: Backend) {
     assert_eq!(first["deploymentQueued"]["status"], "QUEUED");
     // A deployment that must wait is announced when its turn comes.
     let busy = first["deploymentQueued"]["id"].as_str().unwrap().to_owned();
-    let env = first["deploymentQueued"]["environment"]["name"].as_str().unwrap().to_owned();
+    let env = first["deploymentQueued"]["environment"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(server.claim("r", &busy).await.get("errors").is_none());
     let waiting = server.deploy("web", &env).await;
     server.finish("r", &busy, "SUCCEEDED").await;
@@ -180,12 +209,19 @@ async fn the_reaper_expires_leases_on_its_own(backend: Backend) {
     assert!(server.claim("r1", &id).await.get("errors").is_none());
     let state = server.state.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let reaper = tokio::spawn(leases::reap(state, std::time::Duration::from_millis(100), async {
-        let _ = stopped.await;
-    }));
+    let reaper = tokio::spawn(leases::reap(
+        state,
+        std::time::Duration::from_millis(100),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     while server.status(&id).await["status"] != "FAILED" {
-        assert!(tokio::time::Instant::now() < deadline, "lease not expired within 10 s");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "lease not expired within 10 s"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     stop.send(()).unwrap();
@@ -198,9 +234,17 @@ async fn only_the_holder_reports_on_a_deployment(backend: Backend) {
     let id = server.deploy("web", "prod").await;
     let intruder = server.token(Role::Runner, "r2");
     let (code, message) = server
-        .err(&intruder, "mutation($id: ID!) { appendDeploymentLogs(id: $id, lines: [{text: \"x\"}]) { id } }", json!({"id": id}))
+        .err(
+            &intruder,
+            "mutation($id: ID!) { appendDeploymentLogs(id: $id, lines: [{text: \"x\"}]) { id } }",
+            json!({"id": id}),
+        )
         .await;
-    assert_eq!((code.as_str(), message.contains("not been claimed")), ("CONFLICT", true), "{message}");
+    assert_eq!(
+        (code.as_str(), message.contains("not been claimed")),
+        ("CONFLICT", true),
+        "{message}"
+    );
     assert!(server.claim("r1", &id).await.get("errors").is_none());
     for mutation in [
         "mutation($id: ID!) { heartbeatDeployment(id: $id) { id } }",
@@ -213,10 +257,17 @@ async fn only_the_holder_reports_on_a_deployment(backend: Backend) {
         assert!(message.contains("held by runner r1"), "{message}");
     }
     let status = server.status(&id).await;
-    assert_eq!((status["status"].as_str(), status["phase"].is_null()), (Some("IN_PROGRESS"), true));
+    assert_eq!(
+        (status["status"].as_str(), status["phase"].is_null()),
+        (Some("IN_PROGRESS"), true)
+    );
     let holder = server.token(Role::Runner, "r1");
     let (code, _) = server
-        .err(&holder, "mutation($id: ID!) { finishDeployment(id: $id, status: QUEUED) { id } }", json!({"id": id}))
+        .err(
+            &holder,
+            "mutation($id: ID!) { finishDeployment(id: $id, status: QUEUED) { id } }",
+            json!({"id": id}),
+        )
         .await;
     assert_eq!(code, "BAD_USER_INPUT", "QUEUED is not a final status");
 }

@@ -34,13 +34,21 @@ async fn an_external_id_makes_creation_idempotent(backend: Backend) {
 
     let viewer = server.token(Role::Viewer, "v");
     let all = server
-        .ok(&viewer, "{ deployments(application: \"web\") { edges { node { id } } } }", json!({}))
+        .ok(
+            &viewer,
+            "{ deployments(application: \"web\") { edges { node { id } } } }",
+            json!({}),
+        )
         .await;
     assert_eq!(all["deployments"]["edges"].as_array().unwrap().len(), 1);
     // A redelivery burns no number.
     let next = server.deploy("web", "production").await;
     let next = server
-        .ok(&viewer, "query($id: ID!) { deployment(id: $id) { number } }", json!({"id": next}))
+        .ok(
+            &viewer,
+            "query($id: ID!) { deployment(id: $id) { number } }",
+            json!({"id": next}),
+        )
         .await;
     assert_eq!(next["deployment"]["number"], 2);
 }
@@ -50,10 +58,9 @@ async fn concurrent_redeliveries_create_one_deployment(backend: Backend) {
     server.create_app("web").await;
     let provider = server.token(Role::Provider, "github");
     let input = json!({"input": {"application": "web", "environment": "prod", "ref": "main", "externalId": "delivery-1"}});
-    let answers = futures_util::future::join_all(
-        (0..8).map(|_| server.ok(&provider, CREATE, input.clone())),
-    )
-    .await;
+    let answers =
+        futures_util::future::join_all((0..8).map(|_| server.ok(&provider, CREATE, input.clone())))
+            .await;
     let ids: std::collections::HashSet<String> = answers
         .iter()
         .map(|a| a["createDeployment"]["id"].as_str().unwrap().to_owned())
@@ -66,10 +73,26 @@ async fn bad_input_is_refused_and_creates_nothing(backend: Backend) {
     server.create_app("web").await;
     let deployer = server.token(Role::Deployer, "d");
     let cases = [
-        (json!({"application": "nope", "environment": "prod", "ref": "main"}), "NOT_FOUND", "application `nope` does not exist"),
-        (json!({"application": "web", "environment": "Prod!", "ref": "main"}), "BAD_USER_INPUT", "environment name `Prod!` is invalid"),
-        (json!({"application": "web", "environment": "prod", "ref": ""}), "BAD_USER_INPUT", "`ref`"),
-        (json!({"application": "web", "environment": "prod", "ref": "main", "sha": "abc"}), "BAD_USER_INPUT", "`sha`"),
+        (
+            json!({"application": "nope", "environment": "prod", "ref": "main"}),
+            "NOT_FOUND",
+            "application `nope` does not exist",
+        ),
+        (
+            json!({"application": "web", "environment": "Prod!", "ref": "main"}),
+            "BAD_USER_INPUT",
+            "environment name `Prod!` is invalid",
+        ),
+        (
+            json!({"application": "web", "environment": "prod", "ref": ""}),
+            "BAD_USER_INPUT",
+            "`ref`",
+        ),
+        (
+            json!({"application": "web", "environment": "prod", "ref": "main", "sha": "abc"}),
+            "BAD_USER_INPUT",
+            "`sha`",
+        ),
     ];
     for (input, code, says) in cases {
         let (got, message) = server.err(&deployer, CREATE, json!({"input": input})).await;
@@ -78,7 +101,11 @@ async fn bad_input_is_refused_and_creates_nothing(backend: Backend) {
     }
     // A missing field is refused by the schema itself.
     let (code, message) = server
-        .err(&deployer, CREATE, json!({"input": {"application": "web", "ref": "main"}}))
+        .err(
+            &deployer,
+            CREATE,
+            json!({"input": {"application": "web", "ref": "main"}}),
+        )
         .await;
     assert_eq!(code, "BAD_USER_INPUT");
     assert!(message.contains("environment"), "{message}");
@@ -100,18 +127,28 @@ async fn a_locked_environment_refuses_deployments_naming_who_and_why(backend: Ba
     assert_eq!(locked["lockEnvironment"]["lock"]["lockedBy"], "alice");
 
     let bob = server.token(Role::Deployer, "bob");
-    let input = json!({"input": {"application": "web", "environment": "production", "ref": "main"}});
+    let input =
+        json!({"input": {"application": "web", "environment": "production", "ref": "main"}});
     let (code, message) = server.err(&bob, CREATE, input.clone()).await;
     assert_eq!(code, "CONFLICT");
-    assert!(message.contains("alice") && message.contains("release freeze"), "{message}");
+    assert!(
+        message.contains("alice") && message.contains("release freeze"),
+        "{message}"
+    );
     // Locking again does not take the lock over.
     let (code, message) = server.err(&bob, lock, json!({})).await;
     assert_eq!(code, "CONFLICT");
     assert!(message.contains("alice"), "{message}");
 
     let viewer = server.token(Role::Viewer, "v");
-    let history = server.ok(&viewer, "{ deployments { edges { cursor } } }", json!({})).await;
-    assert_eq!(history["deployments"]["edges"], json!([]), "the refusal created nothing");
+    let history = server
+        .ok(&viewer, "{ deployments { edges { cursor } } }", json!({}))
+        .await;
+    assert_eq!(
+        history["deployments"]["edges"],
+        json!([]),
+        "the refusal created nothing"
+    );
 
     server
         .ok(&alice, "mutation { unlockEnvironment(application: \"web\", environment: \"production\") { lock { reason } } }", json!({}))
@@ -125,15 +162,29 @@ async fn cancelling_a_queued_deployment_is_immediate(backend: Backend) {
     let id = server.deploy("web", "prod").await;
     let deployer = server.token(Role::Deployer, "carol");
     let cancelled = server
-        .ok(&deployer, "mutation($id: ID!) { cancelDeployment(id: $id) { status message finishedAt } }", json!({"id": id}))
+        .ok(
+            &deployer,
+            "mutation($id: ID!) { cancelDeployment(id: $id) { status message finishedAt } }",
+            json!({"id": id}),
+        )
         .await;
     assert_eq!(cancelled["cancelDeployment"]["status"], "CANCELLED");
-    assert!(cancelled["cancelDeployment"]["message"].as_str().unwrap().contains("carol"));
+    assert!(cancelled["cancelDeployment"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("carol"));
     assert!(!cancelled["cancelDeployment"]["finishedAt"].is_null());
     let (code, _) = server
-        .err(&deployer, "mutation($id: ID!) { cancelDeployment(id: $id) { status } }", json!({"id": id}))
+        .err(
+            &deployer,
+            "mutation($id: ID!) { cancelDeployment(id: $id) { status } }",
+            json!({"id": id}),
+        )
         .await;
-    assert_eq!(code, "CONFLICT", "a finished deployment cannot be cancelled");
+    assert_eq!(
+        code, "CONFLICT",
+        "a finished deployment cannot be cancelled"
+    );
     let claim = server.claim("r", &id).await;
     assert_eq!(crate::support::error_of(&claim).0, "CONFLICT");
 }
@@ -146,18 +197,28 @@ async fn cancelling_an_in_progress_deployment_reaches_its_runner(backend: Backen
     let viewer = server.token(Role::Viewer, "v");
     let mut events = server.ws(&viewer).await;
     events
-        .subscribe("subscription($id: ID!) { deploymentEvents(id: $id) { id status cancelRequested } }", json!({"id": id}))
+        .subscribe(
+            "subscription($id: ID!) { deploymentEvents(id: $id) { id status cancelRequested } }",
+            json!({"id": id}),
+        )
         .await;
 
     let deployer = server.token(Role::Deployer, "carol");
     let cancel = "mutation($id: ID!) { cancelDeployment(id: $id) { status cancelRequested } }";
-    let event = events.next_while(|| server.ok(&deployer, cancel, json!({"id": id}))).await.unwrap();
+    let event = events
+        .next_while(|| server.ok(&deployer, cancel, json!({"id": id})))
+        .await
+        .unwrap();
     assert_eq!(event["deploymentEvents"]["cancelRequested"], true);
     assert_eq!(event["deploymentEvents"]["status"], "IN_PROGRESS");
 
     let runner = server.token(Role::Runner, "r1");
     let beat = server
-        .ok(&runner, "mutation($id: ID!) { heartbeatDeployment(id: $id) { cancelRequested } }", json!({"id": id}))
+        .ok(
+            &runner,
+            "mutation($id: ID!) { heartbeatDeployment(id: $id) { cancelRequested } }",
+            json!({"id": id}),
+        )
         .await;
     assert_eq!(beat["heartbeatDeployment"]["cancelRequested"], true);
     server.finish("r1", &id, "CANCELLED").await;
@@ -169,8 +230,11 @@ async fn events_are_published_after_commit(backend: Backend) {
     server.create_app("web").await;
     let viewer = server.token(Role::Viewer, "v");
     let mut ws = server.ws(&viewer).await;
-    ws.subscribe("subscription { deploymentEvents(application: \"web\") { id status } }", json!({}))
-        .await;
+    ws.subscribe(
+        "subscription { deploymentEvents(application: \"web\") { id status } }",
+        json!({}),
+    )
+    .await;
     let mut n = 0;
     let event = ws
         .next_while(|| {
@@ -200,7 +264,9 @@ async fn history_pages_newest_first(backend: Backend) {
     server.create_app("web").await;
     server.create_app("api").await;
     for i in 0..5 {
-        server.deploy("web", if i % 2 == 0 { "prod" } else { "staging" }).await;
+        server
+            .deploy("web", if i % 2 == 0 { "prod" } else { "staging" })
+            .await;
         server.deploy("api", "prod").await;
     }
     let viewer = server.token(Role::Viewer, "v");
@@ -230,7 +296,13 @@ async fn history_pages_newest_first(backend: Backend) {
         .map(|e| e["node"]["number"].as_i64().unwrap())
         .collect();
     assert_eq!(staging, vec![4, 2]);
-    let (code, _) = server.err(&viewer, "{ deployments(first: 1000) { edges { cursor } } }", json!({})).await;
+    let (code, _) = server
+        .err(
+            &viewer,
+            "{ deployments(first: 1000) { edges { cursor } } }",
+            json!({}),
+        )
+        .await;
     assert_eq!(code, "BAD_USER_INPUT");
 }
 
@@ -269,7 +341,10 @@ async fn everything_survives_a_restart(backend: Backend) {
         d["logs"],
         json!([{"seq": 1, "stream": "stdout", "text": "one"}, {"seq": 2, "stream": "stderr", "text": "two"}])
     );
-    assert_eq!(data["application"]["environment"]["lock"]["reason"], "db migration");
+    assert_eq!(
+        data["application"]["environment"]["lock"]["reason"],
+        "db migration"
+    );
     // The runner carries on after the restart where it left off.
     let runner = server.token(Role::Runner, "r1");
     let more = server

@@ -15,17 +15,27 @@ async fn lines_get_dense_sequence_numbers_from_one(backend: Backend) {
     server.claim("r", &id).await;
     let runner = server.token(Role::Runner, "r");
     let batch = |from: usize, n: usize| {
-        json!((from..from + n).map(|i| json!({"text": format!("line {i}")})).collect::<Vec<_>>())
+        json!((from..from + n)
+            .map(|i| json!({"text": format!("line {i}")}))
+            .collect::<Vec<_>>())
     };
     // Concurrent appends still number densely.
-    let answers = futures_util::future::join_all(
-        (0..5).map(|i| server.ok(&runner, APPEND, json!({"id": id, "lines": batch(i * 10, 10)}))),
-    )
+    let answers = futures_util::future::join_all((0..5).map(|i| {
+        server.ok(
+            &runner,
+            APPEND,
+            json!({"id": id, "lines": batch(i * 10, 10)}),
+        )
+    }))
     .await;
     assert_eq!(answers.len(), 5);
     let viewer = server.token(Role::Viewer, "v");
     let data = server
-        .ok(&viewer, "query($id: ID!) { deployment(id: $id) { logCount logs(first: 100) { seq text } } }", json!({"id": id}))
+        .ok(
+            &viewer,
+            "query($id: ID!) { deployment(id: $id) { logCount logs(first: 100) { seq text } } }",
+            json!({"id": id}),
+        )
         .await;
     let logs = data["deployment"]["logs"].as_array().unwrap();
     let seqs: Vec<i64> = logs.iter().map(|l| l["seq"].as_i64().unwrap()).collect();
@@ -39,16 +49,31 @@ async fn lines_get_dense_sequence_numbers_from_one(backend: Backend) {
         }
     }
     let page = server
-        .ok(&viewer, "query($id: ID!) { deployment(id: $id) { logs(after: 45, first: 3) { seq } } }", json!({"id": id}))
+        .ok(
+            &viewer,
+            "query($id: ID!) { deployment(id: $id) { logs(after: 45, first: 3) { seq } } }",
+            json!({"id": id}),
+        )
         .await;
-    assert_eq!(page["deployment"]["logs"], json!([{"seq": 46}, {"seq": 47}, {"seq": 48}]));
+    assert_eq!(
+        page["deployment"]["logs"],
+        json!([{"seq": 46}, {"seq": 47}, {"seq": 48}])
+    );
 
     let (code, _) = server
-        .err(&runner, APPEND, json!({"id": id, "lines": [{"text": "x".repeat(70_000)}]}))
+        .err(
+            &runner,
+            APPEND,
+            json!({"id": id, "lines": [{"text": "x".repeat(70_000)}]}),
+        )
         .await;
     assert_eq!(code, "BAD_USER_INPUT", "an oversized line is refused");
     let after = server
-        .ok(&viewer, "query($id: ID!) { deployment(id: $id) { logCount } }", json!({"id": id}))
+        .ok(
+            &viewer,
+            "query($id: ID!) { deployment(id: $id) { logCount } }",
+            json!({"id": id}),
+        )
         .await;
     assert_eq!(after["deployment"]["logCount"], 50, "and nothing is stored");
 }
@@ -92,12 +117,19 @@ async fn a_follower_joining_mid_stream_gets_every_line_once_in_order(backend: Ba
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let data = server
-            .ok(&viewer, "query($id: ID!) { deployment(id: $id) { logCount } }", json!({"id": id}))
+            .ok(
+                &viewer,
+                "query($id: ID!) { deployment(id: $id) { logCount } }",
+                json!({"id": id}),
+            )
             .await;
         if data["deployment"]["logCount"].as_i64().unwrap() >= 100 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the writer made no progress");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the writer made no progress"
+        );
         tokio::task::yield_now().await;
     }
     let mut followers = Vec::new();
@@ -121,10 +153,18 @@ async fn a_follower_joining_mid_stream_gets_every_line_once_in_order(backend: Ba
             let seq = line["seq"].as_i64().unwrap();
             let b = (seq - 1) / PER_BATCH as i64;
             let l = (seq - 1) % PER_BATCH as i64;
-            assert_eq!(line["text"], format!("b{b} l{l}"), "line {seq} carries its own text");
+            assert_eq!(
+                line["text"],
+                format!("b{b} l{l}"),
+                "line {seq} carries its own text"
+            );
             seqs.push(seq);
         }
-        assert_eq!(seqs, ((after + 1)..=total).collect::<Vec<_>>(), "follower after {after}");
+        assert_eq!(
+            seqs,
+            ((after + 1)..=total).collect::<Vec<_>>(),
+            "follower after {after}"
+        );
     }
 }
 
@@ -135,20 +175,40 @@ async fn following_a_finished_deployment_replays_and_completes(backend: Backend)
     server.claim("r", &id).await;
     let runner = server.token(Role::Runner, "r");
     server
-        .ok(&runner, APPEND, json!({"id": id, "lines": [{"text": "a"}, {"text": "b"}, {"text": "c"}]}))
+        .ok(
+            &runner,
+            APPEND,
+            json!({"id": id, "lines": [{"text": "a"}, {"text": "b"}, {"text": "c"}]}),
+        )
         .await;
     server.finish("r", &id, "FAILED").await;
-    let (code, _) = server.err(&runner, APPEND, json!({"id": id, "lines": [{"text": "late"}]})).await;
-    assert_eq!(code, "CONFLICT", "a finished deployment takes no more lines");
+    let (code, _) = server
+        .err(
+            &runner,
+            APPEND,
+            json!({"id": id, "lines": [{"text": "late"}]}),
+        )
+        .await;
+    assert_eq!(
+        code, "CONFLICT",
+        "a finished deployment takes no more lines"
+    );
 
     let mut ws = server.ws(&server.token(Role::Viewer, "v")).await;
-    ws.subscribe("subscription($id: ID!) { deploymentLogs(id: $id, afterSeq: 1) { seq text } }", json!({"id": id}))
-        .await;
+    ws.subscribe(
+        "subscription($id: ID!) { deploymentLogs(id: $id, afterSeq: 1) { seq text } }",
+        json!({"id": id}),
+    )
+    .await;
     assert_eq!(ws.next().await.unwrap()["deploymentLogs"]["text"], "b");
     assert_eq!(ws.next().await.unwrap()["deploymentLogs"]["text"], "c");
     assert!(ws.next().await.is_none(), "completes after the last line");
 
-    ws.subscribe("subscription { deploymentLogs(id: \"999\") { seq } }", json!({})).await;
+    ws.subscribe(
+        "subscription { deploymentLogs(id: \"999\") { seq } }",
+        json!({}),
+    )
+    .await;
     assert_eq!(ws.error_code().await, "NOT_FOUND");
 }
 

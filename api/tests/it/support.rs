@@ -59,7 +59,10 @@ impl TestDb {
         match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
-                let url = format!("sqlite://{}?mode=rwc", dir.path().join("slipway.db").display());
+                let url = format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("slipway.db").display()
+                );
                 Self {
                     url,
                     _dir: Some(dir),
@@ -180,9 +183,12 @@ impl Server {
     }
 
     pub fn token(&self, role: Role, subject: &str) -> String {
-        self.state
-            .keys
-            .issue(subject, role, chrono::Duration::hours(1), chrono::Utc::now())
+        self.state.keys.issue(
+            subject,
+            role,
+            chrono::Duration::hours(1),
+            chrono::Utc::now(),
+        )
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -222,9 +228,13 @@ impl Server {
 
     /// Opens an authenticated graphql-transport-ws connection.
     pub async fn ws(&self, token: &str) -> Ws {
-        Ws::connect(self, "graphql-transport-ws", json!({"authorization": format!("Bearer {token}")}))
-            .await
-            .expect("connection_ack")
+        Ws::connect(
+            self,
+            "graphql-transport-ws",
+            json!({"authorization": format!("Bearer {token}")}),
+        )
+        .await
+        .expect("connection_ack")
     }
 
     // Shortcuts for the fixtures most tests need.
@@ -250,7 +260,10 @@ impl Server {
                 json!({"app": app, "env": env}),
             )
             .await;
-        data["createDeployment"]["id"].as_str().expect("id").to_owned()
+        data["createDeployment"]["id"]
+            .as_str()
+            .expect("id")
+            .to_owned()
     }
 
     pub async fn claim(&self, runner: &str, id: &str) -> Value {
@@ -298,7 +311,10 @@ pub fn error_of(body: &Value) -> (String, String) {
     let error = &body["errors"][0];
     assert!(!error.is_null(), "expected an error, got {body}");
     (
-        error["extensions"]["code"].as_str().unwrap_or("").to_owned(),
+        error["extensions"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned(),
         error["message"].as_str().unwrap_or("").to_owned(),
     )
 }
@@ -394,7 +410,10 @@ impl Ws {
             match message["type"].as_str() {
                 Some("next") => {
                     let payload = &message["payload"];
-                    assert!(payload.get("errors").is_none(), "subscription error: {payload}");
+                    assert!(
+                        payload.get("errors").is_none(),
+                        "subscription error: {payload}"
+                    );
                     return Some(payload["data"].clone());
                 }
                 Some("complete") => return None,

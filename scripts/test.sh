@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs Slipway's whole test suite on a Debian 12 machine, as root: installs and
+# starts what the tests need (Docker engine in swarm mode, PostgreSQL), checks
+# formatting and lints, then runs every test against SQLite and PostgreSQL.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/test-env.sh
+
+export SLIPWAY_TEST_POSTGRES_URL="${SLIPWAY_TEST_POSTGRES_URL:-postgres://root@%2Fvar%2Frun%2Fpostgresql/postgres}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+export RUST_BACKTRACE=0
+
+# Databases left behind by earlier runs.
+stale=$(psql "$SLIPWAY_TEST_POSTGRES_URL" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'slipway_test_%'" || true)
+for db in $stale; do
+  psql "$SLIPWAY_TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null
+done
+
+echo "test: cargo fmt --check"
+cargo fmt --all --check
+echo "test: cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "test: cargo nextest"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
