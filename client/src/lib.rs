@@ -168,7 +168,7 @@ impl Client {
             .send(Message::text(init.to_string()))
             .await
             .map_err(|err| transport(err.to_string()))?;
-        let ack = tokio::time::timeout(WS_INIT_TIMEOUT, async {
+        tokio::time::timeout(WS_INIT_TIMEOUT, async {
             while let Some(message) = socket.next().await {
                 match message {
                     Ok(Message::Text(text)) => {
@@ -192,7 +192,6 @@ impl Client {
         })
         .await
         .map_err(|_| transport("no connection_ack within 10 s".into()))??;
-        let () = ack;
         let body = Q::build_query(variables);
         let subscribe = json!({"id": "1", "type": "subscribe", "payload": body});
         socket
