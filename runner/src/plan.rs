@@ -1,0 +1,72 @@
+//! What a deployment creates on the swarm: the result of reading the spec and
+//! its Compose files, before anything touches an engine. `slipway-runner plan`
+//! prints it as JSON; `swarm::apply` makes it real.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bollard::models::ServiceSpec;
+use serde::Serialize;
+
+/// Labels every object of a stack carries, as `docker stack deploy` sets them.
+pub const STACK_NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
+/// The image as written in Compose, before any digest was resolved.
+pub const STACK_IMAGE_LABEL: &str = "com.docker.stack.image";
+pub const APPLICATION_LABEL: &str = "io.slipway.application";
+pub const ENVIRONMENT_LABEL: &str = "io.slipway.environment";
+pub const DEPLOYMENT_LABEL: &str = "io.slipway.deployment";
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    /// The swarm stack namespace.
+    pub stack: String,
+    pub services: Vec<ServicePlan>,
+    pub networks: Vec<NetworkPlan>,
+    pub configs: Vec<DataPlan>,
+    pub secrets: Vec<DataPlan>,
+    /// Keys swarm ignores (`build`, ...) and other things worth telling.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// How long the rollout may take before the deployment fails.
+    #[serde(skip)]
+    pub timeout: Duration,
+    /// Whether a failed update is rolled back (the default).
+    #[serde(skip)]
+    pub rollback_on_failure: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ServicePlan {
+    /// The swarm service name, `<stack>_<service>`.
+    pub name: String,
+    /// Exactly what the Engine API receives, with its own field names.
+    pub spec: ServiceSpec,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct NetworkPlan {
+    /// The swarm network name, `<stack>_<network>` or the external name.
+    pub name: String,
+    /// Created elsewhere; the deployment only checks it exists.
+    pub external: bool,
+    pub driver: String,
+    pub attachable: bool,
+    pub internal: bool,
+    pub labels: BTreeMap<String, String>,
+    pub options: BTreeMap<String, String>,
+}
+
+/// A config or secret version, named by a hash of its content:
+/// `<stack>_<name>_<hash>`.
+#[derive(Clone, Debug, Serialize)]
+pub struct DataPlan {
+    pub name: String,
+    /// The name the Compose file gives it.
+    pub compose_name: String,
+    /// Created elsewhere (`external: true`); only referenced.
+    pub external: bool,
+    /// The content; for secrets this is never printed (see `Serialize`).
+    #[serde(skip)]
+    pub data: Vec<u8>,
+    pub labels: BTreeMap<String, String>,
+}
