@@ -8,5 +8,7 @@
 //! - [`spec`]: `slipway.yml` and Compose files → [`plan::Plan`].
 //! - [`plan`]: what a deployment creates, as Engine API objects.
 
+pub mod git;
 pub mod plan;
 pub mod spec;
+pub mod swarm;

@@ -1,0 +1,439 @@
+//! Fetching the deployment's commit with git2.
+//!
+//! Each repository has a bare mirror under `<workdir>/mirrors`, kept between
+//! deployments, so history is fetched once and a redeploy of a known commit
+//! touches no network. A fetch asks for the exact commit, shallow where the
+//! server allows it, and falls back to the ref (shallow, then whole) where it
+//! does not. Files are read from the commit's tree in the object database: no
+//! checkout, so no workspace is left behind.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use git2::{CertificateCheckStatus, Cred, FetchOptions, Oid, RemoteCallbacks, Repository};
+use sha2::{Digest, Sha256};
+
+use crate::spec::Files;
+
+/// How to authenticate to repositories.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    /// Private key for `ssh://` and `git@host:` URLs.
+    pub ssh_key: Option<PathBuf>,
+    /// Token for HTTPS URLs (sent as the password of `x-access-token`).
+    pub token: Option<String>,
+    /// OpenSSH `known_hosts` file that SSH host keys must be in.
+    pub known_hosts: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("ssh_key", &self.ssh_key)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("known_hosts", &self.known_hosts)
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("repository {url} cannot be reached: {message}")]
+    Unreachable { url: String, message: String },
+    #[error("repository {url} refused the credentials: {message}")]
+    Unauthorized { url: String, message: String },
+    #[error("commit {sha} is not in {url} (fetched {fetched})")]
+    UnknownCommit {
+        url: String,
+        sha: String,
+        fetched: String,
+    },
+    #[error("ref `{reference}` is not in {url}")]
+    UnknownRef { url: String, reference: String },
+    #[error("git: {0}")]
+    Other(String),
+    #[error("fetching {url} took longer than {0:?}", .timeout)]
+    Timeout { url: String, timeout: Duration },
+}
+
+/// What a fetch got.
+#[derive(Debug)]
+pub struct Fetched {
+    /// The commit, resolved from the ref when no sha was given.
+    pub sha: String,
+    /// The bare mirror the commit is in.
+    pub mirror: PathBuf,
+    /// Whether the commit was already in the mirror (no network used).
+    pub cached: bool,
+    /// How it was fetched (`sha, shallow`, `ref main`, ...), for the log.
+    pub how: String,
+    pub received_bytes: usize,
+    pub took: Duration,
+}
+
+/// Depth meaning "the whole history".
+const FULL: i32 = 0;
+/// libgit2's `GIT_FETCH_DEPTH_UNSHALLOW`.
+const UNSHALLOW: i32 = i32::MAX;
+
+/// The bare mirrors of one runner.
+#[derive(Clone, Debug)]
+pub struct Mirrors {
+    root: PathBuf,
+    credentials: Credentials,
+}
+
+impl Mirrors {
+    pub fn new(root: impl Into<PathBuf>, credentials: Credentials) -> Self {
+        Self {
+            root: root.into(),
+            credentials,
+        }
+    }
+
+    /// Where the mirror of `url` lives.
+    pub fn path(&self, url: &str) -> PathBuf {
+        let digest = hex::encode(&Sha256::digest(url.as_bytes())[..8]);
+        let name: String = url
+            .rsplit(['/', ':'])
+            .next()
+            .unwrap_or("repo")
+            .trim_end_matches(".git")
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .take(40)
+            .collect();
+        self.root.join(format!("{name}-{digest}.git"))
+    }
+
+    /// Makes sure the commit of `reference` (or `sha`, when known) is in the
+    /// mirror of `url`, off the async runtime and within `timeout`.
+    pub async fn fetch(
+        &self,
+        url: &str,
+        reference: &str,
+        sha: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Fetched, GitError> {
+        let this = self.clone();
+        let (url, reference, sha) = (url.to_owned(), reference.to_owned(), sha.map(str::to_owned));
+        let url_for_timeout = url.clone();
+        let work =
+            tokio::task::spawn_blocking(move || this.fetch_blocking(&url, &reference, sha.as_deref()));
+        match tokio::time::timeout(timeout, work).await {
+            Ok(joined) => joined.map_err(|err| GitError::Other(err.to_string()))?,
+            Err(_) => Err(GitError::Timeout {
+                url: url_for_timeout,
+                timeout,
+            }),
+        }
+    }
+
+    fn fetch_blocking(
+        &self,
+        url: &str,
+        reference: &str,
+        sha: Option<&str>,
+    ) -> Result<Fetched, GitError> {
+        let started = Instant::now();
+        let path = self.path(url);
+        std::fs::create_dir_all(&self.root).map_err(|e| GitError::Other(e.to_string()))?;
+        let repo = match Repository::open_bare(&path) {
+            Ok(repo) => repo,
+            Err(_) => Repository::init_bare(&path).map_err(other)?,
+        };
+        if let Some(sha) = sha {
+            let oid = Oid::from_str(sha).map_err(|_| GitError::UnknownCommit {
+                url: url.to_owned(),
+                sha: sha.to_owned(),
+                fetched: "nothing: not a commit id".into(),
+            })?;
+            if repo.find_commit(oid).is_ok() {
+                return Ok(Fetched {
+                    sha: sha.to_owned(),
+                    mirror: path,
+                    cached: true,
+                    how: "already in the mirror".into(),
+                    received_bytes: 0,
+                    took: started.elapsed(),
+                });
+            }
+        }
+
+        let local = is_local(url);
+        let branch_spec = format!("+refs/heads/{reference}:refs/remotes/origin/{reference}");
+        let tag_spec = format!("+refs/tags/{reference}:refs/tags/{reference}");
+        let mut attempts: Vec<(String, Vec<String>, i32)> = Vec::new();
+        if let Some(sha) = sha {
+            if !local {
+                attempts.push((format!("commit {sha}, shallow"), vec![sha.to_owned()], 1));
+            }
+        }
+        if !local {
+            attempts.push((
+                format!("ref {reference}, shallow"),
+                vec![branch_spec.clone(), tag_spec.clone()],
+                1,
+            ));
+        }
+        attempts.push((
+            format!("ref {reference}"),
+            vec![branch_spec, tag_spec],
+            FULL,
+        ));
+        attempts.push((
+            "all branches and tags".into(),
+            vec![
+                "+refs/heads/*:refs/remotes/origin/*".into(),
+                "+refs/tags/*:refs/tags/*".into(),
+            ],
+            FULL,
+        ));
+
+        let mut received = 0;
+        let mut last_error = None;
+        let mut tried = Vec::new();
+        for (how, refspecs, depth) in attempts {
+            tried.push(how.clone());
+            match self.fetch_refspecs(&repo, url, &refspecs, depth) {
+                Ok(bytes) => received += bytes,
+                Err(err) => {
+                    let err = classify(url, err);
+                    match err {
+                        GitError::Unreachable { .. } | GitError::Unauthorized { .. } => {
+                            return Err(err)
+                        }
+                        _ => {
+                            last_error = Some(err);
+                            continue;
+                        }
+                    }
+                }
+            }
+            let found = match sha {
+                Some(sha) => Oid::from_str(sha)
+                    .ok()
+                    .filter(|oid| repo.find_commit(*oid).is_ok())
+                    .map(|oid| oid.to_string()),
+                None => resolve(&repo, reference),
+            };
+            if let Some(found) = found {
+                return Ok(Fetched {
+                    sha: found,
+                    mirror: path,
+                    cached: false,
+                    how,
+                    received_bytes: received,
+                    took: started.elapsed(),
+                });
+            }
+        }
+        match sha {
+            Some(sha) => Err(GitError::UnknownCommit {
+                url: url.to_owned(),
+                sha: sha.to_owned(),
+                fetched: tried.join("; "),
+            }),
+            None => Err(last_error.unwrap_or(GitError::UnknownRef {
+                url: url.to_owned(),
+                reference: reference.to_owned(),
+            })),
+        }
+    }
+
+    /// Fetches `refspecs` from `url`; returns the bytes received.
+    fn fetch_refspecs(
+        &self,
+        repo: &Repository,
+        url: &str,
+        refspecs: &[String],
+        depth: i32,
+    ) -> Result<usize, git2::Error> {
+        let mut remote = repo.remote_anonymous(url)?;
+        let mut received = 0;
+        {
+            let mut callbacks = RemoteCallbacks::new();
+            let credentials = self.credentials.clone();
+            let mut tries = 0;
+            callbacks.credentials(move |url, username, allowed| {
+                tries += 1;
+                if tries > 3 {
+                    return Err(git2::Error::from_str("credentials were refused"));
+                }
+                credential(&credentials, url, username, allowed)
+            });
+            let known_hosts = self.credentials.known_hosts.clone();
+            callbacks.certificate_check(move |cert, host| check_host(known_hosts.as_deref(), cert, host));
+            callbacks.transfer_progress(|progress| {
+                received = progress.received_bytes();
+                true
+            });
+            let mut options = FetchOptions::new();
+            options.remote_callbacks(callbacks);
+            options.download_tags(git2::AutotagOption::None);
+            options.depth(if depth == FULL && repo.is_shallow() {
+                UNSHALLOW
+            } else {
+                depth
+            });
+            remote.fetch(refspecs, Some(&mut options), None)?;
+        }
+        Ok(received)
+    }
+}
+
+fn other(err: git2::Error) -> GitError {
+    GitError::Other(err.message().to_owned())
+}
+
+/// Sorts a failed fetch into what the deployment's message should say.
+fn classify(url: &str, err: git2::Error) -> GitError {
+    let message = err.message().to_owned();
+    let lower = message.to_lowercase();
+    let unreachable = matches!(err.class(), git2::ErrorClass::Net | git2::ErrorClass::Os)
+        || lower.contains("failed to connect")
+        || lower.contains("could not resolve")
+        || lower.contains("connection refused")
+        || lower.contains("does not appear to be a git repository")
+        || lower.contains("could not find repository")
+        || lower.contains("failed to resolve path")
+        || lower.contains("not found");
+    if err.code() == git2::ErrorCode::Auth
+        || lower.contains("authentication")
+        || lower.contains("credentials")
+        || lower.contains("host key")
+        || err.class() == git2::ErrorClass::Ssh && lower.contains("key")
+    {
+        GitError::Unauthorized {
+            url: url.to_owned(),
+            message,
+        }
+    } else if unreachable && !lower.contains("want") && !lower.contains("specific object") {
+        GitError::Unreachable {
+            url: url.to_owned(),
+            message,
+        }
+    } else {
+        GitError::Other(message)
+    }
+}
+
+fn is_local(url: &str) -> bool {
+    url.starts_with("file://") || url.starts_with('/') || url.starts_with("./")
+}
+
+/// The commit a ref names in the mirror after fetching it.
+fn resolve(repo: &Repository, reference: &str) -> Option<String> {
+    for name in [
+        format!("refs/remotes/origin/{reference}"),
+        format!("refs/tags/{reference}"),
+        reference.to_owned(),
+    ] {
+        if let Ok(object) = repo.revparse_single(&name) {
+            if let Ok(commit) = object.peel_to_commit() {
+                return Some(commit.id().to_string());
+            }
+        }
+    }
+    None
+}
+
+fn credential(
+    credentials: &Credentials,
+    _url: &str,
+    username: Option<&str>,
+    allowed: git2::CredentialType,
+) -> Result<Cred, git2::Error> {
+    if allowed.contains(git2::CredentialType::SSH_KEY) {
+        if let Some(key) = &credentials.ssh_key {
+            return Cred::ssh_key(username.unwrap_or("git"), None, key, None);
+        }
+    }
+    if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
+        if let Some(token) = &credentials.token {
+            return Cred::userpass_plaintext("x-access-token", token);
+        }
+    }
+    if allowed.contains(git2::CredentialType::USERNAME) {
+        return Cred::username(username.unwrap_or("git"));
+    }
+    Err(git2::Error::from_str(
+        "the repository needs credentials: give --git-ssh-key-file or --git-token",
+    ))
+}
+
+/// SSH host keys must be in the known_hosts file; TLS is checked by libgit2.
+fn check_host(
+    known_hosts: Option<&Path>,
+    cert: &git2::cert::Cert<'_>,
+    host: &str,
+) -> Result<CertificateCheckStatus, git2::Error> {
+    let Some(hostkey) = cert.as_hostkey() else {
+        return Ok(CertificateCheckStatus::CertificatePassthrough);
+    };
+    let (Some(key), Some(kind)) = (hostkey.hostkey(), hostkey.hostkey_type()) else {
+        return Err(git2::Error::from_str("the SSH server sent no host key"));
+    };
+    let path = known_hosts.map(Path::to_path_buf).or_else(|| {
+        std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".ssh/known_hosts"))
+    });
+    let text = path
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(key);
+    let known = text.lines().any(|line| {
+        let mut parts = line.split_whitespace();
+        let (Some(hosts), Some(kind_name), Some(value)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        hosts.split(',').any(|h| h == host || h == format!("[{host}]"))
+            && kind_name == kind.name()
+            && value == encoded
+    });
+    if known {
+        Ok(CertificateCheckStatus::CertificateOk)
+    } else {
+        Err(git2::Error::from_str(&format!(
+            "host key of {host} ({}) is not in {}",
+            kind.name(),
+            path.map(|p| p.display().to_string())
+                .unwrap_or_else(|| "known_hosts".into())
+        )))
+    }
+}
+
+/// The files of one commit, read from a mirror's object database.
+pub struct CommitFiles {
+    repo: Repository,
+    tree: Oid,
+}
+
+impl CommitFiles {
+    pub fn open(mirror: &Path, sha: &str) -> Result<Self, GitError> {
+        let repo = Repository::open_bare(mirror).map_err(other)?;
+        let oid = Oid::from_str(sha).map_err(other)?;
+        let tree = repo.find_commit(oid).map_err(other)?.tree_id();
+        Ok(Self { repo, tree })
+    }
+}
+
+impl Files for CommitFiles {
+    fn read(&self, path: &str) -> std::io::Result<Option<Vec<u8>>> {
+        let io = |err: git2::Error| std::io::Error::other(err.message().to_owned());
+        let tree = self.repo.find_tree(self.tree).map_err(io)?;
+        let clean = path.trim_start_matches("./");
+        let entry = match tree.get_path(Path::new(clean)) {
+            Ok(entry) => entry,
+            Err(err) if err.code() == git2::ErrorCode::NotFound => return Ok(None),
+            Err(err) => return Err(io(err)),
+        };
+        let object = entry.to_object(&self.repo).map_err(io)?;
+        match object.as_blob() {
+            Some(blob) => Ok(Some(blob.content().to_vec())),
+            None => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! Watching a rollout until every changed service runs its new spec with all
+//! replicas up and stable, or until it clearly will not.
+//!
+//! Convergence is judged from the tasks, not only from `UpdateStatus`: a new
+//! service has none, and an update that changes no task never gets one.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::models::{
+    ServiceUpdateStatusStateEnum as UpdateState, Task, TaskSpec, TaskState,
+};
+use bollard::query_parameters::{ListTasksOptions, UpdateServiceOptions};
+use tokio::time::Instant;
+
+use super::apply::{Applied, Change, ChangeKind};
+use super::{filter, Engine, EngineError};
+
+/// How a rollout ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Converged,
+    /// Why it failed: the task's error, a paused update, a timeout...
+    Failed(String),
+    Cancelled,
+}
+
+/// How often services and tasks are looked at.
+const POLL: Duration = Duration::from_millis(500);
+/// Failed tasks of the new spec after which a service is given up on.
+const MAX_TASK_FAILURES: usize = 3;
+/// Swarm's default `update_config.monitor`.
+const DEFAULT_MONITOR: Duration = Duration::from_secs(5);
+
+/// What one look at a service says.
+#[derive(Debug, PartialEq, Eq)]
+enum Judgement {
+    Done,
+    Pending(String),
+    Failed(String),
+}
+
+/// Waits until every changed service of `applied` has converged, one fails,
+/// `cancelled` says so, or `timeout` passes. `progress` hears each service's
+/// state whenever it changes.
+pub async fn converge(
+    engine: &Engine,
+    applied: &Applied,
+    timeout: Duration,
+    cancelled: &(dyn Fn() -> bool + Send + Sync),
+    progress: &mut (dyn FnMut(&str, &str) + Send),
+) -> Result<Outcome, EngineError> {
+    let deadline = Instant::now() + timeout;
+    let watched: Vec<&Change> = applied
+        .changes
+        .iter()
+        .filter(|c| c.kind != ChangeKind::Removed)
+        .collect();
+    let mut said: HashMap<String, String> = HashMap::new();
+    let mut stable_since: Option<Instant> = None;
+    loop {
+        if cancelled() {
+            return Ok(Outcome::Cancelled);
+        }
+        let mut pending = Vec::new();
+        let mut monitor = Duration::ZERO;
+        for change in &watched {
+            let (judgement, service_monitor) = judge(engine, change).await?;
+            if change.kind != ChangeKind::Unchanged {
+                monitor = monitor.max(service_monitor);
+            }
+            let text = match &judgement {
+                Judgement::Done => "converged".to_owned(),
+                Judgement::Pending(what) => what.clone(),
+                Judgement::Failed(why) => why.clone(),
+            };
+            if said.get(&change.name) != Some(&text) {
+                progress(&change.name, &text);
+                said.insert(change.name.clone(), text);
+            }
+            match judgement {
+                Judgement::Done => {}
+                Judgement::Pending(what) => pending.push(format!("{}: {what}", change.name)),
+                Judgement::Failed(why) => {
+                    return Ok(Outcome::Failed(format!("{}: {why}", change.name)))
+                }
+            }
+        }
+        if pending.is_empty() {
+            // Every replica is up: it must stay up for the monitor period.
+            let since = *stable_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= monitor {
+                return Ok(Outcome::Converged);
+            }
+        } else {
+            stable_since = None;
+        }
+        if Instant::now() >= deadline {
+            return Ok(Outcome::Failed(format!(
+                "timed out after {}s waiting for {}",
+                timeout.as_secs(),
+                if pending.is_empty() {
+                    "the services to stay up".to_owned()
+                } else {
+                    pending.join("; ")
+                }
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+async fn tasks(engine: &Engine, service_id: &str) -> Result<Vec<Task>, EngineError> {
+    Ok(engine
+        .docker
+        .list_tasks(Some(ListTasksOptions {
+            filters: Some(filter("service", service_id)),
+        }))
+        .await?)
+}
+
+fn state(task: &Task) -> Option<TaskState> {
+    task.status.as_ref().and_then(|s| s.state)
+}
+
+/// The reason a task failed, as the engine words it.
+fn task_error(task: &Task) -> String {
+    let status = task.status.clone().unwrap_or_default();
+    match (status.err, status.message) {
+        (Some(err), _) if !err.is_empty() => err,
+        (_, Some(message)) => message,
+        _ => "task failed".into(),
+    }
+}
+
+fn same_spec(task: &Task, template: &Option<TaskSpec>) -> bool {
+    let image = |spec: &Option<TaskSpec>| {
+        spec.as_ref()
+            .and_then(|s| s.container_spec.as_ref())
+            .and_then(|c| c.image.clone())
+    };
+    task.spec.is_some() && image(&task.spec) == image(template) && {
+        // Compare the whole task spec, as the engine stored both.
+        serde_json::to_value(&task.spec).ok() == serde_json::to_value(template).ok()
+    }
+}
+
+async fn judge(engine: &Engine, change: &Change) -> Result<(Judgement, Duration), EngineError> {
+    let service = engine.docker.inspect_service(&change.id, None).await?;
+    let spec = service.spec.clone().unwrap_or_default();
+    let monitor = spec
+        .update_config
+        .as_ref()
+        .and_then(|u| u.monitor)
+        .map(|ns| Duration::from_nanos(ns.max(0) as u64))
+        .unwrap_or(DEFAULT_MONITOR);
+    let template = spec.task_template.clone();
+
+    if change.kind == ChangeKind::Updated {
+        let status = service.update_status.clone().unwrap_or_default();
+        let ours = status.started_at.is_some() && status.started_at != change.update_started_before;
+        if ours {
+            let message = status.message.clone().unwrap_or_default();
+            match status.state {
+                Some(UpdateState::UPDATING) => {
+                    return Ok((Judgement::Pending(format!("updating: {message}")), monitor))
+                }
+                Some(UpdateState::PAUSED) => {
+                    let reason = last_failure(engine, &change.id, &template).await?;
+                    return Ok((
+                        Judgement::Failed(format!("update paused: {message}{reason}")),
+                        monitor,
+                    ));
+                }
+                Some(UpdateState::ROLLBACK_STARTED) => {
+                    return Ok((
+                        Judgement::Pending(format!("swarm is rolling back: {message}")),
+                        monitor,
+                    ))
+                }
+                Some(UpdateState::ROLLBACK_PAUSED) | Some(UpdateState::ROLLBACK_COMPLETED) => {
+                    let reason = last_failure(engine, &change.id, &template).await?;
+                    return Ok((
+                        Judgement::Failed(format!("rolled back by swarm: {message}{reason}")),
+                        monitor,
+                    ));
+                }
+                _ => {}
+            }
+        } else {
+            // Our update has not been picked up yet, or changed no task.
+        }
+    }
+
+    let tasks = tasks(engine, &change.id).await?;
+    let current: Vec<&Task> = tasks.iter().filter(|t| same_spec(t, &template)).collect();
+    let failed: Vec<&&Task> = current
+        .iter()
+        .filter(|t| matches!(state(t), Some(TaskState::FAILED | TaskState::REJECTED)))
+        .collect();
+    if let Some(last) = failed.iter().max_by_key(|t| t.updated_at.clone()) {
+        let error = task_error(last);
+        let hopeless = error.contains("No such image") || failed.len() >= MAX_TASK_FAILURES;
+        if hopeless {
+            return Ok((
+                Judgement::Failed(format!(
+                    "{} task(s) failed: {error}",
+                    failed.len()
+                )),
+                monitor,
+            ));
+        }
+    }
+    let running = current
+        .iter()
+        .filter(|t| state(t) == Some(TaskState::RUNNING) && t.desired_state == Some(TaskState::RUNNING))
+        .count();
+    let complete = current
+        .iter()
+        .filter(|t| state(t) == Some(TaskState::COMPLETE))
+        .count();
+    let mode = spec.mode.clone().unwrap_or_default();
+    let judgement = if let Some(replicated) = mode.replicated {
+        let want = replicated.replicas.unwrap_or(1).max(0) as usize;
+        if running >= want {
+            Judgement::Done
+        } else {
+            Judgement::Pending(format!("{running}/{want} running"))
+        }
+    } else if let Some(job) = mode.replicated_job {
+        let want = job.total_completions.unwrap_or(1).max(0) as usize;
+        if complete >= want {
+            Judgement::Done
+        } else {
+            Judgement::Pending(format!("{complete}/{want} completed"))
+        }
+    } else if mode.global_job.is_some() {
+        let open = current
+            .iter()
+            .filter(|t| t.desired_state == Some(TaskState::COMPLETE) && state(t) != Some(TaskState::COMPLETE))
+            .count();
+        if complete > 0 && open == 0 {
+            Judgement::Done
+        } else {
+            Judgement::Pending(format!("{complete} completed"))
+        }
+    } else {
+        // Global: one task per eligible node; done when none is still starting.
+        let starting = current
+            .iter()
+            .filter(|t| t.desired_state == Some(TaskState::RUNNING) && state(t) != Some(TaskState::RUNNING))
+            .count();
+        if running > 0 && starting == 0 {
+            Judgement::Done
+        } else {
+            Judgement::Pending(format!("{running} running, {starting} starting"))
+        }
+    };
+    Ok((judgement, monitor))
+}
+
+async fn last_failure(
+    engine: &Engine,
+    service_id: &str,
+    template: &Option<TaskSpec>,
+) -> Result<String, EngineError> {
+    let _ = template;
+    let tasks = tasks(engine, service_id).await?;
+    Ok(tasks
+        .iter()
+        .filter(|t| matches!(state(t), Some(TaskState::FAILED | TaskState::REJECTED)))
+        .max_by_key(|t| t.updated_at.clone())
+        .map(|t| format!(" (task: {})", task_error(t)))
+        .unwrap_or_default())
+}
+
+/// Undoes what `applied` changed: updated services go back to their previous
+/// spec, created ones are removed. Waits up to `timeout` for the rollback.
+pub async fn rollback(
+    engine: &Engine,
+    applied: &Applied,
+    timeout: Duration,
+) -> Result<(), EngineError> {
+    let docker = &engine.docker;
+    for change in applied.changes.iter().rev() {
+        match change.kind {
+            ChangeKind::Created => {
+                if let Err(err) = docker.delete_service(&change.id).await {
+                    if !super::is_not_found(&err) {
+                        return Err(err.into());
+                    }
+                }
+            }
+            ChangeKind::Updated | ChangeKind::Unchanged => {
+                let Some(before) = change.before.clone() else {
+                    continue;
+                };
+                let current = docker.inspect_service(&change.id, None).await?;
+                let state = current.update_status.as_ref().and_then(|s| s.state);
+                if matches!(
+                    state,
+                    Some(UpdateState::ROLLBACK_COMPLETED | UpdateState::ROLLBACK_STARTED)
+                ) && current.update_status.as_ref().and_then(|s| s.started_at.clone())
+                    != change.update_started_before
+                {
+                    // Swarm is already rolling it back on its own.
+                    continue;
+                }
+                let version = current.version.and_then(|v| v.index).unwrap_or_default();
+                let mut spec = before;
+                if let (Some(template), Some(now)) = (
+                    spec.task_template.as_mut(),
+                    current.spec.as_ref().and_then(|s| s.task_template.as_ref()),
+                ) {
+                    template.force_update = now.force_update;
+                }
+                docker
+                    .update_service(
+                        &change.id,
+                        spec,
+                        UpdateServiceOptions {
+                            version: version as i32,
+                            ..Default::default()
+                        },
+                        None,
+                    )
+                    .await?;
+            }
+            ChangeKind::Removed => {}
+        }
+    }
+    // Wait for the services that remain to run their previous spec again.
+    let remaining = Applied {
+        changes: applied
+            .changes
+            .iter()
+            .filter(|c| c.kind == ChangeKind::Updated)
+            .map(|c| Change {
+                kind: ChangeKind::Unchanged,
+                ..c.clone()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let never = || false;
+    let mut quiet = |_: &str, _: &str| {};
+    match converge(engine, &remaining, timeout, &never, &mut quiet).await? {
+        Outcome::Converged => Ok(()),
+        Outcome::Failed(why) => Err(EngineError::Api(format!("rollback did not converge: {why}"))),
+        Outcome::Cancelled => Ok(()),
+    }
+}
