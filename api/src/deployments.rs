@@ -327,11 +327,15 @@ pub async fn create(
         number = view.deployment.number,
         "deployment queued"
     );
-    state
-        .events
-        .publish(Event::Deployment(Arc::new(view.clone())));
-    publish_next_claimable(state, view.environment.id).await?;
-    Ok(view)
+    let view = Arc::new(view);
+    state.events.publish(Event::Deployment(view.clone()));
+    // Announce it only if it is claimable now; a deployment that must wait is
+    // announced when the one before it finishes.
+    let next = next_claimable(&state.db, view.environment.id).await?;
+    if next.is_some_and(|next| next.id == view.deployment.id) {
+        state.events.publish(Event::Queued(view.clone()));
+    }
+    Ok(Arc::unwrap_or_clone(view))
 }
 
 /// The deployment of an environment that a runner may claim now: the oldest

@@ -34,15 +34,15 @@ pub struct NewLine {
 }
 
 /// Stores `lines` for the deployment `id` held by `runner`, after every line it
-/// already has, and renews the lease. Returns the stored lines.
+/// already has, and renews the lease. Returns the deployment as it is after.
 pub async fn append(
     state: &AppState,
     runner: &str,
     id: i64,
     lines: Vec<NewLine>,
-) -> ApiResult<Vec<log_line::Model>> {
+) -> ApiResult<deployment::Model> {
     if lines.is_empty() {
-        return Ok(Vec::new());
+        return Err(ApiError::BadInput("`lines` is empty".into()));
     }
     if lines.len() > MAX_LINES_PER_APPEND {
         return Err(ApiError::BadInput(format!(
@@ -116,12 +116,11 @@ pub async fn append(
         .await?;
     }
     txn.commit().await?;
-    let stored = Arc::new(stored);
     state.events.publish(Event::Logs {
         deployment_id: id,
-        lines: stored.clone(),
+        lines: Arc::new(stored),
     });
-    Ok(Arc::unwrap_or_clone(stored))
+    Ok(held)
 }
 
 /// Up to `limit` stored lines of a deployment after sequence number `after`.
@@ -187,6 +186,8 @@ async fn forward(
 ) -> Result<(), Stop> {
     last = catch_up(state, id, last, tx).await?;
     if deployments::get(&state.db, id).await?.status().is_final() {
+        // Lines stored between the catch-up and the finish are sent too.
+        catch_up(state, id, last, tx).await?;
         return Ok(());
     }
     loop {

@@ -217,8 +217,8 @@ impl Mutation {
                 at: l.at,
             })
             .collect();
-        logs::append(state(ctx), &runner, id, lines).await?;
-        let view = deployments::get(&state(ctx).db, id).await?;
+        let row = logs::append(state(ctx), &runner, id, lines).await?;
+        let view = deployments::hydrate_one(&state(ctx).db, row).await?;
         Ok(Deployment(Arc::new(view)))
     }
 
