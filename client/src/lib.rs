@@ -17,7 +17,8 @@ pub mod operations;
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, Stream, StreamExt};
+use futures_util::stream::BoxStream;
+use futures_util::{SinkExt, StreamExt};
 use graphql_client::{GraphQLQuery, QueryBody, Response};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -120,7 +121,10 @@ impl Client {
         let status = response.status();
         if !status.is_success() {
             let text = response.text().await.unwrap_or_default();
-            return Err(transport(format!("HTTP {status}: {}", truncate(&text, 200))));
+            return Err(transport(format!(
+                "HTTP {status}: {}",
+                truncate(&text, 200)
+            )));
         }
         let response: Response<Q::ResponseData> = response
             .json()
@@ -134,9 +138,9 @@ impl Client {
     pub async fn subscribe<Q: GraphQLQuery>(
         &self,
         variables: Q::Variables,
-    ) -> Result<impl Stream<Item = Result<Q::ResponseData, Error>>, Error>
+    ) -> Result<BoxStream<'static, Result<Q::ResponseData, Error>>, Error>
     where
-        Q::ResponseData: 'static,
+        Q::ResponseData: Send + 'static,
     {
         let url = format!(
             "{}/graphql/ws",
@@ -156,13 +160,11 @@ impl Client {
             "Sec-WebSocket-Protocol",
             "graphql-transport-ws".parse().expect("header value"),
         );
-        let (mut socket, _) = tokio::time::timeout(
-            WS_INIT_TIMEOUT,
-            tokio_tungstenite::connect_async(request),
-        )
-        .await
-        .map_err(|_| transport("no WebSocket connection within 10 s".into()))?
-        .map_err(|err| transport(err.to_string()))?;
+        let (mut socket, _) =
+            tokio::time::timeout(WS_INIT_TIMEOUT, tokio_tungstenite::connect_async(request))
+                .await
+                .map_err(|_| transport("no WebSocket connection within 10 s".into()))?
+                .map_err(|err| transport(err.to_string()))?;
         let init = json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {}", self.token)}});
         socket
             .send(Message::text(init.to_string()))
@@ -199,9 +201,8 @@ impl Client {
             .await
             .map_err(|err| transport(err.to_string()))?;
 
-        Ok(futures_util::stream::unfold(
-            Some(socket),
-            |socket| async move {
+        Ok(
+            futures_util::stream::unfold(Some(socket), |socket| async move {
                 let mut socket = socket?;
                 loop {
                     let message = match socket.next().await {
@@ -245,8 +246,9 @@ impl Client {
                         _ => {}
                     }
                 }
-            },
-        ))
+            })
+            .boxed(),
+        )
     }
 }
 

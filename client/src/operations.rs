@@ -79,6 +79,15 @@ pub struct UpdateDeploymentProgress;
 )]
 pub struct FinishDeployment;
 
+#[derive(GraphQLQuery)]
+#[graphql(
+    schema_path = "../schema.graphql",
+    query_path = "graphql/runner.graphql",
+    response_derives = "Debug, Clone, PartialEq",
+    variables_derives = "Debug, Clone"
+)]
+pub struct HeldDeployments;
+
 // Deployments as the provider and the CLI see them.
 
 #[derive(GraphQLQuery)]

@@ -8,7 +8,10 @@
 //! - [`spec`]: `slipway.yml` and Compose files → [`plan::Plan`].
 //! - [`plan`]: what a deployment creates, as Engine API objects.
 
+pub mod config;
 pub mod git;
 pub mod plan;
+pub mod report;
 pub mod spec;
 pub mod swarm;
+pub mod work;

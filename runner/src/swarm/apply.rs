@@ -264,3 +264,56 @@ async fn update(
         }
     }
 }
+
+/// Removes the stack's config and secret versions that no service uses any
+/// more (run after a successful deployment).
+pub async fn prune_data(engine: &Engine, plan: &Plan) -> Result<(), EngineError> {
+    let docker = &engine.docker;
+    let label = format!("{STACK_NAMESPACE_LABEL}={}", plan.stack);
+    let services = docker
+        .list_services(Some(ListServicesOptions {
+            filters: Some(filter("label", label.clone())),
+            ..Default::default()
+        }))
+        .await?;
+    let mut used = BTreeSet::new();
+    for service in services {
+        let container = service
+            .spec
+            .and_then(|s| s.task_template)
+            .and_then(|t| t.container_spec);
+        if let Some(container) = container {
+            for config in container.configs.unwrap_or_default() {
+                used.extend(config.config_id);
+            }
+            for secret in container.secrets.unwrap_or_default() {
+                used.extend(secret.secret_id);
+            }
+        }
+    }
+    let configs = docker
+        .list_configs(Some(ListConfigsOptions {
+            filters: Some(filter("label", label.clone())),
+        }))
+        .await?;
+    for config in configs {
+        if let Some(id) = config.id {
+            if !used.contains(&id) {
+                let _ = docker.delete_config(&id).await;
+            }
+        }
+    }
+    let secrets = docker
+        .list_secrets(Some(ListSecretsOptions {
+            filters: Some(filter("label", label)),
+        }))
+        .await?;
+    for secret in secrets {
+        if let Some(id) = secret.id {
+            if !used.contains(&id) {
+                let _ = docker.delete_secret(&id).await;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,160 @@
+//! Command-line configuration of `slipway-runner`. Every flag can also be set
+//! from a `SLIPWAY_*` environment variable; `Debug` never shows a secret.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "slipway-runner", version, about = "Slipway's runner: deploys stacks to Docker Swarm")]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunConfig,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Claim and carry out deployments (the default).
+    Run(RunConfig),
+    /// Print, as JSON, what a deployment would create; needs no engine.
+    Plan(PlanConfig),
+}
+
+#[derive(Args, Clone)]
+pub struct RunConfig {
+    /// The API's root URL.
+    #[arg(long, env = "SLIPWAY_API_URL", default_value = "http://127.0.0.1:8700")]
+    pub api_url: String,
+    /// A runner token (`slipway-api token --role runner --subject NAME`).
+    #[arg(long, env = "SLIPWAY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the runner token.
+    #[arg(long, env = "SLIPWAY_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+    /// The runner's name (default: the host name). The token's subject names
+    /// it to the API; this one is for logs.
+    #[arg(long, env = "SLIPWAY_RUNNER_NAME")]
+    pub name: Option<String>,
+    /// Labels the runner registers with (repeat, or comma-separated).
+    #[arg(long, env = "SLIPWAY_RUNNER_LABELS", value_delimiter = ',')]
+    pub labels: Vec<String>,
+    /// Where repository mirrors are kept.
+    #[arg(long, env = "SLIPWAY_WORKDIR", default_value = "/var/lib/slipway-runner")]
+    pub workdir: PathBuf,
+    /// Docker engine (`unix:///var/run/docker.sock`, `tcp://host:2375`); default `DOCKER_HOST` or the local socket.
+    #[arg(long, env = "SLIPWAY_DOCKER_HOST")]
+    pub docker_host: Option<String>,
+    #[command(flatten)]
+    pub git: GitConfig,
+    /// A `KEY=value` file: values for Compose interpolation and swarm secrets, masked in every log line.
+    #[arg(long, env = "SLIPWAY_SECRETS_FILE")]
+    pub secrets_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for RunConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunConfig")
+            .field("api_url", &self.api_url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
+            .field("name", &self.name)
+            .field("labels", &self.labels)
+            .field("workdir", &self.workdir)
+            .field("docker_host", &self.docker_host)
+            .field("git", &self.git)
+            .field("secrets_file", &self.secrets_file)
+            .finish()
+    }
+}
+
+#[derive(Args, Clone)]
+pub struct GitConfig {
+    /// Private key for SSH repositories.
+    #[arg(long, env = "SLIPWAY_GIT_SSH_KEY_FILE")]
+    pub git_ssh_key_file: Option<PathBuf>,
+    /// Token for HTTPS repositories.
+    #[arg(long, env = "SLIPWAY_GIT_TOKEN", hide_env_values = true)]
+    pub git_token: Option<String>,
+    /// OpenSSH known_hosts file SSH host keys must be in (default ~/.ssh/known_hosts).
+    #[arg(long, env = "SLIPWAY_KNOWN_HOSTS_FILE")]
+    pub known_hosts_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for GitConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitConfig")
+            .field("git_ssh_key_file", &self.git_ssh_key_file)
+            .field("git_token", &self.git_token.as_ref().map(|_| "<redacted>"))
+            .field("known_hosts_file", &self.known_hosts_file)
+            .finish()
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PlanConfig {
+    /// Repository: a path or a clone URL.
+    #[arg(long)]
+    pub repo: String,
+    /// Branch, tag or commit.
+    #[arg(long = "ref", default_value = "HEAD")]
+    pub reference: String,
+    #[arg(long)]
+    pub environment: String,
+    /// Application name (default: the repository's name).
+    #[arg(long)]
+    pub application: Option<String>,
+    /// Path of the deploy spec in the repository.
+    #[arg(long, default_value = "slipway.yml")]
+    pub spec_path: String,
+    /// A `KEY=value` file of secret values, as `run` takes it.
+    #[arg(long)]
+    pub secrets_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub git: GitConfig,
+}
+
+impl RunConfig {
+    pub fn token(&self) -> Result<String, String> {
+        match (&self.token, &self.token_file) {
+            (Some(token), _) => Ok(token.trim().to_owned()),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(|t| t.trim().to_owned())
+                .map_err(|err| format!("cannot read the token file {}: {err}", path.display())),
+            (None, None) => Err(
+                "no runner token: set --token / SLIPWAY_TOKEN or --token-file / SLIPWAY_TOKEN_FILE \
+                 (`slipway-api token --role runner --subject NAME`)"
+                    .into(),
+            ),
+        }
+    }
+}
+
+/// Reads a `KEY=value` secrets file (blank lines and `#` comments allowed).
+pub fn read_secrets(path: Option<&PathBuf>) -> Result<BTreeMap<String, String>, String> {
+    let Some(path) = path else {
+        return Ok(BTreeMap::new());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| format!("cannot read the secrets file {}: {err}", path.display()))?;
+    let mut secrets = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            // The line itself may be a secret: say where, not what.
+            return Err(format!(
+                "{}:{}: expected KEY=value",
+                path.display(),
+                n + 1
+            ));
+        };
+        secrets.insert(key.trim().to_owned(), value.to_owned());
+    }
+    Ok(secrets)
+}

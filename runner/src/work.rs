@@ -1,0 +1,405 @@
+//! The runner's loop: hear about claimable deployments, claim one, and carry it
+//! from the commit to a converged (or rolled back) stack.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use slipway_client::operations::{
+    claim_deployment, claimable_deployments, deployment_queued, finish_deployment,
+    heartbeat_deployment, held_deployments, register_runner,
+    update_deployment_progress::DeploymentPhase, ClaimDeployment, ClaimableDeployments,
+    DeploymentQueued, FinishDeployment, HeartbeatDeployment, HeldDeployments, RegisterRunner,
+};
+use slipway_client::Client;
+
+use crate::git::{CommitFiles, Mirrors};
+use crate::report::{Mask, Reporter};
+use crate::spec::{self, Context};
+use crate::swarm::{self, ChangeKind, Engine, Outcome};
+
+/// A deployment as the runner needs it.
+#[derive(Clone, Debug)]
+pub struct Work {
+    pub id: String,
+    pub name: String,
+    pub reference: String,
+    pub sha: Option<String>,
+    pub application: String,
+    pub repository: String,
+    pub spec_path: String,
+    pub environment: String,
+}
+
+macro_rules! work_from {
+    ($module:ident) => {
+        impl From<$module::Work> for Work {
+            fn from(w: $module::Work) -> Self {
+                Work {
+                    id: w.id,
+                    name: w.name,
+                    reference: w.ref_,
+                    sha: w.sha,
+                    application: w.application.name,
+                    repository: w.application.repository,
+                    spec_path: w.application.spec_path,
+                    environment: w.environment.name,
+                }
+            }
+        }
+    };
+}
+work_from!(claimable_deployments);
+work_from!(deployment_queued);
+work_from!(claim_deployment);
+work_from!(held_deployments);
+
+/// Everything a runner holds.
+#[derive(Clone)]
+pub struct Runner {
+    pub client: Client,
+    /// The runner's name: its token's subject.
+    pub name: String,
+    pub labels: Vec<String>,
+    pub mirrors: Mirrors,
+    pub engine: Engine,
+    /// Values of the secrets file: for interpolation and swarm secrets, masked in logs.
+    pub secrets: BTreeMap<String, String>,
+    /// How often a held deployment's lease is renewed (a third of the lease).
+    pub heartbeat: Duration,
+    /// Longest a fetch may take.
+    pub fetch_timeout: Duration,
+}
+
+/// Longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Runs until `shutdown` resolves: resumes what this runner held, then takes
+/// claimable deployments as they come, reconnecting with backoff.
+pub async fn run(runner: Runner, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let session = async {
+            runner.session().await
+        };
+        tokio::select! {
+            () = &mut shutdown => return,
+            result = session => {
+                match result {
+                    Ok(()) => backoff = Duration::from_millis(500),
+                    Err(err) => tracing::warn!(%err, "lost the API; reconnecting in {backoff:?}"),
+                }
+            }
+        }
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+impl Runner {
+    /// One connection's worth of work: ends when the subscription does.
+    async fn session(&self) -> Result<(), slipway_client::Error> {
+        self.client
+            .run::<RegisterRunner>(register_runner::Variables {
+                labels: self.labels.clone(),
+                version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+            })
+            .await?;
+        let mut queued = self
+            .client
+            .subscribe::<DeploymentQueued>(deployment_queued::Variables)
+            .await?;
+        tracing::info!(runner = %self.name, api = self.client.base(), "listening for deployments");
+        // What this runner held before a restart: reconcile with the swarm.
+        let held = self.client.run::<HeldDeployments>(held_deployments::Variables).await?;
+        for edge in held.deployments.edges {
+            if edge.node.runner.as_deref() == Some(self.name.as_str()) {
+                let work = Work::from(edge.node.work);
+                tracing::info!(deployment = %work.name, "resuming a deployment this runner held");
+                self.execute(work, true).await;
+            }
+        }
+        // What became claimable while nobody listened.
+        let claimable = self
+            .client
+            .run::<ClaimableDeployments>(claimable_deployments::Variables)
+            .await?;
+        for work in claimable.claimable_deployments {
+            self.try_claim(Work::from(work)).await;
+        }
+        while let Some(event) = queued.next().await {
+            let event = event?;
+            self.try_claim(Work::from(event.deployment_queued)).await;
+        }
+        Err(slipway_client::Error::Ended)
+    }
+
+    async fn try_claim(&self, work: Work) {
+        let claimed = self
+            .client
+            .run::<ClaimDeployment>(claim_deployment::Variables { id: work.id.clone() })
+            .await;
+        match claimed {
+            Ok(data) => self.execute(Work::from(data.claim_deployment), false).await,
+            Err(err) if err.code() == Some("CONFLICT") => {
+                tracing::debug!(deployment = %work.name, %err, "not claimable");
+            }
+            Err(err) => tracing::warn!(deployment = %work.name, %err, "claim failed"),
+        }
+    }
+
+    /// Carries a claimed deployment to its end, heartbeating meanwhile.
+    pub async fn execute(&self, work: Work, resumed: bool) {
+        let mask = Mask::new(self.secrets.values().cloned());
+        let reporter = Reporter::start(self.client.clone(), work.id.clone(), mask.clone());
+        let cancel = Arc::new(AtomicBool::new(false));
+        let lost = Arc::new(AtomicBool::new(false));
+        let heartbeat = tokio::spawn(heartbeat_loop(
+            self.client.clone(),
+            work.id.clone(),
+            self.heartbeat,
+            cancel.clone(),
+            lost.clone(),
+        ));
+        if resumed {
+            reporter.line(format!(
+                "runner {} restarted; reconciling {} with the swarm",
+                self.name, work.name
+            ));
+        }
+        let (status, message, services) = self.deploy(&work, &reporter, &cancel).await;
+        heartbeat.abort();
+        reporter.line(format!("{}: {message}", status_word(&status)));
+        reporter.flush().await;
+        if lost.load(Ordering::SeqCst) {
+            tracing::warn!(deployment = %work.name, "the lease was lost; not reporting the end");
+            return;
+        }
+        let finished = self
+            .client
+            .run::<FinishDeployment>(finish_deployment::Variables {
+                id: work.id.clone(),
+                status,
+                message: Some(mask.apply(&message)),
+                services,
+            })
+            .await;
+        if let Err(err) = finished {
+            tracing::error!(deployment = %work.name, %err, "could not report the end");
+        }
+    }
+
+    async fn deploy(
+        &self,
+        work: &Work,
+        reporter: &Reporter,
+        cancel: &AtomicBool,
+    ) -> (
+        finish_deployment::DeploymentStatus,
+        String,
+        Option<Vec<finish_deployment::ServiceImageInput>>,
+    ) {
+        use finish_deployment::DeploymentStatus as Status;
+        let failed = |message: String| (Status::FAILED, message, None);
+
+        let _ = reporter
+            .progress(
+                Some(DeploymentPhase::CLONING),
+                &format!("fetching {} at {}", work.repository, work.reference),
+                None,
+            )
+            .await;
+        let fetched = match self
+            .mirrors
+            .fetch(&work.repository, &work.reference, work.sha.as_deref(), self.fetch_timeout)
+            .await
+        {
+            Ok(fetched) => fetched,
+            Err(err) => return failed(err.to_string()),
+        };
+        reporter.line(format!(
+            "fetched {} ({}): {} bytes in {} ms",
+            fetched.sha,
+            fetched.how,
+            fetched.received_bytes,
+            fetched.took.as_millis()
+        ));
+
+        let _ = reporter
+            .progress(
+                Some(DeploymentPhase::PLANNING),
+                &format!("reading {} at {}", work.spec_path, &fetched.sha[..7]),
+                Some(&fetched.sha),
+            )
+            .await;
+        let ctx = Context {
+            application: work.application.clone(),
+            environment: work.environment.clone(),
+            deployment: work.id.clone(),
+            sha: fetched.sha.clone(),
+            ref_name: work.reference.clone(),
+            secrets: self.secrets.clone(),
+        };
+        let plan = match CommitFiles::open(&fetched.mirror, &fetched.sha)
+            .map_err(|e| e.to_string())
+            .and_then(|files| {
+                spec::load(&files, &work.spec_path, &ctx).map_err(|e| e.to_string())
+            }) {
+            Ok(plan) => plan,
+            Err(err) => return failed(err),
+        };
+        for warning in &plan.warnings {
+            reporter.line(format!("warning: {warning}"));
+        }
+        if cancel.load(Ordering::SeqCst) {
+            return (Status::CANCELLED, "cancelled before anything changed".into(), None);
+        }
+
+        let _ = reporter
+            .progress(
+                Some(DeploymentPhase::UPDATING),
+                &format!("applying stack {} ({} services)", plan.stack, plan.services.len()),
+                None,
+            )
+            .await;
+        let applied = match swarm::apply(&self.engine, &plan).await {
+            Ok(applied) => applied,
+            Err(err) => return failed(err.to_string()),
+        };
+        for change in &applied.changes {
+            reporter.line(format!("{}: {}", change.name, kind_word(change.kind)));
+        }
+
+        let _ = reporter
+            .progress(Some(DeploymentPhase::VERIFYING), "waiting for services to converge", None)
+            .await;
+        let is_cancelled = || cancel.load(Ordering::SeqCst);
+        let mut progress = |service: &str, state: &str| {
+            reporter.line(format!("{service}: {state}"));
+        };
+        let outcome =
+            swarm::converge(&self.engine, &applied, plan.timeout, &is_cancelled, &mut progress)
+                .await;
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(err) => Outcome::Failed(err.to_string()),
+        };
+        match outcome {
+            Outcome::Converged => {
+                if let Err(err) = swarm::apply::prune_data(&self.engine, &plan).await {
+                    reporter.line(format!("warning: removing unused configs and secrets: {err}"));
+                }
+                let services = plan
+                    .services
+                    .iter()
+                    .map(|s| finish_deployment::ServiceImageInput {
+                        name: s.name.clone(),
+                        image: s
+                            .spec
+                            .task_template
+                            .as_ref()
+                            .and_then(|t| t.container_spec.as_ref())
+                            .and_then(|c| c.image.clone())
+                            .unwrap_or_default(),
+                        digest: None,
+                    })
+                    .collect();
+                let unchanged = applied
+                    .changes
+                    .iter()
+                    .all(|c| c.kind == ChangeKind::Unchanged);
+                let message = if unchanged {
+                    format!("{} unchanged at {}", plan.stack, &fetched.sha[..7])
+                } else {
+                    format!("{} converged at {}", plan.stack, &fetched.sha[..7])
+                };
+                (Status::SUCCEEDED, message, Some(services))
+            }
+            Outcome::Failed(why) if plan.rollback_on_failure => {
+                let _ = reporter
+                    .progress(Some(DeploymentPhase::ROLLING_BACK), &why, None)
+                    .await;
+                reporter.line(format!("rolling back: {why}"));
+                match swarm::rollback(&self.engine, &applied, plan.timeout).await {
+                    Ok(()) => failed(format!("rolled back: {why}")),
+                    Err(err) => failed(format!("{why}; the rollback failed too: {err}")),
+                }
+            }
+            Outcome::Failed(why) => failed(why),
+            Outcome::Cancelled => {
+                let _ = reporter
+                    .progress(Some(DeploymentPhase::ROLLING_BACK), "cancel requested", None)
+                    .await;
+                match swarm::rollback(&self.engine, &applied, plan.timeout).await {
+                    Ok(()) => (
+                        Status::CANCELLED,
+                        "cancelled; rolled back what it changed".into(),
+                        None,
+                    ),
+                    Err(err) => (
+                        Status::CANCELLED,
+                        format!("cancelled; the rollback failed: {err}"),
+                        None,
+                    ),
+                }
+            }
+        }
+    }
+}
+
+fn status_word(status: &finish_deployment::DeploymentStatus) -> &'static str {
+    use finish_deployment::DeploymentStatus as Status;
+    match status {
+        Status::SUCCEEDED => "succeeded",
+        Status::CANCELLED => "cancelled",
+        _ => "failed",
+    }
+}
+
+fn kind_word(kind: ChangeKind) -> &'static str {
+    match kind {
+        ChangeKind::Created => "created",
+        ChangeKind::Updated => "updated",
+        ChangeKind::Unchanged => "unchanged",
+        ChangeKind::Removed => "removed (no longer in the stack)",
+    }
+}
+
+/// Renews the lease every `every`; raises `cancel` when the API says a cancel
+/// was requested and `lost` when the runner no longer holds the deployment.
+async fn heartbeat_loop(
+    client: Client,
+    id: String,
+    every: Duration,
+    cancel: Arc<AtomicBool>,
+    lost: Arc<AtomicBool>,
+) {
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        ticker.tick().await;
+        match client
+            .run::<HeartbeatDeployment>(heartbeat_deployment::Variables { id: id.clone() })
+            .await
+        {
+            Ok(data) => {
+                if data.heartbeat_deployment.cancel_requested {
+                    cancel.store(true, Ordering::SeqCst);
+                }
+            }
+            Err(err) if err.code() == Some("CONFLICT") => {
+                tracing::warn!(deployment = %id, %err, "no longer holding the deployment");
+                lost.store(true, Ordering::SeqCst);
+                cancel.store(true, Ordering::SeqCst);
+                return;
+            }
+            Err(err) => tracing::warn!(deployment = %id, %err, "heartbeat failed; retrying"),
+        }
+    }
+}

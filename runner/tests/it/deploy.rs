@@ -1,0 +1,242 @@
+//! Deployments carried out by a real runner on the real swarm.
+
+use std::time::Duration;
+
+use serde_json::json;
+use slipway_api::auth::Role;
+
+use crate::harness::{
+    inspect_service, running_images, stack_name, start_runner, Api, Repo, StackGuard,
+};
+
+const WITHIN: Duration = Duration::from_secs(180);
+
+fn spec(stack: &str) -> String {
+    format!("stack: {stack}\ncompose: docker-compose.yml\nenvironments:\n  production: {{}}\n")
+}
+
+/// Two services, a config and a network; `web` runs `image` with `command`.
+fn compose(image: &str, command: &str, with_worker: bool) -> String {
+    let worker = if with_worker {
+        r#"
+  worker:
+    image: slipway-test/busybox:latest
+    command: ["sleep", "3600"]
+    stop_grace_period: 1s
+    networks: [backend]
+"#
+    } else {
+        ""
+    };
+    format!(
+        r#"version: "3.8"
+services:
+  web:
+    image: {image}
+    command: {command}
+    stop_grace_period: 1s
+    deploy:
+      replicas: 2
+      update_config: {{parallelism: 2, delay: 1s, monitor: 2s}}
+      restart_policy: {{delay: 1s}}
+    configs:
+      - source: motd
+        target: /etc/motd
+    networks: [backend]
+{worker}
+configs:
+  motd:
+    file: ./motd.txt
+networks:
+  backend:
+    driver: overlay
+"#
+    )
+}
+
+const SLEEP: &str = r#"["sleep", "3600"]"#;
+
+async fn setup(test: &str) -> (Api, Repo, String, StackGuard) {
+    let stack = stack_name(test);
+    let guard = StackGuard(stack.clone());
+    let api = Api::start().await;
+    let repo = Repo::new();
+    api.create_app("shop", &repo.url()).await;
+    (api, repo, stack, guard)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stack_rolls_out_updates_and_loses_removed_services() {
+    let (api, repo, stack, _guard) = setup("lifecycle").await;
+    let _runner = start_runner(&api, "runner-1").await;
+
+    // A fresh deploy: two services, a config and a network.
+    let first = repo.commit(
+        &[
+            ("slipway.yml", &spec(&stack)),
+            ("docker-compose.yml", &compose("slipway-test/busybox:latest", SLEEP, true)),
+            ("motd.txt", "hello\n"),
+        ],
+        "first",
+    );
+    let id = api.deploy("shop", "production", "main", Some(&first)).await;
+    let d = api.wait_final(&id, WITHIN).await;
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+    assert_eq!(d["sha"], first.as_str());
+    let web = inspect_service(&format!("{stack}_web")).expect("web exists");
+    assert_eq!(web["Spec"]["Mode"]["Replicated"]["Replicas"], 2);
+    assert_eq!(web["Spec"]["Labels"]["com.docker.stack.namespace"], stack.as_str());
+    assert!(inspect_service(&format!("{stack}_worker")).is_some());
+    assert_eq!(running_images(&format!("{stack}_web")).len(), 2);
+    let services: Vec<&str> = d["services"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert!(services.contains(&format!("{stack}_web").as_str()), "{d}");
+    let logs = d["logs"].to_string();
+    assert!(logs.contains("fetched"), "the log says what was fetched: {logs}");
+
+    // An image change rolls.
+    let second = repo.commit(
+        &[("docker-compose.yml", &compose("slipway-test/busybox:v2", SLEEP, true))],
+        "v2",
+    );
+    let id = api.deploy("shop", "production", "main", Some(&second)).await;
+    let d = api.wait_final(&id, WITHIN).await;
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+    let images = running_images(&format!("{stack}_web"));
+    assert!(images.len() == 2 && images.iter().all(|i| i.ends_with(":v2")), "{images:?}");
+
+    // The same sha again: nothing to roll.
+    let id = api.deploy("shop", "production", "main", Some(&second)).await;
+    let d = api.wait_final(&id, WITHIN).await;
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+    assert!(d["message"].as_str().unwrap().contains("unchanged"), "{d}");
+
+    // A container that exits at once: FAILED, rolled back to v2.
+    let broken = repo.commit(
+        &[("docker-compose.yml", &compose("slipway-test/busybox:latest", r#"["sh", "-c", "exit 3"]"#, true))],
+        "exits",
+    );
+    let id = api.deploy("shop", "production", "main", Some(&broken)).await;
+    let d = api.wait_final(&id, WITHIN).await;
+    assert_eq!(d["status"], "FAILED", "{d}");
+    let message = d["message"].as_str().unwrap();
+    assert!(message.starts_with("rolled back:"), "{message}");
+    assert!(message.contains("exit"), "names the exit: {message}");
+    let images = running_images(&format!("{stack}_web"));
+    assert!(images.len() == 2 && images.iter().all(|i| i.ends_with(":v2")), "v2 runs again: {images:?}");
+
+    // A service removed from Compose is removed from the swarm.
+    let fourth = repo.commit(
+        &[("docker-compose.yml", &compose("slipway-test/busybox:v2", SLEEP, false))],
+        "no worker",
+    );
+    let id = api.deploy("shop", "production", "main", Some(&fourth)).await;
+    let d = api.wait_final(&id, WITHIN).await;
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+    assert!(inspect_service(&format!("{stack}_worker")).is_none(), "worker is gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_image_fails_naming_it() {
+    let (api, repo, stack, _guard) = setup("badimage").await;
+    let _runner = start_runner(&api, "runner-1").await;
+    let sha = repo.commit(
+        &[
+            ("slipway.yml", &spec(&stack)),
+            ("docker-compose.yml", &compose("slipway-test/nonexistent:1", SLEEP, false)),
+            ("motd.txt", "hello\n"),
+        ],
+        "bad image",
+    );
+    let id = api.deploy("shop", "production", "main", Some(&sha)).await;
+    let d = api.wait_final(&id, WITHIN).await;
+    assert_eq!(d["status"], "FAILED", "{d}");
+    let message = d["message"].as_str().unwrap();
+    assert!(message.contains("slipway-test/nonexistent:1"), "names the image: {message}");
+    assert!(inspect_service(&format!("{stack}_web")).is_none(), "the new service was rolled back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_during_a_rollout_rolls_back() {
+    let (api, repo, stack, _guard) = setup("cancel").await;
+    let _runner = start_runner(&api, "runner-1").await;
+    let first = repo.commit(
+        &[
+            ("slipway.yml", &spec(&stack)),
+            ("docker-compose.yml", &compose("slipway-test/busybox:latest", SLEEP, false)),
+            ("motd.txt", "hello\n"),
+        ],
+        "first",
+    );
+    let id = api.deploy("shop", "production", "main", Some(&first)).await;
+    assert_eq!(api.wait_final(&id, WITHIN).await["status"], "SUCCEEDED");
+
+    // A slow rollout: one task at a time, 20 s apart.
+    let slow = compose("slipway-test/busybox:v2", SLEEP, false)
+        .replace("{parallelism: 2, delay: 1s, monitor: 2s}", "{parallelism: 1, delay: 20s, monitor: 1s}");
+    let second = repo.commit(&[("docker-compose.yml", &slow)], "slow");
+    let id = api.deploy("shop", "production", "main", Some(&second)).await;
+    api.wait_phase(&id, "VERIFYING", WITHIN).await;
+    api.gql(
+        Role::Deployer,
+        "mutation($id: ID!) { cancelDeployment(id: $id) { cancelRequested } }",
+        json!({"id": id}),
+    )
+    .await;
+    let d = api.wait_final(&id, WITHIN).await;
+    assert_eq!(d["status"], "CANCELLED", "{d}");
+    let web = inspect_service(&format!("{stack}_web")).unwrap();
+    assert_eq!(
+        web["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"], "slipway-test/busybox:latest",
+        "the previous spec is back"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_errors_and_unknown_commits_fail_with_where_and_what() {
+    let (api, repo, stack, _guard) = setup("errors").await;
+    let _runner = start_runner(&api, "runner-1").await;
+    let sha = repo.commit(
+        &[(
+            "slipway.yml",
+            &format!("stack: {stack}\nenvironments:\n  production: {{}}\nbogus_key: 1\n"),
+        )],
+        "bad spec",
+    );
+    let id = api.deploy("shop", "production", "main", Some(&sha)).await;
+    let d = api.wait_final(&id, WITHIN).await;
+    assert_eq!(d["status"], "FAILED", "{d}");
+    let message = d["message"].as_str().unwrap();
+    assert!(message.contains("slipway.yml:4") && message.contains("bogus_key"), "{message}");
+
+    let unknown = "0123456789012345678901234567890123456789";
+    let id = api.deploy("shop", "production", "main", Some(unknown)).await;
+    let d = api.wait_final(&id, WITHIN).await;
+    assert_eq!(d["status"], "FAILED", "{d}");
+    let message = d["message"].as_str().unwrap();
+    assert!(message.contains(unknown) && message.contains("not in"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runners_carry_out_a_deployment_once() {
+    let (api, repo, stack, _guard) = setup("tworunners").await;
+    let _a = start_runner(&api, "runner-a").await;
+    let _b = start_runner(&api, "runner-b").await;
+    let sha = repo.commit(
+        &[
+            ("slipway.yml", &spec(&stack)),
+            ("docker-compose.yml", &compose("slipway-test/busybox:latest", SLEEP, false)),
+            ("motd.txt", "hello\n"),
+        ],
+        "first",
+    );
+    let id = api.deploy("shop", "production", "main", Some(&sha)).await;
+    let d = api.wait_final(&id, WITHIN).await;
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+    let fetches = d["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["text"].as_str().unwrap().starts_with("fetched"))
+        .count();
+    assert_eq!(fetches, 1, "one runner did the work: {}", d["logs"]);
+}
