@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "slipway-runner", version, about = "Slipway's runner: deploys stacks to Docker Swarm")]
+#[command(
+    name = "slipway-runner",
+    version,
+    about = "Slipway's runner: deploys stacks to Docker Swarm"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
@@ -43,7 +47,11 @@ pub struct RunConfig {
     #[arg(long, env = "SLIPWAY_RUNNER_LABELS", value_delimiter = ',')]
     pub labels: Vec<String>,
     /// Where repository mirrors are kept.
-    #[arg(long, env = "SLIPWAY_WORKDIR", default_value = "/var/lib/slipway-runner")]
+    #[arg(
+        long,
+        env = "SLIPWAY_WORKDIR",
+        default_value = "/var/lib/slipway-runner"
+    )]
     pub workdir: PathBuf,
     /// Docker engine (`unix:///var/run/docker.sock`, `tcp://host:2375`); default `DOCKER_HOST` or the local socket.
     #[arg(long, env = "SLIPWAY_DOCKER_HOST")]
@@ -148,11 +156,7 @@ pub fn read_secrets(path: Option<&PathBuf>) -> Result<BTreeMap<String, String>, 
         }
         let Some((key, value)) = line.split_once('=') else {
             // The line itself may be a secret: say where, not what.
-            return Err(format!(
-                "{}:{}: expected KEY=value",
-                path.display(),
-                n + 1
-            ));
+            return Err(format!("{}:{}: expected KEY=value", path.display(), n + 1));
         };
         secrets.insert(key.trim().to_owned(), value.to_owned());
     }

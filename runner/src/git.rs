@@ -118,8 +118,9 @@ impl Mirrors {
         let this = self.clone();
         let (url, reference, sha) = (url.to_owned(), reference.to_owned(), sha.map(str::to_owned));
         let url_for_timeout = url.clone();
-        let work =
-            tokio::task::spawn_blocking(move || this.fetch_blocking(&url, &reference, sha.as_deref()));
+        let work = tokio::task::spawn_blocking(move || {
+            this.fetch_blocking(&url, &reference, sha.as_deref())
+        });
         match tokio::time::timeout(timeout, work).await {
             Ok(joined) => joined.map_err(|err| GitError::Other(err.to_string()))?,
             Err(_) => Err(GitError::Timeout {
@@ -263,7 +264,9 @@ impl Mirrors {
                 credential(&credentials, url, username, allowed)
             });
             let known_hosts = self.credentials.known_hosts.clone();
-            callbacks.certificate_check(move |cert, host| check_host(known_hosts.as_deref(), cert, host));
+            callbacks.certificate_check(move |cert, host| {
+                check_host(known_hosts.as_deref(), cert, host)
+            });
             callbacks.transfer_progress(|progress| {
                 received = progress.received_bytes();
                 true
@@ -385,11 +388,14 @@ fn check_host(
     let encoded = base64::engine::general_purpose::STANDARD.encode(key);
     let known = text.lines().any(|line| {
         let mut parts = line.split_whitespace();
-        let (Some(hosts), Some(kind_name), Some(value)) = (parts.next(), parts.next(), parts.next())
+        let (Some(hosts), Some(kind_name), Some(value)) =
+            (parts.next(), parts.next(), parts.next())
         else {
             return false;
         };
-        hosts.split(',').any(|h| h == host || h == format!("[{host}]"))
+        hosts
+            .split(',')
+            .any(|h| h == host || h == format!("[{host}]"))
             && kind_name == kind.name()
             && value == encoded
     });

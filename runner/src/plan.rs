@@ -33,6 +33,9 @@ pub struct Plan {
     /// Whether a failed update is rolled back (the default).
     #[serde(skip)]
     pub rollback_on_failure: bool,
+    /// The environment's URL from the spec, for the deployment status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -40,7 +43,35 @@ pub struct ServicePlan {
     /// The swarm service name, `<stack>_<service>`.
     pub name: String,
     /// Exactly what the Engine API receives, with its own field names.
+    #[serde(serialize_with = "serialize_engine_json")]
     pub spec: ServiceSpec,
+}
+
+/// A `ServiceSpec` as the engine itself writes it (`docker service inspect`
+/// shows `Spec` this way).
+///
+/// bollard names the container health check `HealthCheck`, after the API's
+/// swagger file, while the engine reads and writes `Healthcheck` (Go's JSON
+/// decoding ignores case, so both are accepted on create and update). The
+/// plan prints the engine's spelling so that it compares with `inspect`.
+pub fn engine_json(spec: &ServiceSpec) -> serde_json::Value {
+    let mut value = serde_json::to_value(spec).expect("a ServiceSpec serializes");
+    if let Some(container) = value
+        .pointer_mut("/TaskTemplate/ContainerSpec")
+        .and_then(|c| c.as_object_mut())
+    {
+        if let Some(health) = container.remove("HealthCheck") {
+            container.insert("Healthcheck".into(), health);
+        }
+    }
+    value
+}
+
+fn serialize_engine_json<S: serde::Serializer>(
+    spec: &ServiceSpec,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    engine_json(spec).serialize(s)
 }
 
 #[derive(Clone, Debug, Serialize)]

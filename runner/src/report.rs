@@ -149,11 +149,7 @@ impl Reporter {
     }
 }
 
-async fn send(
-    client: &Client,
-    id: &str,
-    buffer: &mut Vec<append_deployment_logs::LogLineInput>,
-) {
+async fn send(client: &Client, id: &str, buffer: &mut Vec<append_deployment_logs::LogLineInput>) {
     if buffer.is_empty() {
         return;
     }

@@ -83,9 +83,7 @@ pub async fn run(runner: Runner, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(500);
     loop {
-        let session = async {
-            runner.session().await
-        };
+        let session = async { runner.session().await };
         tokio::select! {
             () = &mut shutdown => return,
             result = session => {
@@ -118,7 +116,10 @@ impl Runner {
             .await?;
         tracing::info!(runner = %self.name, api = self.client.base(), "listening for deployments");
         // What this runner held before a restart: reconcile with the swarm.
-        let held = self.client.run::<HeldDeployments>(held_deployments::Variables).await?;
+        let held = self
+            .client
+            .run::<HeldDeployments>(held_deployments::Variables)
+            .await?;
         for edge in held.deployments.edges {
             if edge.node.runner.as_deref() == Some(self.name.as_str()) {
                 let work = Work::from(edge.node.work);
@@ -144,7 +145,9 @@ impl Runner {
     async fn try_claim(&self, work: Work) {
         let claimed = self
             .client
-            .run::<ClaimDeployment>(claim_deployment::Variables { id: work.id.clone() })
+            .run::<ClaimDeployment>(claim_deployment::Variables {
+                id: work.id.clone(),
+            })
             .await;
         match claimed {
             Ok(data) => self.execute(Work::from(data.claim_deployment), false).await,
@@ -218,7 +221,12 @@ impl Runner {
             .await;
         let fetched = match self
             .mirrors
-            .fetch(&work.repository, &work.reference, work.sha.as_deref(), self.fetch_timeout)
+            .fetch(
+                &work.repository,
+                &work.reference,
+                work.sha.as_deref(),
+                self.fetch_timeout,
+            )
             .await
         {
             Ok(fetched) => fetched,
@@ -249,9 +257,8 @@ impl Runner {
         };
         let plan = match CommitFiles::open(&fetched.mirror, &fetched.sha)
             .map_err(|e| e.to_string())
-            .and_then(|files| {
-                spec::load(&files, &work.spec_path, &ctx).map_err(|e| e.to_string())
-            }) {
+            .and_then(|files| spec::load(&files, &work.spec_path, &ctx).map_err(|e| e.to_string()))
+        {
             Ok(plan) => plan,
             Err(err) => return failed(err),
         };
@@ -259,13 +266,21 @@ impl Runner {
             reporter.line(format!("warning: {warning}"));
         }
         if cancel.load(Ordering::SeqCst) {
-            return (Status::CANCELLED, "cancelled before anything changed".into(), None);
+            return (
+                Status::CANCELLED,
+                "cancelled before anything changed".into(),
+                None,
+            );
         }
 
         let _ = reporter
             .progress(
                 Some(DeploymentPhase::UPDATING),
-                &format!("applying stack {} ({} services)", plan.stack, plan.services.len()),
+                &format!(
+                    "applying stack {} ({} services)",
+                    plan.stack,
+                    plan.services.len()
+                ),
                 None,
             )
             .await;
@@ -278,15 +293,24 @@ impl Runner {
         }
 
         let _ = reporter
-            .progress(Some(DeploymentPhase::VERIFYING), "waiting for services to converge", None)
+            .progress(
+                Some(DeploymentPhase::VERIFYING),
+                "waiting for services to converge",
+                None,
+            )
             .await;
         let is_cancelled = || cancel.load(Ordering::SeqCst);
         let mut progress = |service: &str, state: &str| {
             reporter.line(format!("{service}: {state}"));
         };
-        let outcome =
-            swarm::converge(&self.engine, &applied, plan.timeout, &is_cancelled, &mut progress)
-                .await;
+        let outcome = swarm::converge(
+            &self.engine,
+            &applied,
+            plan.timeout,
+            &is_cancelled,
+            &mut progress,
+        )
+        .await;
         let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(err) => Outcome::Failed(err.to_string()),
@@ -294,7 +318,9 @@ impl Runner {
         match outcome {
             Outcome::Converged => {
                 if let Err(err) = swarm::apply::prune_data(&self.engine, &plan).await {
-                    reporter.line(format!("warning: removing unused configs and secrets: {err}"));
+                    reporter.line(format!(
+                        "warning: removing unused configs and secrets: {err}"
+                    ));
                 }
                 let services = plan
                     .services
@@ -335,7 +361,11 @@ impl Runner {
             Outcome::Failed(why) => failed(why),
             Outcome::Cancelled => {
                 let _ = reporter
-                    .progress(Some(DeploymentPhase::ROLLING_BACK), "cancel requested", None)
+                    .progress(
+                        Some(DeploymentPhase::ROLLING_BACK),
+                        "cancel requested",
+                        None,
+                    )
                     .await;
                 match swarm::rollback(&self.engine, &applied, plan.timeout).await {
                     Ok(()) => (

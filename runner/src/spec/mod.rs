@@ -2,16 +2,77 @@
 //! deployment's commit, merged, interpolated and turned into a [`Plan`].
 //!
 //! Errors name the file, the line and the key.
+//!
+//! # Layout
+//!
+//! - [`deploy_file`]: `slipway.yml` and the choice of environment.
+//! - [`yaml`]: parsing with positions, and finding the line of a key path.
+//! - [`interpolate`]: `${VAR}` and friends, as Compose defines them.
+//! - [`merge`]: Compose override rules for several files.
+//! - [`compose`]: the typed Compose model that swarm understands.
+//! - [`convert`]: Compose → Engine API objects, with `docker stack deploy`'s
+//!   conventions.
+//! - [`scalar`]: lenient strings, numbers and booleans, as the CLI casts them.
+//! - [`units`]: durations, byte sizes and CPUs as Compose writes them.
+//! - [`env_file`]: `env_file:` files, as the Docker CLI reads them.
 
 use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
 
 use crate::plan::Plan;
+
+pub mod compose;
+pub mod convert;
+pub mod deploy_file;
+pub mod env_file;
+pub mod interpolate;
+pub mod merge;
+pub mod scalar;
+pub mod units;
+pub mod yaml;
 
 /// Reads files of the repository at the deployment's commit.
 pub trait Files {
     /// The content of `path` (relative to the repository root), or `None`
     /// when there is no such file.
     fn read(&self, path: &str) -> std::io::Result<Option<Vec<u8>>>;
+}
+
+/// A checked-out directory, for `slipway-runner plan` and for deployments
+/// whose workspace is on disk.
+///
+/// Paths that leave the directory (`..`, absolute paths) are refused, so a
+/// spec cannot read the runner's own files (its secrets file, SSH keys) into
+/// a config or secret.
+#[derive(Clone, Debug)]
+pub struct DirFiles(pub PathBuf);
+
+impl Files for DirFiles {
+    fn read(&self, path: &str) -> std::io::Result<Option<Vec<u8>>> {
+        let relative = Path::new(path);
+        let escapes = relative
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
+        if escapes {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("{path}: only paths inside the repository can be read"),
+            ));
+        }
+        match std::fs::read(self.0.join(relative)) {
+            Ok(data) => Ok(Some(data)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Files held in memory: for tests, and for callers that read the commit
+/// straight out of git objects.
+impl Files for BTreeMap<String, Vec<u8>> {
+    fn read(&self, path: &str) -> std::io::Result<Option<Vec<u8>>> {
+        Ok(self.get(&normalize_path(path)).cloned())
+    }
 }
 
 /// What a deployment knows that the spec may use.
@@ -38,13 +99,82 @@ pub struct SpecError {
     pub message: String,
 }
 
+impl SpecError {
+    /// An error about a whole file (it is missing, unreadable).
+    pub(crate) fn file(file: &str, message: impl Into<String>) -> Self {
+        SpecError {
+            file: file.to_owned(),
+            line: None,
+            key: None,
+            message: message.into(),
+        }
+    }
+}
+
 /// Reads `spec_path` and its Compose files and plans the stack for `ctx.environment`.
 pub fn load(files: &dyn Files, spec_path: &str, ctx: &Context) -> Result<Plan, SpecError> {
-    let _ = (files, spec_path, ctx);
-    Err(SpecError {
-        file: spec_path.to_owned(),
-        line: None,
-        key: None,
-        message: "reading specs is not built yet".into(),
-    })
+    let spec = deploy_file::read(files, spec_path, ctx)?;
+    let compose = compose::read(files, &spec, ctx)?;
+    convert::plan(files, &spec, &compose, ctx)
+}
+
+/// `./a/../b.yml` → `b.yml`: Compose paths are relative to the repository
+/// root here, and the same file must have one name in errors and look-ups.
+pub(crate) fn normalize_path(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    parts.push("..");
+                }
+            }
+            other => parts.push(other),
+        }
+    }
+    parts.join("/")
+}
+
+/// Resolves `path` as written in the file `from` (relative to that file's
+/// directory, as Compose resolves `env_file:` and `file:`).
+pub(crate) fn relative_to(from: &str, path: &str) -> String {
+    if path.starts_with('/') {
+        return path.to_owned();
+    }
+    match from.rfind('/') {
+        Some(i) => normalize_path(&format!("{}/{}", &from[..i], path)),
+        None => normalize_path(path),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_normalised_relative_to_their_file() {
+        assert_eq!(normalize_path("./a/../b.yml"), "b.yml");
+        assert_eq!(
+            relative_to("deploy/docker-compose.yml", "./app.env"),
+            "deploy/app.env"
+        );
+        assert_eq!(
+            relative_to("docker-compose.yml", "conf/a.conf"),
+            "conf/a.conf"
+        );
+        assert_eq!(relative_to("a/dc.yml", "../b.conf"), "b.conf");
+    }
+
+    #[test]
+    fn dir_files_refuse_paths_outside_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("x"), "1").unwrap();
+        let files = DirFiles(dir.path().to_owned());
+        assert_eq!(files.read("x").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(files.read("./x").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(files.read("missing").unwrap(), None);
+        assert!(files.read("../etc/passwd").is_err());
+        assert!(files.read("/etc/passwd").is_err());
+    }
 }

@@ -4,12 +4,12 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use base64::Engine as _;
 use bollard::models::{ConfigSpec, NetworkCreateRequest, SecretSpec, ServiceSpec};
 use bollard::query_parameters::{
     InspectNetworkOptions, ListConfigsOptions, ListSecretsOptions, ListServicesOptions,
     UpdateServiceOptions,
 };
-use base64::Engine as _;
 
 use super::{filter, is_not_found, Engine, EngineError};
 use crate::plan::{DataPlan, Plan, STACK_NAMESPACE_LABEL};
@@ -128,20 +128,35 @@ pub async fn apply(engine: &Engine, plan: &Plan) -> Result<Applied, EngineError>
         }
     }
 
+    // Services name their configs and secrets; the engine wants their ids too.
+    let config_ids = ids_by_name(
+        docker
+            .list_configs(None::<ListConfigsOptions>)
+            .await?
+            .into_iter()
+            .map(|c| (c.spec.and_then(|s| s.name), c.id)),
+    );
+    let secret_ids = ids_by_name(
+        docker
+            .list_secrets(None::<ListSecretsOptions>)
+            .await?
+            .into_iter()
+            .map(|s| (s.spec.and_then(|s| s.name), s.id)),
+    );
+
     let existing = stack_services(engine, &plan.stack).await?;
     for service in &plan.services {
+        let mut spec = service.spec.clone();
+        resolve_references(&mut spec, &config_ids, &secret_ids)?;
         let change = match existing.get(&service.name) {
             None => {
-                let created = docker
-                    .create_service(service.spec.clone(), None)
-                    .await
-                    .map_err(|err| {
-                        EngineError::Api(format!(
-                            "creating service {}: {}",
-                            service.name,
-                            super::engine_message(&err)
-                        ))
-                    })?;
+                let created = docker.create_service(spec, None).await.map_err(|err| {
+                    EngineError::Api(format!(
+                        "creating service {}: {}",
+                        service.name,
+                        super::engine_message(&err)
+                    ))
+                })?;
                 Change {
                     name: service.name.clone(),
                     id: created.id.unwrap_or_default(),
@@ -150,7 +165,7 @@ pub async fn apply(engine: &Engine, plan: &Plan) -> Result<Applied, EngineError>
                     update_started_before: None,
                 }
             }
-            Some(id) => update(engine, id, &service.name, &service.spec).await?,
+            Some(id) => update(engine, id, &service.name, &spec).await?,
         };
         applied.changes.push(change);
     }
@@ -169,6 +184,44 @@ pub async fn apply(engine: &Engine, plan: &Plan) -> Result<Applied, EngineError>
         }
     }
     Ok(applied)
+}
+
+fn ids_by_name(
+    items: impl Iterator<Item = (Option<String>, Option<String>)>,
+) -> HashMap<String, String> {
+    items.filter_map(|(name, id)| Some((name?, id?))).collect()
+}
+
+/// Fills in the ids of the configs and secrets a service names.
+fn resolve_references(
+    spec: &mut ServiceSpec,
+    configs: &HashMap<String, String>,
+    secrets: &HashMap<String, String>,
+) -> Result<(), EngineError> {
+    let Some(container) = spec
+        .task_template
+        .as_mut()
+        .and_then(|t| t.container_spec.as_mut())
+    else {
+        return Ok(());
+    };
+    for config in container.configs.iter_mut().flatten() {
+        if let Some(name) = &config.config_name {
+            let id = configs
+                .get(name)
+                .ok_or_else(|| EngineError::Api(format!("config {name} does not exist")))?;
+            config.config_id = Some(id.clone());
+        }
+    }
+    for secret in container.secrets.iter_mut().flatten() {
+        if let Some(name) = &secret.secret_name {
+            let id = secrets
+                .get(name)
+                .ok_or_else(|| EngineError::Api(format!("secret {name} does not exist")))?;
+            secret.secret_id = Some(id.clone());
+        }
+    }
+    Ok(())
 }
 
 /// Whether a config or secret version must be created. Versions are named

@@ -7,9 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bollard::models::{
-    ServiceUpdateStatusStateEnum as UpdateState, Task, TaskSpec, TaskState,
-};
+use bollard::models::{ServiceUpdateStatusStateEnum as UpdateState, Task, TaskSpec, TaskState};
 use bollard::query_parameters::{ListTasksOptions, UpdateServiceOptions};
 use tokio::time::Instant;
 
@@ -203,17 +201,16 @@ async fn judge(engine: &Engine, change: &Change) -> Result<(Judgement, Duration)
         let hopeless = error.contains("No such image") || failed.len() >= MAX_TASK_FAILURES;
         if hopeless {
             return Ok((
-                Judgement::Failed(format!(
-                    "{} task(s) failed: {error}",
-                    failed.len()
-                )),
+                Judgement::Failed(format!("{} task(s) failed: {error}", failed.len())),
                 monitor,
             ));
         }
     }
     let running = current
         .iter()
-        .filter(|t| state(t) == Some(TaskState::RUNNING) && t.desired_state == Some(TaskState::RUNNING))
+        .filter(|t| {
+            state(t) == Some(TaskState::RUNNING) && t.desired_state == Some(TaskState::RUNNING)
+        })
         .count();
     let complete = current
         .iter()
@@ -237,7 +234,10 @@ async fn judge(engine: &Engine, change: &Change) -> Result<(Judgement, Duration)
     } else if mode.global_job.is_some() {
         let open = current
             .iter()
-            .filter(|t| t.desired_state == Some(TaskState::COMPLETE) && state(t) != Some(TaskState::COMPLETE))
+            .filter(|t| {
+                t.desired_state == Some(TaskState::COMPLETE)
+                    && state(t) != Some(TaskState::COMPLETE)
+            })
             .count();
         if complete > 0 && open == 0 {
             Judgement::Done
@@ -248,7 +248,9 @@ async fn judge(engine: &Engine, change: &Change) -> Result<(Judgement, Duration)
         // Global: one task per eligible node; done when none is still starting.
         let starting = current
             .iter()
-            .filter(|t| t.desired_state == Some(TaskState::RUNNING) && state(t) != Some(TaskState::RUNNING))
+            .filter(|t| {
+                t.desired_state == Some(TaskState::RUNNING) && state(t) != Some(TaskState::RUNNING)
+            })
             .count();
         if running > 0 && starting == 0 {
             Judgement::Done
@@ -300,7 +302,10 @@ pub async fn rollback(
                 if matches!(
                     state,
                     Some(UpdateState::ROLLBACK_COMPLETED | UpdateState::ROLLBACK_STARTED)
-                ) && current.update_status.as_ref().and_then(|s| s.started_at.clone())
+                ) && current
+                    .update_status
+                    .as_ref()
+                    .and_then(|s| s.started_at.clone())
                     != change.update_started_before
                 {
                     // Swarm is already rolling it back on its own.
@@ -346,7 +351,9 @@ pub async fn rollback(
     let mut quiet = |_: &str, _: &str| {};
     match converge(engine, &remaining, timeout, &never, &mut quiet).await? {
         Outcome::Converged => Ok(()),
-        Outcome::Failed(why) => Err(EngineError::Api(format!("rollback did not converge: {why}"))),
+        Outcome::Failed(why) => Err(EngineError::Api(format!(
+            "rollback did not converge: {why}"
+        ))),
         Outcome::Cancelled => Ok(()),
     }
 }

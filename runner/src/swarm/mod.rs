@@ -67,11 +67,9 @@ impl Engine {
             message,
         };
         let docker = match host {
-            Some(path) if path.starts_with("unix://") => Docker::connect_with_unix(
-                path,
-                120,
-                bollard::API_DEFAULT_VERSION,
-            ),
+            Some(path) if path.starts_with("unix://") => {
+                Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION)
+            }
             Some(addr) => Docker::connect_with_http(addr, 120, bollard::API_DEFAULT_VERSION),
             None => Docker::connect_with_defaults(),
         }

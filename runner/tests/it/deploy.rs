@@ -74,7 +74,10 @@ async fn a_stack_rolls_out_updates_and_loses_removed_services() {
     let first = repo.commit(
         &[
             ("slipway.yml", &spec(&stack)),
-            ("docker-compose.yml", &compose("slipway-test/busybox:latest", SLEEP, true)),
+            (
+                "docker-compose.yml",
+                &compose("slipway-test/busybox:latest", SLEEP, true),
+            ),
             ("motd.txt", "hello\n"),
         ],
         "first",
@@ -85,54 +88,95 @@ async fn a_stack_rolls_out_updates_and_loses_removed_services() {
     assert_eq!(d["sha"], first.as_str());
     let web = inspect_service(&format!("{stack}_web")).expect("web exists");
     assert_eq!(web["Spec"]["Mode"]["Replicated"]["Replicas"], 2);
-    assert_eq!(web["Spec"]["Labels"]["com.docker.stack.namespace"], stack.as_str());
+    assert_eq!(
+        web["Spec"]["Labels"]["com.docker.stack.namespace"],
+        stack.as_str()
+    );
     assert!(inspect_service(&format!("{stack}_worker")).is_some());
     assert_eq!(running_images(&format!("{stack}_web")).len(), 2);
-    let services: Vec<&str> = d["services"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    let services: Vec<&str> = d["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
     assert!(services.contains(&format!("{stack}_web").as_str()), "{d}");
     let logs = d["logs"].to_string();
-    assert!(logs.contains("fetched"), "the log says what was fetched: {logs}");
+    assert!(
+        logs.contains("fetched"),
+        "the log says what was fetched: {logs}"
+    );
 
     // An image change rolls.
     let second = repo.commit(
-        &[("docker-compose.yml", &compose("slipway-test/busybox:v2", SLEEP, true))],
+        &[(
+            "docker-compose.yml",
+            &compose("slipway-test/busybox:v2", SLEEP, true),
+        )],
         "v2",
     );
-    let id = api.deploy("shop", "production", "main", Some(&second)).await;
+    let id = api
+        .deploy("shop", "production", "main", Some(&second))
+        .await;
     let d = api.wait_final(&id, WITHIN).await;
     assert_eq!(d["status"], "SUCCEEDED", "{d}");
     let images = running_images(&format!("{stack}_web"));
-    assert!(images.len() == 2 && images.iter().all(|i| i.ends_with(":v2")), "{images:?}");
+    assert!(
+        images.len() == 2 && images.iter().all(|i| i.ends_with(":v2")),
+        "{images:?}"
+    );
 
     // The same sha again: nothing to roll.
-    let id = api.deploy("shop", "production", "main", Some(&second)).await;
+    let id = api
+        .deploy("shop", "production", "main", Some(&second))
+        .await;
     let d = api.wait_final(&id, WITHIN).await;
     assert_eq!(d["status"], "SUCCEEDED", "{d}");
     assert!(d["message"].as_str().unwrap().contains("unchanged"), "{d}");
 
     // A container that exits at once: FAILED, rolled back to v2.
     let broken = repo.commit(
-        &[("docker-compose.yml", &compose("slipway-test/busybox:latest", r#"["sh", "-c", "exit 3"]"#, true))],
+        &[(
+            "docker-compose.yml",
+            &compose(
+                "slipway-test/busybox:latest",
+                r#"["sh", "-c", "exit 3"]"#,
+                true,
+            ),
+        )],
         "exits",
     );
-    let id = api.deploy("shop", "production", "main", Some(&broken)).await;
+    let id = api
+        .deploy("shop", "production", "main", Some(&broken))
+        .await;
     let d = api.wait_final(&id, WITHIN).await;
     assert_eq!(d["status"], "FAILED", "{d}");
     let message = d["message"].as_str().unwrap();
     assert!(message.starts_with("rolled back:"), "{message}");
     assert!(message.contains("exit"), "names the exit: {message}");
     let images = running_images(&format!("{stack}_web"));
-    assert!(images.len() == 2 && images.iter().all(|i| i.ends_with(":v2")), "v2 runs again: {images:?}");
+    assert!(
+        images.len() == 2 && images.iter().all(|i| i.ends_with(":v2")),
+        "v2 runs again: {images:?}"
+    );
 
     // A service removed from Compose is removed from the swarm.
     let fourth = repo.commit(
-        &[("docker-compose.yml", &compose("slipway-test/busybox:v2", SLEEP, false))],
+        &[(
+            "docker-compose.yml",
+            &compose("slipway-test/busybox:v2", SLEEP, false),
+        )],
         "no worker",
     );
-    let id = api.deploy("shop", "production", "main", Some(&fourth)).await;
+    let id = api
+        .deploy("shop", "production", "main", Some(&fourth))
+        .await;
     let d = api.wait_final(&id, WITHIN).await;
     assert_eq!(d["status"], "SUCCEEDED", "{d}");
-    assert!(inspect_service(&format!("{stack}_worker")).is_none(), "worker is gone");
+    assert!(
+        inspect_service(&format!("{stack}_worker")).is_none(),
+        "worker is gone"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,7 +186,10 @@ async fn a_missing_image_fails_naming_it() {
     let sha = repo.commit(
         &[
             ("slipway.yml", &spec(&stack)),
-            ("docker-compose.yml", &compose("slipway-test/nonexistent:1", SLEEP, false)),
+            (
+                "docker-compose.yml",
+                &compose("slipway-test/nonexistent:1", SLEEP, false),
+            ),
             ("motd.txt", "hello\n"),
         ],
         "bad image",
@@ -151,8 +198,14 @@ async fn a_missing_image_fails_naming_it() {
     let d = api.wait_final(&id, WITHIN).await;
     assert_eq!(d["status"], "FAILED", "{d}");
     let message = d["message"].as_str().unwrap();
-    assert!(message.contains("slipway-test/nonexistent:1"), "names the image: {message}");
-    assert!(inspect_service(&format!("{stack}_web")).is_none(), "the new service was rolled back");
+    assert!(
+        message.contains("slipway-test/nonexistent:1"),
+        "names the image: {message}"
+    );
+    assert!(
+        inspect_service(&format!("{stack}_web")).is_none(),
+        "the new service was rolled back"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,7 +215,10 @@ async fn a_cancel_during_a_rollout_rolls_back() {
     let first = repo.commit(
         &[
             ("slipway.yml", &spec(&stack)),
-            ("docker-compose.yml", &compose("slipway-test/busybox:latest", SLEEP, false)),
+            (
+                "docker-compose.yml",
+                &compose("slipway-test/busybox:latest", SLEEP, false),
+            ),
             ("motd.txt", "hello\n"),
         ],
         "first",
@@ -171,10 +227,14 @@ async fn a_cancel_during_a_rollout_rolls_back() {
     assert_eq!(api.wait_final(&id, WITHIN).await["status"], "SUCCEEDED");
 
     // A slow rollout: one task at a time, 20 s apart.
-    let slow = compose("slipway-test/busybox:v2", SLEEP, false)
-        .replace("{parallelism: 2, delay: 1s, monitor: 2s}", "{parallelism: 1, delay: 20s, monitor: 1s}");
+    let slow = compose("slipway-test/busybox:v2", SLEEP, false).replace(
+        "{parallelism: 2, delay: 1s, monitor: 2s}",
+        "{parallelism: 1, delay: 20s, monitor: 1s}",
+    );
     let second = repo.commit(&[("docker-compose.yml", &slow)], "slow");
-    let id = api.deploy("shop", "production", "main", Some(&second)).await;
+    let id = api
+        .deploy("shop", "production", "main", Some(&second))
+        .await;
     api.wait_phase(&id, "VERIFYING", WITHIN).await;
     api.gql(
         Role::Deployer,
@@ -206,14 +266,22 @@ async fn spec_errors_and_unknown_commits_fail_with_where_and_what() {
     let d = api.wait_final(&id, WITHIN).await;
     assert_eq!(d["status"], "FAILED", "{d}");
     let message = d["message"].as_str().unwrap();
-    assert!(message.contains("slipway.yml:4") && message.contains("bogus_key"), "{message}");
+    assert!(
+        message.contains("slipway.yml:4") && message.contains("bogus_key"),
+        "{message}"
+    );
 
     let unknown = "0123456789012345678901234567890123456789";
-    let id = api.deploy("shop", "production", "main", Some(unknown)).await;
+    let id = api
+        .deploy("shop", "production", "main", Some(unknown))
+        .await;
     let d = api.wait_final(&id, WITHIN).await;
     assert_eq!(d["status"], "FAILED", "{d}");
     let message = d["message"].as_str().unwrap();
-    assert!(message.contains(unknown) && message.contains("not in"), "{message}");
+    assert!(
+        message.contains(unknown) && message.contains("not in"),
+        "{message}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,7 +292,10 @@ async fn two_runners_carry_out_a_deployment_once() {
     let sha = repo.commit(
         &[
             ("slipway.yml", &spec(&stack)),
-            ("docker-compose.yml", &compose("slipway-test/busybox:latest", SLEEP, false)),
+            (
+                "docker-compose.yml",
+                &compose("slipway-test/busybox:latest", SLEEP, false),
+            ),
             ("motd.txt", "hello\n"),
         ],
         "first",

@@ -20,7 +20,10 @@ struct Daemon {
 impl Daemon {
     fn serve(repo: &Repo, allow_sha: bool) -> Self {
         if allow_sha {
-            git(repo, &["config", "uploadpack.allowReachableSHA1InWant", "true"]);
+            git(
+                repo,
+                &["config", "uploadpack.allowReachableSHA1InWant", "true"],
+            );
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -29,7 +32,12 @@ impl Daemon {
             .port();
         let base = repo.path().parent().unwrap();
         let child = Command::new("git")
-            .args(["daemon", "--export-all", "--reuseaddr", "--listen=127.0.0.1"])
+            .args([
+                "daemon",
+                "--export-all",
+                "--reuseaddr",
+                "--listen=127.0.0.1",
+            ])
             .arg(format!("--port={port}"))
             .arg(format!("--base-path={}", base.display()))
             .arg(base)
@@ -37,7 +45,10 @@ impl Daemon {
             .expect("git daemon starts");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "git daemon did not listen");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "git daemon did not listen"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Self { child, port }
@@ -57,19 +68,34 @@ impl Drop for Daemon {
 }
 
 fn git(repo: &Repo, args: &[&str]) {
-    let status = Command::new("git").args(args).current_dir(repo.path()).status().unwrap();
+    let status = Command::new("git")
+        .args(args)
+        .current_dir(repo.path())
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
 fn history(repo: &Repo, commits: usize) -> Vec<String> {
     (0..commits)
-        .map(|i| repo.commit(&[("slipway.yml", &format!("stack: s{i}\n")), ("data.txt", &"x".repeat(1000 * (i + 1)))], &format!("c{i}")))
+        .map(|i| {
+            repo.commit(
+                &[
+                    ("slipway.yml", &format!("stack: s{i}\n")),
+                    ("data.txt", &"x".repeat(1000 * (i + 1))),
+                ],
+                &format!("c{i}"),
+            )
+        })
         .collect()
 }
 
 fn read(mirror: &std::path::Path, sha: &str, path: &str) -> Option<String> {
     let files = CommitFiles::open(mirror, sha).unwrap();
-    files.read(path).unwrap().map(|b| String::from_utf8(b).unwrap())
+    files
+        .read(path)
+        .unwrap()
+        .map(|b| String::from_utf8(b).unwrap())
 }
 
 #[tokio::test]
@@ -80,13 +106,22 @@ async fn a_commit_is_fetched_shallow_where_the_server_allows_and_then_cached() {
     let dir = tempfile::tempdir().unwrap();
     let mirrors = Mirrors::new(dir.path(), Credentials::default());
 
-    let fetched = mirrors.fetch(&daemon.url(&repo), "main", Some(&shas[3]), TIMEOUT).await.unwrap();
+    let fetched = mirrors
+        .fetch(&daemon.url(&repo), "main", Some(&shas[3]), TIMEOUT)
+        .await
+        .unwrap();
     assert!(!fetched.cached);
     assert!(fetched.how.contains("shallow"), "{}", fetched.how);
-    assert_eq!(read(&fetched.mirror, &shas[3], "slipway.yml").as_deref(), Some("stack: s3\n"));
+    assert_eq!(
+        read(&fetched.mirror, &shas[3], "slipway.yml").as_deref(),
+        Some("stack: s3\n")
+    );
     assert_eq!(read(&fetched.mirror, &shas[3], "missing.yml"), None);
 
-    let again = mirrors.fetch(&daemon.url(&repo), "main", Some(&shas[3]), TIMEOUT).await.unwrap();
+    let again = mirrors
+        .fetch(&daemon.url(&repo), "main", Some(&shas[3]), TIMEOUT)
+        .await
+        .unwrap();
     assert!(again.cached, "a known commit needs no network");
     assert_eq!(again.received_bytes, 0);
 }
@@ -99,11 +134,20 @@ async fn a_server_refusing_shas_is_fetched_by_ref() {
     let dir = tempfile::tempdir().unwrap();
     let mirrors = Mirrors::new(dir.path(), Credentials::default());
     // An older commit: the shallow ref does not hold it, the full one does.
-    let fetched = mirrors.fetch(&daemon.url(&repo), "main", Some(&shas[0]), TIMEOUT).await.unwrap();
+    let fetched = mirrors
+        .fetch(&daemon.url(&repo), "main", Some(&shas[0]), TIMEOUT)
+        .await
+        .unwrap();
     assert_eq!(fetched.sha, shas[0]);
-    assert_eq!(read(&fetched.mirror, &shas[0], "slipway.yml").as_deref(), Some("stack: s0\n"));
+    assert_eq!(
+        read(&fetched.mirror, &shas[0], "slipway.yml").as_deref(),
+        Some("stack: s0\n")
+    );
     // Without a sha, the ref resolves to its tip.
-    let tip = mirrors.fetch(&daemon.url(&repo), "main", None, TIMEOUT).await.unwrap();
+    let tip = mirrors
+        .fetch(&daemon.url(&repo), "main", None, TIMEOUT)
+        .await
+        .unwrap();
     assert_eq!(tip.sha, shas[2]);
 }
 
@@ -113,8 +157,14 @@ async fn local_repositories_fall_back_to_a_full_fetch() {
     let shas = history(&repo, 2);
     let dir = tempfile::tempdir().unwrap();
     let mirrors = Mirrors::new(dir.path(), Credentials::default());
-    let fetched = mirrors.fetch(&repo.url(), "main", Some(&shas[1]), TIMEOUT).await.unwrap();
-    assert_eq!(read(&fetched.mirror, &shas[1], "slipway.yml").as_deref(), Some("stack: s1\n"));
+    let fetched = mirrors
+        .fetch(&repo.url(), "main", Some(&shas[1]), TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(
+        read(&fetched.mirror, &shas[1], "slipway.yml").as_deref(),
+        Some("stack: s1\n")
+    );
 }
 
 #[tokio::test]
@@ -124,14 +174,23 @@ async fn unknown_commits_and_unreachable_repositories_say_which() {
     let dir = tempfile::tempdir().unwrap();
     let mirrors = Mirrors::new(dir.path(), Credentials::default());
     let unknown = "0123456789abcdef0123456789abcdef01234567";
-    match mirrors.fetch(&repo.url(), "main", Some(unknown), TIMEOUT).await {
+    match mirrors
+        .fetch(&repo.url(), "main", Some(unknown), TIMEOUT)
+        .await
+    {
         Err(GitError::UnknownCommit { sha, .. }) => assert_eq!(sha, unknown),
         other => panic!("expected UnknownCommit, got {other:?}"),
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let nowhere = format!("git://127.0.0.1:{port}/nothing.git");
     match mirrors.fetch(&nowhere, "main", None, TIMEOUT).await {
-        Err(err @ GitError::Unreachable { .. }) => assert!(err.to_string().contains(&nowhere), "{err}"),
+        Err(err @ GitError::Unreachable { .. }) => {
+            assert!(err.to_string().contains(&nowhere), "{err}")
+        }
         other => panic!("expected Unreachable, got {other:?}"),
     }
 }

@@ -34,7 +34,9 @@ impl Api {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
-            slipway_api::serve(state, listener, std::future::pending()).await.unwrap();
+            slipway_api::serve(state, listener, std::future::pending())
+                .await
+                .unwrap();
         });
         Self {
             url: format!("http://{addr}"),
@@ -45,8 +47,12 @@ impl Api {
     }
 
     pub fn token(&self, role: Role, subject: &str) -> String {
-        self.keys
-            .issue(subject, role, chrono::Duration::hours(1), chrono::Utc::now())
+        self.keys.issue(
+            subject,
+            role,
+            chrono::Duration::hours(1),
+            chrono::Utc::now(),
+        )
     }
 
     pub async fn gql(&self, role: Role, query: &str, variables: Value) -> Value {
@@ -101,7 +107,10 @@ impl Api {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let d = self.deployment(id).await;
-            if matches!(d["status"].as_str(), Some("SUCCEEDED" | "FAILED" | "CANCELLED")) {
+            if matches!(
+                d["status"].as_str(),
+                Some("SUCCEEDED" | "FAILED" | "CANCELLED")
+            ) {
                 return d;
             }
             assert!(
@@ -116,7 +125,10 @@ impl Api {
     pub async fn wait_phase(&self, id: &str, phase: &str, within: Duration) {
         let deadline = tokio::time::Instant::now() + within;
         while self.deployment(id).await["phase"] != phase {
-            assert!(tokio::time::Instant::now() < deadline, "deployment {id} never reached {phase}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "deployment {id} never reached {phase}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -152,7 +164,11 @@ impl Repo {
             .current_dir(self.dir.path())
             .output()
             .expect("git runs");
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 
@@ -167,10 +183,6 @@ impl Repo {
         self.git(&["commit", "-q", "-m", message]);
         self.git(&["rev-parse", "HEAD"])
     }
-
-    pub fn remove(&self, path: &str) {
-        self.git(&["rm", "-q", path]);
-    }
 }
 
 /// Removes a stack when dropped, so a failed test leaves nothing behind.
@@ -178,7 +190,9 @@ pub struct StackGuard(pub String);
 
 impl Drop for StackGuard {
     fn drop(&mut self) {
-        let _ = Command::new("docker").args(["stack", "rm", &self.0]).output();
+        let _ = Command::new("docker")
+            .args(["stack", "rm", &self.0])
+            .output();
     }
 }
 
@@ -219,14 +233,14 @@ pub async fn start_runner(api: &Api, name: &str) -> RunnerHandle {
     }));
     RunnerHandle {
         _stop: stop,
-        task,
+        _task: task,
         _workdir: workdir,
     }
 }
 
 pub struct RunnerHandle {
     _stop: tokio::sync::oneshot::Sender<()>,
-    pub task: tokio::task::JoinHandle<()>,
+    _task: tokio::task::JoinHandle<()>,
     _workdir: tempfile::TempDir,
 }
 

@@ -1,0 +1,9 @@
+//! The runner's integration tests: one binary, a module per area.
+#![allow(unreachable_pub)]
+
+mod plan_vs_stack_deploy;
+mod spec;
+
+mod deploy;
+mod git;
+mod harness;

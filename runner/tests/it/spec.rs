@@ -1,0 +1,671 @@
+//! Reading the deploy spec through the public entry point, `spec::load`,
+//! with in-memory repositories: what a spec means, and how its errors say
+//! where they are.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+use slipway_runner::plan::Plan;
+use slipway_runner::spec::{self, Context, SpecError};
+
+fn repo(files: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
+    files
+        .iter()
+        .map(|(p, c)| ((*p).to_owned(), c.as_bytes().to_vec()))
+        .collect()
+}
+
+fn ctx(environment: &str) -> Context {
+    Context {
+        application: "shop".into(),
+        environment: environment.into(),
+        deployment: "dep-42".into(),
+        sha: "0123456789abcdef0123456789abcdef01234567".into(),
+        ref_name: "refs/heads/main".into(),
+        secrets: [("DB_PASSWORD".to_owned(), "hunter2".to_owned())].into(),
+    }
+}
+
+fn load(files: &[(&str, &str)], environment: &str) -> Result<Plan, SpecError> {
+    spec::load(&repo(files), "slipway.yml", &ctx(environment))
+}
+
+fn service(plan: &Plan, name: &str) -> Value {
+    let s = plan
+        .services
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| {
+            panic!(
+                "no service {name} in {:?}",
+                plan.services.iter().map(|s| &s.name).collect::<Vec<_>>()
+            )
+        });
+    serde_json::to_value(&s.spec).unwrap()
+}
+
+const DESIGN_SPEC: &str = r#"
+stack: shop                       # swarm stack namespace (default: application name)
+compose: docker-compose.yml       # one file or a list, merged in order
+environments:
+  production:
+    stack: shop
+    compose: [docker-compose.yml, docker-compose.prod.yml]
+    variables: { REPLICAS: "3" }
+    url: https://shop.example.com
+  staging:
+    stack: shop-staging
+variables:
+  TAG: ${SLIPWAY_SHA}
+"#;
+
+const COMPOSE: &str = r#"
+services:
+  web:
+    image: registry.example.com/shop:${TAG}
+    environment:
+      - RELEASE=${SLIPWAY_SHORT_SHA}
+      - ENVIRONMENT=${SLIPWAY_ENVIRONMENT}
+    deploy:
+      replicas: ${REPLICAS:-1}
+"#;
+
+const COMPOSE_PROD: &str = r#"
+services:
+  web:
+    deploy:
+      resources:
+        limits: {memory: 256M}
+"#;
+
+#[test]
+fn the_design_example_parses_for_each_environment() {
+    let files = [
+        ("slipway.yml", DESIGN_SPEC),
+        ("docker-compose.yml", COMPOSE),
+        ("docker-compose.prod.yml", COMPOSE_PROD),
+    ];
+    let prod = load(&files, "production").unwrap();
+    assert_eq!(prod.stack, "shop");
+    assert_eq!(prod.url.as_deref(), Some("https://shop.example.com"));
+    assert_eq!(prod.timeout, std::time::Duration::from_secs(600));
+    assert!(prod.rollback_on_failure);
+    let web = service(&prod, "shop_web");
+    assert_eq!(
+        web["TaskTemplate"]["ContainerSpec"]["Image"],
+        "registry.example.com/shop:0123456789abcdef0123456789abcdef01234567"
+    );
+    assert_eq!(
+        web["TaskTemplate"]["ContainerSpec"]["Env"],
+        json!(["ENVIRONMENT=production", "RELEASE=0123456"])
+    );
+    assert_eq!(web["Mode"]["Replicated"]["Replicas"], 3);
+    assert_eq!(
+        web["TaskTemplate"]["Resources"]["Limits"]["MemoryBytes"],
+        256 * 1024 * 1024
+    );
+
+    let staging = load(&files, "staging").unwrap();
+    assert_eq!(staging.stack, "shop-staging");
+    let web = service(&staging, "shop-staging_web");
+    assert_eq!(
+        web["Mode"]["Replicated"]["Replicas"], 1,
+        "staging does not merge the prod file"
+    );
+    assert!(web["TaskTemplate"]["Resources"].get("Limits").is_none());
+}
+
+#[test]
+fn an_undeclared_environment_is_refused_with_the_declared_ones() {
+    let err = load(
+        &[
+            ("slipway.yml", DESIGN_SPEC),
+            ("docker-compose.yml", COMPOSE),
+        ],
+        "prodution",
+    )
+    .unwrap_err();
+    assert_eq!(err.file, "slipway.yml");
+    assert_eq!(err.line, Some(4), "{err}");
+    assert_eq!(err.key.as_deref(), Some("environments"));
+    assert!(
+        err.message.contains("\"prodution\" is not declared"),
+        "{err}"
+    );
+    assert!(err.message.contains("production, staging"), "{err}");
+}
+
+#[test]
+fn a_missing_compose_file_is_named_where_the_spec_names_it() {
+    let err = load(
+        &[
+            ("slipway.yml", DESIGN_SPEC),
+            ("docker-compose.yml", COMPOSE),
+        ],
+        "production",
+    )
+    .unwrap_err();
+    assert_eq!(err.file, "slipway.yml");
+    assert_eq!(err.line, Some(7), "{err}");
+    assert_eq!(err.key.as_deref(), Some("environments.production.compose"));
+    assert!(
+        err.message
+            .contains("docker-compose.prod.yml does not exist"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_spec_is_an_error() {
+    let err = load(&[("docker-compose.yml", COMPOSE)], "production").unwrap_err();
+    assert_eq!(err.file, "slipway.yml");
+    assert!(err.message.contains("no deploy spec"), "{err}");
+}
+
+#[test]
+fn yaml_errors_give_file_and_line() {
+    let err = load(
+        &[
+            ("slipway.yml", "environments:\n  staging: {}\n"),
+            (
+                "docker-compose.yml",
+                "services:\n  web:\n    image: a\n    ports: [80:80\n",
+            ),
+        ],
+        "staging",
+    )
+    .unwrap_err();
+    assert_eq!(err.file, "docker-compose.yml");
+    assert!(matches!(err.line, Some(4 | 5)), "{err}");
+    assert!(err.message.starts_with("invalid YAML"), "{err}");
+
+    let err = load(
+        &[("slipway.yml", "environments:\n  staging: {\n")],
+        "staging",
+    )
+    .unwrap_err();
+    assert_eq!(err.file, "slipway.yml");
+    assert!(err.line.is_some(), "{err}");
+}
+
+#[test]
+fn unknown_keys_give_file_line_and_key() {
+    let err = load(
+        &[(
+            "slipway.yml",
+            "environments:\n  staging:\n    stack: s\n    replicas: 2\n",
+        )],
+        "staging",
+    )
+    .unwrap_err();
+    assert_eq!(
+        (err.file.as_str(), err.line, err.key.as_deref()),
+        (
+            "slipway.yml",
+            Some(4),
+            Some("environments.staging.replicas")
+        ),
+        "{err}"
+    );
+    assert!(err.message.contains("unknown field `replicas`"), "{err}");
+
+    let err = load(
+        &[
+            ("slipway.yml", "environments: {staging: }\n"),
+            (
+                "docker-compose.yml",
+                "services:\n  web:\n    image: a\n    deploy:\n      replicas: 1\n      replcas: 2\n",
+            ),
+        ],
+        "staging",
+    )
+    .unwrap_err();
+    assert_eq!(
+        (err.file.as_str(), err.line, err.key.as_deref()),
+        (
+            "docker-compose.yml",
+            Some(6),
+            Some("services.web.deploy.replcas")
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "docker-compose.yml:6: services.web.deploy.replcas: {}",
+            err.message
+        )
+    );
+}
+
+#[test]
+fn bad_values_found_after_interpolation_point_at_the_file_that_set_them() {
+    let files = [
+        (
+            "slipway.yml",
+            "environments:\n  staging:\n    compose: [a.yml, b.yml]\n    variables: {N: three}\n",
+        ),
+        (
+            "a.yml",
+            "services:\n  web:\n    image: a\n    deploy:\n      replicas: 1\n",
+        ),
+        (
+            "b.yml",
+            "# override\nservices:\n  web:\n    deploy:\n      replicas: ${N}\n",
+        ),
+    ];
+    let err = load(&files, "staging").unwrap_err();
+    assert_eq!(
+        (err.file.as_str(), err.line, err.key.as_deref()),
+        ("b.yml", Some(5), Some("services.web.deploy.replicas")),
+        "{err}"
+    );
+    assert!(err.message.contains("expected an integer"), "{err}");
+
+    let err = load(
+        &[
+            ("slipway.yml", "environments: {staging: }\n"),
+            ("docker-compose.yml", "services:\n  web:\n    image: a\n    ports:\n      - 80:80\n      - target: 81\n        mode: bridge\n"),
+        ],
+        "staging",
+    )
+    .unwrap_err();
+    assert_eq!(
+        (err.line, err.key.as_deref()),
+        (Some(7), Some("services.web.ports[1].mode")),
+        "{err}"
+    );
+}
+
+#[test]
+fn required_variables_fail_with_their_message() {
+    let err = load(
+        &[
+            ("slipway.yml", "environments: {staging: }\n"),
+            (
+                "docker-compose.yml",
+                "services:\n  web:\n    image: \"app:${TAG:?set TAG in slipway.yml}\"\n",
+            ),
+        ],
+        "staging",
+    )
+    .unwrap_err();
+    assert_eq!(
+        (err.file.as_str(), err.line, err.key.as_deref()),
+        ("docker-compose.yml", Some(3), Some("services.web.image")),
+        "{err}"
+    );
+    assert_eq!(
+        err.message,
+        "required variable TAG is not set: set TAG in slipway.yml"
+    );
+}
+
+#[test]
+fn variables_layer_environment_over_top_level_and_builtins_win() {
+    let plan = load(
+        &[
+            (
+                "slipway.yml",
+                "variables: {A: top, B: top, SLIPWAY_SHA: fake}\nenvironments:\n  staging:\n    variables: {B: env-$A}\n",
+            ),
+            (
+                "docker-compose.yml",
+                "services:\n  web:\n    image: a\n    environment: {A: $A, B: $B, SHA: $SLIPWAY_SHA, PW: $DB_PASSWORD, D: $SLIPWAY_DEPLOYMENT, APP: $SLIPWAY_APPLICATION, REF: $SLIPWAY_REF, ESC: $$HOME}\n",
+            ),
+        ],
+        "staging",
+    )
+    .unwrap();
+    assert_eq!(
+        service(&plan, "shop_web")["TaskTemplate"]["ContainerSpec"]["Env"],
+        json!([
+            "A=top",
+            "APP=shop",
+            "B=env-top",
+            "D=dep-42",
+            "ESC=$HOME",
+            "PW=hunter2",
+            "REF=refs/heads/main",
+            "SHA=0123456789abcdef0123456789abcdef01234567"
+        ])
+    );
+}
+
+#[test]
+fn later_compose_files_override_earlier_ones() {
+    let spec =
+        "environments:\n  a: {compose: [one.yml, two.yml]}\n  b: {compose: [two.yml, one.yml]}\n";
+    let one = "services:\n  web:\n    image: one\n    command: [one, x]\n    environment: [SHARED=one, ONE=1]\n    ports: ['8001:80']\n";
+    let two = "services:\n  web:\n    image: two\n    command: two\n    environment: {SHARED: two}\n    ports: ['8002:80']\n";
+    let files = [("slipway.yml", spec), ("one.yml", one), ("two.yml", two)];
+    let a = service(&load(&files, "a").unwrap(), "shop_web");
+    let b = service(&load(&files, "b").unwrap(), "shop_web");
+    assert_eq!(a["TaskTemplate"]["ContainerSpec"]["Image"], "two");
+    assert_eq!(a["TaskTemplate"]["ContainerSpec"]["Args"], json!(["two"]));
+    assert_eq!(
+        a["TaskTemplate"]["ContainerSpec"]["Env"],
+        json!(["ONE=1", "SHARED=two"])
+    );
+    assert_eq!(b["TaskTemplate"]["ContainerSpec"]["Image"], "one");
+    assert_eq!(
+        b["TaskTemplate"]["ContainerSpec"]["Args"],
+        json!(["one", "x"])
+    );
+    assert_eq!(
+        b["TaskTemplate"]["ContainerSpec"]["Env"],
+        json!(["ONE=1", "SHARED=one"])
+    );
+    let published = |s: &Value| -> Vec<i64> {
+        s["EndpointSpec"]["Ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["PublishedPort"].as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!(published(&a), vec![8001, 8002], "ports are appended");
+    assert_eq!(published(&b), vec![8001, 8002]);
+}
+
+#[test]
+fn configs_and_secrets_are_versioned_by_content() {
+    let spec = "environments: {staging: }\n";
+    let compose = |conf: &str| {
+        format!(
+            "services:\n  web:\n    image: a\n    configs: [app]\n    secrets: [db, {{source: ext, target: x}}]\nconfigs:\n  app: {{file: ./conf/{conf}}}\nsecrets:\n  db: {{environment: DB_PASSWORD}}\n  ext: {{external: true}}\n"
+        )
+    };
+    let c1 = compose("app.conf");
+    let files = [
+        ("slipway.yml", spec),
+        ("docker-compose.yml", c1.as_str()),
+        ("conf/app.conf", "v1\n"),
+        ("conf/other.conf", "v2\n"),
+    ];
+    let plan = load(&files, "staging").unwrap();
+    let config = &plan.configs[0];
+    assert_eq!(config.compose_name, "app");
+    assert!(
+        config.name.starts_with("shop_app_") && config.name.len() == "shop_app_".len() + 12,
+        "{}",
+        config.name
+    );
+    assert_eq!(config.data, b"v1\n");
+    assert_eq!(config.labels["com.docker.stack.namespace"], "shop");
+    let db = plan
+        .secrets
+        .iter()
+        .find(|s| s.compose_name == "db")
+        .unwrap();
+    assert_eq!(db.data, b"hunter2");
+    let ext = plan
+        .secrets
+        .iter()
+        .find(|s| s.compose_name == "ext")
+        .unwrap();
+    assert!(ext.external);
+    assert_eq!(ext.name, "ext");
+
+    let web = service(&plan, "shop_web");
+    assert_eq!(
+        web["TaskTemplate"]["ContainerSpec"]["Configs"][0]["ConfigName"],
+        config.name.as_str()
+    );
+    let secret_names: Vec<&str> = web["TaskTemplate"]["ContainerSpec"]["Secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["SecretName"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        secret_names,
+        vec!["ext", db.name.as_str()],
+        "sorted by name"
+    );
+
+    // Same content, same name; new content, new name.
+    let again = load(&files, "staging").unwrap();
+    assert_eq!(again.configs[0].name, config.name);
+    let c2 = compose("other.conf");
+    let files2 = [
+        ("slipway.yml", spec),
+        ("docker-compose.yml", c2.as_str()),
+        ("conf/other.conf", "v2\n"),
+    ];
+    assert_ne!(
+        load(&files2, "staging").unwrap().configs[0].name,
+        config.name
+    );
+
+    // The secret value is never in the printed plan.
+    let printed = serde_json::to_string(&plan).unwrap();
+    assert!(!printed.contains("hunter2"), "{printed}");
+}
+
+#[test]
+fn reordering_lists_does_not_change_the_spec() {
+    let spec = "environments: {staging: }\nvariables: {}\n";
+    let a = "services:\n  web:\n    image: a\n    environment: [B=2, A=1]\n    ports: ['9001:91', '9000:90']\n    secrets: [s2, s1]\n    configs: [c2, c1]\n    networks: [n2, n1]\n    volumes: ['/b:/b', '/a:/a']\n    ulimits: {nproc: 1, nofile: 2}\nnetworks: {n1: , n2: }\nsecrets: {s1: {file: s}, s2: {file: s2}}\nconfigs: {c1: {file: s}, c2: {file: s2}}\n";
+    let b = "services:\n  web:\n    image: a\n    environment: {A: '1', B: '2'}\n    ports: ['9000:90', '9001:91']\n    secrets: [s1, s2]\n    configs: [c1, c2]\n    networks: [n1, n2]\n    volumes: ['/a:/a', '/b:/b']\n    ulimits: {nofile: 2, nproc: 1}\nnetworks: {n2: , n1: }\nsecrets: {s2: {file: s2}, s1: {file: s}}\nconfigs: {c2: {file: s2}, c1: {file: s}}\n";
+    let plan_a = load(
+        &[
+            ("slipway.yml", spec),
+            ("docker-compose.yml", a),
+            ("s", "1"),
+            ("s2", "2"),
+        ],
+        "staging",
+    )
+    .unwrap();
+    let plan_b = load(
+        &[
+            ("slipway.yml", spec),
+            ("docker-compose.yml", b),
+            ("s", "1"),
+            ("s2", "2"),
+        ],
+        "staging",
+    )
+    .unwrap();
+    assert_eq!(service(&plan_a, "shop_web"), service(&plan_b, "shop_web"));
+    let envs = service(&plan_a, "shop_web")["TaskTemplate"]["ContainerSpec"]["Env"].clone();
+    assert_eq!(envs, json!(["A=1", "B=2"]));
+}
+
+#[test]
+fn stack_conventions_and_slipway_labels() {
+    let plan = load(
+        &[
+            ("slipway.yml", "environments: {staging: }\n"),
+            (
+                "docker-compose.yml",
+                "services:\n  web:\n    image: a:1\n    labels: {tier: web}\n    deploy: {labels: [svc=1]}\n  worker:\n    image: b\n    networks: [back]\nnetworks:\n  back: {attachable: true}\n  unused: {}\n",
+            ),
+        ],
+        "staging",
+    )
+    .unwrap();
+    let web = service(&plan, "shop_web");
+    let labels = &web["Labels"];
+    assert_eq!(labels["com.docker.stack.namespace"], "shop");
+    assert_eq!(labels["com.docker.stack.image"], "a:1");
+    assert_eq!(labels["svc"], "1");
+    assert_eq!(labels["io.slipway.application"], "shop");
+    assert_eq!(labels["io.slipway.environment"], "staging");
+    assert_eq!(labels["io.slipway.deployment"], "dep-42");
+    let container_labels = &web["TaskTemplate"]["ContainerSpec"]["Labels"];
+    assert_eq!(container_labels["tier"], "web");
+    assert_eq!(container_labels["com.docker.stack.namespace"], "shop");
+    assert!(
+        container_labels.get("io.slipway.deployment").is_none(),
+        "a per-deployment label in the task template would restart every task on each deploy"
+    );
+    assert_eq!(
+        web["TaskTemplate"]["Networks"],
+        json!([{"Target": "shop_default", "Aliases": ["web"]}])
+    );
+    let names: Vec<&str> = plan.networks.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(
+        names,
+        vec!["shop_back", "shop_default"],
+        "unused networks are not created"
+    );
+    assert!(plan
+        .networks
+        .iter()
+        .all(|n| n.driver == "overlay" && n.labels["com.docker.stack.namespace"] == "shop"));
+    assert!(plan.networks[0].attachable);
+}
+
+#[test]
+fn keys_swarm_ignores_are_warnings() {
+    let plan = load(
+        &[
+            ("slipway.yml", "environments: {staging: }\n"),
+            (
+                "docker-compose.yml",
+                "services:\n  web:\n    image: a\n    build: .\n    container_name: x\n    depends_on: [db]\n    restart: on-failure:3\n  db:\n    image: b\n    links: [web]\n",
+            ),
+        ],
+        "staging",
+    )
+    .unwrap();
+    assert_eq!(
+        plan.warnings[0],
+        "Ignoring unsupported options: build, container_name, depends_on, links, restart"
+    );
+    let web = service(&plan, "shop_web");
+    assert_eq!(
+        web["TaskTemplate"]["RestartPolicy"],
+        json!({"Condition": "on-failure", "MaxAttempts": 3})
+    );
+}
+
+#[test]
+fn service_level_tmpfs_becomes_tmpfs_mounts() {
+    let plan = load(
+        &[
+            ("slipway.yml", "environments: {staging: }\n"),
+            (
+                "docker-compose.yml",
+                "services:\n  web:\n    image: a\n    tmpfs: [/run, /tmp]\n",
+            ),
+        ],
+        "staging",
+    )
+    .unwrap();
+    assert_eq!(
+        service(&plan, "shop_web")["TaskTemplate"]["ContainerSpec"]["Mounts"],
+        json!([{"Type": "tmpfs", "Target": "/run"}, {"Type": "tmpfs", "Target": "/tmp"}])
+    );
+}
+
+#[test]
+fn references_to_undeclared_objects_are_errors() {
+    let err = load(
+        &[
+            ("slipway.yml", "environments: {staging: }\n"),
+            (
+                "docker-compose.yml",
+                "services:\n  web:\n    image: a\n    secrets:\n      - nope\n",
+            ),
+        ],
+        "staging",
+    )
+    .unwrap_err();
+    assert_eq!(
+        (err.line, err.key.as_deref()),
+        (Some(5), Some("services.web.secrets[0]")),
+        "{err}"
+    );
+    assert!(err.message.contains("not declared"), "{err}");
+
+    let err = load(
+        &[
+            ("slipway.yml", "environments: {staging: }\n"),
+            (
+                "docker-compose.yml",
+                "services:\n  web:\n    image: a\n    networks: [front]\n",
+            ),
+        ],
+        "staging",
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.key.as_deref(),
+        Some("services.web.networks.front"),
+        "{err}"
+    );
+    assert_eq!(err.line, Some(4), "{err}");
+}
+
+#[test]
+fn env_file_errors_name_the_env_file_line() {
+    let err = load(
+        &[
+            ("slipway.yml", "environments: {staging: }\n"),
+            (
+                "deploy/docker-compose.yml",
+                "services:\n  web:\n    image: a\n    env_file: app.env\n",
+            ),
+            ("deploy/app.env", "OK=1\nNOT OK=2\n"),
+        ],
+        "staging",
+    );
+    // The spec names no compose file: the default is at the root.
+    assert!(err
+        .unwrap_err()
+        .message
+        .contains("docker-compose.yml does not exist"));
+
+    let err = load(
+        &[
+            (
+                "slipway.yml",
+                "compose: deploy/docker-compose.yml\nenvironments: {staging: }\n",
+            ),
+            (
+                "deploy/docker-compose.yml",
+                "services:\n  web:\n    image: a\n    env_file: app.env\n",
+            ),
+            ("deploy/app.env", "OK=1\nNOT OK=2\n"),
+        ],
+        "staging",
+    )
+    .unwrap_err();
+    assert_eq!(
+        (err.file.as_str(), err.line),
+        ("deploy/app.env", Some(2)),
+        "{err}"
+    );
+}
+
+#[test]
+fn environment_settings_have_defaults_and_can_be_set() {
+    let plan = load(
+        &[
+            (
+                "slipway.yml",
+                "environments:\n  staging: {timeout: 1m30s, rollback: false}\n",
+            ),
+            ("docker-compose.yml", "services: {web: {image: a}}\n"),
+        ],
+        "staging",
+    )
+    .unwrap();
+    assert_eq!(plan.timeout, std::time::Duration::from_secs(90));
+    assert!(!plan.rollback_on_failure);
+    assert_eq!(plan.stack, "shop", "the application name by default");
+
+    let err = load(
+        &[("slipway.yml", "environments:\n  staging: {timeout: soon}\n")],
+        "staging",
+    )
+    .unwrap_err();
+    assert_eq!(
+        (err.line, err.key.as_deref()),
+        (Some(2), Some("environments.staging.timeout")),
+        "{err}"
+    );
+}
