@@ -131,16 +131,15 @@ fn task_error(task: &Task) -> String {
     }
 }
 
+/// Whether a task runs the service's current spec. The engine copies the
+/// template into each task but drops some defaults (restart policy, runtime),
+/// so the container spec and `ForceUpdate` are what is compared.
 fn same_spec(task: &Task, template: &Option<TaskSpec>) -> bool {
-    let image = |spec: &Option<TaskSpec>| {
+    let key = |spec: &Option<TaskSpec>| {
         spec.as_ref()
-            .and_then(|s| s.container_spec.as_ref())
-            .and_then(|c| c.image.clone())
+            .map(|s| (serde_json::to_value(&s.container_spec).ok(), s.force_update))
     };
-    task.spec.is_some() && image(&task.spec) == image(template) && {
-        // Compare the whole task spec, as the engine stored both.
-        serde_json::to_value(&task.spec).ok() == serde_json::to_value(template).ok()
-    }
+    task.spec.is_some() && key(&task.spec) == key(template)
 }
 
 async fn judge(engine: &Engine, change: &Change) -> Result<(Judgement, Duration), EngineError> {

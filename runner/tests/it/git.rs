@@ -41,6 +41,8 @@ impl Daemon {
             .arg(format!("--port={port}"))
             .arg(format!("--base-path={}", base.display()))
             .arg(base)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .expect("git daemon starts");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -1,0 +1,254 @@
+//! The `slipway-provider` command line. Every flag can also be set from a
+//! `SLIPWAY_*` environment variable; every secret can also be read from a file
+//! (a swarm secret under `/run/secrets`), and `Debug` never shows one.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:8701";
+const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
+const DEFAULT_DATA_DIR: &str = ".slipway/provider";
+
+/// A secret as given on the command line or in the environment. Its `Debug`
+/// says only whether there is one.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "slipway-provider",
+    version,
+    about = "Turns verified GitHub, GitLab and CI hooks into Slipway deployments, and reports \
+             their statuses back to GitHub"
+)]
+pub struct Config {
+    /// Address the hook endpoints listen on.
+    #[arg(long, env = "SLIPWAY_PROVIDER_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+
+    /// The Slipway API's root URL (e.g. http://127.0.0.1:8700).
+    #[arg(long, env = "SLIPWAY_API_URL")]
+    pub api_url: String,
+
+    /// A `provider` JWT for the API (`slipway-api token --role provider --subject github`).
+    #[arg(long, env = "SLIPWAY_TOKEN", hide_env_values = true)]
+    pub token: Option<Secret>,
+    /// File holding the provider JWT.
+    #[arg(long, env = "SLIPWAY_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+
+    /// Where people open the API's deployment pages (e.g. https://slipway.example.com);
+    /// GitHub statuses link to `<public-url>/deployments/<id>`.
+    #[arg(long, env = "SLIPWAY_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Secret of the GitHub webhook (`X-Hub-Signature-256`); without it
+    /// `/hooks/github` answers 404.
+    #[arg(long, env = "SLIPWAY_GITHUB_WEBHOOK_SECRET", hide_env_values = true)]
+    pub github_webhook_secret: Option<Secret>,
+    /// File holding the GitHub webhook secret.
+    #[arg(
+        long,
+        env = "SLIPWAY_GITHUB_WEBHOOK_SECRET_FILE",
+        conflicts_with = "github_webhook_secret"
+    )]
+    pub github_webhook_secret_file: Option<PathBuf>,
+
+    /// GitHub token (`repo_deployment` scope, or a GitHub App's `deployments: write`)
+    /// for deployment statuses; without it none are reported.
+    #[arg(long, env = "SLIPWAY_GITHUB_TOKEN", hide_env_values = true)]
+    pub github_token: Option<Secret>,
+    /// File holding the GitHub token.
+    #[arg(
+        long,
+        env = "SLIPWAY_GITHUB_TOKEN_FILE",
+        conflicts_with = "github_token"
+    )]
+    pub github_token_file: Option<PathBuf>,
+
+    /// GitHub's REST API (GitHub Enterprise: https://HOST/api/v3).
+    #[arg(
+        long,
+        env = "SLIPWAY_GITHUB_API_URL",
+        default_value = DEFAULT_GITHUB_API_URL
+    )]
+    pub github_api_url: String,
+
+    /// Token GitLab sends in `X-Gitlab-Token`; without it `/hooks/gitlab` answers 404.
+    #[arg(long, env = "SLIPWAY_GITLAB_WEBHOOK_TOKEN", hide_env_values = true)]
+    pub gitlab_webhook_token: Option<Secret>,
+    /// File holding the GitLab webhook token.
+    #[arg(
+        long,
+        env = "SLIPWAY_GITLAB_WEBHOOK_TOKEN_FILE",
+        conflicts_with = "gitlab_webhook_token"
+    )]
+    pub gitlab_webhook_token_file: Option<PathBuf>,
+
+    /// Bearer token for `/hooks/generic`; without it that route answers 404.
+    #[arg(long, env = "SLIPWAY_GENERIC_TOKEN", hide_env_values = true)]
+    pub generic_token: Option<Secret>,
+    /// File holding the generic hook token.
+    #[arg(
+        long,
+        env = "SLIPWAY_GENERIC_TOKEN_FILE",
+        conflicts_with = "generic_token"
+    )]
+    pub generic_token_file: Option<PathBuf>,
+
+    /// Directory for the provider's own state: the journal of GitHub statuses
+    /// still to post, so none is lost across restarts.
+    #[arg(
+        long,
+        env = "SLIPWAY_PROVIDER_DATA_DIR",
+        default_value = DEFAULT_DATA_DIR
+    )]
+    pub data_dir: PathBuf,
+}
+
+impl Config {
+    /// The defaults, for an API at `api_url` with `token` (the environment is
+    /// not read: this is for embedding and tests).
+    pub fn new(api_url: impl Into<String>, token: impl Into<String>) -> Self {
+        Config {
+            listen: DEFAULT_LISTEN.parse().expect("default address"),
+            api_url: api_url.into(),
+            token: Some(Secret::new(token)),
+            token_file: None,
+            public_url: None,
+            github_webhook_secret: None,
+            github_webhook_secret_file: None,
+            github_token: None,
+            github_token_file: None,
+            github_api_url: DEFAULT_GITHUB_API_URL.into(),
+            gitlab_webhook_token: None,
+            gitlab_webhook_token_file: None,
+            generic_token: None,
+            generic_token_file: None,
+            data_dir: DEFAULT_DATA_DIR.into(),
+        }
+    }
+
+    /// Reads every secret (from its flag or its file) once, at start.
+    pub fn secrets(&self) -> Result<Secrets, ConfigError> {
+        let token =
+            read_secret("token", &self.token, &self.token_file)?.ok_or(ConfigError::NoToken)?;
+        Ok(Secrets {
+            token,
+            github_webhook_secret: read_secret(
+                "github-webhook-secret",
+                &self.github_webhook_secret,
+                &self.github_webhook_secret_file,
+            )?,
+            github_token: read_secret("github-token", &self.github_token, &self.github_token_file)?,
+            gitlab_webhook_token: read_secret(
+                "gitlab-webhook-token",
+                &self.gitlab_webhook_token,
+                &self.gitlab_webhook_token_file,
+            )?,
+            generic_token: read_secret(
+                "generic-token",
+                &self.generic_token,
+                &self.generic_token_file,
+            )?,
+        })
+    }
+}
+
+/// The secrets the provider runs with, read once.
+#[derive(Clone, Debug)]
+pub struct Secrets {
+    /// The provider's JWT for the API.
+    pub token: Secret,
+    pub github_webhook_secret: Option<Secret>,
+    pub github_token: Option<Secret>,
+    pub gitlab_webhook_token: Option<Secret>,
+    pub generic_token: Option<Secret>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "no API token: set --token / SLIPWAY_TOKEN or --token-file / SLIPWAY_TOKEN_FILE \
+         (`slipway-api token --role provider --subject provider`)"
+    )]
+    NoToken,
+    #[error("cannot read --{flag}-file {path}: {cause}")]
+    Unreadable {
+        flag: &'static str,
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("--{flag} is empty")]
+    Empty { flag: &'static str },
+    #[error("--{flag} {value:?} is not an http(s) URL")]
+    NotAUrl { flag: &'static str, value: String },
+}
+
+fn read_secret(
+    flag: &'static str,
+    value: &Option<Secret>,
+    file: &Option<PathBuf>,
+) -> Result<Option<Secret>, ConfigError> {
+    let secret = match (value, file) {
+        (Some(value), _) => value.expose().to_owned(),
+        (None, Some(path)) => read_file(flag, path)?,
+        (None, None) => return Ok(None),
+    };
+    // A trailing newline from `echo secret > file` is not part of the secret.
+    let secret = secret.trim_end_matches(['\n', '\r']).to_owned();
+    if secret.is_empty() {
+        return Err(ConfigError::Empty { flag });
+    }
+    Ok(Some(Secret(secret)))
+}
+
+fn read_file(flag: &'static str, path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|cause| ConfigError::Unreadable {
+        flag,
+        path: path.to_owned(),
+        cause,
+    })
+}
+
+/// Checks that `value` looks like an http(s) URL, and drops a trailing slash.
+pub(crate) fn base_url(flag: &'static str, value: &str) -> Result<String, ConfigError> {
+    let trimmed = value.trim().trim_end_matches('/');
+    let scheme_ok = trimmed.starts_with("http://") || trimmed.starts_with("https://");
+    let host_ok = trimmed
+        .split_once("://")
+        .is_some_and(|(_, rest)| !rest.is_empty());
+    if scheme_ok && host_ok {
+        Ok(trimmed.to_owned())
+    } else {
+        Err(ConfigError::NotAUrl {
+            flag,
+            value: value.to_owned(),
+        })
+    }
+}

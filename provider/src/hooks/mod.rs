@@ -1,0 +1,310 @@
+//! Hooks in: each sender's module verifies the request and reads what it asks
+//! for; this module finds the applications and environments it means and
+//! creates the deployments through the API, exactly once per idempotency key.
+
+pub mod generic;
+pub mod github;
+pub mod gitlab;
+
+use axum::http::HeaderMap;
+use serde::Serialize;
+use slipway_client::operations::{self, applications::ApplicationsApplications};
+use slipway_client::Client;
+
+use crate::config::Secrets;
+use crate::error::HookError;
+use crate::repository::{self, RepoId};
+use crate::statuses::Statuses;
+
+/// What every hook handler shares.
+#[derive(Clone, Debug)]
+pub struct Hooks {
+    pub(crate) api: Client,
+    pub(crate) secrets: Secrets,
+    /// Present when a GitHub token is configured.
+    pub(crate) statuses: Option<Statuses>,
+}
+
+/// A hook's answer when it did its work.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Answer {
+    /// 200: the deployments the hook made (or made the first time).
+    Deployments {
+        deployments: Vec<Created>,
+        /// Environments a push would have deployed but that are locked.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        skipped: Vec<Skipped>,
+    },
+    /// 202: the hook asks for nothing Slipway does.
+    Ignored { ignored: String },
+    /// 200: GitHub's `ping`.
+    Pong { ok: bool, message: String },
+}
+
+impl Answer {
+    pub fn ignored(reason: impl Into<String>) -> Self {
+        Answer::Ignored {
+            ignored: reason.into(),
+        }
+    }
+}
+
+/// A deployment the API has stored.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Created {
+    pub id: String,
+    pub number: i64,
+    /// `application#number`.
+    pub name: String,
+    pub application: String,
+    pub environment: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Skipped {
+    pub application: String,
+    pub environment: String,
+    pub reason: String,
+}
+
+/// An application as the hooks need it.
+pub(crate) type Application = ApplicationsApplications;
+
+/// A deployment to ask the API for.
+#[derive(Clone, Debug)]
+pub(crate) struct Request {
+    pub application: String,
+    pub environment: String,
+    pub ref_name: String,
+    pub sha: Option<String>,
+    pub task: Option<String>,
+    pub payload: Option<serde_json::Value>,
+    pub external_id: Option<String>,
+    pub description: Option<String>,
+}
+
+impl Hooks {
+    /// Every application with its environments, as the API has them now.
+    pub(crate) async fn applications(&self) -> Result<Vec<Application>, HookError> {
+        let data = self
+            .api
+            .run::<operations::Applications>(operations::applications::Variables)
+            .await
+            .map_err(api_failed)?;
+        Ok(data.applications)
+    }
+
+    /// Creates one deployment (or gets the one with the same external id).
+    pub(crate) async fn create(&self, request: Request) -> Result<Created, HookError> {
+        let input = operations::create_deployment::CreateDeploymentInput {
+            application: request.application.clone(),
+            environment: request.environment.clone(),
+            ref_: request.ref_name,
+            sha: request.sha,
+            task: request.task,
+            payload: request.payload,
+            external_id: request.external_id,
+            description: request.description,
+        };
+        let variables = operations::create_deployment::Variables { input };
+        match self
+            .api
+            .run::<operations::CreateDeployment>(variables)
+            .await
+        {
+            Ok(data) => {
+                let d = data.create_deployment;
+                Ok(Created {
+                    id: d.id,
+                    number: d.number,
+                    name: d.name,
+                    application: d.application.name,
+                    environment: d.environment.name,
+                    url: d.url,
+                })
+            }
+            Err(err) => Err(match err.code() {
+                Some("CONFLICT") => HookError::Locked(api_message(&err)),
+                Some("NOT_FOUND") => HookError::Unmatched(api_message(&err)),
+                Some("BAD_USER_INPUT") => HookError::BadRequest(api_message(&err)),
+                _ => api_failed(err),
+            }),
+        }
+    }
+
+    /// Creates the deployments of an auto-deploy (a push, a pipeline): one per
+    /// environment; a locked one is skipped, unless all are (409).
+    pub(crate) async fn create_all(
+        &self,
+        requests: Vec<Request>,
+    ) -> Result<(Vec<Created>, Vec<Skipped>), HookError> {
+        let mut created = Vec::new();
+        let mut skipped = Vec::new();
+        let mut last_lock = None;
+        for request in requests {
+            let (application, environment) =
+                (request.application.clone(), request.environment.clone());
+            match self.create(request).await {
+                Ok(deployment) => created.push(deployment),
+                Err(HookError::Locked(reason)) => {
+                    skipped.push(Skipped {
+                        application,
+                        environment,
+                        reason: reason.clone(),
+                    });
+                    last_lock = Some(reason);
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        match (created.is_empty(), last_lock) {
+            (true, Some(reason)) if skipped.len() == 1 => Err(HookError::Locked(reason)),
+            (true, Some(_)) => Err(HookError::Locked(
+                skipped
+                    .iter()
+                    .map(|s| s.reason.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )),
+            _ => Ok((created, skipped)),
+        }
+    }
+}
+
+/// The applications whose repository is one of `names`.
+pub(crate) fn by_repository<'a>(
+    applications: &'a [Application],
+    names: &[RepoId],
+) -> Vec<&'a Application> {
+    applications
+        .iter()
+        .filter(|app| repository::any_matches(&app.repository, names))
+        .collect()
+}
+
+/// The sentence of a 422 for a repository no application has.
+pub(crate) fn no_application(repo: &str) -> HookError {
+    HookError::Unmatched(format!(
+        "no application has the repository {repo}: create one with this repository \
+         (clone URL, SSH URL or owner/name)"
+    ))
+}
+
+/// The (application, environment) pairs to deploy `environment` of one of
+/// `apps` to: the one the sender named, else every application that has the
+/// environment.
+pub(crate) fn with_environment<'a>(
+    apps: &[&'a Application],
+    environment: &str,
+    repo: &str,
+) -> Result<Vec<&'a Application>, HookError> {
+    let found: Vec<&Application> = apps
+        .iter()
+        .copied()
+        .filter(|app| app.environments.iter().any(|env| env.name == environment))
+        .collect();
+    if found.is_empty() {
+        let have = apps
+            .iter()
+            .map(|app| {
+                let envs: Vec<&str> = app.environments.iter().map(|e| e.name.as_str()).collect();
+                if envs.is_empty() {
+                    format!("`{}` has none", app.name)
+                } else {
+                    format!("`{}` has {}", app.name, envs.join(", "))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(HookError::Unmatched(format!(
+            "no application of the repository {repo} has an environment `{environment}` ({have})"
+        )));
+    }
+    Ok(found)
+}
+
+/// A branch name from `refs/heads/<branch>`; `None` for a tag or another ref.
+pub(crate) fn branch_of(git_ref: &str) -> Option<&str> {
+    git_ref.strip_prefix("refs/heads/")
+}
+
+/// Environments whose auto-deploy branch is `branch`, per application.
+pub(crate) fn tracking<'a>(
+    apps: &[&'a Application],
+    branch: &str,
+) -> Vec<(&'a Application, String)> {
+    let mut out = Vec::new();
+    for app in apps {
+        for env in &app.environments {
+            let tracks = env.auto_deploy_ref.as_deref().is_some_and(|wanted| {
+                let wanted = wanted.trim();
+                wanted.strip_prefix("refs/heads/").unwrap_or(wanted) == branch
+            });
+            if tracks {
+                out.push((*app, env.name.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Whether `sha` is the all-zero id git uses for "no commit" (a deleted branch).
+pub(crate) fn is_null_sha(sha: &str) -> bool {
+    !sha.is_empty() && sha.bytes().all(|b| b == b'0')
+}
+
+/// The first line of a commit message, as a deployment description.
+pub(crate) fn first_line(message: &str) -> Option<String> {
+    let line = message.lines().next()?.trim();
+    (!line.is_empty()).then(|| crate::statuses::truncate_chars(line, 1000))
+}
+
+fn api_message(err: &slipway_client::Error) -> String {
+    match err {
+        slipway_client::Error::Api { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn api_failed(err: slipway_client::Error) -> HookError {
+    match err.code() {
+        Some(code @ ("UNAUTHENTICATED" | "FORBIDDEN")) => tracing::error!(
+            code,
+            %err,
+            "the API refused the provider's token: check --token (it needs the provider role)"
+        ),
+        _ => tracing::error!(%err, "the API failed a request of the provider"),
+    }
+    HookError::ApiUnavailable
+}
+
+/// Parses `body` as JSON of type `T`, naming the field when one is missing or wrong.
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, HookError> {
+    // Syntax first, so "not JSON" and "a field is wrong" read differently.
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|err| HookError::BadRequest(format!("the body is not JSON: {err}")))?;
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        let inner = err.into_inner().to_string();
+        // serde names a missing field without its parents: add them.
+        let missing = inner
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(field, _)| field);
+        HookError::BadRequest(match missing {
+            Some(field) if path.is_empty() => format!("missing field `{field}`"),
+            Some(field) => format!("missing field `{path}.{field}`"),
+            None if path.is_empty() => format!("the body is not what was expected: {inner}"),
+            None => format!("field `{path}`: {inner}"),
+        })
+    })
+}
+
+/// A header's value, when it is text.
+pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
+}

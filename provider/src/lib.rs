@@ -1,0 +1,106 @@
+//! Slipway's provider: the door through which GitHub, GitLab and any CI start
+//! deployments, and through which GitHub learns how each one is going.
+//!
+//! A hook is verified over its raw body (in constant time) before anything
+//! reads it, mapped to the applications and environments it means, and turned
+//! into deployments through the API's `createDeployment`, with an idempotency
+//! key that makes a redelivered hook find what the first delivery made. It is
+//! answered only once the API has stored the deployments. The statuses of the
+//! deployments that came from GitHub go back to GitHub, in order, surviving
+//! restarts of the provider and outages of GitHub.
+//!
+//! # Layout
+//!
+//! - [`config`]: the `slipway-provider` command line; secrets from flags,
+//!   environment or files, redacted in `Debug`.
+//! - [`http`]: routes, and reading bodies within the 25 MiB limit.
+//! - [`signature`]: GitHub's HMAC-SHA256 signature and constant-time tokens.
+//! - [`hooks`]: what each sender's events mean — [`hooks::github`],
+//!   [`hooks::gitlab`], [`hooks::generic`] — and creating deployments.
+//! - [`repository`]: matching a hook's repository to an application's.
+//! - [`statuses`]: following the API's deployment events and posting GitHub
+//!   deployment statuses; [`statuses::journal`] is the durable record of
+//!   what is still to post; [`statuses::github`] the REST calls.
+//! - [`error`]: the answers a hook gets when it creates nothing.
+
+pub mod config;
+pub mod error;
+pub mod hooks;
+pub mod http;
+pub mod repository;
+pub mod signature;
+pub mod statuses;
+
+use std::future::Future;
+
+use tokio::net::TcpListener;
+
+pub use crate::config::{Config, Secret};
+pub use crate::error::Error;
+use crate::hooks::Hooks;
+use crate::statuses::github::Github;
+use crate::statuses::journal::Journal;
+
+/// Serves the hooks on `listener` and reports statuses to GitHub until
+/// `shutdown` resolves; hooks being answered then are finished first.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let secrets = config.secrets()?;
+    let api_url = config::base_url("api-url", &config.api_url)?;
+    let public_url = config
+        .public_url
+        .as_deref()
+        .map(|url| config::base_url("public-url", url))
+        .transpose()?;
+    let api = slipway_client::Client::new(&api_url, secrets.token.expose());
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (statuses, tasks) = match &secrets.github_token {
+        Some(token) => {
+            let github_api = config::base_url("github-api-url", &config.github_api_url)?;
+            let journal = Journal::open(&config.data_dir)?;
+            let github = Github::new(&github_api, token.clone());
+            let (statuses, tasks) =
+                statuses::start(journal, github, api.clone(), public_url, stopped);
+            tracing::info!(github = %github_api, data_dir = %config.data_dir.display(), "reporting deployment statuses to GitHub");
+            (Some(statuses), tasks)
+        }
+        None => {
+            tracing::warn!("no --github-token: deployment statuses are not reported to GitHub");
+            (None, Vec::new())
+        }
+    };
+    for (route, on) in [
+        ("/hooks/github", secrets.github_webhook_secret.is_some()),
+        ("/hooks/gitlab", secrets.gitlab_webhook_token.is_some()),
+        ("/hooks/generic", secrets.generic_token.is_some()),
+    ] {
+        if on {
+            tracing::info!(route, "accepting hooks");
+        } else {
+            tracing::info!(route, "off: no secret or token configured");
+        }
+    }
+
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!("hooks at http://{addr}/hooks/{{github,gitlab,generic}}");
+    }
+    let hooks = Hooks {
+        api,
+        secrets,
+        statuses,
+    };
+    let served = axum::serve(listener, http::router(hooks))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        })
+        .await;
+    for task in tasks {
+        let _ = task.await;
+    }
+    served.map_err(Error::Serve)
+}

@@ -1,0 +1,15 @@
+#![allow(unreachable_pub)]
+
+//! Integration tests of slipway-provider: the real provider and the real API
+//! on 127.0.0.1 (the API over a temp SQLite file), with a fake of GitHub's
+//! REST API that records what it receives.
+
+mod support;
+
+mod bad_input;
+mod config;
+mod generic;
+mod github;
+mod gitlab;
+mod push;
+mod statuses;
