@@ -57,6 +57,9 @@ missing_pkgs() {
   pkg_missing postgresql && out+=(postgresql)
   pkg_missing mold mold && out+=(mold)
   pkg_missing git git && out+=(git)
+  # git2 builds libgit2 with HTTPS (OpenSSL) and SSH support.
+  pkg_missing libssl-dev && out+=(libssl-dev)
+  pkg_missing pkg-config pkg-config && out+=(pkg-config)
   echo "${out[@]}"
 }
 

@@ -121,6 +121,12 @@ pub struct PlanConfig {
     /// A `KEY=value` file of secret values, as `run` takes it.
     #[arg(long)]
     pub secrets_file: Option<PathBuf>,
+    /// Compare with what runs on the engine instead of printing the plan.
+    #[arg(long)]
+    pub diff: bool,
+    /// Docker engine for `--diff` (default `DOCKER_HOST` or the local socket).
+    #[arg(long, env = "SLIPWAY_DOCKER_HOST")]
+    pub docker_host: Option<String>,
     #[command(flatten)]
     pub git: GitConfig,
 }

@@ -81,7 +81,14 @@ async fn plan(config: PlanConfig) -> anyhow::Result<()> {
     for warning in &plan.warnings {
         eprintln!("warning: {warning}");
     }
-    println!("{}", serde_json::to_string_pretty(&plan)?);
+    if config.diff {
+        let engine = Engine::connect(config.docker_host.as_deref()).await?;
+        let diff = slipway_runner::swarm::diff::diff(&engine, &plan).await?;
+        let out = serde_json::json!({"stack": plan.stack, "services": diff});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+    }
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod converge;
+pub mod diff;
 
 use std::collections::HashMap;
 

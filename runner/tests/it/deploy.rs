@@ -311,3 +311,68 @@ async fn two_runners_carry_out_a_deployment_once() {
         .count();
     assert_eq!(fetches, 1, "one runner did the work: {}", d["logs"]);
 }
+
+/// Runs `slipway-runner plan --diff` for `repo` at `sha`; returns its JSON.
+fn plan_diff(repo: &Repo, sha: &str) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_slipway-runner"))
+        .args(["plan", "--repo"])
+        .arg(repo.path())
+        .args([
+            "--ref",
+            sha,
+            "--environment",
+            "production",
+            "--application",
+            "shop",
+            "--diff",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_diff_shows_what_a_deployment_would_change() {
+    let (api, repo, stack, _guard) = setup("diff").await;
+    let _runner = start_runner(&api, "runner-1").await;
+    let first = repo.commit(
+        &[
+            ("slipway.yml", &spec(&stack)),
+            (
+                "docker-compose.yml",
+                &compose("slipway-test/busybox:latest", SLEEP, false),
+            ),
+            ("motd.txt", "hello\n"),
+        ],
+        "first",
+    );
+    let before = plan_diff(&repo, &first);
+    assert_eq!(before["services"][0]["action"], "create", "{before}");
+
+    let id = api.deploy("shop", "production", "main", Some(&first)).await;
+    assert_eq!(api.wait_final(&id, WITHIN).await["status"], "SUCCEEDED");
+    let same = plan_diff(&repo, &first);
+    assert_eq!(same["services"][0]["action"], "unchanged", "{same}");
+
+    let second = repo.commit(
+        &[(
+            "docker-compose.yml",
+            &compose("slipway-test/busybox:v2", SLEEP, false),
+        )],
+        "v2",
+    );
+    let next = plan_diff(&repo, &second);
+    let web = &next["services"][0];
+    assert_eq!(web["action"], "update", "{next}");
+    assert!(
+        web["changes"]
+            .to_string()
+            .contains("/TaskTemplate/ContainerSpec/Image"),
+        "{next}"
+    );
+}
