@@ -174,3 +174,21 @@ async fn send(client: &Client, id: &str, buffer: &mut Vec<append_deployment_logs
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Mask;
+
+    #[test]
+    fn secret_values_are_masked_longest_first() {
+        let mask = Mask::new([
+            "hunter2-long".to_owned(),
+            "hunter2".to_owned(),
+            "ab".to_owned(),
+        ]);
+        assert_eq!(
+            mask.apply("password=hunter2-long or hunter2, ab stays"),
+            "password=*** or ***, ab stays"
+        );
+    }
+}

@@ -164,13 +164,13 @@ impl Runner {
         let reporter = Reporter::start(self.client.clone(), work.id.clone(), mask.clone());
         let cancel = Arc::new(AtomicBool::new(false));
         let lost = Arc::new(AtomicBool::new(false));
-        let heartbeat = tokio::spawn(heartbeat_loop(
+        let heartbeat = AbortOnDrop(tokio::spawn(heartbeat_loop(
             self.client.clone(),
             work.id.clone(),
             self.heartbeat,
             cancel.clone(),
             lost.clone(),
-        ));
+        )));
         if resumed {
             reporter.line(format!(
                 "runner {} restarted; reconciling {} with the swarm",
@@ -178,7 +178,7 @@ impl Runner {
             ));
         }
         let (status, message, services) = self.deploy(&work, &reporter, &cancel).await;
-        heartbeat.abort();
+        drop(heartbeat);
         reporter.line(format!("{}: {message}", status_word(&status)));
         reporter.flush().await;
         if lost.load(Ordering::SeqCst) {
@@ -381,6 +381,16 @@ impl Runner {
                 }
             }
         }
+    }
+}
+
+/// Stops a task when its owner goes away, e.g. a deployment's heartbeat when
+/// the work on it is dropped mid-way.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -376,3 +376,59 @@ async fn plan_diff_shows_what_a_deployment_would_change() {
         "{next}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_stopped_mid_rollout_finishes_it_after_restarting() {
+    let (api, repo, stack, _guard) = setup("restart").await;
+    let runner = start_runner(&api, "runner-1").await;
+    let first = repo.commit(
+        &[
+            ("slipway.yml", &spec(&stack)),
+            (
+                "docker-compose.yml",
+                &compose("slipway-test/busybox:latest", SLEEP, false),
+            ),
+            ("motd.txt", "hello\n"),
+        ],
+        "first",
+    );
+    let id = api.deploy("shop", "production", "main", Some(&first)).await;
+    assert_eq!(api.wait_final(&id, WITHIN).await["status"], "SUCCEEDED");
+
+    let slow = compose("slipway-test/busybox:v2", SLEEP, false).replace(
+        "{parallelism: 2, delay: 1s, monitor: 2s}",
+        "{parallelism: 1, delay: 4s, monitor: 1s}",
+    );
+    let second = repo.commit(&[("docker-compose.yml", &slow)], "slow");
+    let id = api
+        .deploy("shop", "production", "main", Some(&second))
+        .await;
+    api.wait_phase(&id, "VERIFYING", WITHIN).await;
+    drop(runner);
+
+    let _again = start_runner(&api, "runner-1").await;
+    let d = api.wait_final(&id, WITHIN).await;
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+    assert!(d["logs"].to_string().contains("reconciling"), "{d}");
+    let images = running_images(&format!("{stack}_web"));
+    assert!(
+        images.len() == 2 && images.iter().all(|i| i.ends_with(":v2")),
+        "{images:?}"
+    );
+    // The rollout was not started over: two v2 tasks were ever created.
+    let out = std::process::Command::new("docker")
+        .args([
+            "service",
+            "ps",
+            &format!("{stack}_web"),
+            "--format",
+            "{{.Image}}",
+        ])
+        .output()
+        .unwrap();
+    let v2_tasks = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.ends_with(":v2"))
+        .count();
+    assert_eq!(v2_tasks, 2, "{}", String::from_utf8_lossy(&out.stdout));
+}
