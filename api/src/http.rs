@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use async_graphql::http::GraphiQLSource;
+use async_graphql::http::{WebSocketProtocols, WsMessage};
 use async_graphql::{Data, ServerError};
-use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
@@ -13,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::json;
 use tower_http::limit::RequestBodyLimitLayer;
 
@@ -30,13 +31,24 @@ const WS_INIT_TIMEOUT: Duration = Duration::from_secs(10);
 struct Http {
     state: AppState,
     schema: SlipwaySchema,
+    /// Where WebSocket connections run (see [`router_with`]).
+    subscriptions: tokio::runtime::Handle,
 }
 
 /// The API's routes, ready to serve or to drive from tests without a socket.
+/// WebSocket connections run on the current runtime.
 pub fn router(state: AppState) -> Router {
+    router_with(state, tokio::runtime::Handle::current())
+}
+
+/// The routes, with WebSocket connections run on `subscriptions`: a runtime
+/// of their own keeps a crowd of log followers from slowing down the requests
+/// that runners depend on (claims, heartbeats, log appends).
+pub fn router_with(state: AppState, subscriptions: tokio::runtime::Handle) -> Router {
     let http = Http {
         schema: graphql::schema(state.clone()),
         state,
+        subscriptions,
     };
     Router::new()
         .route("/graphql", get(graphiql).post(graphql_post))
@@ -102,14 +114,27 @@ async fn readyz(State(http): State<Http>) -> Response {
 
 async fn graphql_ws(
     State(http): State<Http>,
-    protocol: GraphQLProtocol,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let legacy = first_protocol(&headers) == Some("graphql-ws");
+    let legacy = match first_protocol(&headers) {
+        Some(protocol) => protocol == "graphql-ws",
+        None => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "ask for the graphql-transport-ws (or graphql-ws) subprotocol\n",
+            )
+                .into_response()
+        }
+    };
     upgrade
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| serve_ws(http, socket, protocol, legacy))
+        // Small reads: the socket mostly writes, and every read clears its buffer.
+        .read_buffer_size(16 * 1024)
+        .on_upgrade(move |socket| async move {
+            let runtime = http.subscriptions.clone();
+            let _ = runtime.spawn(serve_ws(http, socket, legacy)).await;
+        })
 }
 
 fn first_protocol(headers: &HeaderMap) -> Option<&str> {
@@ -126,7 +151,7 @@ fn first_protocol(headers: &HeaderMap) -> Option<&str> {
 /// it to async-graphql: `{"authorization": "Bearer <jwt>"}` or `{"token": "<jwt>"}`.
 /// A socket that does not authenticate is closed with graphql-transport-ws's
 /// codes: 4408 (no init in time), 4401 (something else came first), 4403 (refused).
-async fn serve_ws(http: Http, socket: WebSocket, protocol: GraphQLProtocol, legacy: bool) {
+async fn serve_ws(http: Http, socket: WebSocket, legacy: bool) {
     let (mut sink, mut stream) = socket.split();
     let first = match tokio::time::timeout(WS_INIT_TIMEOUT, stream.next()).await {
         Err(_) => {
@@ -179,14 +204,49 @@ async fn serve_ws(http: Http, socket: WebSocket, protocol: GraphQLProtocol, lega
     };
     // Give async-graphql the init message back, so it acknowledges it as usual.
     let replay = futures_util::stream::once(async move { Ok(Message::Text(first)) });
-    GraphQLWebSocket::new_with_pair(sink, replay.chain(stream), http.schema, protocol)
+    let input = replay
+        .chain(stream)
+        .take_while(|message| std::future::ready(message.is_ok()))
+        .filter_map(|message| {
+            std::future::ready(match message {
+                Ok(message @ (Message::Text(_) | Message::Binary(_))) => Some(message.into_data()),
+                _ => None,
+            })
+        });
+    let protocol = if legacy {
+        WebSocketProtocols::SubscriptionsTransportWS
+    } else {
+        WebSocketProtocols::GraphQLWS
+    };
+    let messages = async_graphql::http::WebSocket::new(http.schema, input, protocol)
         .on_connection_init(move |_| async move {
             let mut data = Data::default();
             data.insert(claims);
             Ok(data)
         })
-        .serve()
-        .await;
+        .map(|message| match message {
+            WsMessage::Text(text) => Message::Text(text.into()),
+            WsMessage::Close(code, reason) => Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            })),
+        });
+    futures_util::pin_mut!(messages);
+    // Write what is ready in one go and flush once: a follower of a busy log
+    // gets many lines at a time, and one write per line would dominate.
+    while let Some(message) = messages.next().await {
+        if sink.feed(message).await.is_err() {
+            return;
+        }
+        while let Some(Some(message)) = messages.next().now_or_never() {
+            if sink.feed(message).await.is_err() {
+                return;
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn close<S>(sink: &mut S, legacy: bool, code: u16, reason: &str)

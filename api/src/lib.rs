@@ -45,12 +45,14 @@ pub use crate::state::{AppState, Settings};
 const REAP_EVERY: Duration = Duration::from_secs(5);
 
 /// Serves the API on `listener` until `shutdown` resolves, expiring the leases
-/// of lost runners in the background.
+/// of lost runners in the background. WebSocket connections get a runtime of
+/// their own (one thread), so subscriptions cannot starve requests.
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let subscriptions = SubscriptionRuntime::start()?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let reaper = tokio::spawn(leases::reap(state.clone(), REAP_EVERY, {
         let mut stopped = stopped.clone();
@@ -58,12 +60,50 @@ pub async fn serve(
             let _ = stopped.wait_for(|stop| *stop).await;
         }
     }));
-    let result = axum::serve(listener, http::router(state))
+    let router = http::router_with(state, subscriptions.handle.clone());
+    let result = axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             shutdown.await;
             let _ = stop.send(true);
         })
         .await;
     let _ = reaper.await;
+    drop(subscriptions);
     result
+}
+
+/// A one-thread runtime for WebSocket connections, on a thread of its own so
+/// it can be stopped from async code.
+struct SubscriptionRuntime {
+    handle: tokio::runtime::Handle,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl SubscriptionRuntime {
+    fn start() -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("slipway-subscriptions")
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("slipway-subscriptions-owner".into())
+            .spawn(move || {
+                let _ = stopped.recv();
+                runtime.shutdown_background();
+            })?;
+        Ok(Self {
+            handle,
+            stop: Some(stop),
+        })
+    }
+}
+
+impl Drop for SubscriptionRuntime {
+    fn drop(&mut self) {
+        // Dropping the sender wakes the owner thread, which shuts the runtime down.
+        self.stop.take();
+    }
 }
