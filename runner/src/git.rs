@@ -162,8 +162,16 @@ impl Mirrors {
         }
 
         let local = is_local(url);
-        let branch_spec = format!("+refs/heads/{reference}:refs/remotes/origin/{reference}");
-        let tag_spec = format!("+refs/tags/{reference}:refs/tags/{reference}");
+        // `HEAD` is the remote's default branch; anything else a branch or a tag.
+        let (branch_spec, tag_spec) = if reference == "HEAD" {
+            let head = "+HEAD:refs/remotes/origin/HEAD".to_owned();
+            (head.clone(), head)
+        } else {
+            (
+                format!("+refs/heads/{reference}:refs/remotes/origin/{reference}"),
+                format!("+refs/tags/{reference}:refs/tags/{reference}"),
+            )
+        };
         let mut attempts: Vec<(String, Vec<String>, i32)> = Vec::new();
         if let Some(sha) = sha {
             if !local {

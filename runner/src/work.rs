@@ -322,21 +322,22 @@ impl Runner {
                         "warning: removing unused configs and secrets: {err}"
                     ));
                 }
-                let services = plan
-                    .services
-                    .iter()
-                    .map(|s| finish_deployment::ServiceImageInput {
-                        name: s.name.clone(),
-                        image: s
-                            .spec
-                            .task_template
-                            .as_ref()
-                            .and_then(|t| t.container_spec.as_ref())
-                            .and_then(|c| c.image.clone())
-                            .unwrap_or_default(),
-                        digest: None,
-                    })
-                    .collect();
+                let mut services = Vec::new();
+                for service in &plan.services {
+                    let image = service
+                        .spec
+                        .task_template
+                        .as_ref()
+                        .and_then(|t| t.container_spec.as_ref())
+                        .and_then(|c| c.image.clone())
+                        .unwrap_or_default();
+                    let digest = swarm::image_digest(&self.engine, &image).await;
+                    services.push(finish_deployment::ServiceImageInput {
+                        name: service.name.clone(),
+                        image,
+                        digest,
+                    });
+                }
                 let unchanged = applied
                     .changes
                     .iter()

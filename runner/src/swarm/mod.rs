@@ -104,3 +104,30 @@ impl Engine {
 pub(crate) fn filter(key: &str, value: impl Into<String>) -> HashMap<String, Vec<String>> {
     HashMap::from([(key.to_owned(), vec![value.into()])])
 }
+
+/// The content digest of `image` where it is known: pinned in the reference
+/// (`name@sha256:...`), or recorded by the engine when the image came from a
+/// registry. Images built or imported locally have none.
+pub async fn image_digest(engine: &Engine, image: &str) -> Option<String> {
+    if let Some((_, digest)) = image.split_once('@') {
+        return Some(digest.to_owned());
+    }
+    let inspected = engine.docker.inspect_image(image).await.ok()?;
+    let repository = image.rsplit_once(':').map_or(image, |(name, tag)| {
+        // `host:5000/name` has a colon that is not a tag.
+        if tag.contains('/') {
+            image
+        } else {
+            name
+        }
+    });
+    inspected
+        .repo_digests
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|reference| {
+            let (name, digest) = reference.split_once('@')?;
+            (name == repository || name.ends_with(&format!("/{repository}")))
+                .then(|| digest.to_owned())
+        })
+}

@@ -196,3 +196,16 @@ async fn unknown_commits_and_unreachable_repositories_say_which() {
         other => panic!("expected Unreachable, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn head_names_the_default_branch() {
+    let repo = Repo::new();
+    let shas = history(&repo, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let mirrors = Mirrors::new(dir.path(), Credentials::default());
+    let fetched = mirrors
+        .fetch(&repo.url(), "HEAD", None, TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(fetched.sha, shas[1]);
+}
