@@ -1,0 +1,393 @@
+//! The `slipway` command line. Every flag can also be set from a `SLIPWAY_*`
+//! environment variable; `Debug` never shows a secret.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use slipway_api::auth::{parse_ttl, Role};
+use slipway_provider::Secret;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "slipway",
+    version,
+    about = "Slipway: deployments to Docker Swarm. `slipway up` runs it all on one machine; \
+             the other commands talk to its API."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// How answers are printed: tables and sentences for people, or JSON for scripts.
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "SLIPWAY_OUTPUT",
+        default_value = "text"
+    )]
+    pub output: Output,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run Slipway on this machine: API, runner and hook provider in one process.
+    ///
+    /// The API serves on embedded SQLite in the data directory, the runner
+    /// deploys to the local Docker engine (which must be a swarm manager) and
+    /// the provider takes hooks. Prints the URLs and an admin token; stops on
+    /// Ctrl-C or SIGTERM.
+    Up(Box<UpConfig>),
+    /// Applications.
+    #[command(subcommand)]
+    App(AppCommand),
+    /// Environments of an application.
+    #[command(subcommand)]
+    Env(EnvCommand),
+    /// Deploy a branch, tag or commit to an environment.
+    Deploy(DeployArgs),
+    /// What runs where: per environment the release, the lock and what is in progress.
+    Status(StatusArgs),
+    /// The deployment history of an application, newest first.
+    Deployments(DeploymentsArgs),
+    /// The log of a deployment.
+    Logs(LogsArgs),
+    /// Cancel a deployment: a queued one at once; one in progress is stopped and rolled back.
+    Cancel(CancelArgs),
+    /// Print a signed API token, with the secret `slipway up` uses.
+    Token(TokenConfig),
+}
+
+#[derive(Args, Clone)]
+pub struct UpConfig {
+    /// Where Slipway keeps its database, JWT secret, repository mirrors and
+    /// provider journal. Created when missing.
+    #[arg(long, env = "SLIPWAY_DATA_DIR", default_value = ".slipway")]
+    pub data_dir: PathBuf,
+    /// Address the API (GraphQL, GraphiQL) listens on.
+    #[arg(long, env = "SLIPWAY_LISTEN", default_value = "127.0.0.1:8700")]
+    pub listen: SocketAddr,
+    /// Address the hook endpoints (`/hooks/github`, `/hooks/gitlab`, `/hooks/generic`) listen on.
+    #[arg(
+        long,
+        env = "SLIPWAY_PROVIDER_LISTEN",
+        default_value = "127.0.0.1:8701"
+    )]
+    pub hooks_listen: SocketAddr,
+    /// Where people open deployments (e.g. https://slipway.example.com): deployments
+    /// and GitHub statuses link to `<url>/deployments/<id>`. Default: no links.
+    #[arg(long, env = "SLIPWAY_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Docker engine to deploy to (`unix:///var/run/docker.sock`, `tcp://host:2375`);
+    /// default `DOCKER_HOST` or the local socket. It must be a swarm manager.
+    #[arg(long, env = "SLIPWAY_DOCKER_HOST")]
+    pub docker_host: Option<String>,
+    /// How long the printed admin token is valid (e.g. 12h, 30d).
+    #[arg(long, env = "SLIPWAY_ADMIN_TOKEN_TTL", default_value = "30d", value_parser = parse_ttl)]
+    pub admin_token_ttl: chrono::Duration,
+    /// How long a runner's claim holds without a heartbeat (e.g. 30s, 2m).
+    #[arg(long, env = "SLIPWAY_LEASE", default_value = "30s", value_parser = parse_ttl)]
+    pub lease: chrono::Duration,
+    /// A `KEY=value` file: values for Compose interpolation and swarm secrets,
+    /// masked in every log line.
+    #[arg(long, env = "SLIPWAY_SECRETS_FILE")]
+    pub secrets_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub git: slipway_runner::config::GitConfig,
+    #[command(flatten)]
+    pub hooks: HookSecrets,
+}
+
+impl std::fmt::Debug for UpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpConfig")
+            .field("data_dir", &self.data_dir)
+            .field("listen", &self.listen)
+            .field("hooks_listen", &self.hooks_listen)
+            .field("public_url", &self.public_url)
+            .field("docker_host", &self.docker_host)
+            .field("admin_token_ttl", &self.admin_token_ttl)
+            .field("lease", &self.lease)
+            .field("secrets_file", &self.secrets_file)
+            .field("git", &self.git)
+            .field("hooks", &self.hooks)
+            .finish()
+    }
+}
+
+/// The provider's secrets, as `slipway-provider` takes them. `Secret`'s
+/// `Debug` says only that there is one.
+#[derive(Args, Clone, Debug)]
+pub struct HookSecrets {
+    /// Secret of the GitHub webhook (`X-Hub-Signature-256`); turns `/hooks/github` on.
+    #[arg(long, env = "SLIPWAY_GITHUB_WEBHOOK_SECRET", hide_env_values = true)]
+    pub github_webhook_secret: Option<Secret>,
+    /// File holding the GitHub webhook secret.
+    #[arg(
+        long,
+        env = "SLIPWAY_GITHUB_WEBHOOK_SECRET_FILE",
+        conflicts_with = "github_webhook_secret"
+    )]
+    pub github_webhook_secret_file: Option<PathBuf>,
+    /// GitHub token for deployment statuses (`repo_deployment`, or an App's
+    /// `deployments: write`); without it none are reported.
+    #[arg(long, env = "SLIPWAY_GITHUB_TOKEN", hide_env_values = true)]
+    pub github_token: Option<Secret>,
+    /// File holding the GitHub token.
+    #[arg(
+        long,
+        env = "SLIPWAY_GITHUB_TOKEN_FILE",
+        conflicts_with = "github_token"
+    )]
+    pub github_token_file: Option<PathBuf>,
+    /// GitHub's REST API (GitHub Enterprise: https://HOST/api/v3).
+    #[arg(
+        long,
+        env = "SLIPWAY_GITHUB_API_URL",
+        default_value = "https://api.github.com"
+    )]
+    pub github_api_url: String,
+    /// Token GitLab sends in `X-Gitlab-Token`; turns `/hooks/gitlab` on.
+    #[arg(long, env = "SLIPWAY_GITLAB_WEBHOOK_TOKEN", hide_env_values = true)]
+    pub gitlab_webhook_token: Option<Secret>,
+    /// File holding the GitLab webhook token.
+    #[arg(
+        long,
+        env = "SLIPWAY_GITLAB_WEBHOOK_TOKEN_FILE",
+        conflicts_with = "gitlab_webhook_token"
+    )]
+    pub gitlab_webhook_token_file: Option<PathBuf>,
+    /// Bearer token for `/hooks/generic` (any CI); turns that route on.
+    #[arg(long, env = "SLIPWAY_GENERIC_TOKEN", hide_env_values = true)]
+    pub generic_token: Option<Secret>,
+    /// File holding the generic hook token.
+    #[arg(
+        long,
+        env = "SLIPWAY_GENERIC_TOKEN_FILE",
+        conflicts_with = "generic_token"
+    )]
+    pub generic_token_file: Option<PathBuf>,
+}
+
+/// Where the API is and who is asking: the flags of every client command.
+#[derive(Args, Clone)]
+pub struct ApiArgs {
+    /// The API's root URL.
+    #[arg(long, env = "SLIPWAY_API_URL", default_value = "http://127.0.0.1:8700")]
+    pub api_url: String,
+    /// An API token (`slipway up` prints an admin one; `slipway token` signs others).
+    #[arg(long, env = "SLIPWAY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the API token.
+    #[arg(long, env = "SLIPWAY_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for ApiArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiArgs")
+            .field("api_url", &self.api_url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
+            .finish()
+    }
+}
+
+impl ApiArgs {
+    /// The token, or a sentence saying how to give one.
+    pub fn token(&self) -> Result<String, String> {
+        let token = match (&self.token, &self.token_file) {
+            (Some(token), _) => token.trim().to_owned(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(|t| t.trim().to_owned())
+                .map_err(|err| format!("cannot read the token file {}: {err}", path.display()))?,
+            (None, None) => String::new(),
+        };
+        if token.is_empty() {
+            return Err(
+                "no API token: set SLIPWAY_TOKEN or --token (`slipway up` prints an \
+                 admin token; `slipway token --role deployer --subject NAME` signs others)"
+                    .into(),
+            );
+        }
+        Ok(token)
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AppCommand {
+    /// Create an application (needs an admin token).
+    Create(AppCreateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AppCreateArgs {
+    /// The application's name: lowercase letters, digits, `-`, `_`, `.`; the default stack name.
+    pub name: String,
+    /// Where the runner clones from: a URL (`https://`, `ssh://`, `git://`,
+    /// `file://`), `git@host:owner/name.git`, or a local path (made a `file://` URL).
+    pub repository: String,
+    /// Path of the deploy spec in the repository (default `slipway.yml`).
+    #[arg(long)]
+    pub spec_path: Option<String>,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EnvCommand {
+    /// Create an environment (needs an admin token).
+    Create(EnvCreateArgs),
+    /// Refuse new deployments to an environment until it is unlocked.
+    Lock(EnvLockArgs),
+    /// Accept deployments to an environment again.
+    Unlock(EnvArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct EnvArgs {
+    /// The application's name.
+    pub application: String,
+    /// The environment's name (`production`, `staging`, ...).
+    pub environment: String,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct EnvCreateArgs {
+    /// The application's name.
+    pub application: String,
+    /// The environment's name (`production`, `staging`, ...).
+    pub environment: String,
+    /// Branch whose pushes deploy here automatically.
+    #[arg(long)]
+    pub auto_deploy_ref: Option<String>,
+    /// Where the environment is reachable.
+    #[arg(long)]
+    pub url: Option<String>,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct EnvLockArgs {
+    /// The application's name.
+    pub application: String,
+    /// The environment's name (`production`, `staging`, ...).
+    pub environment: String,
+    /// Why: shown to whoever tries to deploy.
+    #[arg(long)]
+    pub reason: String,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    /// The application's name.
+    pub application: String,
+    /// The environment's name (`production`, `staging`, ...).
+    pub environment: String,
+    /// Branch, tag or commit to deploy.
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    /// The commit `REF` is at, when you know it.
+    #[arg(long)]
+    pub sha: Option<String>,
+    /// What to do (`deploy` unless told).
+    #[arg(long)]
+    pub task: Option<String>,
+    /// A note shown with the deployment.
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Follow the deployment until it ends; exit non-zero unless it succeeds.
+    #[arg(long, short)]
+    pub follow: bool,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Only this application.
+    pub application: Option<String>,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DeploymentsArgs {
+    /// The application's name.
+    pub application: String,
+    /// Only this environment.
+    pub environment: Option<String>,
+    /// How many, newest first.
+    #[arg(long, default_value_t = 20)]
+    pub limit: i64,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// The deployment's id (as `deploy`, `status` and `deployments` print it).
+    pub id: String,
+    /// Keep printing lines until the deployment ends; exit non-zero unless it succeeds.
+    #[arg(long, short)]
+    pub follow: bool,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct CancelArgs {
+    /// The deployment's id.
+    pub id: String,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Args, Clone)]
+pub struct TokenConfig {
+    /// What the token allows.
+    #[arg(long, value_enum)]
+    pub role: Role,
+    /// Who the token is for: a person, or a runner's or provider's name.
+    #[arg(long)]
+    pub subject: String,
+    /// How long the token is valid (e.g. 12h, 30d).
+    #[arg(long, default_value = "30d", value_parser = parse_ttl)]
+    pub ttl: chrono::Duration,
+    /// The data directory of `slipway up`, whose JWT secret signs the token.
+    #[arg(long, env = "SLIPWAY_DATA_DIR", default_value = ".slipway")]
+    pub data_dir: PathBuf,
+    /// The secret itself, when the API runs elsewhere (`slipway-api --jwt-secret`).
+    #[arg(long, env = "SLIPWAY_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// File holding the secret.
+    #[arg(long, env = "SLIPWAY_JWT_SECRET_FILE", conflicts_with = "jwt_secret")]
+    pub jwt_secret_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("role", &self.role)
+            .field("subject", &self.subject)
+            .field("ttl", &self.ttl)
+            .field("data_dir", &self.data_dir)
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("jwt_secret_file", &self.jwt_secret_file)
+            .finish()
+    }
+}

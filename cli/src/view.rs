@@ -1,0 +1,122 @@
+//! What the commands print, read from the API's answers.
+//!
+//! Each generated operation has its own copy of a fragment's types; the
+//! answers also derive `Serialize`, so they are read here once, by their
+//! GraphQL field names, into the types the tables are drawn from.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Re-reads a generated answer as a view type (the same GraphQL field names).
+pub fn read<T: Serialize, V: DeserializeOwned>(answer: &T) -> V {
+    serde_json::to_value(answer)
+        .and_then(serde_json::from_value)
+        .expect("the view types follow the operations' fields")
+}
+
+#[derive(Deserialize, Serialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct Deployment {
+    pub id: String,
+    pub number: i64,
+    pub name: String,
+    #[serde(rename = "ref")]
+    pub reference: String,
+    pub sha: Option<String>,
+    pub task: String,
+    pub status: String,
+    pub phase: Option<String>,
+    pub message: Option<String>,
+    pub created_by: String,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub url: Option<String>,
+    pub cancel_requested: bool,
+    pub log_count: i64,
+    pub application: Named,
+    pub environment: Named,
+}
+
+impl Deployment {
+    pub fn is_final(&self) -> bool {
+        matches!(self.status.as_str(), "SUCCEEDED" | "FAILED" | "CANCELLED")
+    }
+}
+
+#[derive(Deserialize, Serialize, Debug, Clone)]
+pub struct Named {
+    pub name: String,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct Environment {
+    pub name: String,
+    pub url: Option<String>,
+    pub auto_deploy_ref: Option<String>,
+    pub application: Named,
+    pub lock: Option<Lock>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct Lock {
+    pub locked_by: String,
+    pub locked_at: String,
+    pub reason: String,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+pub struct LogLine {
+    pub seq: i64,
+    pub at: String,
+    pub stream: String,
+    pub text: String,
+}
+
+/// Short form of a commit id.
+pub fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(7)]
+}
+
+/// `2026-11-22T05:33:53.123Z` → `2026-11-22 05:33:53`.
+pub fn time(at: &str) -> String {
+    match chrono::DateTime::parse_from_rfc3339(at) {
+        Ok(t) => t
+            .with_timezone(&chrono::Utc)
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string(),
+        Err(_) => at.to_owned(),
+    }
+}
+
+/// A plain table: columns padded to their widest cell.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                let pad = widths[i] - cell.chars().count();
+                text.push_str(cell);
+                text.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}

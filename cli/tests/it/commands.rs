@@ -1,0 +1,219 @@
+//! The client commands against a running `up`: tokens and roles, locks,
+//! `--output json`, and the API's errors.
+
+use crate::harness::{command, unique_name, ExampleRepo, Out, StackGuard, Up};
+
+#[test]
+fn token_signs_with_the_data_dirs_secret_and_roles_are_enforced() {
+    let up = Up::start(&[]);
+    let viewer = Out::from(
+        command()
+            .args([
+                "token",
+                "--role",
+                "viewer",
+                "--subject",
+                "ci",
+                "--ttl",
+                "1h",
+            ])
+            .arg("--data-dir")
+            .arg(up.data_dir.path())
+            .output()
+            .unwrap(),
+    )
+    .ok();
+    let viewer = viewer.stdout.trim().to_owned();
+    assert_eq!(viewer.split('.').count(), 3, "a JWT: {viewer}");
+
+    // A viewer reads, and may not create.
+    let mut status = up.command();
+    status.env("SLIPWAY_TOKEN", &viewer).arg("status");
+    Out::from(status.output().unwrap()).ok();
+    let mut create = up.command();
+    create
+        .env("SLIPWAY_TOKEN", &viewer)
+        .args(["app", "create", "nope", "file:///nowhere"]);
+    let refused = Out::from(create.output().unwrap()).failed();
+    assert!(refused.stderr.contains("FORBIDDEN"), "{refused:#?}");
+    assert!(refused.stderr.contains("viewer"), "{refused:#?}");
+
+    // The same as JSON, for scripts.
+    let mut create = up.command();
+    create.env("SLIPWAY_TOKEN", &viewer).args([
+        "--output",
+        "json",
+        "app",
+        "create",
+        "nope",
+        "file:///nowhere",
+    ]);
+    let refused = Out::from(create.output().unwrap()).failed();
+    let error: serde_json::Value = serde_json::from_str(refused.stderr.trim()).unwrap();
+    assert_eq!(error["error"]["code"], "FORBIDDEN");
+
+    // A token signed with another secret is refused.
+    let foreign = Out::from(
+        command()
+            .args(["token", "--role", "admin", "--subject", "eve"])
+            .args(["--jwt-secret", "not-the-secret-of-this-slipway"])
+            .output()
+            .unwrap(),
+    )
+    .ok();
+    let mut status = up.command();
+    status
+        .env("SLIPWAY_TOKEN", foreign.stdout.trim())
+        .arg("status");
+    let refused = Out::from(status.output().unwrap()).failed();
+    assert!(refused.stderr.contains("UNAUTHENTICATED"), "{refused:#?}");
+
+    // `--output json` of `token`.
+    let json = Out::from(
+        command()
+            .args([
+                "-o",
+                "json",
+                "token",
+                "--role",
+                "deployer",
+                "--subject",
+                "bob",
+            ])
+            .arg("--data-dir")
+            .arg(up.data_dir.path())
+            .output()
+            .unwrap(),
+    )
+    .ok()
+    .json();
+    assert_eq!(json["role"], "deployer");
+    assert_eq!(json["subject"], "bob");
+}
+
+#[test]
+fn token_without_a_secret_says_where_to_get_one() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = Out::from(
+        command()
+            .args(["token", "--role", "admin", "--subject", "me"])
+            .arg("--data-dir")
+            .arg(empty.path())
+            .output()
+            .unwrap(),
+    )
+    .failed();
+    assert!(out.stderr.contains("slipway up"), "{out:#?}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn client_commands_without_a_token_or_api_say_so() {
+    let out = Out::from(command().arg("status").output().unwrap()).failed();
+    assert!(out.stderr.contains("SLIPWAY_TOKEN"), "{out:#?}");
+    let out = Out::from(
+        command()
+            .args(["status", "--api-url", "http://127.0.0.1:9", "--token", "x"])
+            .output()
+            .unwrap(),
+    )
+    .failed();
+    assert!(out.stderr.contains("cannot reach the API"), "{out:#?}");
+}
+
+#[test]
+fn environments_lock_and_unlock_with_json_answers() {
+    let up = Up::start(&[]);
+    let repo = ExampleRepo::new();
+    let app = unique_name("locks");
+    // The cancel below may come after the runner has begun.
+    let _stack = StackGuard(app.clone());
+    let created = up
+        .run(&[
+            "-o",
+            "json",
+            "app",
+            "create",
+            &app,
+            repo.path().to_str().unwrap(),
+            "--spec-path",
+            "examples/shop/slipway.yml",
+        ])
+        .ok()
+        .json();
+    assert_eq!(created["name"], app.as_str());
+    assert_eq!(created["specPath"], "examples/shop/slipway.yml");
+
+    let env = up
+        .run(&[
+            "-o",
+            "json",
+            "env",
+            "create",
+            &app,
+            "local",
+            "--auto-deploy-ref",
+            "main",
+            "--url",
+            "http://localhost:8080",
+        ])
+        .ok()
+        .json();
+    assert_eq!(env["autoDeployRef"], "main");
+    assert_eq!(env["url"], "http://localhost:8080");
+
+    let locked = up
+        .run(&[
+            "-o",
+            "json",
+            "env",
+            "lock",
+            &app,
+            "local",
+            "--reason",
+            "release freeze",
+        ])
+        .ok()
+        .json();
+    assert_eq!(locked["lock"]["reason"], "release freeze");
+    assert_eq!(locked["lock"]["lockedBy"], "admin");
+
+    // A locked environment refuses deployments, with who and why.
+    let refused = up.run(&["deploy", &app, "local", "main"]).failed();
+    assert!(refused.stderr.contains("CONFLICT"), "{refused:#?}");
+    assert!(refused.stderr.contains("release freeze"), "{refused:#?}");
+    let status = up.run(&["status", &app]).ok();
+    assert!(
+        status.stdout.contains("locked by admin: release freeze"),
+        "{status:#?}"
+    );
+    let status = up.run(&["-o", "json", "status", &app]).ok().json();
+    assert_eq!(
+        status["applications"][0]["environments"][0]["lock"]["reason"],
+        "release freeze"
+    );
+
+    let unlocked = up
+        .run(&["-o", "json", "env", "unlock", &app, "local"])
+        .ok()
+        .json();
+    assert!(unlocked["lock"].is_null());
+
+    // Queued, then cancelled before it ran: `cancel` and `deployments`.
+    let deployed = up
+        .run(&["-o", "json", "deploy", &app, "local", "main"])
+        .ok()
+        .json();
+    let id = deployed["id"].as_str().unwrap().to_owned();
+    assert_eq!(deployed["name"], format!("{app}#1"));
+    let cancelled = up.run(&["-o", "json", "cancel", &id]).ok().json();
+    assert!(
+        cancelled["status"] == "CANCELLED" || cancelled["cancelRequested"] == true,
+        "{cancelled}"
+    );
+    let history = up.run(&["deployments", &app, "local"]).ok();
+    assert!(history.stdout.contains(&format!("{app}#1")), "{history:#?}");
+
+    let unknown = up.run(&["status", "no-such-app"]).failed();
+    assert!(unknown.stderr.contains("NOT_FOUND"), "{unknown:#?}");
+}

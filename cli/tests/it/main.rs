@@ -1,0 +1,13 @@
+//! The `slipway` binary as an operator runs it: `slipway up` as a process on
+//! the real swarm, and the client commands against it.
+//!
+//! Every test that starts `up` needs a Docker engine in swarm mode with the
+//! local test images (`scripts/test.sh` sets one up) and fails loudly without.
+#![allow(unreachable_pub)]
+
+mod harness;
+
+mod commands;
+mod follow;
+mod quickstart;
+mod up;
