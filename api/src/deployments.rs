@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::Enum;
-use sea_orm::sea_query::{Alias, Expr, Query};
+use sea_orm::sea_query::{Alias, Expr, Query, SimpleExpr};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, Set, TransactionTrait,
@@ -370,50 +370,34 @@ pub async fn publish_next_claimable(state: &AppState, environment_id: i64) -> Ap
     Ok(())
 }
 
+/// "No other deployment of the same environment is in `status`" (and, with
+/// `older_only`, "... with a smaller id"), for a query on `deployments`.
+pub(crate) fn none_in_environment(status: DeploymentStatus, older_only: bool) -> SimpleExpr {
+    let other = Alias::new("other");
+    let mut query = Query::select();
+    query
+        .expr(Expr::val(1))
+        .from_as(deployment::Entity, other.clone())
+        .and_where(
+            Expr::col((other.clone(), deployment::Column::EnvironmentId))
+                .equals((deployment::Entity, deployment::Column::EnvironmentId)),
+        )
+        .and_where(Expr::col((other.clone(), deployment::Column::Status)).eq(status.as_str()));
+    if older_only {
+        query.and_where(
+            Expr::col((other, deployment::Column::Id))
+                .lt(Expr::col((deployment::Entity, deployment::Column::Id))),
+        );
+    }
+    Expr::exists(query.to_owned()).not()
+}
+
 /// Every deployment a runner may claim now, oldest first.
 pub async fn claimable(db: &impl ConnectionTrait) -> ApiResult<Vec<DeploymentView>> {
-    let older = Alias::new("older");
-    let busy = Alias::new("busy");
     let rows = deployment::Entity::find()
         .filter(deployment::Column::Status.eq(DeploymentStatus::Queued.as_str()))
-        .filter(
-            Expr::exists(
-                Query::select()
-                    .expr(Expr::val(1))
-                    .from_as(deployment::Entity, older.clone())
-                    .and_where(
-                        Expr::col((older.clone(), deployment::Column::EnvironmentId))
-                            .equals((deployment::Entity, deployment::Column::EnvironmentId)),
-                    )
-                    .and_where(
-                        Expr::col((older.clone(), deployment::Column::Id))
-                            .lt(Expr::col((deployment::Entity, deployment::Column::Id))),
-                    )
-                    .and_where(
-                        Expr::col((older.clone(), deployment::Column::Status))
-                            .eq(DeploymentStatus::Queued.as_str()),
-                    )
-                    .to_owned(),
-            )
-            .not(),
-        )
-        .filter(
-            Expr::exists(
-                Query::select()
-                    .expr(Expr::val(1))
-                    .from_as(deployment::Entity, busy.clone())
-                    .and_where(
-                        Expr::col((busy.clone(), deployment::Column::EnvironmentId))
-                            .equals((deployment::Entity, deployment::Column::EnvironmentId)),
-                    )
-                    .and_where(
-                        Expr::col((busy.clone(), deployment::Column::Status))
-                            .eq(DeploymentStatus::InProgress.as_str()),
-                    )
-                    .to_owned(),
-            )
-            .not(),
-        )
+        .filter(none_in_environment(DeploymentStatus::Queued, true))
+        .filter(none_in_environment(DeploymentStatus::InProgress, false))
         .order_by_asc(deployment::Column::Id)
         .limit(1000)
         .all(db)

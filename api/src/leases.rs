@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use sea_orm::sea_query::{Alias, Expr, Query, SimpleExpr};
+use sea_orm::sea_query::{Expr, SimpleExpr};
 use sea_orm::{ColumnTrait, Condition, DbErr, EntityTrait, QueryFilter, QueryOrder, SqlErr};
 use serde::{Deserialize, Serialize};
 
@@ -23,26 +23,6 @@ use crate::state::AppState;
 /// claims wins; the others get `CONFLICT` saying why.
 pub async fn claim(state: &AppState, runner: &str, id: i64) -> ApiResult<DeploymentView> {
     let now = state.clock.now();
-    let older = Alias::new("older");
-    let no_older_queued = Expr::exists(
-        Query::select()
-            .expr(Expr::val(1))
-            .from_as(deployment::Entity, older.clone())
-            .and_where(
-                Expr::col((older.clone(), deployment::Column::EnvironmentId))
-                    .equals((deployment::Entity, deployment::Column::EnvironmentId)),
-            )
-            .and_where(
-                Expr::col((older.clone(), deployment::Column::Id))
-                    .lt(Expr::col((deployment::Entity, deployment::Column::Id))),
-            )
-            .and_where(
-                Expr::col((older.clone(), deployment::Column::Status))
-                    .eq(DeploymentStatus::Queued.as_str()),
-            )
-            .to_owned(),
-    )
-    .not();
     let claimed = deployment::Entity::update_many()
         .col_expr(
             deployment::Column::Status,
@@ -61,7 +41,10 @@ pub async fn claim(state: &AppState, runner: &str, id: i64) -> ApiResult<Deploym
         )
         .filter(deployment::Column::Id.eq(id))
         .filter(deployment::Column::Status.eq(DeploymentStatus::Queued.as_str()))
-        .filter(no_older_queued)
+        .filter(deployments::none_in_environment(
+            DeploymentStatus::Queued,
+            true,
+        ))
         .exec_with_returning(&state.db)
         .await;
     let row = match claimed {
