@@ -123,6 +123,7 @@ pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> anyhow
         engine,
         secrets,
         heartbeat: heartbeat_for(config.lease),
+        concurrency: 4,
         fetch_timeout: Duration::from_secs(600),
     };
 

@@ -1143,6 +1143,7 @@ async fn deploy_bench(counts: Counts) -> Result<Vec<Row>> {
         engine: engine.clone(),
         secrets: Default::default(),
         heartbeat: Duration::from_secs(10),
+        concurrency: 1,
         fetch_timeout: Duration::from_secs(60),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

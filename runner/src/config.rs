@@ -46,6 +46,9 @@ pub struct RunConfig {
     /// Labels the runner registers with (repeat, or comma-separated).
     #[arg(long, env = "SLIPWAY_RUNNER_LABELS", value_delimiter = ',')]
     pub labels: Vec<String>,
+    /// How many deployments (of different environments) to carry out at once.
+    #[arg(long, env = "SLIPWAY_RUNNER_CONCURRENCY", default_value_t = 4)]
+    pub concurrency: usize,
     /// Where repository mirrors are kept.
     #[arg(
         long,
@@ -71,6 +74,7 @@ impl std::fmt::Debug for RunConfig {
             .field("token_file", &self.token_file)
             .field("name", &self.name)
             .field("labels", &self.labels)
+            .field("concurrency", &self.concurrency)
             .field("workdir", &self.workdir)
             .field("docker_host", &self.docker_host)
             .field("git", &self.git)

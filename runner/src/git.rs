@@ -7,7 +7,9 @@
 //! does not. Files are read from the commit's tree in the object database: no
 //! checkout, so no workspace is left behind.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use git2::{CertificateCheckStatus, Cred, FetchOptions, Oid, RemoteCallbacks, Repository};
@@ -138,6 +140,10 @@ impl Mirrors {
     ) -> Result<Fetched, GitError> {
         let started = Instant::now();
         let path = self.path(url);
+        // One fetch per mirror at a time: a fetch that timed out keeps running
+        // off the runtime, and the next one must not race it.
+        let lock = mirror_lock(&path);
+        let _held = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         std::fs::create_dir_all(&self.root).map_err(|e| GitError::Other(e.to_string()))?;
         let repo = match Repository::open_bare(&path) {
             Ok(repo) => repo,
@@ -291,6 +297,16 @@ impl Mirrors {
         }
         Ok(received)
     }
+}
+
+/// The lock of one mirror, shared by every fetch into it in this process.
+fn mirror_lock(path: &Path) -> Arc<Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
+    let mut locks = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    locks.entry(path.to_owned()).or_default().clone()
 }
 
 fn other(err: git2::Error) -> GitError {

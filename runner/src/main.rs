@@ -38,6 +38,7 @@ async fn run(config: RunConfig) -> anyhow::Result<()> {
         engine,
         secrets,
         heartbeat: Duration::from_secs(10),
+        concurrency: config.concurrency,
         fetch_timeout: Duration::from_secs(600),
     };
     work::run(runner, shutdown_signal()).await;

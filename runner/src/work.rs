@@ -1,7 +1,7 @@
 //! The runner's loop: hear about claimable deployments, claim one, and carry it
 //! from the commit to a converged (or rolled back) stack.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -70,6 +70,8 @@ pub struct Runner {
     pub secrets: BTreeMap<String, String>,
     /// How often a held deployment's lease is renewed (a third of the lease).
     pub heartbeat: Duration,
+    /// How many deployments (of different environments) it carries out at once.
+    pub concurrency: usize,
     /// Longest a fetch may take.
     pub fetch_timeout: Duration,
 }
@@ -78,15 +80,17 @@ pub struct Runner {
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Runs until `shutdown` resolves: resumes what this runner held, then takes
-/// claimable deployments as they come, reconnecting with backoff.
+/// claimable deployments as they come, up to `concurrency` at once,
+/// reconnecting to the API with backoff. Work in flight is dropped at shutdown
+/// (its lease lets another start of this runner resume it).
 pub async fn run(runner: Runner, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
+    let mut slots = Slots::new(runner.concurrency);
     let mut backoff = Duration::from_millis(500);
     loop {
-        let session = async { runner.session().await };
         tokio::select! {
             () = &mut shutdown => return,
-            result = session => {
+            result = runner.session(&mut slots) => {
                 match result {
                     Ok(()) => backoff = Duration::from_millis(500),
                     Err(err) => tracing::warn!(%err, "lost the API; reconnecting in {backoff:?}"),
@@ -101,9 +105,58 @@ pub async fn run(runner: Runner, shutdown: impl Future<Output = ()>) {
     }
 }
 
+/// The deployments a runner carries out at once.
+struct Slots {
+    tasks: tokio::task::JoinSet<()>,
+    free: Arc<tokio::sync::Semaphore>,
+    /// Ids in flight, so a reconnect does not resume one twice.
+    running: Arc<std::sync::Mutex<HashSet<String>>>,
+    /// Woken when a deployment ends: something queued may be claimable now.
+    freed: Arc<tokio::sync::Notify>,
+}
+
+impl Slots {
+    fn new(concurrency: usize) -> Self {
+        Self {
+            tasks: tokio::task::JoinSet::new(),
+            free: Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))),
+            running: Default::default(),
+            freed: Default::default(),
+        }
+    }
+
+    fn is_running(&self, id: &str) -> bool {
+        self.running.lock().map(|r| r.contains(id)).unwrap_or(false)
+    }
+
+    /// Runs `work` on its own task, holding `permit` until it ends.
+    fn start(
+        &mut self,
+        runner: &Runner,
+        work: Work,
+        resumed: bool,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        while self.tasks.try_join_next().is_some() {}
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(work.id.clone());
+        }
+        let (runner, running, freed) = (runner.clone(), self.running.clone(), self.freed.clone());
+        self.tasks.spawn(async move {
+            let id = work.id.clone();
+            runner.execute(work, resumed).await;
+            if let Ok(mut running) = running.lock() {
+                running.remove(&id);
+            }
+            drop(permit);
+            freed.notify_one();
+        });
+    }
+}
+
 impl Runner {
     /// One connection's worth of work: ends when the subscription does.
-    async fn session(&self) -> Result<(), slipway_client::Error> {
+    async fn session(&self, slots: &mut Slots) -> Result<(), slipway_client::Error> {
         self.client
             .run::<RegisterRunner>(register_runner::Variables {
                 labels: self.labels.clone(),
@@ -121,28 +174,54 @@ impl Runner {
             .run::<HeldDeployments>(held_deployments::Variables)
             .await?;
         for edge in held.deployments.edges {
-            if edge.node.runner.as_deref() == Some(self.name.as_str()) {
+            let mine = edge.node.runner.as_deref() == Some(self.name.as_str());
+            if mine && !slots.is_running(&edge.node.work.id) {
                 let work = Work::from(edge.node.work);
                 tracing::info!(deployment = %work.name, "resuming a deployment this runner held");
-                self.execute(work, true).await;
+                let permit = slots
+                    .free
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("open semaphore");
+                slots.start(self, work, true, permit);
             }
         }
         // What became claimable while nobody listened.
+        self.claim_claimable(slots).await?;
+        loop {
+            let freed = slots.freed.clone();
+            tokio::select! {
+                event = queued.next() => match event {
+                    Some(event) => {
+                        let work = Work::from(event?.deployment_queued);
+                        self.try_claim(slots, work).await;
+                    }
+                    None => return Err(slipway_client::Error::Ended),
+                },
+                () = freed.notified() => self.claim_claimable(slots).await?,
+            }
+        }
+    }
+
+    async fn claim_claimable(&self, slots: &mut Slots) -> Result<(), slipway_client::Error> {
         let claimable = self
             .client
             .run::<ClaimableDeployments>(claimable_deployments::Variables)
             .await?;
         for work in claimable.claimable_deployments {
-            self.try_claim(Work::from(work)).await;
+            self.try_claim(slots, Work::from(work)).await;
         }
-        while let Some(event) = queued.next().await {
-            let event = event?;
-            self.try_claim(Work::from(event.deployment_queued)).await;
-        }
-        Err(slipway_client::Error::Ended)
+        Ok(())
     }
 
-    async fn try_claim(&self, work: Work) {
+    /// Claims `work` if this runner has a free slot; another runner, or this
+    /// one when a slot frees, takes it otherwise.
+    async fn try_claim(&self, slots: &mut Slots, work: Work) {
+        let Ok(permit) = slots.free.clone().try_acquire_owned() else {
+            tracing::debug!(deployment = %work.name, "no free slot; leaving it queued");
+            return;
+        };
         let claimed = self
             .client
             .run::<ClaimDeployment>(claim_deployment::Variables {
@@ -150,7 +229,7 @@ impl Runner {
             })
             .await;
         match claimed {
-            Ok(data) => self.execute(Work::from(data.claim_deployment), false).await,
+            Ok(data) => slots.start(self, Work::from(data.claim_deployment), false, permit),
             Err(err) if err.code() == Some("CONFLICT") => {
                 tracing::debug!(deployment = %work.name, %err, "not claimable");
             }

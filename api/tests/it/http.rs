@@ -176,10 +176,16 @@ async fn raw_post(server: &Server, length: usize) -> String {
 fn migrate_brings_a_database_up_to_date_once() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/m.db?mode=rwc", dir.path().display());
-    let first = binary().args(["migrate", "--database-url", &url]).output().unwrap();
+    let first = binary()
+        .args(["migrate", "--database-url", &url])
+        .output()
+        .unwrap();
     assert!(first.status.success(), "{first:?}");
     assert!(String::from_utf8_lossy(&first.stderr).contains("applied 1 migration"));
-    let again = binary().args(["migrate", "--database-url", &url]).output().unwrap();
+    let again = binary()
+        .args(["migrate", "--database-url", &url])
+        .output()
+        .unwrap();
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("applied 0 migration"));
 }

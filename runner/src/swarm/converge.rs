@@ -24,7 +24,7 @@ pub enum Outcome {
 }
 
 /// How often services and tasks are looked at.
-const POLL: Duration = Duration::from_millis(500);
+const POLL: Duration = Duration::from_millis(200);
 /// Failed tasks of the new spec after which a service is given up on.
 const MAX_TASK_FAILURES: usize = 3;
 /// Swarm's default `update_config.monitor`.
@@ -62,8 +62,11 @@ pub async fn converge(
         }
         let mut pending = Vec::new();
         let mut monitor = Duration::ZERO;
-        for change in &watched {
-            let (judgement, service_monitor) = judge(engine, change).await?;
+        let judgements =
+            futures_util::future::join_all(watched.iter().map(|change| judge(engine, change)))
+                .await;
+        for (change, judged) in watched.iter().zip(judgements) {
+            let (judgement, service_monitor) = judged?;
             if change.kind != ChangeKind::Unchanged {
                 monitor = monitor.max(service_monitor);
             }
@@ -174,6 +177,10 @@ async fn judge(engine: &Engine, change: &Change) -> Result<(Judgement, Duration)
                         Judgement::Pending(format!("swarm is rolling back: {message}")),
                         monitor,
                     ))
+                }
+                Some(UpdateState::COMPLETED) => {
+                    // Swarm has watched each new task for the monitor period already.
+                    return Ok((Judgement::Done, Duration::ZERO));
                 }
                 Some(UpdateState::ROLLBACK_PAUSED) | Some(UpdateState::ROLLBACK_COMPLETED) => {
                     let reason = last_failure(engine, &change.id, &template).await?;

@@ -432,3 +432,56 @@ async fn a_runner_stopped_mid_rollout_finishes_it_after_restarting() {
         .count();
     assert_eq!(v2_tasks, 2, "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_rollout_does_not_hold_up_another_environment() {
+    let (api, repo, stack, _guard) = setup("parallel").await;
+    let staging_stack = format!("{stack}s");
+    let _staging_guard = StackGuard(staging_stack.clone());
+    let _runner = start_runner(&api, "runner-1").await;
+    let spec = format!(
+        "compose: docker-compose.yml\nenvironments:\n  production:\n    stack: {stack}\n  staging:\n    stack: {staging_stack}\n"
+    );
+    // Production rolls one task at a time, 30 s apart: it stays busy.
+    let slow = compose("slipway-test/busybox:latest", SLEEP, false).replace(
+        "{parallelism: 2, delay: 1s, monitor: 2s}",
+        "{parallelism: 1, delay: 30s, monitor: 1s}",
+    );
+    let first = repo.commit(
+        &[
+            ("slipway.yml", &spec),
+            ("docker-compose.yml", &slow),
+            ("motd.txt", "hello\n"),
+        ],
+        "first",
+    );
+    let id = api.deploy("shop", "production", "main", Some(&first)).await;
+    assert_eq!(api.wait_final(&id, WITHIN).await["status"], "SUCCEEDED");
+    let second = repo.commit(
+        &[(
+            "docker-compose.yml",
+            &slow.replace("busybox:latest", "busybox:v2"),
+        )],
+        "v2",
+    );
+    let busy = api
+        .deploy("shop", "production", "main", Some(&second))
+        .await;
+    api.wait_phase(&busy, "VERIFYING", WITHIN).await;
+
+    let other = api.deploy("shop", "staging", "main", Some(&second)).await;
+    let d = api.wait_final(&other, WITHIN).await;
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+    assert_eq!(
+        api.deployment(&busy).await["status"],
+        "IN_PROGRESS",
+        "staging finished while production was still rolling"
+    );
+    api.gql(
+        Role::Deployer,
+        "mutation($id: ID!) { cancelDeployment(id: $id) { id } }",
+        json!({"id": busy}),
+    )
+    .await;
+    assert_eq!(api.wait_final(&busy, WITHIN).await["status"], "CANCELLED");
+}

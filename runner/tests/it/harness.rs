@@ -225,6 +225,7 @@ pub async fn start_runner(api: &Api, name: &str) -> RunnerHandle {
         engine: engine().await,
         secrets: Default::default(),
         heartbeat: Duration::from_secs(2),
+        concurrency: 4,
         fetch_timeout: Duration::from_secs(60),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -1,0 +1,334 @@
+//! Slipway as an operator runs it: `slipway-api` on a file-backed SQLite
+//! database, `slipway-runner` on the local swarm, `slipway-provider` with a
+//! fake GitHub, each a separate process on 127.0.0.1, plus the git server the
+//! application's repository lives on.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::api::Api;
+use crate::git::{free_port, GitServer};
+use crate::github::{self, FakeGithub};
+use crate::process::Process;
+use crate::{bins, wait};
+
+pub const WEBHOOK_SECRET: &str = "e2e-github-webhook-secret";
+pub const GITHUB_TOKEN: &str = "ghp_e2e_fake_token";
+/// The runner's token subject; also its `--name` (see `start_runner`).
+pub const RUNNER: &str = "runner-e2e";
+/// Where people would open Slipway; statuses link under it.
+pub const PUBLIC_URL: &str = "https://slipway.example.com";
+/// The environment's URL, which statuses carry as `environment_url`.
+pub const ENVIRONMENT_URL: &str = "https://shop.example.com";
+/// How long a process may take to start answering.
+pub const START: Duration = Duration::from_secs(30);
+
+pub struct System {
+    pub api: Api,
+    pub api_process: Process,
+    api_port: u16,
+    pub runner: Process,
+    pub provider: Process,
+    provider_url: String,
+    pub github: FakeGithub,
+    pub git: GitServer,
+    http: reqwest::Client,
+    /// Database, secrets, the runner's workdir, the provider's journal and
+    /// every process's output. Dropped last, after the processes are killed.
+    dir: TempDir,
+}
+
+impl System {
+    /// Starts everything, with application `shop` of the served repository and
+    /// its environment `production`, auto-deployed from `main`.
+    pub async fn start() -> System {
+        crate::swarm::require_swarm();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path();
+        let secret = path.join("jwt-secret");
+        std::fs::write(&secret, "e2e-jwt-secret-0123456789abcdef\n").unwrap();
+        std::fs::write(path.join("webhook-secret"), WEBHOOK_SECRET).unwrap();
+        std::fs::write(path.join("github-token"), GITHUB_TOKEN).unwrap();
+        for (role, subject) in [
+            ("admin", "e2e-admin"),
+            ("runner", RUNNER),
+            ("provider", "github"),
+        ] {
+            let token = mint(&secret, role, subject);
+            std::fs::write(path.join(format!("{role}-token")), token).unwrap();
+        }
+
+        let github = FakeGithub::start().await;
+        let git = GitServer::start(path).await;
+        let api_port = free_port();
+        let api_process = start_api(path, api_port);
+        let admin = std::fs::read_to_string(path.join("admin-token")).unwrap();
+        let api = Api::new(format!("http://127.0.0.1:{api_port}"), admin);
+        wait::until("the API to answer /healthz", START, || api.healthy()).await;
+
+        api.create_app("shop", &git.url).await;
+        api.create_env("shop", "production", Some("main"), ENVIRONMENT_URL)
+            .await;
+
+        let provider_port = free_port();
+        let provider = start_provider(path, provider_port, &api.url, &github.url());
+        let provider_url = format!("http://127.0.0.1:{provider_port}");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+        wait::until("the provider to answer /healthz", START, || async {
+            let r = http
+                .get(format!("{provider_url}/healthz"))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            r.status()
+                .is_success()
+                .then_some(())
+                .ok_or(r.status().to_string())
+        })
+        .await;
+
+        let runner = start_runner(path, &api.url);
+        let system = System {
+            api,
+            api_process,
+            api_port,
+            runner,
+            provider,
+            provider_url,
+            github,
+            git,
+            http,
+            dir,
+        };
+        system.wait_runner_listening(0).await;
+        system
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Waits until the runner (its `n`-th incarnation, from 0) subscribed.
+    pub async fn wait_runner_listening(&self, n: usize) {
+        wait::until("the runner to listen for deployments", START, || async {
+            let count = self
+                .runner
+                .output()
+                .matches("listening for deployments")
+                .count();
+            if count > n {
+                Ok(())
+            } else {
+                Err(format!("{count} times so far"))
+            }
+        })
+        .await;
+    }
+
+    /// SIGKILLs the runner and starts it again with the same flags and workdir.
+    pub fn restart_runner(&mut self) {
+        self.runner.kill();
+        self.runner = start_runner(self.dir.path(), &self.api.url);
+    }
+
+    /// SIGKILLs the API.
+    pub fn kill_api(&mut self) {
+        self.api_process.kill();
+    }
+
+    /// Starts the API again on the same database and port; waits until it answers.
+    pub async fn start_api_again(&mut self) {
+        self.api_process = start_api(self.dir.path(), self.api_port);
+        wait::until("the restarted API to answer /healthz", START, || {
+            self.api.healthy()
+        })
+        .await;
+    }
+
+    /// Posts a GitHub hook signed with the webhook secret; returns the HTTP
+    /// status and the JSON answer.
+    pub async fn hook(&self, event: &str, delivery: &str, body: &Value) -> (u16, Value) {
+        let bytes = serde_json::to_vec(body).unwrap();
+        let response = self
+            .http
+            .post(format!("{}/hooks/github", self.provider_url))
+            .header("X-GitHub-Event", event)
+            .header("X-GitHub-Delivery", delivery)
+            .header("Content-Type", "application/json")
+            .header("X-Hub-Signature-256", github::sign(WEBHOOK_SECRET, &bytes))
+            .body(bytes)
+            .send()
+            .await
+            .expect("POST /hooks/github");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Sends a `deployment` hook for GitHub deployment `gh_id` of `sha`;
+    /// returns the Slipway deployment's id.
+    pub async fn deploy_hook(&self, gh_id: u64, sha: &str) -> String {
+        let event = github::deployment_event(gh_id, "production", sha, &self.git.url);
+        let (status, body) = self
+            .hook("deployment", &format!("delivery-{gh_id}"), &event)
+            .await;
+        assert_eq!(status, 200, "the hook is accepted: {body}");
+        body["deployments"][0]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a deployment id in {body}"))
+            .to_owned()
+    }
+
+    /// Waits until GitHub deployment `gh_id` received a final status; returns
+    /// every state it received, in order.
+    pub async fn wait_github_final(&self, gh_id: u64, within: Duration) -> Vec<String> {
+        wait::until(
+            &format!("a final status for GitHub deployment {gh_id}"),
+            within,
+            || async {
+                let states = self.github.states(gh_id);
+                if states
+                    .iter()
+                    .any(|s| matches!(s.as_str(), "success" | "failure" | "error"))
+                {
+                    Ok(states)
+                } else {
+                    Err(format!("{states:?}"))
+                }
+            },
+        )
+        .await
+    }
+
+    /// The runner's log lines for deployment `id`, as it wrote them to stderr.
+    pub fn runner_lines(&self, id: &str) -> Vec<String> {
+        let field = format!(" deployment={id}");
+        self.runner
+            .output()
+            .lines()
+            .filter(|l| l.contains("slipway_runner::report:"))
+            .filter_map(|l| {
+                let text = l.split_once("slipway_runner::report: ")?.1;
+                let text = text.strip_suffix(&field)?;
+                Some(text.to_owned())
+            })
+            .collect()
+    }
+}
+
+/// `slipway-api token`: a token for `role` signed with the secret in `secret`.
+pub fn mint(secret: &Path, role: &str, subject: &str) -> String {
+    let out = Command::new(bins::path("slipway-api"))
+        .args(["token", "--role", role, "--subject", subject, "--ttl", "1d"])
+        .arg("--jwt-secret-file")
+        .arg(secret)
+        .env_remove("SLIPWAY_JWT_SECRET")
+        .output()
+        .expect("slipway-api token runs");
+    assert!(
+        out.status.success(),
+        "slipway-api token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn start_api(dir: &Path, port: u16) -> Process {
+    let mut command = Command::new(bins::path("slipway-api"));
+    command
+        .arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--database-url",
+            &format!("sqlite://{}?mode=rwc", dir.join("slipway.db").display()),
+        ])
+        .arg("--jwt-secret-file")
+        .arg(dir.join("jwt-secret"))
+        .args(["--public-url", PUBLIC_URL])
+        .env("SLIPWAY_LOG", "info");
+    Process::spawn("slipway-api", command, &dir.join("api.log"))
+}
+
+fn start_provider(dir: &Path, port: u16, api_url: &str, github_url: &str) -> Process {
+    let mut command = Command::new(bins::path("slipway-provider"));
+    command
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--api-url", api_url])
+        .arg("--token-file")
+        .arg(dir.join("provider-token"))
+        .args(["--public-url", PUBLIC_URL])
+        .arg("--github-webhook-secret-file")
+        .arg(dir.join("webhook-secret"))
+        .arg("--github-token-file")
+        .arg(dir.join("github-token"))
+        .args(["--github-api-url", github_url])
+        .arg("--data-dir")
+        .arg(dir.join("provider"))
+        .env("SLIPWAY_LOG", "info");
+    Process::spawn("slipway-provider", command, &dir.join("provider.log"))
+}
+
+fn start_runner(dir: &Path, api_url: &str) -> Process {
+    let workdir: PathBuf = dir.join("runner");
+    let mut command = Command::new(bins::path("slipway-runner"));
+    command
+        .arg("run")
+        .args(["--api-url", api_url])
+        .arg("--token-file")
+        .arg(dir.join("runner-token"))
+        // The runner resumes what the API says is held by `--name`, while the
+        // API knows it by its token's subject: the two must agree (see the
+        // report of issue 5).
+        .args(["--name", RUNNER])
+        .arg("--workdir")
+        .arg(workdir)
+        .env("SLIPWAY_LOG", "info");
+    Process::spawn("slipway-runner", command, &dir.join("runner.log"))
+}
+
+/// A `slipway.yml` for `stack` whose Compose file is `docker-compose.yml`.
+pub fn spec(stack: &str) -> String {
+    format!(
+        "stack: {stack}\ncompose: docker-compose.yml\nenvironments:\n  production:\n    url: {ENVIRONMENT_URL}\n    timeout: 2m\n"
+    )
+}
+
+/// A one-service Compose file: `web` runs `image` with `replicas` tasks and
+/// `GREETING=greeting`; `update` is its `update_config`.
+pub fn compose(image: &str, replicas: u32, greeting: &str, update: &str) -> String {
+    format!(
+        r#"version: "3.8"
+services:
+  web:
+    image: {image}
+    command: ["sleep", "3600"]
+    environment:
+      GREETING: "{greeting}"
+    stop_grace_period: 1s
+    deploy:
+      replicas: {replicas}
+      update_config: {update}
+      restart_policy: {{delay: 1s}}
+"#
+    )
+}
+
+/// Fast updates: both tasks at once, a short monitor.
+pub const FAST: &str = "{parallelism: 2, delay: 1s, monitor: 2s}";
+/// Slow updates: one task at a time, 4 s apart, so a test can act mid-rollout.
+pub const SLOW: &str = "{parallelism: 1, delay: 4s, monitor: 1s}";
+
+/// Time since `start`, in milliseconds, for messages.
+pub fn ms(start: Instant) -> u128 {
+    start.elapsed().as_millis()
+}

@@ -1,0 +1,29 @@
+//! Waiting for a condition: poll it until a deadline, then fail saying what
+//! was awaited and what was last seen.
+
+use std::future::Future;
+use std::time::Duration;
+
+/// How often conditions are polled.
+pub const POLL: Duration = Duration::from_millis(50);
+
+/// Polls `check` until it returns `Ok`, or panics after `within` with `what`
+/// and the last `Err` it returned.
+pub async fn until<T, E, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let last = match check().await {
+            Ok(value) => return value,
+            Err(err) => err,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {within:?} waiting for {what}; last seen: {last}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
