@@ -60,14 +60,58 @@ pub struct DatabaseConfig {
         default_value = "sqlite://slipway.db?mode=rwc"
     )]
     pub database_url: String,
+    /// File holding the database password (e.g. a swarm secret); it replaces
+    /// any password in the URL.
+    #[arg(long, env = "SLIPWAY_DATABASE_PASSWORD_FILE")]
+    pub database_password_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for DatabaseConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DatabaseConfig")
             .field("database_url", &redact_url_password(&self.database_url))
+            .field("database_password_file", &self.database_password_file)
             .finish()
     }
+}
+
+impl DatabaseConfig {
+    /// The URL to connect with, with the password file's content in it.
+    pub fn url(&self) -> Result<String, String> {
+        let Some(path) = &self.database_password_file else {
+            return Ok(self.database_url.clone());
+        };
+        let password = std::fs::read_to_string(path).map_err(|err| {
+            format!(
+                "cannot read the database password file {}: {err}",
+                path.display()
+            )
+        })?;
+        with_password(&self.database_url, password.trim_end_matches(['\n', '\r']))
+    }
+}
+
+/// `scheme://user[:old]@host/...` with `password` (percent-encoded) in it.
+fn with_password(url: &str, password: &str) -> Result<String, String> {
+    let malformed = || {
+        format!(
+            "the database URL {} has no user to give the password to (postgres://USER@HOST/DB)",
+            redact_url_password(url)
+        )
+    };
+    let (scheme, rest) = url.split_once("://").ok_or_else(malformed)?;
+    let (userinfo, host) = rest.split_once('@').ok_or_else(malformed)?;
+    let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+    let encoded: String = password
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    Ok(format!("{scheme}://{user}:{encoded}@{host}"))
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
@@ -149,4 +193,27 @@ pub struct TokenConfig {
     pub ttl: chrono::Duration,
     #[command(flatten)]
     pub jwt: JwtConfig,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{redact_url_password, with_password};
+
+    #[test]
+    fn a_password_file_fills_the_url() {
+        assert_eq!(
+            with_password("postgres://slipway@db:5432/slipway", "p@ss:w/rd").unwrap(),
+            "postgres://slipway:p%40ss%3Aw%2Frd@db:5432/slipway"
+        );
+        assert_eq!(
+            with_password("postgres://slipway:old@db/slipway", "new").unwrap(),
+            "postgres://slipway:new@db/slipway"
+        );
+        let refused = with_password("postgres://db/slipway", "x").unwrap_err();
+        assert!(refused.contains("no user"), "{refused}");
+        assert_eq!(
+            redact_url_password("postgres://slipway:secret@db/slipway"),
+            "postgres://slipway:***@db/slipway"
+        );
+    }
 }

@@ -34,7 +34,8 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Migrate(config)) => {
-            let db = db::connect(&config.database_url)
+            let url = config.url().map_err(anyhow::Error::msg)?;
+            let db = db::connect(&url)
                 .await
                 .context("cannot open the database")?;
             let applied = db::migrate(&db).await.context("migration failed")?;
@@ -46,7 +47,8 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let secret = config.jwt.secret().map_err(anyhow::Error::msg)?;
-    let db = db::connect(&config.database.database_url)
+    let url = config.database.url().map_err(anyhow::Error::msg)?;
+    let db = db::connect(&url)
         .await
         .with_context(|| format!("cannot open the database {:?}", config.database))?;
     db::migrate(&db).await.context("migration failed")?;

@@ -44,6 +44,8 @@ impl Mask {
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
 /// Most lines sent in one append.
 const BATCH: usize = 500;
+/// How long lines are retried while the API cannot be reached.
+const LINE_PATIENCE: Duration = Duration::from_secs(600);
 
 enum Command {
     Line(String, String),
@@ -125,7 +127,7 @@ impl Reporter {
     pub async fn flush(&self) {
         let (done, wait) = tokio::sync::oneshot::channel();
         if self.lines.send(Command::Flush(done)).is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(30), wait).await;
+            let _ = tokio::time::timeout(LINE_PATIENCE + Duration::from_secs(30), wait).await;
         }
     }
 
@@ -154,8 +156,11 @@ async fn send(client: &Client, id: &str, buffer: &mut Vec<append_deployment_logs
         return;
     }
     let lines = std::mem::take(buffer);
-    // Lines are worth a few retries: the API may be restarting.
-    for attempt in 0..5 {
+    // Lines are retried while the API cannot be reached (it may be restarting):
+    // lines are kept in order, and none is dropped for a short outage.
+    let mut wait = Duration::from_millis(200);
+    let deadline = tokio::time::Instant::now() + LINE_PATIENCE;
+    loop {
         let result = client
             .run::<AppendDeploymentLogs>(append_deployment_logs::Variables {
                 id: id.to_owned(),
@@ -164,8 +169,9 @@ async fn send(client: &Client, id: &str, buffer: &mut Vec<append_deployment_logs
             .await;
         match result {
             Ok(_) => return,
-            Err(err) if err.is_transient() && attempt < 4 => {
-                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            Err(err) if err.is_transient() && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(10));
             }
             Err(err) => {
                 tracing::warn!(deployment = id, %err, lines = lines.len(), "could not store log lines");

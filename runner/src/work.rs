@@ -78,6 +78,8 @@ pub struct Runner {
 
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long the end of a deployment is retried while the API cannot be reached.
+const FINISH_PATIENCE: Duration = Duration::from_secs(600);
 
 /// Runs until `shutdown` resolves: resumes what this runner held, then takes
 /// claimable deployments as they come, up to `concurrency` at once,
@@ -157,12 +159,16 @@ impl Slots {
 impl Runner {
     /// One connection's worth of work: ends when the subscription does.
     async fn session(&self, slots: &mut Slots) -> Result<(), slipway_client::Error> {
-        self.client
+        // The API knows this runner by its token's subject, whatever `--name` says.
+        let me = self
+            .client
             .run::<RegisterRunner>(register_runner::Variables {
                 labels: self.labels.clone(),
                 version: Some(env!("CARGO_PKG_VERSION").to_owned()),
             })
-            .await?;
+            .await?
+            .register_runner
+            .name;
         let mut queued = self
             .client
             .subscribe::<DeploymentQueued>(deployment_queued::Variables)
@@ -174,7 +180,7 @@ impl Runner {
             .run::<HeldDeployments>(held_deployments::Variables)
             .await?;
         for edge in held.deployments.edges {
-            let mine = edge.node.runner.as_deref() == Some(self.name.as_str());
+            let mine = edge.node.runner.as_deref() == Some(me.as_str());
             if mine && !slots.is_running(&edge.node.work.id) {
                 let work = Work::from(edge.node.work);
                 tracing::info!(deployment = %work.name, "resuming a deployment this runner held");
@@ -257,25 +263,39 @@ impl Runner {
             ));
         }
         let (status, message, services) = self.deploy(&work, &reporter, &cancel).await;
-        drop(heartbeat);
         reporter.line(format!("{}: {message}", status_word(&status)));
+        // Lines first, then the end: a finished deployment takes no more lines.
+        // The heartbeat goes on meanwhile, so a slow API does not cost the lease.
         reporter.flush().await;
         if lost.load(Ordering::SeqCst) {
             tracing::warn!(deployment = %work.name, "the lease was lost; not reporting the end");
             return;
         }
-        let finished = self
-            .client
-            .run::<FinishDeployment>(finish_deployment::Variables {
-                id: work.id.clone(),
-                status,
-                message: Some(mask.apply(&message)),
-                services,
-            })
-            .await;
-        if let Err(err) = finished {
-            tracing::error!(deployment = %work.name, %err, "could not report the end");
+        let variables = finish_deployment::Variables {
+            id: work.id.clone(),
+            status,
+            message: Some(mask.apply(&message)),
+            services,
+        };
+        // The end is worth waiting for: an API restarting now must not turn a
+        // converged rollout into a lost runner.
+        let mut wait = Duration::from_millis(200);
+        let deadline = tokio::time::Instant::now() + FINISH_PATIENCE;
+        loop {
+            match self.client.run::<FinishDeployment>(variables.clone()).await {
+                Ok(_) => break,
+                Err(err) if err.is_transient() && tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(deployment = %work.name, %err, "reporting the end; retrying in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(MAX_BACKOFF);
+                }
+                Err(err) => {
+                    tracing::error!(deployment = %work.name, %err, "could not report the end");
+                    break;
+                }
+            }
         }
+        drop(heartbeat);
     }
 
     async fn deploy(
