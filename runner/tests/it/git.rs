@@ -31,13 +31,16 @@ impl Daemon {
             .unwrap()
             .port();
         let base = repo.path().parent().unwrap();
-        let child = Command::new("git")
-            .args([
-                "daemon",
-                "--export-all",
-                "--reuseaddr",
-                "--listen=127.0.0.1",
-            ])
+        // `git-daemon` itself: `git daemon` runs it as a child that killing
+        // `git` would leave behind.
+        let exec_path = Command::new("git")
+            .arg("--exec-path")
+            .output()
+            .unwrap()
+            .stdout;
+        let exec_path = String::from_utf8(exec_path).unwrap();
+        let child = Command::new(std::path::Path::new(exec_path.trim()).join("git-daemon"))
+            .args(["--export-all", "--reuseaddr", "--listen=127.0.0.1"])
             .arg(format!("--port={port}"))
             .arg(format!("--base-path={}", base.display()))
             .arg(base)
