@@ -53,6 +53,7 @@ pub fn router_with(state: AppState, subscriptions: tokio::runtime::Handle) -> Ro
     Router::new()
         .route("/graphql", get(graphiql).post(graphql_post))
         .route("/graphql/ws", get(graphql_ws))
+        .route("/deployments/{id}", get(deployment_page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
@@ -92,6 +93,13 @@ fn tag_request_error(error: &mut ServerError) {
     if extensions.get("code").is_none() {
         extensions.set("code", "BAD_USER_INPUT");
     }
+}
+
+/// A deployment's page (`Deployment.url`, GitHub's `log_url`): status and a
+/// live log. It reads through the GraphQL API with a token the reader gives
+/// it, so it shows nothing the token may not see.
+async fn deployment_page() -> Html<&'static str> {
+    Html(include_str!("pages/deployment.html"))
 }
 
 async fn healthz() -> &'static str {
