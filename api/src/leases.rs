@@ -55,7 +55,10 @@ pub async fn claim(state: &AppState, runner: &str, id: i64) -> ApiResult<Deploym
     let Some(row) = row else {
         return Err(why_not_claimable(state, id).await);
     };
-    runners::seen(state, runner).await?;
+    // The claim has committed: a failure to note the runner must not hide it.
+    if let Err(err) = runners::seen(state, runner).await {
+        tracing::warn!(?err, runner, "could not record that the runner was seen");
+    }
     let view = deployments::hydrate_one(&state.db, row).await?;
     tracing::info!(deployment = id, runner, "deployment claimed");
     state
@@ -332,6 +335,22 @@ pub async fn expire(state: &AppState) -> ApiResult<Vec<DeploymentView>> {
         }
     }
     Ok(expired)
+}
+
+/// Gives every in-progress deployment a full lease from now. Run when the API
+/// starts: while it was down no runner could renew its lease, and that must
+/// not count against them.
+pub async fn renew_all(state: &AppState) -> ApiResult<u64> {
+    let now = state.clock.now();
+    let renewed = deployment::Entity::update_many()
+        .col_expr(
+            deployment::Column::LeaseExpiresAt,
+            Expr::value(now + state.settings.lease),
+        )
+        .filter(deployment::Column::Status.eq(DeploymentStatus::InProgress.as_str()))
+        .exec(&state.db)
+        .await?;
+    Ok(renewed.rows_affected)
 }
 
 /// Runs [`expire`] every `every` until `shutdown` resolves.

@@ -53,6 +53,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let subscriptions = SubscriptionRuntime::start()?;
+    // Runners could not renew their leases while the API was down.
+    match leases::renew_all(&state).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("renewed the leases of {n} deployment(s) in progress"),
+        Err(err) => tracing::error!(?err, "could not renew leases at start"),
+    }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let reaper = tokio::spawn(leases::reap(state.clone(), REAP_EVERY, {
         let mut stopped = stopped.clone();

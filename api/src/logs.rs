@@ -218,7 +218,12 @@ async fn forward(
             }
             Ok(_) => {}
             Err(broadcast::error::RecvError::Lagged(_)) => {
+                // The finish may be among the missed events: look again.
                 last = catch_up(state, id, last, tx).await?;
+                if deployments::get(&state.db, id).await?.status().is_final() {
+                    catch_up(state, id, last, tx).await?;
+                    return Ok(());
+                }
             }
             Err(broadcast::error::RecvError::Closed) => return Ok(()),
         }

@@ -262,7 +262,7 @@ impl Runner {
                 self.name, work.name
             ));
         }
-        let (status, message, services) = self.deploy(&work, &reporter, &cancel).await;
+        let (status, message, services) = self.deploy(&work, &reporter, &cancel, &lost).await;
         reporter.line(format!("{}: {message}", status_word(&status)));
         // Lines first, then the end: a finished deployment takes no more lines.
         // The heartbeat goes on meanwhile, so a slow API does not cost the lease.
@@ -303,6 +303,7 @@ impl Runner {
         work: &Work,
         reporter: &Reporter,
         cancel: &AtomicBool,
+        lost: &AtomicBool,
     ) -> (
         finish_deployment::DeploymentStatus,
         String,
@@ -414,8 +415,17 @@ impl Runner {
             Ok(outcome) => outcome,
             Err(err) => Outcome::Failed(err.to_string()),
         };
+        if lost.load(Ordering::SeqCst) {
+            // Another runner may hold the environment now: leave the swarm alone.
+            return failed("the lease was lost; the swarm was left as it was".into());
+        }
         match outcome {
             Outcome::Converged => {
+                if let Err(err) = swarm::apply::remove_dropped(&self.engine, &applied).await {
+                    reporter.line(format!(
+                        "warning: removing services no longer in the stack: {err}"
+                    ));
+                }
                 if let Err(err) = swarm::apply::prune_data(&self.engine, &plan).await {
                     reporter.line(format!(
                         "warning: removing unused configs and secrets: {err}"
@@ -508,7 +518,7 @@ fn kind_word(kind: ChangeKind) -> &'static str {
         ChangeKind::Created => "created",
         ChangeKind::Updated => "updated",
         ChangeKind::Unchanged => "unchanged",
-        ChangeKind::Removed => "removed (no longer in the stack)",
+        ChangeKind::Removed => "no longer in the stack: removed once the rest has converged",
     }
 }
 

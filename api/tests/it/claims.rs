@@ -280,4 +280,26 @@ crate::on_both_backends!(
     a_lost_runners_lease_expires_with_a_reason,
     the_reaper_expires_leases_on_its_own,
     only_the_holder_reports_on_a_deployment,
+    an_api_restart_does_not_count_against_leases,
 );
+
+async fn an_api_restart_does_not_count_against_leases(backend: Backend) {
+    let clock = Clock::manual("2026-01-01T00:00:00Z".parse().unwrap());
+    let server = Server::start_with(backend, clock.clone(), Settings::default()).await;
+    server.create_app("web").await;
+    let id = server.deploy("web", "prod").await;
+    assert!(server.claim("r1", &id).await.get("errors").is_none());
+    // The API is down for a minute, longer than the lease, then starts again.
+    clock.advance(chrono::Duration::seconds(60));
+    let server = server.restart().await;
+    assert!(leases::expire(&server.state).await.unwrap().is_empty());
+    let runner = server.token(Role::Runner, "r1");
+    server
+        .ok(
+            &runner,
+            "mutation($id: ID!) { heartbeatDeployment(id: $id) { id } }",
+            json!({"id": id}),
+        )
+        .await;
+    assert_eq!(server.status(&id).await["status"], "IN_PROGRESS");
+}

@@ -94,7 +94,11 @@ async fn health_readiness_and_graphiql(backend: Backend) {
     assert_eq!(graphiql.status(), 200);
     assert!(graphiql.text().await.unwrap().contains("/graphql/ws"));
     // Deployment pages (GitHub's log_url) read the API with the reader's token.
-    let page = http.get(server.url("/deployments/42")).send().await.unwrap();
+    let page = http
+        .get(server.url("/deployments/42"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), 200);
     let page = page.text().await.unwrap();
     assert!(page.contains("deploymentLogs") && page.contains("connection_init"));

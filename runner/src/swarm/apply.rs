@@ -25,6 +25,9 @@ pub struct Change {
     /// `UpdateStatus.StartedAt` before this deployment, to tell its own update
     /// from an earlier one.
     pub update_started_before: Option<String>,
+    /// When the engine recorded this deployment's change of the service: tasks
+    /// that failed before it are history, not this rollout's failures.
+    pub since: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,12 +160,19 @@ pub async fn apply(engine: &Engine, plan: &Plan) -> Result<Applied, EngineError>
                         super::engine_message(&err)
                     ))
                 })?;
+                let id = created.id.unwrap_or_default();
+                let since = docker
+                    .inspect_service(&id, None)
+                    .await
+                    .ok()
+                    .and_then(|s| s.created_at);
                 Change {
                     name: service.name.clone(),
-                    id: created.id.unwrap_or_default(),
+                    id,
                     kind: ChangeKind::Created,
                     before: None,
                     update_started_before: None,
+                    since,
                 }
             }
             Some(id) => update(engine, id, &service.name, &spec).await?,
@@ -170,16 +180,18 @@ pub async fn apply(engine: &Engine, plan: &Plan) -> Result<Applied, EngineError>
         applied.changes.push(change);
     }
 
+    // Services the stack no longer has are removed only once the rest has
+    // converged (`remove_dropped`), so a rollback has nothing to re-create.
     let planned: BTreeSet<&str> = plan.services.iter().map(|s| s.name.as_str()).collect();
     for (name, id) in &existing {
         if !planned.contains(name.as_str()) {
-            docker.delete_service(id).await?;
             applied.changes.push(Change {
                 name: name.clone(),
                 id: id.clone(),
                 kind: ChangeKind::Removed,
                 before: None,
                 update_started_before: None,
+                since: None,
             });
         }
     }
@@ -299,6 +311,7 @@ async fn update(
                     },
                     before: Some(before),
                     update_started_before: current.update_status.and_then(|u| u.started_at),
+                    since: after.updated_at,
                 });
             }
             Err(err)
@@ -316,6 +329,22 @@ async fn update(
             }
         }
     }
+}
+
+/// Removes the services the plan no longer has (after a successful rollout).
+pub async fn remove_dropped(engine: &Engine, applied: &Applied) -> Result<(), EngineError> {
+    for change in applied
+        .changes
+        .iter()
+        .filter(|c| c.kind == ChangeKind::Removed)
+    {
+        if let Err(err) = engine.docker.delete_service(&change.id).await {
+            if !is_not_found(&err) {
+                return Err(err.into());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Removes the stack's config and secret versions that no service uses any

@@ -156,6 +156,7 @@ async fn judge(engine: &Engine, change: &Change) -> Result<(Judgement, Duration)
         .unwrap_or(DEFAULT_MONITOR);
     let template = spec.task_template.clone();
 
+    let mut swarm_watched = false;
     if change.kind == ChangeKind::Updated {
         let status = service.update_status.clone().unwrap_or_default();
         let ours = status.started_at.is_some() && status.started_at != change.update_started_before;
@@ -179,8 +180,10 @@ async fn judge(engine: &Engine, change: &Change) -> Result<(Judgement, Duration)
                     ))
                 }
                 Some(UpdateState::COMPLETED) => {
-                    // Swarm has watched each new task for the monitor period already.
-                    return Ok((Judgement::Done, Duration::ZERO));
+                    // Swarm has watched each new task for the monitor period
+                    // already; the tasks below must still all be up (an update
+                    // with `failure_action: continue` completes regardless).
+                    swarm_watched = true;
                 }
                 Some(UpdateState::ROLLBACK_PAUSED) | Some(UpdateState::ROLLBACK_COMPLETED) => {
                     let reason = last_failure(engine, &change.id, &template).await?;
@@ -198,9 +201,16 @@ async fn judge(engine: &Engine, change: &Change) -> Result<(Judgement, Duration)
 
     let tasks = tasks(engine, &change.id).await?;
     let current: Vec<&Task> = tasks.iter().filter(|t| same_spec(t, &template)).collect();
+    let since = change.since.as_deref().and_then(parse_time);
     let failed: Vec<&&Task> = current
         .iter()
         .filter(|t| matches!(state(t), Some(TaskState::FAILED | TaskState::REJECTED)))
+        .filter(
+            |t| match (since, t.created_at.as_deref().and_then(parse_time)) {
+                (Some(since), Some(created)) => created >= since,
+                _ => true,
+            },
+        )
         .collect();
     if let Some(last) = failed.iter().max_by_key(|t| t.updated_at.clone()) {
         let error = task_error(last);
@@ -264,7 +274,18 @@ async fn judge(engine: &Engine, change: &Change) -> Result<(Judgement, Duration)
             Judgement::Pending(format!("{running} running, {starting} starting"))
         }
     };
-    Ok((judgement, monitor))
+    Ok((
+        judgement,
+        if swarm_watched {
+            Duration::ZERO
+        } else {
+            monitor
+        },
+    ))
+}
+
+fn parse_time(text: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    chrono::DateTime::parse_from_rfc3339(text).ok()
 }
 
 async fn last_failure(
