@@ -35,11 +35,15 @@ pub struct NewLine {
 
 /// Stores `lines` for the deployment `id` held by `runner`, after every line it
 /// already has, and renews the lease. Returns the deployment as it is after.
+///
+/// `after` is the sequence number the caller last knew stored: lines of the
+/// batch already stored past it are skipped, so a retried batch is stored once.
 pub async fn append(
     state: &AppState,
     runner: &str,
     id: i64,
     lines: Vec<NewLine>,
+    after: Option<i64>,
 ) -> ApiResult<deployment::Model> {
     if lines.is_empty() {
         return Err(ApiError::BadInput("`lines` is empty".into()));
@@ -68,15 +72,10 @@ pub async fn append(
         }
     }
     let now = state.clock.now();
-    let count = lines.len() as i64;
     let txn = state.db.begin().await?;
-    // Reserving the sequence numbers is the first statement, so it takes the
-    // write lock (SQLite) or the deployment's row lock (PostgreSQL) at once.
-    let held = deployment::Entity::update_many()
-        .col_expr(
-            deployment::Column::LogCount,
-            Expr::col(deployment::Column::LogCount).add(count),
-        )
+    // The first statement renews the lease and so takes the write lock
+    // (SQLite) or the deployment's row lock (PostgreSQL) at once.
+    let current = deployment::Entity::update_many()
         .col_expr(deployment::Column::LastHeartbeatAt, Expr::value(now))
         .col_expr(
             deployment::Column::LeaseExpiresAt,
@@ -88,10 +87,38 @@ pub async fn append(
         .exec_with_returning(&txn)
         .await?
         .pop();
-    let Some(held) = held else {
+    let Some(current) = current else {
         txn.rollback().await?;
         return Err(leases::not_held(state, runner, id).await);
     };
+    // A batch sent again (its answer was lost) stores only what is new.
+    let skip = match after {
+        None => 0,
+        Some(after) if after > current.log_count => {
+            txn.rollback().await?;
+            return Err(ApiError::BadInput(format!(
+                "`after` is {after} but deployment {id} has {} lines: lines would be missing",
+                current.log_count
+            )));
+        }
+        Some(after) => (current.log_count - after.max(0)) as usize,
+    };
+    let lines: Vec<NewLine> = lines.into_iter().skip(skip).collect();
+    if lines.is_empty() {
+        txn.commit().await?;
+        return Ok(current);
+    }
+    let count = lines.len() as i64;
+    let held = deployment::Entity::update_many()
+        .col_expr(
+            deployment::Column::LogCount,
+            Expr::col(deployment::Column::LogCount).add(count),
+        )
+        .filter(deployment::Column::Id.eq(id))
+        .exec_with_returning(&txn)
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::internal(format!("deployment {id} vanished while locked")))?;
     let first = held.log_count - count + 1;
     let stored: Vec<log_line::Model> = lines
         .into_iter()

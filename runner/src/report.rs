@@ -44,6 +44,8 @@ impl Mask {
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
 /// Most lines sent in one append.
 const BATCH: usize = 500;
+/// Longest line the API stores; longer ones are cut.
+const MAX_LINE_BYTES: usize = 64 * 1024;
 /// How long lines are retried while the API cannot be reached.
 const LINE_PATIENCE: Duration = Duration::from_secs(600);
 
@@ -62,19 +64,21 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    /// Starts the sender that appends lines in batches, in order.
-    pub fn start(client: Client, id: String, mask: Mask) -> Self {
+    /// Starts the sender that appends lines in batches, in order, after the
+    /// `stored` lines the deployment already has.
+    pub fn start(client: Client, id: String, mask: Mask, stored: i64) -> Self {
         let (lines, mut rx) = mpsc::unbounded_channel::<Command>();
         let sender = client.clone();
         let deployment = id.clone();
         tokio::spawn(async move {
+            let mut stored = stored;
             let mut buffer: Vec<append_deployment_logs::LogLineInput> = Vec::new();
             let mut ticker = tokio::time::interval(FLUSH_EVERY);
             loop {
                 let command = tokio::select! {
                     command = rx.recv() => command,
                     _ = ticker.tick() => {
-                        send(&sender, &deployment, &mut buffer).await;
+                        send(&sender, &deployment, &mut buffer, &mut stored).await;
                         continue;
                     }
                 };
@@ -86,15 +90,15 @@ impl Reporter {
                             at: Some(chrono::Utc::now()),
                         });
                         if buffer.len() >= BATCH {
-                            send(&sender, &deployment, &mut buffer).await;
+                            send(&sender, &deployment, &mut buffer, &mut stored).await;
                         }
                     }
                     Some(Command::Flush(done)) => {
-                        send(&sender, &deployment, &mut buffer).await;
+                        send(&sender, &deployment, &mut buffer, &mut stored).await;
                         let _ = done.send(());
                     }
                     None => {
-                        send(&sender, &deployment, &mut buffer).await;
+                        send(&sender, &deployment, &mut buffer, &mut stored).await;
                         return;
                     }
                 }
@@ -118,7 +122,15 @@ impl Reporter {
     }
 
     pub fn stream_line(&self, stream: &str, text: impl AsRef<str>) {
-        let text = self.mask.apply(text.as_ref());
+        let mut text = self.mask.apply(text.as_ref());
+        if text.len() > MAX_LINE_BYTES {
+            let mut end = MAX_LINE_BYTES - 16;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+            text.push_str(" …[truncated]");
+        }
         tracing::info!(deployment = %self.id, "{text}");
         let _ = self.lines.send(Command::Line(stream.to_owned(), text));
     }
@@ -151,7 +163,12 @@ impl Reporter {
     }
 }
 
-async fn send(client: &Client, id: &str, buffer: &mut Vec<append_deployment_logs::LogLineInput>) {
+async fn send(
+    client: &Client,
+    id: &str,
+    buffer: &mut Vec<append_deployment_logs::LogLineInput>,
+    stored: &mut i64,
+) {
     if buffer.is_empty() {
         return;
     }
@@ -165,10 +182,15 @@ async fn send(client: &Client, id: &str, buffer: &mut Vec<append_deployment_logs
             .run::<AppendDeploymentLogs>(append_deployment_logs::Variables {
                 id: id.to_owned(),
                 lines: lines.clone(),
+                // A retry of a batch whose answer was lost stores it once.
+                after: Some(*stored),
             })
             .await;
         match result {
-            Ok(_) => return,
+            Ok(data) => {
+                *stored = data.append_deployment_logs.log_count;
+                return;
+            }
             Err(err) if err.is_transient() && tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(10));

@@ -32,6 +32,8 @@ pub struct Work {
     pub repository: String,
     pub spec_path: String,
     pub environment: String,
+    /// Lines the deployment's log already has (a resumed one has some).
+    pub log_count: i64,
 }
 
 macro_rules! work_from {
@@ -47,6 +49,7 @@ macro_rules! work_from {
                     repository: w.application.repository,
                     spec_path: w.application.spec_path,
                     environment: w.environment.name,
+                    log_count: w.log_count,
                 }
             }
         }
@@ -246,7 +249,12 @@ impl Runner {
     /// Carries a claimed deployment to its end, heartbeating meanwhile.
     pub async fn execute(&self, work: Work, resumed: bool) {
         let mask = Mask::new(self.secrets.values().cloned());
-        let reporter = Reporter::start(self.client.clone(), work.id.clone(), mask.clone());
+        let reporter = Reporter::start(
+            self.client.clone(),
+            work.id.clone(),
+            mask.clone(),
+            work.log_count,
+        );
         let cancel = Arc::new(AtomicBool::new(false));
         let lost = Arc::new(AtomicBool::new(false));
         let heartbeat = AbortOnDrop(tokio::spawn(heartbeat_loop(

@@ -200,12 +200,15 @@ impl Mutation {
     }
 
     /// Stores log lines; they are numbered after the ones already stored.
+    /// `after` (the last sequence number the runner knows stored) makes a
+    /// retried batch store only the lines that are not stored yet.
     #[graphql(guard = "RoleGuard::new(roles::RUNNER)")]
     async fn append_deployment_logs(
         &self,
         ctx: &Context<'_>,
         id: ID,
         lines: Vec<LogLineInput>,
+        after: Option<i64>,
     ) -> ApiResult<Deployment> {
         let runner = caller(ctx)?.sub.clone();
         let id = deployment_id(&id)?;
@@ -217,7 +220,7 @@ impl Mutation {
                 at: l.at,
             })
             .collect();
-        let row = logs::append(state(ctx), &runner, id, lines).await?;
+        let row = logs::append(state(ctx), &runner, id, lines, after).await?;
         let view = deployments::hydrate_one(&state(ctx).db, row).await?;
         Ok(Deployment(Arc::new(view)))
     }

@@ -216,4 +216,67 @@ crate::on_both_backends!(
     lines_get_dense_sequence_numbers_from_one,
     a_follower_joining_mid_stream_gets_every_line_once_in_order,
     following_a_finished_deployment_replays_and_completes,
+    a_batch_sent_again_is_stored_once,
 );
+
+async fn a_batch_sent_again_is_stored_once(backend: Backend) {
+    let server = Server::start(backend).await;
+    server.create_app("web").await;
+    let id = server.deploy("web", "prod").await;
+    server.claim("r", &id).await;
+    let runner = server.token(Role::Runner, "r");
+    let append = "mutation($id: ID!, $lines: [LogLineInput!]!, $after: Int) {
+        appendDeploymentLogs(id: $id, lines: $lines, after: $after) { logCount } }";
+    let batch = json!([{"text": "a"}, {"text": "b"}]);
+    let first = server
+        .ok(
+            &runner,
+            append,
+            json!({"id": id, "lines": batch, "after": 0}),
+        )
+        .await;
+    assert_eq!(first["appendDeploymentLogs"]["logCount"], 2);
+    // The answer was lost and the runner sends the same batch again.
+    let again = server
+        .ok(
+            &runner,
+            append,
+            json!({"id": id, "lines": batch, "after": 0}),
+        )
+        .await;
+    assert_eq!(
+        again["appendDeploymentLogs"]["logCount"], 2,
+        "nothing stored twice"
+    );
+    // A batch that overlaps stores only its new lines.
+    let overlap = json!([{"text": "b"}, {"text": "c"}]);
+    let data = server
+        .ok(
+            &runner,
+            append,
+            json!({"id": id, "lines": overlap, "after": 1}),
+        )
+        .await;
+    assert_eq!(data["appendDeploymentLogs"]["logCount"], 3);
+    let (code, message) = server
+        .err(
+            &runner,
+            append,
+            json!({"id": id, "lines": [{"text": "x"}], "after": 9}),
+        )
+        .await;
+    assert_eq!(code, "BAD_USER_INPUT");
+    assert!(message.contains("missing"), "{message}");
+    let viewer = server.token(Role::Viewer, "v");
+    let logs = server
+        .ok(
+            &viewer,
+            "query($id: ID!) { deployment(id: $id) { logs { seq text } } }",
+            json!({"id": id}),
+        )
+        .await;
+    assert_eq!(
+        logs["deployment"]["logs"],
+        json!([{"seq": 1, "text": "a"}, {"seq": 2, "text": "b"}, {"seq": 3, "text": "c"}])
+    );
+}
