@@ -144,14 +144,30 @@ impl Server {
                 .expect("serve");
             }
         });
-        Self {
+        let server = Self {
             addr,
             state,
             db,
             stop: Some(stop),
             task: Some(task),
             http: reqwest::Client::new(),
+        };
+        // `serve` does its start-up work (renewing leases) before it answers.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while server
+            .http
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the API did not start within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        server
     }
 
     /// Stops this API process's server and starts a new one on the same database.
