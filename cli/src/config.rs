@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use slipway_api::auth::{parse_ttl, Role};
-use slipway_provider::Secret;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -101,7 +100,7 @@ pub struct UpConfig {
     #[command(flatten)]
     pub git: slipway_runner::config::GitConfig,
     #[command(flatten)]
-    pub hooks: HookSecrets,
+    pub hooks: slipway_provider::config::Hooks,
 }
 
 impl std::fmt::Debug for UpConfig {
@@ -119,60 +118,6 @@ impl std::fmt::Debug for UpConfig {
             .field("hooks", &self.hooks)
             .finish()
     }
-}
-
-/// The provider's secrets, as `slipway-provider` takes them. `Secret`'s
-/// `Debug` says only that there is one.
-#[derive(Args, Clone, Debug)]
-pub struct HookSecrets {
-    /// Secret of the GitHub webhook (`X-Hub-Signature-256`); turns `/hooks/github` on.
-    #[arg(long, env = "SLIPWAY_GITHUB_WEBHOOK_SECRET", hide_env_values = true)]
-    pub github_webhook_secret: Option<Secret>,
-    /// File holding the GitHub webhook secret.
-    #[arg(
-        long,
-        env = "SLIPWAY_GITHUB_WEBHOOK_SECRET_FILE",
-        conflicts_with = "github_webhook_secret"
-    )]
-    pub github_webhook_secret_file: Option<PathBuf>,
-    /// GitHub token for deployment statuses (`repo_deployment`, or an App's
-    /// `deployments: write`); without it none are reported.
-    #[arg(long, env = "SLIPWAY_GITHUB_TOKEN", hide_env_values = true)]
-    pub github_token: Option<Secret>,
-    /// File holding the GitHub token.
-    #[arg(
-        long,
-        env = "SLIPWAY_GITHUB_TOKEN_FILE",
-        conflicts_with = "github_token"
-    )]
-    pub github_token_file: Option<PathBuf>,
-    /// GitHub's REST API (GitHub Enterprise: https://HOST/api/v3).
-    #[arg(
-        long,
-        env = "SLIPWAY_GITHUB_API_URL",
-        default_value = "https://api.github.com"
-    )]
-    pub github_api_url: String,
-    /// Token GitLab sends in `X-Gitlab-Token`; turns `/hooks/gitlab` on.
-    #[arg(long, env = "SLIPWAY_GITLAB_WEBHOOK_TOKEN", hide_env_values = true)]
-    pub gitlab_webhook_token: Option<Secret>,
-    /// File holding the GitLab webhook token.
-    #[arg(
-        long,
-        env = "SLIPWAY_GITLAB_WEBHOOK_TOKEN_FILE",
-        conflicts_with = "gitlab_webhook_token"
-    )]
-    pub gitlab_webhook_token_file: Option<PathBuf>,
-    /// Bearer token for `/hooks/generic` (any CI); turns that route on.
-    #[arg(long, env = "SLIPWAY_GENERIC_TOKEN", hide_env_values = true)]
-    pub generic_token: Option<Secret>,
-    /// File holding the generic hook token.
-    #[arg(
-        long,
-        env = "SLIPWAY_GENERIC_TOKEN_FILE",
-        conflicts_with = "generic_token"
-    )]
-    pub generic_token_file: Option<PathBuf>,
 }
 
 /// Where the API is and who is asking: the flags of every client command.

@@ -239,19 +239,10 @@ fn provider_config(
     token: &str,
     data_dir: &Path,
 ) -> slipway_provider::Config {
-    let hooks = config.hooks.clone();
     let mut provider = slipway_provider::Config::new(api_url, token);
     provider.listen = config.hooks_listen;
     provider.public_url = public_url.map(str::to_owned);
-    provider.github_webhook_secret = hooks.github_webhook_secret;
-    provider.github_webhook_secret_file = hooks.github_webhook_secret_file;
-    provider.github_token = hooks.github_token;
-    provider.github_token_file = hooks.github_token_file;
-    provider.github_api_url = hooks.github_api_url;
-    provider.gitlab_webhook_token = hooks.gitlab_webhook_token;
-    provider.gitlab_webhook_token_file = hooks.gitlab_webhook_token_file;
-    provider.generic_token = hooks.generic_token;
-    provider.generic_token_file = hooks.generic_token_file;
+    provider.hooks = config.hooks.clone();
     provider.data_dir = data_dir.join("provider");
     provider
 }

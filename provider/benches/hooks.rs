@@ -135,9 +135,9 @@ impl Bench {
             chrono::Utc::now(),
         );
         let mut config = Config::new(format!("http://{api_addr}"), token);
-        config.github_webhook_secret = Some(Secret::new(HOOK_SECRET));
-        config.github_token = Some(Secret::new("ghp_bench"));
-        config.github_api_url = format!("http://{github_addr}");
+        config.hooks.github_webhook_secret = Some(Secret::new(HOOK_SECRET));
+        config.hooks.github_token = Some(Secret::new("ghp_bench"));
+        config.hooks.github_api_url = format!("http://{github_addr}");
         config.public_url = Some("https://slipway.example.com".into());
         config.data_dir = data_dir.path().to_owned();
         let listener = TcpListener::bind("127.0.0.1:0").await?;

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use clap::Parser;
+use clap::{Args, Parser};
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8701";
 const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
@@ -67,6 +67,24 @@ pub struct Config {
     #[arg(long, env = "SLIPWAY_PUBLIC_URL")]
     pub public_url: Option<String>,
 
+    /// The hooks' secrets; each route answers 404 until its secret is set.
+    #[command(flatten)]
+    pub hooks: Hooks,
+
+    /// Directory for the provider's own state: the journal of GitHub statuses
+    /// still to post, so none is lost across restarts.
+    #[arg(
+        long,
+        env = "SLIPWAY_PROVIDER_DATA_DIR",
+        default_value = DEFAULT_DATA_DIR
+    )]
+    pub data_dir: PathBuf,
+}
+
+/// The secrets of the hook routes and where statuses go, as one group: the
+/// `slipway up` command takes the same flags.
+#[derive(Args, Debug, Clone)]
+pub struct Hooks {
     /// Secret of the GitHub webhook (`X-Hub-Signature-256`); without it
     /// `/hooks/github` answers 404.
     #[arg(long, env = "SLIPWAY_GITHUB_WEBHOOK_SECRET", hide_env_values = true)]
@@ -120,15 +138,6 @@ pub struct Config {
         conflicts_with = "generic_token"
     )]
     pub generic_token_file: Option<PathBuf>,
-
-    /// Directory for the provider's own state: the journal of GitHub statuses
-    /// still to post, so none is lost across restarts.
-    #[arg(
-        long,
-        env = "SLIPWAY_PROVIDER_DATA_DIR",
-        default_value = DEFAULT_DATA_DIR
-    )]
-    pub data_dir: PathBuf,
 }
 
 impl Config {
@@ -141,15 +150,17 @@ impl Config {
             token: Some(Secret::new(token)),
             token_file: None,
             public_url: None,
-            github_webhook_secret: None,
-            github_webhook_secret_file: None,
-            github_token: None,
-            github_token_file: None,
-            github_api_url: DEFAULT_GITHUB_API_URL.into(),
-            gitlab_webhook_token: None,
-            gitlab_webhook_token_file: None,
-            generic_token: None,
-            generic_token_file: None,
+            hooks: Hooks {
+                github_webhook_secret: None,
+                github_webhook_secret_file: None,
+                github_token: None,
+                github_token_file: None,
+                github_api_url: DEFAULT_GITHUB_API_URL.into(),
+                gitlab_webhook_token: None,
+                gitlab_webhook_token_file: None,
+                generic_token: None,
+                generic_token_file: None,
+            },
             data_dir: DEFAULT_DATA_DIR.into(),
         }
     }
@@ -162,19 +173,23 @@ impl Config {
             token,
             github_webhook_secret: read_secret(
                 "github-webhook-secret",
-                &self.github_webhook_secret,
-                &self.github_webhook_secret_file,
+                &self.hooks.github_webhook_secret,
+                &self.hooks.github_webhook_secret_file,
             )?,
-            github_token: read_secret("github-token", &self.github_token, &self.github_token_file)?,
+            github_token: read_secret(
+                "github-token",
+                &self.hooks.github_token,
+                &self.hooks.github_token_file,
+            )?,
             gitlab_webhook_token: read_secret(
                 "gitlab-webhook-token",
-                &self.gitlab_webhook_token,
-                &self.gitlab_webhook_token_file,
+                &self.hooks.gitlab_webhook_token,
+                &self.hooks.gitlab_webhook_token_file,
             )?,
             generic_token: read_secret(
                 "generic-token",
-                &self.generic_token,
-                &self.generic_token_file,
+                &self.hooks.generic_token,
+                &self.hooks.generic_token_file,
             )?,
         })
     }

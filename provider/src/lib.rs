@@ -60,7 +60,7 @@ pub async fn run(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let (statuses, tasks) = match &secrets.github_token {
         Some(token) => {
-            let github_api = config::base_url("github-api-url", &config.github_api_url)?;
+            let github_api = config::base_url("github-api-url", &config.hooks.github_api_url)?;
             let journal = Journal::open(&config.data_dir)?;
             let github = Github::new(&github_api, token.clone());
             let (statuses, tasks) =

@@ -11,7 +11,7 @@ async fn the_documented_signature_vector_is_accepted_over_http() {
     let github = FakeGithub::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(&api, &github, dir.path().to_owned());
-    config.github_webhook_secret =
+    config.hooks.github_webhook_secret =
         Some(slipway_provider::Secret::new("It's a Secret to Everybody"));
     let provider = Provider::start(config).await;
     let vector = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
@@ -167,9 +167,9 @@ async fn hooks_that_are_not_configured_answer_404() {
     let github = FakeGithub::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(&api, &github, dir.path().to_owned());
-    config.github_webhook_secret = None;
-    config.gitlab_webhook_token = None;
-    config.generic_token = None;
+    config.hooks.github_webhook_secret = None;
+    config.hooks.gitlab_webhook_token = None;
+    config.hooks.generic_token = None;
     let provider = Provider::start(config).await;
     let (status, body) = provider.github("ping", "d-1", &json!({})).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");

@@ -634,11 +634,11 @@ impl World {
 pub fn config(api: &Api, github: &FakeGithub, data_dir: PathBuf) -> Config {
     let mut config = Config::new(api.url(), api.token(Role::Provider, "provider"));
     config.public_url = Some(PUBLIC_URL.into());
-    config.github_webhook_secret = Some(slipway_provider::Secret::new(GITHUB_SECRET));
-    config.github_token = Some(slipway_provider::Secret::new(GITHUB_TOKEN));
-    config.github_api_url = github.url();
-    config.gitlab_webhook_token = Some(slipway_provider::Secret::new(GITLAB_TOKEN));
-    config.generic_token = Some(slipway_provider::Secret::new(GENERIC_TOKEN));
+    config.hooks.github_webhook_secret = Some(slipway_provider::Secret::new(GITHUB_SECRET));
+    config.hooks.github_token = Some(slipway_provider::Secret::new(GITHUB_TOKEN));
+    config.hooks.github_api_url = github.url();
+    config.hooks.gitlab_webhook_token = Some(slipway_provider::Secret::new(GITLAB_TOKEN));
+    config.hooks.generic_token = Some(slipway_provider::Secret::new(GENERIC_TOKEN));
     config.data_dir = data_dir;
     config
 }
