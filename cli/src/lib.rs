@@ -67,7 +67,9 @@ fn token(config: TokenConfig, output: Output) -> anyhow::Result<ExitCode> {
 /// was the API's refusal.
 pub fn report_error(err: &anyhow::Error, output: Output) {
     let (code, message) = match err.downcast_ref::<slipway_client::Error>() {
-        Some(slipway_client::Error::Api { code, message }) => (code.clone(), message.clone()),
+        Some(slipway_client::Error::Api { code, message }) => {
+            (code.as_str().to_owned(), message.clone())
+        }
         Some(transport @ slipway_client::Error::Transport { .. }) => {
             ("UNREACHABLE".to_owned(), transport.to_string())
         }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use slipway_api::auth::{Keys, Role};
 use slipway_api::{db, AppState, Clock, Settings};
-use slipway_runner::git::{Credentials, Mirrors};
+use slipway_runner::git::Credentials;
 use slipway_runner::swarm::{Engine, EngineError};
 use slipway_runner::work::Runner;
 use tokio::net::TcpListener;
@@ -108,24 +108,19 @@ pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> anyhow
         &data_dir,
     );
     let hooks_on = hooks_on(&config);
-    let runner = Runner {
-        client: slipway_client::Client::new(&api_url, &runner_token),
-        name: RUNNER_NAME.into(),
-        labels: vec!["local".into()],
-        mirrors: Mirrors::new(
-            data_dir.join("runner").join("mirrors"),
-            Credentials {
-                ssh_key: config.git.git_ssh_key_file.clone(),
-                token: config.git.git_token.clone(),
-                known_hosts: config.git.known_hosts_file.clone(),
-            },
-        ),
+    let mut runner = Runner::open(
+        slipway_client::Client::new(&api_url, &runner_token),
+        RUNNER_NAME,
+        data_dir.join("runner"),
         engine,
-        secrets,
-        heartbeat: heartbeat_for(config.lease),
-        concurrency: 4,
-        fetch_timeout: Duration::from_secs(600),
-    };
+        Credentials {
+            ssh_key: config.git.git_ssh_key_file.clone(),
+            token: config.git.git_token.clone(),
+            known_hosts: config.git.known_hosts_file.clone(),
+        },
+    )?;
+    runner.labels = vec!["local".into()];
+    runner.secrets = secrets;
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let wait = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
@@ -224,12 +219,6 @@ pub async fn check_engine(host: Option<&str>) -> anyhow::Result<Engine> {
         ),
         Err(err) => bail!("cannot ask the Docker engine whether it is a swarm manager: {err}"),
     }
-}
-
-/// A third of the lease, so two heartbeats may be lost before the claim lapses.
-fn heartbeat_for(lease: chrono::Duration) -> Duration {
-    let lease = lease.to_std().unwrap_or(Duration::from_secs(30));
-    (lease / 3).max(Duration::from_secs(1))
 }
 
 fn provider_config(

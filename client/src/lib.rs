@@ -29,14 +29,64 @@ pub type DateTime = chrono::DateTime<chrono::Utc>;
 #[allow(clippy::upper_case_acronyms)]
 pub type JSON = serde_json::Value;
 
+/// The API's error codes (`extensions.code`), as one type for every client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Code {
+    Unauthenticated,
+    Forbidden,
+    NotFound,
+    Conflict,
+    BadUserInput,
+    Internal,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Unauthenticated => "UNAUTHENTICATED",
+            Code::Forbidden => "FORBIDDEN",
+            Code::NotFound => "NOT_FOUND",
+            Code::Conflict => "CONFLICT",
+            Code::BadUserInput => "BAD_USER_INPUT",
+            Code::Internal => "INTERNAL",
+        }
+    }
+
+    /// The code the API sent; an unknown or missing one is `Internal`.
+    pub fn parse(text: &str) -> Code {
+        match text {
+            "UNAUTHENTICATED" => Code::Unauthenticated,
+            "FORBIDDEN" => Code::Forbidden,
+            "NOT_FOUND" => Code::NotFound,
+            "CONFLICT" => Code::Conflict,
+            "BAD_USER_INPUT" => Code::BadUserInput,
+            _ => Code::Internal,
+        }
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The API could not be reached or answered outside GraphQL.
+    /// The API could not be reached, or answered with a server error.
     #[error("cannot reach the API at {url}: {message}")]
     Transport { url: String, message: String },
+    /// The API refused the request itself (HTTP 4xx): sending it again as it
+    /// is will not help (a body over the API's limit is 413).
+    #[error("the API at {url} refused the request: HTTP {status}: {message}")]
+    Refused {
+        url: String,
+        status: u16,
+        message: String,
+    },
     /// The API refused or failed the operation.
     #[error("{code}: {message}")]
-    Api { code: String, message: String },
+    Api { code: Code, message: String },
     /// A subscription ended on the API's side.
     #[error("the subscription ended")]
     Ended,
@@ -44,9 +94,9 @@ pub enum Error {
 
 impl Error {
     /// The API's error code (`CONFLICT`, `NOT_FOUND`, ...), if it is the API's error.
-    pub fn code(&self) -> Option<&str> {
+    pub fn code(&self) -> Option<Code> {
         match self {
-            Error::Api { code, .. } => Some(code),
+            Error::Api { code, .. } => Some(*code),
             _ => None,
         }
     }
@@ -55,7 +105,8 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Transport { .. } | Error::Ended => true,
-            Error::Api { code, .. } => code == "INTERNAL",
+            Error::Refused { .. } => false,
+            Error::Api { code, .. } => *code == Code::Internal,
         }
     }
 }
@@ -119,6 +170,14 @@ impl Client {
             .await
             .map_err(|err| transport(err.to_string()))?;
         let status = response.status();
+        if status.is_client_error() {
+            let text = response.text().await.unwrap_or_default();
+            return Err(Error::Refused {
+                url: url.clone(),
+                status: status.as_u16(),
+                message: truncate(&text, 200).to_owned(),
+            });
+        }
         if !status.is_success() {
             let text = response.text().await.unwrap_or_default();
             return Err(transport(format!(
@@ -182,7 +241,7 @@ impl Client {
                     Ok(Message::Close(frame)) => {
                         let reason = frame.map(|f| f.reason.to_string()).unwrap_or_default();
                         return Err(Error::Api {
-                            code: "UNAUTHENTICATED".into(),
+                            code: Code::Unauthenticated,
                             message: reason,
                         });
                     }
@@ -254,30 +313,32 @@ impl Client {
 
 fn into_data<T>(response: Response<T>) -> Result<T, Error> {
     if let Some(error) = response.errors.as_ref().and_then(|errors| errors.first()) {
-        let code = error
-            .extensions
-            .as_ref()
-            .and_then(|ext| ext.get("code"))
-            .and_then(|code| code.as_str())
-            .unwrap_or("INTERNAL")
-            .to_owned();
+        let code = Code::parse(
+            error
+                .extensions
+                .as_ref()
+                .and_then(|ext| ext.get("code"))
+                .and_then(|code| code.as_str())
+                .unwrap_or("INTERNAL"),
+        );
         return Err(Error::Api {
             code,
             message: error.message.clone(),
         });
     }
     response.data.ok_or_else(|| Error::Api {
-        code: "INTERNAL".into(),
+        code: Code::Internal,
         message: "the API answered without data".into(),
     })
 }
 
 fn api_error(error: &Value) -> Error {
     Error::Api {
-        code: error["extensions"]["code"]
-            .as_str()
-            .unwrap_or("BAD_USER_INPUT")
-            .to_owned(),
+        code: Code::parse(
+            error["extensions"]["code"]
+                .as_str()
+                .unwrap_or("BAD_USER_INPUT"),
+        ),
         message: error["message"].as_str().unwrap_or("refused").to_owned(),
     }
 }

@@ -346,11 +346,11 @@ fn source_line(rng: &mut Lcg, vocabulary: &[String]) -> String {
     let mut line = indent;
     for i in 0..words {
         if i > 0 {
-            line.push(if rng.next() % 5 == 0 { '.' } else { ' ' });
+            line.push(if rng.next().is_multiple_of(5) { '.' } else { ' ' });
         }
         line.push_str(&vocabulary[(rng.next() as usize) % vocabulary.len()]);
     }
-    line.push_str(if rng.next() % 4 == 0 { " {" } else { ";" });
+    line.push_str(if rng.next().is_multiple_of(4) { " {" } else { ";" });
     line
 }
 
@@ -1135,17 +1135,16 @@ async fn deploy_bench(counts: Counts) -> Result<Vec<Row>> {
 
     // The runner, in-process.
     let workdir = tempfile::tempdir()?;
-    let runner = Runner {
-        client: slipway_client::Client::new(&api.url, &api.token(Role::Runner, "bench-runner")),
-        name: "bench-runner".into(),
-        labels: vec!["bench".into()],
-        mirrors: Mirrors::new(workdir.path().join("mirrors"), Credentials::default()),
-        engine: engine.clone(),
-        secrets: Default::default(),
-        heartbeat: Duration::from_secs(10),
-        concurrency: 1,
-        fetch_timeout: Duration::from_secs(60),
-    };
+    let mut runner = Runner::open(
+        slipway_client::Client::new(&api.url, &api.token(Role::Runner, "bench-runner")),
+        "bench-runner",
+        workdir.path(),
+        engine.clone(),
+        Credentials::default(),
+    )?;
+    runner.labels = vec!["bench".into()];
+    runner.concurrency = 1;
+    runner.fetch_timeout = Duration::from_secs(60);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(slipway_runner::work::run(runner, async {
         let _ = stopped.await;

@@ -78,11 +78,18 @@ const FULL: i32 = 0;
 /// libgit2's `GIT_FETCH_DEPTH_UNSHALLOW`.
 const UNSHALLOW: i32 = i32::MAX;
 
+/// How long a git server may stay silent (on connect, or mid-fetch) before
+/// the fetch fails.
+pub const DEFAULT_STALL: Duration = Duration::from_secs(30);
+
 /// The bare mirrors of one runner.
 #[derive(Clone, Debug)]
 pub struct Mirrors {
     root: PathBuf,
     credentials: Credentials,
+    /// How long a server may stay silent; libgit2 keeps this per process, so
+    /// the first mirrors to fetch set it for all.
+    stall: Duration,
 }
 
 impl Mirrors {
@@ -90,7 +97,14 @@ impl Mirrors {
         Self {
             root: root.into(),
             credentials,
+            stall: DEFAULT_STALL,
         }
+    }
+
+    /// Mirrors whose servers may stay silent for `stall` at most.
+    pub fn with_stall(mut self, stall: Duration) -> Self {
+        self.stall = stall;
+        self
     }
 
     /// Where the mirror of `url` lives.
@@ -119,14 +133,69 @@ impl Mirrors {
     ) -> Result<Fetched, GitError> {
         let this = self.clone();
         let (url, reference, sha) = (url.to_owned(), reference.to_owned(), sha.map(str::to_owned));
-        let url_for_timeout = url.clone();
+        let shown = redact_url(&url);
+        // libgit2 itself gives up at the deadline too, so a stuck server does
+        // not keep the mirror's lock after the caller stopped waiting.
+        let deadline = Instant::now() + timeout;
         let work = tokio::task::spawn_blocking(move || {
-            this.fetch_blocking(&url, &reference, sha.as_deref())
+            this.fetch_blocking(&url, &reference, sha.as_deref(), deadline)
         });
         match tokio::time::timeout(timeout, work).await {
             Ok(joined) => joined.map_err(|err| GitError::Other(err.to_string()))?,
             Err(_) => Err(GitError::Timeout {
-                url: url_for_timeout,
+                url: shown,
+                timeout,
+            }),
+        }
+    }
+
+    /// Whether commit `older` is `newer` or one of its ancestors, fetching
+    /// `newer` (and, in a shallow mirror, the history between) as needed.
+    pub async fn contains(
+        &self,
+        url: &str,
+        newer: &str,
+        older: &str,
+        timeout: Duration,
+    ) -> Result<bool, GitError> {
+        if newer == older {
+            return Ok(true);
+        }
+        let fetched = self.fetch(url, newer, Some(newer), timeout).await?;
+        let this = self.clone();
+        let shown = redact_url(url);
+        let (url, newer, older) = (url.to_owned(), newer.to_owned(), older.to_owned());
+        let deadline = Instant::now() + timeout;
+        let check = tokio::task::spawn_blocking(move || {
+            let descends = |repo: &Repository| -> Result<bool, GitError> {
+                let newer = Oid::from_str(&newer).map_err(other)?;
+                let older = Oid::from_str(&older).map_err(other)?;
+                repo.graph_descendant_of(newer, older).map_err(other)
+            };
+            let repo = Repository::open_bare(&fetched.mirror).map_err(other)?;
+            if descends(&repo)? || !repo.is_shallow() {
+                return descends(&repo);
+            }
+            // A shallow mirror may lack the commits between: fetch them.
+            let lock = mirror_lock(&fetched.mirror);
+            let _held = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            this.fetch_refspecs(
+                &repo,
+                &url,
+                &[
+                    "+refs/heads/*:refs/remotes/origin/*".into(),
+                    "+refs/tags/*:refs/tags/*".into(),
+                ],
+                FULL,
+                deadline,
+            )
+            .map_err(|err| classify(&url, err))?;
+            descends(&repo)
+        });
+        match tokio::time::timeout(timeout, check).await {
+            Ok(joined) => joined.map_err(|err| GitError::Other(err.to_string()))?,
+            Err(_) => Err(GitError::Timeout {
+                url: shown,
                 timeout,
             }),
         }
@@ -137,7 +206,9 @@ impl Mirrors {
         url: &str,
         reference: &str,
         sha: Option<&str>,
+        deadline: Instant,
     ) -> Result<Fetched, GitError> {
+        set_server_timeouts(self.stall);
         let started = Instant::now();
         let path = self.path(url);
         // One fetch per mirror at a time: a fetch that timed out keeps running
@@ -151,7 +222,7 @@ impl Mirrors {
         };
         if let Some(sha) = sha {
             let oid = Oid::from_str(sha).map_err(|_| GitError::UnknownCommit {
-                url: url.to_owned(),
+                url: redact_url(url),
                 sha: sha.to_owned(),
                 fetched: "nothing: not a commit id".into(),
             })?;
@@ -210,12 +281,22 @@ impl Mirrors {
         let mut tried = Vec::new();
         for (how, refspecs, depth) in attempts {
             tried.push(how.clone());
-            match self.fetch_refspecs(&repo, url, &refspecs, depth) {
+            match self.fetch_refspecs(&repo, url, &refspecs, depth, deadline) {
                 Ok(bytes) => received += bytes,
+                Err(err) if Instant::now() >= deadline => {
+                    tracing::debug!(error = %err.message(), "fetch stopped at its deadline");
+                    return Err(GitError::Timeout {
+                        url: redact_url(url),
+                        timeout: deadline.saturating_duration_since(started),
+                    });
+                }
                 Err(err) => {
+                    let refused_shallow = depth != FULL && is_shallow_refusal(&err);
                     let err = classify(url, err);
                     match err {
-                        GitError::Unreachable { .. } | GitError::Unauthorized { .. } => {
+                        GitError::Unreachable { .. } | GitError::Unauthorized { .. }
+                            if !refused_shallow =>
+                        {
                             return Err(err)
                         }
                         _ => {
@@ -245,46 +326,52 @@ impl Mirrors {
         }
         match sha {
             Some(sha) => Err(GitError::UnknownCommit {
-                url: url.to_owned(),
+                url: redact_url(url),
                 sha: sha.to_owned(),
                 fetched: tried.join("; "),
             }),
             None => Err(last_error.unwrap_or(GitError::UnknownRef {
-                url: url.to_owned(),
+                url: redact_url(url),
                 reference: reference.to_owned(),
             })),
         }
     }
 
-    /// Fetches `refspecs` from `url`; returns the bytes received.
+    /// Fetches `refspecs` from `url`; returns the bytes received. Gives up
+    /// once `deadline` passes.
     fn fetch_refspecs(
         &self,
         repo: &Repository,
         url: &str,
         refspecs: &[String],
         depth: i32,
+        deadline: Instant,
     ) -> Result<usize, git2::Error> {
         let mut remote = repo.remote_anonymous(url)?;
         let mut received = 0;
         {
             let mut callbacks = RemoteCallbacks::new();
             let credentials = self.credentials.clone();
+            let repository = url.to_owned();
             let mut tries = 0;
             callbacks.credentials(move |url, username, allowed| {
                 tries += 1;
                 if tries > 3 {
                     return Err(git2::Error::from_str("credentials were refused"));
                 }
-                credential(&credentials, url, username, allowed)
+                credential(&credentials, &repository, url, username, allowed)
             });
             let known_hosts = self.credentials.known_hosts.clone();
             callbacks.certificate_check(move |cert, host| {
                 check_host(known_hosts.as_deref(), cert, host)
             });
+            // Returning false stops libgit2 at the deadline while data flows;
+            // the server timeouts stop it when none does.
             callbacks.transfer_progress(|progress| {
                 received = progress.received_bytes();
-                true
+                Instant::now() < deadline
             });
+            callbacks.sideband_progress(|_| Instant::now() < deadline);
             let mut options = FetchOptions::new();
             options.remote_callbacks(callbacks);
             options.download_tags(git2::AutotagOption::None);
@@ -316,6 +403,8 @@ fn other(err: git2::Error) -> GitError {
 /// Sorts a failed fetch into what the deployment's message should say.
 fn classify(url: &str, err: git2::Error) -> GitError {
     let message = err.message().to_owned();
+    let url = redact_url(url);
+    let url = url.as_str();
     let lower = message.to_lowercase();
     let unreachable = matches!(err.class(), git2::ErrorClass::Net | git2::ErrorClass::Os)
         || lower.contains("failed to connect")
@@ -365,9 +454,13 @@ fn resolve(repo: &Repository, reference: &str) -> Option<String> {
     None
 }
 
+/// The credentials for a request to `url` while fetching `repository`. The
+/// HTTPS token goes only over `https://`, and only to the repository's own
+/// host: never in clear text, never to a host a redirect names.
 fn credential(
     credentials: &Credentials,
-    _url: &str,
+    repository: &str,
+    url: &str,
     username: Option<&str>,
     allowed: git2::CredentialType,
 ) -> Result<Cred, git2::Error> {
@@ -378,7 +471,15 @@ fn credential(
     }
     if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
         if let Some(token) = &credentials.token {
-            return Cred::userpass_plaintext("x-access-token", token);
+            if token_may_go_to(repository, url) {
+                return Cred::userpass_plaintext("x-access-token", token);
+            }
+            return Err(git2::Error::from_str(&format!(
+                "{} asks for credentials; the --git-token is sent only over https:// to the \
+                 repository's host ({})",
+                redact_url(url),
+                host_of(repository).unwrap_or("none")
+            )));
         }
     }
     if allowed.contains(git2::CredentialType::USERNAME) {
@@ -433,6 +534,66 @@ fn check_host(
                 .unwrap_or_else(|| "known_hosts".into())
         )))
     }
+}
+
+/// Whether the HTTPS token may be sent to `url` while fetching `repository`.
+fn token_may_go_to(repository: &str, url: &str) -> bool {
+    url.starts_with("https://")
+        && repository.starts_with("https://")
+        && host_of(url).is_some()
+        && host_of(url) == host_of(repository)
+}
+
+/// The host (with port) of a URL, without user info.
+fn host_of(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    (!host.is_empty()).then_some(host)
+}
+
+/// `url` with any password in it replaced by `***`, for messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((user, host)) => match user.split_once(':') {
+            Some((name, _)) => format!("{scheme}://{name}:***@{host}{path}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// Whether libgit2 refused a shallow fetch (the local transport does; a
+/// server without shallow support does), which a full fetch gets around.
+fn is_shallow_refusal(err: &git2::Error) -> bool {
+    let message = err.message().to_lowercase();
+    message.contains("shallow")
+}
+
+/// Sets libgit2's server connect and read timeouts, once per process.
+///
+/// libgit2 keeps them in C globals without synchronisation, which is why
+/// git2 marks the setters `unsafe`: the first fetch sets them under a
+/// `OnceLock`, before any git operation of this process can run, and they
+/// are never written again.
+#[allow(unsafe_code)]
+fn set_server_timeouts(stall: Duration) {
+    static SET: OnceLock<()> = OnceLock::new();
+    SET.get_or_init(|| {
+        let millis = i32::try_from(stall.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: runs once, before this process's first git operation
+        // (every fetch comes through here and waits for the `OnceLock`), so
+        // nothing reads the globals while they are written.
+        unsafe {
+            let _ = git2::opts::set_server_connect_timeout_in_milliseconds(millis);
+            let _ = git2::opts::set_server_timeout_in_milliseconds(millis);
+        }
+    });
 }
 
 /// The files of one commit, read from a mirror's object database.

@@ -5,13 +5,27 @@
 //! # Layout
 //!
 //! - [`config`]: the `slipway-runner` command line.
+//! - [`work`]: the loop — register, hear of claimable deployments, claim
+//!   them, resume what this instance held — and [`work::Runner`], what a
+//!   runner holds.
+//! - [`instance`]: which runner process this is (an id kept in the workdir).
+//! - [`lease`]: heartbeats, and the fence that stops swarm writes once the
+//!   lease may have lapsed.
+//! - [`rollout`]: one deployment as steps — fetch, plan, apply, converge,
+//!   settle — and the record of what it changed, for a restart.
+//! - [`git`]: bare mirrors and fetching the commit.
 //! - [`spec`]: `slipway.yml` and Compose files → [`plan::Plan`].
 //! - [`plan`]: what a deployment creates, as Engine API objects.
+//! - [`swarm`]: applying a plan, watching it converge, rolling it back.
+//! - [`report`]: log lines and progress to the API, secrets masked.
 
 pub mod config;
 pub mod git;
+pub mod instance;
+pub mod lease;
 pub mod plan;
 pub mod report;
+pub mod rollout;
 pub mod spec;
 pub mod swarm;
 pub mod work;

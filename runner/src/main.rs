@@ -30,17 +30,16 @@ async fn run(config: RunConfig) -> anyhow::Result<()> {
     let engine = Engine::connect(config.docker_host.as_deref()).await?;
     engine.check_manager().await?;
     let name = config.name.clone().unwrap_or_else(hostname);
-    let runner = Runner {
-        client: slipway_client::Client::new(&config.api_url, &token),
+    let mut runner = Runner::open(
+        slipway_client::Client::new(&config.api_url, &token),
         name,
-        labels: config.labels.clone(),
-        mirrors: Mirrors::new(config.workdir.join("mirrors"), credentials(&config.git)),
+        &config.workdir,
         engine,
-        secrets,
-        heartbeat: Duration::from_secs(10),
-        concurrency: config.concurrency,
-        fetch_timeout: Duration::from_secs(600),
-    };
+        credentials(&config.git),
+    )?;
+    runner.labels = config.labels.clone();
+    runner.secrets = secrets;
+    runner.concurrency = config.concurrency;
     work::run(runner, shutdown_signal()).await;
     Ok(())
 }

@@ -88,8 +88,8 @@ pub struct NetworkPlan {
 }
 
 /// A config or secret version, named by a hash of its content:
-/// `<stack>_<name>_<hash>`.
-#[derive(Clone, Debug, Serialize)]
+/// `<stack>_<name>_<hash>`. Neither `Debug` nor `Serialize` shows the content.
+#[derive(Clone, Serialize)]
 pub struct DataPlan {
     pub name: String,
     /// The name the Compose file gives it.
@@ -100,4 +100,16 @@ pub struct DataPlan {
     #[serde(skip)]
     pub data: Vec<u8>,
     pub labels: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for DataPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataPlan")
+            .field("name", &self.name)
+            .field("compose_name", &self.compose_name)
+            .field("external", &self.external)
+            .field("data", &format_args!("<{} bytes>", self.data.len()))
+            .field("labels", &self.labels)
+            .finish()
+    }
 }

@@ -12,17 +12,42 @@ use slipway_client::Client;
 use tokio::sync::mpsc;
 
 /// Replaces known secret values with `***`.
-#[derive(Clone, Debug, Default)]
+///
+/// Every occurrence of every value is found in the original text first and
+/// the covered ranges are merged, so secrets that overlap or contain one
+/// another leave nothing of either. A value of several lines is also masked
+/// line by line, since a log line holds one line of it at a time.
+#[derive(Clone, Default)]
 pub struct Mask {
-    /// Longest first, so a secret that contains another is masked whole.
     values: Arc<Vec<String>>,
 }
 
+impl std::fmt::Debug for Mask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Mask({} values)", self.values.len())
+    }
+}
+
+/// Values shorter than this would mask ordinary text; they are not secrets.
+const MIN_SECRET_LEN: usize = 4;
+
 impl Mask {
     pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {
-        // Very short values would mask ordinary text; they are not secrets.
-        let mut values: Vec<String> = secrets.into_iter().filter(|v| v.len() >= 4).collect();
-        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        let mut values = Vec::new();
+        for secret in secrets {
+            if secret.contains('\n') {
+                values.extend(
+                    secret
+                        .lines()
+                        .map(|line| line.trim_end_matches('\r').to_owned())
+                        .filter(|line| line.trim().len() >= MIN_SECRET_LEN),
+                );
+            }
+            if secret.len() >= MIN_SECRET_LEN {
+                values.push(secret);
+            }
+        }
+        values.sort();
         values.dedup();
         Self {
             values: Arc::new(values),
@@ -30,12 +55,42 @@ impl Mask {
     }
 
     pub fn apply(&self, text: &str) -> String {
-        let mut out = text.to_owned();
+        let mut covered: Vec<(usize, usize)> = Vec::new();
         for value in self.values.iter() {
-            if out.contains(value.as_str()) {
-                out = out.replace(value.as_str(), "***");
+            let mut from = 0;
+            while let Some(at) = text[from..].find(value.as_str()) {
+                let start = from + at;
+                covered.push((start, start + value.len()));
+                // Overlapping occurrences count too: go on one character on.
+                from = start + text[start..].chars().next().map_or(1, char::len_utf8);
             }
         }
+        if covered.is_empty() {
+            return text.to_owned();
+        }
+        covered.sort_unstable();
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        let mut current: Option<(usize, usize)> = None;
+        for (start, end) in covered {
+            match &mut current {
+                Some((_, until)) if start <= *until => *until = (*until).max(end),
+                _ => {
+                    if let Some((s, e)) = current.take() {
+                        out.push_str(&text[at..s]);
+                        out.push_str("***");
+                        at = e;
+                    }
+                    current = Some((start, end));
+                }
+            }
+        }
+        if let Some((s, e)) = current {
+            out.push_str(&text[at..s]);
+            out.push_str("***");
+            at = e;
+        }
+        out.push_str(&text[at..]);
         out
     }
 }
@@ -44,6 +99,9 @@ impl Mask {
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
 /// Most lines sent in one append.
 const BATCH: usize = 500;
+/// Most text sent in one append: well under the API's 8 MiB body limit,
+/// whatever the JSON escaping adds.
+const BATCH_BYTES: usize = 2 * 1024 * 1024;
 /// Longest line the API stores; longer ones are cut.
 const MAX_LINE_BYTES: usize = 64 * 1024;
 /// How long lines are retried while the API cannot be reached.
@@ -59,6 +117,7 @@ enum Command {
 pub struct Reporter {
     client: Client,
     id: String,
+    instance: String,
     mask: Mask,
     lines: mpsc::UnboundedSender<Command>,
 }
@@ -66,39 +125,47 @@ pub struct Reporter {
 impl Reporter {
     /// Starts the sender that appends lines in batches, in order, after the
     /// `stored` lines the deployment already has.
-    pub fn start(client: Client, id: String, mask: Mask, stored: i64) -> Self {
+    pub fn start(client: Client, id: String, instance: String, mask: Mask, stored: i64) -> Self {
         let (lines, mut rx) = mpsc::unbounded_channel::<Command>();
-        let sender = client.clone();
-        let deployment = id.clone();
+        let mut log = Log {
+            client: client.clone(),
+            id: id.clone(),
+            instance: instance.clone(),
+            stored,
+            buffer: Vec::new(),
+            bytes: 0,
+        };
         tokio::spawn(async move {
-            let mut stored = stored;
-            let mut buffer: Vec<append_deployment_logs::LogLineInput> = Vec::new();
             let mut ticker = tokio::time::interval(FLUSH_EVERY);
             loop {
                 let command = tokio::select! {
                     command = rx.recv() => command,
                     _ = ticker.tick() => {
-                        send(&sender, &deployment, &mut buffer, &mut stored).await;
+                        log.send().await;
                         continue;
                     }
                 };
                 match command {
                     Some(Command::Line(stream, text)) => {
-                        buffer.push(append_deployment_logs::LogLineInput {
+                        if log.bytes + text.len() > BATCH_BYTES {
+                            log.send().await;
+                        }
+                        log.bytes += text.len() + stream.len();
+                        log.buffer.push(append_deployment_logs::LogLineInput {
                             text,
                             stream: Some(stream),
                             at: Some(chrono::Utc::now()),
                         });
-                        if buffer.len() >= BATCH {
-                            send(&sender, &deployment, &mut buffer, &mut stored).await;
+                        if log.buffer.len() >= BATCH {
+                            log.send().await;
                         }
                     }
                     Some(Command::Flush(done)) => {
-                        send(&sender, &deployment, &mut buffer, &mut stored).await;
+                        log.send().await;
                         let _ = done.send(());
                     }
                     None => {
-                        send(&sender, &deployment, &mut buffer, &mut stored).await;
+                        log.send().await;
                         return;
                     }
                 }
@@ -107,6 +174,7 @@ impl Reporter {
         Self {
             client,
             id,
+            instance,
             mask,
             lines,
         }
@@ -131,7 +199,7 @@ impl Reporter {
             text.truncate(end);
             text.push_str(" …[truncated]");
         }
-        tracing::info!(deployment = %self.id, "{text}");
+        tracing::info!(stream, "{text}");
         let _ = self.lines.send(Command::Line(stream.to_owned(), text));
     }
 
@@ -154,6 +222,7 @@ impl Reporter {
             .client
             .run::<UpdateDeploymentProgress>(update_deployment_progress::Variables {
                 id: self.id.clone(),
+                instance: Some(self.instance.clone()),
                 phase,
                 message: Some(self.mask.apply(message)),
                 sha: sha.map(str::to_owned),
@@ -163,49 +232,108 @@ impl Reporter {
     }
 }
 
-async fn send(
-    client: &Client,
-    id: &str,
-    buffer: &mut Vec<append_deployment_logs::LogLineInput>,
-    stored: &mut i64,
-) {
-    if buffer.is_empty() {
-        return;
+/// The lines of one deployment on their way to the API.
+struct Log {
+    client: Client,
+    id: String,
+    instance: String,
+    /// The last sequence number the API confirmed stored.
+    stored: i64,
+    buffer: Vec<append_deployment_logs::LogLineInput>,
+    /// Text bytes in `buffer`.
+    bytes: usize,
+}
+
+impl Log {
+    /// Sends what is buffered.
+    async fn send(&mut self) {
+        let lines = std::mem::take(&mut self.buffer);
+        self.bytes = 0;
+        self.append(lines).await;
     }
-    let lines = std::mem::take(buffer);
-    // Lines are retried while the API cannot be reached (it may be restarting):
-    // lines are kept in order, and none is dropped for a short outage.
-    let mut wait = Duration::from_millis(200);
-    let deadline = tokio::time::Instant::now() + LINE_PATIENCE;
-    loop {
-        let result = client
-            .run::<AppendDeploymentLogs>(append_deployment_logs::Variables {
-                id: id.to_owned(),
-                lines: lines.clone(),
-                // A retry of a batch whose answer was lost stores it once.
-                after: Some(*stored),
-            })
-            .await;
-        match result {
-            Ok(data) => {
-                *stored = data.append_deployment_logs.log_count;
-                return;
+
+    /// Appends `lines`, retrying while the API cannot be reached (it may be
+    /// restarting): lines are kept in order and none is dropped for a short
+    /// outage. A batch the API refuses as too large is split; a single line
+    /// it refuses is dropped with a warning, not retried for ten minutes.
+    async fn append(&mut self, lines: Vec<append_deployment_logs::LogLineInput>) {
+        let mut pending = vec![lines];
+        while let Some(lines) = pending.pop() {
+            if lines.is_empty() {
+                continue;
             }
-            Err(err) if err.is_transient() && tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(10));
+            match self.try_append(&lines).await {
+                Ok(()) => {}
+                Err(err) if is_too_large(&err) && lines.len() > 1 => {
+                    let mut first = lines;
+                    let second = first.split_off(first.len() / 2);
+                    // `pending` is a stack: the first half goes out first.
+                    pending.push(second);
+                    pending.push(first);
+                }
+                Err(err) => {
+                    tracing::warn!(deployment = %self.id, %err, lines = lines.len(), "could not store log lines; dropped");
+                }
             }
-            Err(err) => {
-                tracing::warn!(deployment = id, %err, lines = lines.len(), "could not store log lines");
-                return;
+        }
+    }
+
+    async fn try_append(
+        &mut self,
+        lines: &[append_deployment_logs::LogLineInput],
+    ) -> Result<(), slipway_client::Error> {
+        let mut wait = Duration::from_millis(200);
+        let deadline = tokio::time::Instant::now() + LINE_PATIENCE;
+        loop {
+            let result = self
+                .client
+                .run::<AppendDeploymentLogs>(append_deployment_logs::Variables {
+                    id: self.id.clone(),
+                    instance: Some(self.instance.clone()),
+                    lines: lines.to_vec(),
+                    // A retry of a batch whose answer was lost stores it once.
+                    after: Some(self.stored),
+                })
+                .await;
+            match result {
+                Ok(data) => {
+                    self.stored = data.append_deployment_logs.log_count;
+                    return Ok(());
+                }
+                Err(err) if err.is_transient() && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                }
+                Err(err) => return Err(err),
             }
         }
     }
 }
 
+fn is_too_large(err: &slipway_client::Error) -> bool {
+    matches!(err, slipway_client::Error::Refused { status: 413, .. })
+}
+
 #[cfg(test)]
 mod tests {
     use super::Mask;
+
+    #[test]
+    fn overlapping_containing_and_multi_line_secrets_leave_nothing() {
+        let mask = Mask::new([
+            "abcdef".to_owned(),
+            "defghi".to_owned(),
+            "-----BEGIN KEY-----\nMIIEvQIBADANBg\n-----END KEY-----\n".to_owned(),
+        ]);
+        assert_eq!(mask.apply("x abcdefghi y"), "x *** y");
+        assert_eq!(mask.apply("MIIEvQIBADANBg"), "***");
+        assert_eq!(
+            mask.apply("key: -----BEGIN KEY-----\nMIIEvQIBADANBg\n-----END KEY-----\n!"),
+            "key: ***!"
+        );
+        assert_eq!(mask.apply("abcabcdefdef"), "abc***def");
+        assert!(!format!("{mask:?}").contains("abcdef"));
+    }
 
     #[test]
     fn secret_values_are_masked_longest_first() {

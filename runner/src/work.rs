@@ -1,25 +1,25 @@
-//! The runner's loop: hear about claimable deployments, claim one, and carry it
-//! from the commit to a converged (or rolled back) stack.
+//! The runner's loop: hear about claimable deployments, claim them, and hand
+//! each to [`crate::rollout`], up to `concurrency` at once.
 
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use slipway_client::operations::{
-    claim_deployment, claimable_deployments, deployment_queued, finish_deployment,
-    heartbeat_deployment, held_deployments, register_runner,
-    update_deployment_progress::DeploymentPhase, ClaimDeployment, ClaimableDeployments,
-    DeploymentQueued, FinishDeployment, HeartbeatDeployment, HeldDeployments, RegisterRunner,
+    claim_deployment, claimable_deployments, deployment_queued, held_deployments,
+    register_runner, ClaimDeployment, ClaimableDeployments, DeploymentQueued, HeldDeployments,
+    RegisterRunner,
 };
-use slipway_client::Client;
+use slipway_client::{Client, Code};
+use tokio::time::Instant;
 
-use crate::git::{CommitFiles, Mirrors};
-use crate::report::{Mask, Reporter};
-use crate::spec::{self, Context};
-use crate::swarm::{self, ChangeKind, Engine, Outcome};
+use crate::git::{redact_url, Credentials, Mirrors};
+use crate::instance::{Instance, InstanceError};
+use crate::lease;
+use crate::swarm::Engine;
 
 /// A deployment as the runner needs it.
 #[derive(Clone, Debug)]
@@ -34,6 +34,22 @@ pub struct Work {
     pub environment: String,
     /// Lines the deployment's log already has (a resumed one has some).
     pub log_count: i64,
+    /// Made by a push or a pipeline, not asked for by a person.
+    pub auto_deploy: bool,
+    /// What the environment runs now, if anything.
+    pub release: Option<CurrentRelease>,
+    /// The runner instance that holds it, if any.
+    pub runner_instance: Option<String>,
+    /// The lease the API grants, as its last answer said.
+    pub lease: Option<Duration>,
+}
+
+/// The release an environment runs.
+#[derive(Clone, Debug)]
+pub struct CurrentRelease {
+    pub sha: String,
+    /// The deployment that made it (`web#41`).
+    pub name: String,
 }
 
 macro_rules! work_from {
@@ -50,6 +66,15 @@ macro_rules! work_from {
                     spec_path: w.application.spec_path,
                     environment: w.environment.name,
                     log_count: w.log_count,
+                    auto_deploy: w.auto_deploy,
+                    release: w.environment.release.and_then(|r| {
+                        Some(CurrentRelease {
+                            sha: r.sha?,
+                            name: r.deployment.name,
+                        })
+                    }),
+                    runner_instance: w.runner_instance,
+                    lease: lease::granted(w.last_heartbeat_at, w.lease_expires_at),
                 }
             }
         }
@@ -64,25 +89,74 @@ work_from!(held_deployments);
 #[derive(Clone)]
 pub struct Runner {
     pub client: Client,
-    /// The runner's name: its token's subject.
+    /// The runner's name in its own log; the API knows it by its token's subject.
     pub name: String,
+    /// This process's instance id (see [`crate::instance`]).
+    pub instance: String,
     pub labels: Vec<String>,
+    /// Mirrors and the records of deployments in progress live here.
+    pub workdir: PathBuf,
     pub mirrors: Mirrors,
     pub engine: Engine,
     /// Values of the secrets file: for interpolation and swarm secrets, masked in logs.
     pub secrets: BTreeMap<String, String>,
-    /// How often a held deployment's lease is renewed (a third of the lease).
-    pub heartbeat: Duration,
     /// How many deployments (of different environments) it carries out at once.
     pub concurrency: usize,
     /// Longest a fetch may take.
     pub fetch_timeout: Duration,
+    /// How often `claimableDeployments` is read even when no event came: a
+    /// safety net under the subscription.
+    pub resync_every: Duration,
+    /// Keeps the workdir's instance lock for as long as the runner lives.
+    _instance: Arc<Instance>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("name", &self.name)
+            .field("instance", &self.instance)
+            .field("api", &self.client.base())
+            .field("workdir", &self.workdir)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// How long the end of a deployment is retried while the API cannot be reached.
-const FINISH_PATIENCE: Duration = Duration::from_secs(600);
+/// How long a claim is retried while the API cannot be reached.
+const CLAIM_PATIENCE: Duration = Duration::from_secs(30);
+
+impl Runner {
+    /// A runner with the defaults: no labels, four deployments at once,
+    /// fetches of ten minutes at most, the claimable list read every 30 s.
+    /// Takes `workdir`'s instance id and lock (see [`crate::instance`]).
+    pub fn open(
+        client: Client,
+        name: impl Into<String>,
+        workdir: impl Into<PathBuf>,
+        engine: Engine,
+        credentials: Credentials,
+    ) -> Result<Self, InstanceError> {
+        let workdir = workdir.into();
+        let instance = Instance::open(&workdir)?;
+        Ok(Self {
+            client,
+            name: name.into(),
+            instance: instance.id.clone(),
+            labels: Vec::new(),
+            mirrors: Mirrors::new(workdir.join("mirrors"), credentials),
+            workdir,
+            engine,
+            secrets: BTreeMap::new(),
+            concurrency: 4,
+            fetch_timeout: Duration::from_secs(600),
+            resync_every: Duration::from_secs(30),
+            _instance: Arc::new(instance),
+        })
+    }
+}
 
 /// Runs until `shutdown` resolves: resumes what this runner held, then takes
 /// claimable deployments as they come, up to `concurrency` at once,
@@ -134,12 +208,13 @@ impl Slots {
         self.running.lock().map(|r| r.contains(id)).unwrap_or(false)
     }
 
-    /// Runs `work` on its own task, holding `permit` until it ends.
+    /// Runs `work` on its own task, holding `permit` until it ends. `sent`
+    /// is when its claim was sent (`None`: held before a restart).
     fn start(
         &mut self,
         runner: &Runner,
         work: Work,
-        resumed: bool,
+        sent: Option<Instant>,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) {
         while self.tasks.try_join_next().is_some() {}
@@ -149,7 +224,7 @@ impl Slots {
         let (runner, running, freed) = (runner.clone(), self.running.clone(), self.freed.clone());
         self.tasks.spawn(async move {
             let id = work.id.clone();
-            runner.execute(work, resumed).await;
+            crate::rollout::execute(&runner, work, sent).await;
             if let Ok(mut running) = running.lock() {
                 running.remove(&id);
             }
@@ -168,6 +243,7 @@ impl Runner {
             .run::<RegisterRunner>(register_runner::Variables {
                 labels: self.labels.clone(),
                 version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+                instance: Some(self.instance.clone()),
             })
             .await?
             .register_runner
@@ -176,28 +252,12 @@ impl Runner {
             .client
             .subscribe::<DeploymentQueued>(deployment_queued::Variables)
             .await?;
-        tracing::info!(runner = %self.name, api = self.client.base(), "listening for deployments");
-        // What this runner held before a restart: reconcile with the swarm.
-        let held = self
-            .client
-            .run::<HeldDeployments>(held_deployments::Variables)
-            .await?;
-        for edge in held.deployments.edges {
-            let mine = edge.node.runner.as_deref() == Some(me.as_str());
-            if mine && !slots.is_running(&edge.node.work.id) {
-                let work = Work::from(edge.node.work);
-                tracing::info!(deployment = %work.name, "resuming a deployment this runner held");
-                let permit = slots
-                    .free
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("open semaphore");
-                slots.start(self, work, true, permit);
-            }
-        }
+        tracing::info!(runner = %self.name, instance = %self.instance, api = self.client.base(), "listening for deployments");
+        self.resume(slots, &me).await?;
         // What became claimable while nobody listened.
         self.claim_claimable(slots).await?;
+        let mut resync = tokio::time::interval(self.resync_every);
+        resync.reset();
         loop {
             let freed = slots.freed.clone();
             tokio::select! {
@@ -209,8 +269,36 @@ impl Runner {
                     None => return Err(slipway_client::Error::Ended),
                 },
                 () = freed.notified() => self.claim_claimable(slots).await?,
+                _ = resync.tick() => self.claim_claimable(slots).await?,
             }
         }
+    }
+
+    /// Picks up what this runner instance held before a restart, to
+    /// reconcile it with the swarm. Another instance's deployments are its
+    /// own until their lease lapses (the API then ends them).
+    async fn resume(&self, slots: &mut Slots, me: &str) -> Result<(), slipway_client::Error> {
+        let held = self
+            .client
+            .run::<HeldDeployments>(held_deployments::Variables)
+            .await?;
+        for edge in held.deployments.edges {
+            let node = edge.node;
+            let mine = node.runner.as_deref() == Some(me)
+                && node.work.runner_instance.as_deref() == Some(self.instance.as_str());
+            if mine && !slots.is_running(&node.work.id) {
+                let work = Work::from(node.work);
+                tracing::info!(deployment = %work.name, "resuming a deployment this runner held");
+                let permit = slots
+                    .free
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("open semaphore");
+                slots.start(self, work, None, permit);
+            }
+        }
+        Ok(())
     }
 
     async fn claim_claimable(&self, slots: &mut Slots) -> Result<(), slipway_client::Error> {
@@ -225,339 +313,47 @@ impl Runner {
     }
 
     /// Claims `work` if this runner has a free slot; another runner, or this
-    /// one when a slot frees, takes it otherwise.
+    /// one when a slot frees, takes it otherwise. A claim whose answer was
+    /// lost is sent again: the API answers the instance that holds it with
+    /// the deployment.
     async fn try_claim(&self, slots: &mut Slots, work: Work) {
+        if slots.is_running(&work.id) {
+            return;
+        }
         let Ok(permit) = slots.free.clone().try_acquire_owned() else {
             tracing::debug!(deployment = %work.name, "no free slot; leaving it queued");
             return;
         };
-        let claimed = self
-            .client
-            .run::<ClaimDeployment>(claim_deployment::Variables {
-                id: work.id.clone(),
-            })
-            .await;
-        match claimed {
-            Ok(data) => slots.start(self, Work::from(data.claim_deployment), false, permit),
-            Err(err) if err.code() == Some("CONFLICT") => {
-                tracing::debug!(deployment = %work.name, %err, "not claimable");
-            }
-            Err(err) => tracing::warn!(deployment = %work.name, %err, "claim failed"),
-        }
-    }
-
-    /// Carries a claimed deployment to its end, heartbeating meanwhile.
-    pub async fn execute(&self, work: Work, resumed: bool) {
-        let mask = Mask::new(self.secrets.values().cloned());
-        let reporter = Reporter::start(
-            self.client.clone(),
-            work.id.clone(),
-            mask.clone(),
-            work.log_count,
-        );
-        let cancel = Arc::new(AtomicBool::new(false));
-        let lost = Arc::new(AtomicBool::new(false));
-        let heartbeat = AbortOnDrop(tokio::spawn(heartbeat_loop(
-            self.client.clone(),
-            work.id.clone(),
-            self.heartbeat,
-            cancel.clone(),
-            lost.clone(),
-        )));
-        if resumed {
-            reporter.line(format!(
-                "runner {} restarted; reconciling {} with the swarm",
-                self.name, work.name
-            ));
-        }
-        let (status, message, services) = self.deploy(&work, &reporter, &cancel, &lost).await;
-        reporter.line(format!("{}: {message}", status_word(&status)));
-        // Lines first, then the end: a finished deployment takes no more lines.
-        // The heartbeat goes on meanwhile, so a slow API does not cost the lease.
-        reporter.flush().await;
-        if lost.load(Ordering::SeqCst) {
-            tracing::warn!(deployment = %work.name, "the lease was lost; not reporting the end");
-            return;
-        }
-        let variables = finish_deployment::Variables {
-            id: work.id.clone(),
-            status,
-            message: Some(mask.apply(&message)),
-            services,
-        };
-        // The end is worth waiting for: an API restarting now must not turn a
-        // converged rollout into a lost runner.
+        let deadline = Instant::now() + CLAIM_PATIENCE;
         let mut wait = Duration::from_millis(200);
-        let deadline = tokio::time::Instant::now() + FINISH_PATIENCE;
         loop {
-            match self.client.run::<FinishDeployment>(variables.clone()).await {
-                Ok(_) => break,
-                Err(err) if err.is_transient() && tokio::time::Instant::now() < deadline => {
-                    tracing::warn!(deployment = %work.name, %err, "reporting the end; retrying in {wait:?}");
+            let sent = Instant::now();
+            let claimed = self
+                .client
+                .run::<ClaimDeployment>(claim_deployment::Variables {
+                    id: work.id.clone(),
+                    instance: Some(self.instance.clone()),
+                })
+                .await;
+            match claimed {
+                Ok(data) => {
+                    let work = Work::from(data.claim_deployment);
+                    return slots.start(self, work, Some(sent), permit);
+                }
+                Err(err) if err.code() == Some(Code::Conflict) => {
+                    tracing::debug!(deployment = %work.name, %err, "not claimable");
+                    return;
+                }
+                Err(err) if err.is_transient() && Instant::now() < deadline => {
+                    tracing::warn!(deployment = %work.name, %err, "claim failed; retrying in {wait:?}");
                     tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(MAX_BACKOFF);
+                    wait = (wait * 2).min(Duration::from_secs(5));
                 }
                 Err(err) => {
-                    tracing::error!(deployment = %work.name, %err, "could not report the end");
-                    break;
+                    tracing::warn!(deployment = %work.name, repository = %redact_url(&work.repository), %err, "claim failed");
+                    return;
                 }
             }
-        }
-        drop(heartbeat);
-    }
-
-    async fn deploy(
-        &self,
-        work: &Work,
-        reporter: &Reporter,
-        cancel: &AtomicBool,
-        lost: &AtomicBool,
-    ) -> (
-        finish_deployment::DeploymentStatus,
-        String,
-        Option<Vec<finish_deployment::ServiceImageInput>>,
-    ) {
-        use finish_deployment::DeploymentStatus as Status;
-        let failed = |message: String| (Status::FAILED, message, None);
-
-        let _ = reporter
-            .progress(
-                Some(DeploymentPhase::CLONING),
-                &format!("fetching {} at {}", work.repository, work.reference),
-                None,
-            )
-            .await;
-        let fetched = match self
-            .mirrors
-            .fetch(
-                &work.repository,
-                &work.reference,
-                work.sha.as_deref(),
-                self.fetch_timeout,
-            )
-            .await
-        {
-            Ok(fetched) => fetched,
-            Err(err) => return failed(err.to_string()),
-        };
-        reporter.line(format!(
-            "fetched {} ({}): {} bytes in {} ms",
-            fetched.sha,
-            fetched.how,
-            fetched.received_bytes,
-            fetched.took.as_millis()
-        ));
-
-        let _ = reporter
-            .progress(
-                Some(DeploymentPhase::PLANNING),
-                &format!("reading {} at {}", work.spec_path, &fetched.sha[..7]),
-                Some(&fetched.sha),
-            )
-            .await;
-        let ctx = Context {
-            application: work.application.clone(),
-            environment: work.environment.clone(),
-            deployment: work.id.clone(),
-            sha: fetched.sha.clone(),
-            ref_name: work.reference.clone(),
-            secrets: self.secrets.clone(),
-        };
-        let plan = match CommitFiles::open(&fetched.mirror, &fetched.sha)
-            .map_err(|e| e.to_string())
-            .and_then(|files| spec::load(&files, &work.spec_path, &ctx).map_err(|e| e.to_string()))
-        {
-            Ok(plan) => plan,
-            Err(err) => return failed(err),
-        };
-        for warning in &plan.warnings {
-            reporter.line(format!("warning: {warning}"));
-        }
-        if cancel.load(Ordering::SeqCst) {
-            return (
-                Status::CANCELLED,
-                "cancelled before anything changed".into(),
-                None,
-            );
-        }
-
-        let _ = reporter
-            .progress(
-                Some(DeploymentPhase::UPDATING),
-                &format!(
-                    "applying stack {} ({} services)",
-                    plan.stack,
-                    plan.services.len()
-                ),
-                None,
-            )
-            .await;
-        let applied = match swarm::apply(&self.engine, &plan).await {
-            Ok(applied) => applied,
-            Err(err) => return failed(err.to_string()),
-        };
-        for change in &applied.changes {
-            reporter.line(format!("{}: {}", change.name, kind_word(change.kind)));
-        }
-
-        let _ = reporter
-            .progress(
-                Some(DeploymentPhase::VERIFYING),
-                "waiting for services to converge",
-                None,
-            )
-            .await;
-        let is_cancelled = || cancel.load(Ordering::SeqCst);
-        let mut progress = |service: &str, state: &str| {
-            reporter.line(format!("{service}: {state}"));
-        };
-        let outcome = swarm::converge(
-            &self.engine,
-            &applied,
-            plan.timeout,
-            &is_cancelled,
-            &mut progress,
-        )
-        .await;
-        let outcome = match outcome {
-            Ok(outcome) => outcome,
-            Err(err) => Outcome::Failed(err.to_string()),
-        };
-        if lost.load(Ordering::SeqCst) {
-            // Another runner may hold the environment now: leave the swarm alone.
-            return failed("the lease was lost; the swarm was left as it was".into());
-        }
-        match outcome {
-            Outcome::Converged => {
-                if let Err(err) = swarm::apply::remove_dropped(&self.engine, &applied).await {
-                    reporter.line(format!(
-                        "warning: removing services no longer in the stack: {err}"
-                    ));
-                }
-                if let Err(err) = swarm::apply::prune_data(&self.engine, &plan).await {
-                    reporter.line(format!(
-                        "warning: removing unused configs and secrets: {err}"
-                    ));
-                }
-                let mut services = Vec::new();
-                for service in &plan.services {
-                    let image = service
-                        .spec
-                        .task_template
-                        .as_ref()
-                        .and_then(|t| t.container_spec.as_ref())
-                        .and_then(|c| c.image.clone())
-                        .unwrap_or_default();
-                    let digest = swarm::image_digest(&self.engine, &image).await;
-                    services.push(finish_deployment::ServiceImageInput {
-                        name: service.name.clone(),
-                        image,
-                        digest,
-                    });
-                }
-                let unchanged = applied
-                    .changes
-                    .iter()
-                    .all(|c| c.kind == ChangeKind::Unchanged);
-                let message = if unchanged {
-                    format!("{} unchanged at {}", plan.stack, &fetched.sha[..7])
-                } else {
-                    format!("{} converged at {}", plan.stack, &fetched.sha[..7])
-                };
-                (Status::SUCCEEDED, message, Some(services))
-            }
-            Outcome::Failed(why) if plan.rollback_on_failure => {
-                let _ = reporter
-                    .progress(Some(DeploymentPhase::ROLLING_BACK), &why, None)
-                    .await;
-                reporter.line(format!("rolling back: {why}"));
-                match swarm::rollback(&self.engine, &applied, plan.timeout).await {
-                    Ok(()) => failed(format!("rolled back: {why}")),
-                    Err(err) => failed(format!("{why}; the rollback failed too: {err}")),
-                }
-            }
-            Outcome::Failed(why) => failed(why),
-            Outcome::Cancelled => {
-                let _ = reporter
-                    .progress(
-                        Some(DeploymentPhase::ROLLING_BACK),
-                        "cancel requested",
-                        None,
-                    )
-                    .await;
-                match swarm::rollback(&self.engine, &applied, plan.timeout).await {
-                    Ok(()) => (
-                        Status::CANCELLED,
-                        "cancelled; rolled back what it changed".into(),
-                        None,
-                    ),
-                    Err(err) => (
-                        Status::CANCELLED,
-                        format!("cancelled; the rollback failed: {err}"),
-                        None,
-                    ),
-                }
-            }
-        }
-    }
-}
-
-/// Stops a task when its owner goes away, e.g. a deployment's heartbeat when
-/// the work on it is dropped mid-way.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-fn status_word(status: &finish_deployment::DeploymentStatus) -> &'static str {
-    use finish_deployment::DeploymentStatus as Status;
-    match status {
-        Status::SUCCEEDED => "succeeded",
-        Status::CANCELLED => "cancelled",
-        _ => "failed",
-    }
-}
-
-fn kind_word(kind: ChangeKind) -> &'static str {
-    match kind {
-        ChangeKind::Created => "created",
-        ChangeKind::Updated => "updated",
-        ChangeKind::Unchanged => "unchanged",
-        ChangeKind::Removed => "no longer in the stack: removed once the rest has converged",
-    }
-}
-
-/// Renews the lease every `every`; raises `cancel` when the API says a cancel
-/// was requested and `lost` when the runner no longer holds the deployment.
-async fn heartbeat_loop(
-    client: Client,
-    id: String,
-    every: Duration,
-    cancel: Arc<AtomicBool>,
-    lost: Arc<AtomicBool>,
-) {
-    let mut ticker = tokio::time::interval(every);
-    loop {
-        ticker.tick().await;
-        match client
-            .run::<HeartbeatDeployment>(heartbeat_deployment::Variables { id: id.clone() })
-            .await
-        {
-            Ok(data) => {
-                if data.heartbeat_deployment.cancel_requested {
-                    cancel.store(true, Ordering::SeqCst);
-                }
-            }
-            Err(err) if err.code() == Some("CONFLICT") => {
-                tracing::warn!(deployment = %id, %err, "no longer holding the deployment");
-                lost.store(true, Ordering::SeqCst);
-                cancel.store(true, Ordering::SeqCst);
-                return;
-            }
-            Err(err) => tracing::warn!(deployment = %id, %err, "heartbeat failed; retrying"),
         }
     }
 }

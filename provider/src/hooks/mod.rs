@@ -9,7 +9,7 @@ pub mod gitlab;
 use axum::http::HeaderMap;
 use serde::Serialize;
 use slipway_client::operations::{self, applications::ApplicationsApplications};
-use slipway_client::Client;
+use slipway_client::{Client, Code};
 
 use crate::config::Secrets;
 use crate::error::HookError;
@@ -127,9 +127,9 @@ impl Hooks {
                 })
             }
             Err(err) => Err(match err.code() {
-                Some("CONFLICT") => HookError::Locked(api_message(&err)),
-                Some("NOT_FOUND") => HookError::Unmatched(api_message(&err)),
-                Some("BAD_USER_INPUT") => HookError::BadRequest(api_message(&err)),
+                Some(Code::Conflict) => HookError::Locked(api_message(&err)),
+                Some(Code::NotFound) => HookError::Unmatched(api_message(&err)),
+                Some(Code::BadUserInput) => HookError::BadRequest(api_message(&err)),
                 _ => api_failed(err),
             }),
         }
@@ -271,8 +271,8 @@ fn api_message(err: &slipway_client::Error) -> String {
 
 fn api_failed(err: slipway_client::Error) -> HookError {
     match err.code() {
-        Some(code @ ("UNAUTHENTICATED" | "FORBIDDEN")) => tracing::error!(
-            code,
+        Some(code @ (Code::Unauthenticated | Code::Forbidden)) => tracing::error!(
+            code = code.as_str(),
             %err,
             "the API refused the provider's token: check --token (it needs the provider role)"
         ),

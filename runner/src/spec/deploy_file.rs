@@ -3,7 +3,7 @@
 //! refused, so a typo in an environment name cannot create a new stack.
 //!
 //! ```yaml
-//! stack: shop                       # default: the application name
+//! stack: shop                       # default: <application>-<environment>
 //! compose: docker-compose.yml       # one file or a list, merged in order
 //! environments:
 //!   production:
@@ -159,7 +159,12 @@ pub fn read(files: &dyn Files, path: &str, ctx: &Context) -> Result<DeploySpec, 
     let (stack, stack_key) = match (&env.stack, &raw.stack) {
         (Some(Text(s)), _) => (s.clone(), env_key.key("stack")),
         (None, Some(Text(s))) => (s.clone(), KeyPath::default().key("stack")),
-        (None, None) => (ctx.application.clone(), KeyPath::default()),
+        // One stack per environment unless the spec says otherwise: two
+        // environments never write the same services.
+        (None, None) => (
+            format!("{}-{}", ctx.application, ctx.environment),
+            KeyPath::default(),
+        ),
     };
     if !valid_stack_name(&stack) {
         return Err(source.error(PathError::new(

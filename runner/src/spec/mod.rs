@@ -75,8 +75,9 @@ impl Files for BTreeMap<String, Vec<u8>> {
     }
 }
 
-/// What a deployment knows that the spec may use.
-#[derive(Clone, Debug, Default)]
+/// What a deployment knows that the spec may use. `Debug` names the
+/// secrets but never shows their values.
+#[derive(Clone, Default)]
 pub struct Context {
     pub application: String,
     pub environment: String,
@@ -87,6 +88,19 @@ pub struct Context {
     /// Values from the runner's secrets file: available to interpolation and
     /// to swarm secrets, and masked in every log line.
     pub secrets: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("application", &self.application)
+            .field("environment", &self.environment)
+            .field("deployment", &self.deployment)
+            .field("sha", &self.sha)
+            .field("ref_name", &self.ref_name)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 /// A spec or Compose error, with where it is.

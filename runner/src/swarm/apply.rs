@@ -1,8 +1,13 @@
 //! Making a plan real: networks, then configs and secrets, then services —
 //! created, or updated with their current version — and the stack's services
 //! that the plan no longer has removed.
+//!
+//! Before its first write a deployment takes a [`Baseline`]: every service of
+//! the stack as it was. What applying did is recorded in [`Applied`] as it
+//! goes, so that a failure midway, a cancel, or a runner restarted mid-rollout
+//! can put back exactly what this deployment changed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use base64::Engine as _;
 use bollard::models::{ConfigSpec, NetworkCreateRequest, SecretSpec, ServiceSpec};
@@ -10,12 +15,15 @@ use bollard::query_parameters::{
     InspectNetworkOptions, ListConfigsOptions, ListSecretsOptions, ListServicesOptions,
     UpdateServiceOptions,
 };
+use serde::{Deserialize, Serialize};
 
-use super::{filter, is_not_found, Engine, EngineError};
-use crate::plan::{DataPlan, Plan, STACK_NAMESPACE_LABEL};
+use super::{filter, is_not_found, Engine, EngineError, Fence};
+use crate::plan::{
+    DataPlan, Plan, APPLICATION_LABEL, ENVIRONMENT_LABEL, STACK_NAMESPACE_LABEL,
+};
 
 /// What applying did to one service.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Change {
     pub name: String,
     pub id: String,
@@ -30,7 +38,7 @@ pub struct Change {
     pub since: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChangeKind {
     Created,
     /// Updated in a way that replaces tasks.
@@ -40,7 +48,8 @@ pub enum ChangeKind {
     Removed,
 }
 
-#[derive(Clone, Debug, Default)]
+/// What a deployment has done to the swarm so far.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Applied {
     pub changes: Vec<Change>,
     pub networks_created: Vec<String>,
@@ -48,12 +57,106 @@ pub struct Applied {
     pub secrets_created: Vec<String>,
 }
 
+impl Applied {
+    /// Whether anything on the swarm was changed.
+    pub fn touched_anything(&self) -> bool {
+        !self.networks_created.is_empty()
+            || !self.configs_created.is_empty()
+            || !self.secrets_created.is_empty()
+            || self.changes.iter().any(|c| c.kind != ChangeKind::Removed)
+    }
+
+    fn change_of(&self, name: &str) -> Option<&Change> {
+        self.changes.iter().find(|c| c.name == name)
+    }
+}
+
+/// A service as it was before the deployment changed anything.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Before {
+    pub id: String,
+    pub spec: ServiceSpec,
+    pub update_started_at: Option<String>,
+}
+
+/// The services of a stack before a deployment's first write, by name.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Baseline {
+    pub stack: String,
+    pub services: BTreeMap<String, Before>,
+}
+
+/// Reads every service of `stack` as it is now.
+pub async fn snapshot(engine: &Engine, stack: &str) -> Result<Baseline, EngineError> {
+    let services = engine
+        .docker
+        .list_services(Some(ListServicesOptions {
+            filters: Some(filter("label", format!("{STACK_NAMESPACE_LABEL}={stack}"))),
+            ..Default::default()
+        }))
+        .await?;
+    let services = services
+        .into_iter()
+        .filter_map(|s| {
+            let spec = s.spec?;
+            let before = Before {
+                id: s.id?,
+                update_started_at: s.update_status.and_then(|u| u.started_at),
+                spec: spec.clone(),
+            };
+            Some((spec.name?, before))
+        })
+        .collect();
+    Ok(Baseline {
+        stack: stack.to_owned(),
+        services,
+    })
+}
+
+impl Baseline {
+    /// Who else owns the stack, if anyone: a service that carries another
+    /// application's or environment's Slipway labels. A service without them
+    /// (made by `docker stack deploy`) belongs to nobody and is adopted.
+    pub fn owned_by_other(&self, application: &str, environment: &str) -> Option<String> {
+        self.services.iter().find_map(|(name, before)| {
+            let labels = before.spec.labels.as_ref()?;
+            let app = labels.get(APPLICATION_LABEL);
+            let env = labels.get(ENVIRONMENT_LABEL);
+            let other = app.is_some_and(|a| a != application) || env.is_some_and(|e| e != environment);
+            other.then(|| {
+                format!(
+                    "stack {} belongs to {} {}: its service {name} carries {APPLICATION_LABEL}={} and \
+                     {ENVIRONMENT_LABEL}={}; give this environment a stack of its own with `stack:` in the spec",
+                    self.stack,
+                    app.map(String::as_str).unwrap_or("?"),
+                    env.map(String::as_str).unwrap_or("?"),
+                    app.map(String::as_str).unwrap_or("-"),
+                    env.map(String::as_str).unwrap_or("-"),
+                )
+            })
+        })
+    }
+}
+
 /// How often an update that lost a race is retried.
 const OUT_OF_SEQUENCE_RETRIES: usize = 5;
 
-pub async fn apply(engine: &Engine, plan: &Plan) -> Result<Applied, EngineError> {
+/// Makes `plan` real, recording into `applied` what it changes and calling
+/// `record` after every change so the record survives a restart. Asks
+/// `fence` before every write. On an error, `applied` holds what was done
+/// before it, for the caller to roll back.
+///
+/// A service `applied` already records (a resumed deployment) is applied
+/// again — the engine does nothing for a spec it has — and keeps its record.
+pub async fn apply(
+    engine: &Engine,
+    plan: &Plan,
+    baseline: &Baseline,
+    fence: &dyn Fence,
+    applied: &mut Applied,
+    record: &mut (dyn FnMut(&Applied) -> Result<(), EngineError> + Send),
+) -> Result<(), EngineError> {
     let docker = &engine.docker;
-    let mut applied = Applied::default();
 
     for network in &plan.networks {
         let existing = docker
@@ -68,6 +171,7 @@ pub async fn apply(engine: &Engine, plan: &Plan) -> Result<Applied, EngineError>
                         network.name
                     )));
                 }
+                fence.check()?;
                 docker
                     .create_network(NetworkCreateRequest {
                         name: network.name.clone(),
@@ -87,6 +191,7 @@ pub async fn apply(engine: &Engine, plan: &Plan) -> Result<Applied, EngineError>
                         ))
                     })?;
                 applied.networks_created.push(network.name.clone());
+                record(applied)?;
             }
             Err(err) => return Err(err.into()),
         }
@@ -100,6 +205,7 @@ pub async fn apply(engine: &Engine, plan: &Plan) -> Result<Applied, EngineError>
         .collect();
     for config in &plan.configs {
         if ensure_data(config, &configs, "config")? {
+            fence.check()?;
             docker
                 .create_config(ConfigSpec {
                     name: Some(config.name.clone()),
@@ -107,8 +213,16 @@ pub async fn apply(engine: &Engine, plan: &Plan) -> Result<Applied, EngineError>
                     data: Some(base64::engine::general_purpose::STANDARD.encode(&config.data)),
                     ..Default::default()
                 })
-                .await?;
+                .await
+                .map_err(|err| {
+                    EngineError::Api(format!(
+                        "creating config {}: {}",
+                        config.name,
+                        super::engine_message(&err)
+                    ))
+                })?;
             applied.configs_created.push(config.name.clone());
+            record(applied)?;
         }
     }
     let secrets: BTreeSet<String> = docker
@@ -119,6 +233,7 @@ pub async fn apply(engine: &Engine, plan: &Plan) -> Result<Applied, EngineError>
         .collect();
     for secret in &plan.secrets {
         if ensure_data(secret, &secrets, "secret")? {
+            fence.check()?;
             docker
                 .create_secret(SecretSpec {
                     name: Some(secret.name.clone()),
@@ -126,8 +241,16 @@ pub async fn apply(engine: &Engine, plan: &Plan) -> Result<Applied, EngineError>
                     data: Some(base64::engine::general_purpose::STANDARD.encode(&secret.data)),
                     ..Default::default()
                 })
-                .await?;
+                .await
+                .map_err(|err| {
+                    EngineError::Api(format!(
+                        "creating secret {}: {}",
+                        secret.name,
+                        super::engine_message(&err)
+                    ))
+                })?;
             applied.secrets_created.push(secret.name.clone());
+            record(applied)?;
         }
     }
 
@@ -151,8 +274,10 @@ pub async fn apply(engine: &Engine, plan: &Plan) -> Result<Applied, EngineError>
     for service in &plan.services {
         let mut spec = service.spec.clone();
         resolve_references(&mut spec, &config_ids, &secret_ids)?;
+        let before = baseline.services.get(&service.name);
         let change = match existing.get(&service.name) {
             None => {
+                fence.check()?;
                 let created = docker.create_service(spec, None).await.map_err(|err| {
                     EngineError::Api(format!(
                         "creating service {}: {}",
@@ -175,16 +300,25 @@ pub async fn apply(engine: &Engine, plan: &Plan) -> Result<Applied, EngineError>
                     since,
                 }
             }
-            Some(id) => update(engine, id, &service.name, &spec).await?,
+            Some(id) => {
+                let updated = update(engine, fence, id, &service.name, &spec, before).await?;
+                match applied.change_of(&service.name) {
+                    // The record of a resumed deployment knows better when it changed.
+                    Some(recorded) => recorded.clone(),
+                    None => updated,
+                }
+            }
         };
+        applied.changes.retain(|c| c.name != change.name);
         applied.changes.push(change);
+        record(applied)?;
     }
 
     // Services the stack no longer has are removed only once the rest has
     // converged (`remove_dropped`), so a rollback has nothing to re-create.
     let planned: BTreeSet<&str> = plan.services.iter().map(|s| s.name.as_str()).collect();
     for (name, id) in &existing {
-        if !planned.contains(name.as_str()) {
+        if !planned.contains(name.as_str()) && applied.change_of(name).is_none() {
             applied.changes.push(Change {
                 name: name.clone(),
                 id: id.clone(),
@@ -195,7 +329,8 @@ pub async fn apply(engine: &Engine, plan: &Plan) -> Result<Applied, EngineError>
             });
         }
     }
-    Ok(applied)
+    record(applied)?;
+    Ok(())
 }
 
 fn ids_by_name(
@@ -271,11 +406,16 @@ pub async fn stack_services(
         .collect())
 }
 
+/// Updates service `id` to `spec`. What it was before is `baseline`'s
+/// record when there is one (a resumed deployment finds its own spec on the
+/// engine), else what the engine has now.
 async fn update(
     engine: &Engine,
+    fence: &dyn Fence,
     id: &str,
     name: &str,
     spec: &ServiceSpec,
+    baseline: Option<&Before>,
 ) -> Result<Change, EngineError> {
     let docker = &engine.docker;
     let mut attempt = 0;
@@ -283,11 +423,15 @@ async fn update(
         attempt += 1;
         let current = docker.inspect_service(id, None).await?;
         let version = current.version.and_then(|v| v.index).unwrap_or_default();
-        let before = current.spec.clone().unwrap_or_default();
+        let now = current.spec.clone().unwrap_or_default();
+        let (before, update_started_before) = match baseline {
+            Some(b) => (b.spec.clone(), b.update_started_at.clone()),
+            None => (now.clone(), current.update_status.and_then(|u| u.started_at)),
+        };
         let mut next = spec.clone();
         // Keep the current ForceUpdate: a different value restarts every task.
         if let (Some(template), Some(current_template)) =
-            (next.task_template.as_mut(), before.task_template.as_ref())
+            (next.task_template.as_mut(), now.task_template.as_ref())
         {
             template.force_update = current_template.force_update;
         }
@@ -295,11 +439,12 @@ async fn update(
             version: version as i32,
             ..Default::default()
         };
+        fence.check()?;
         match docker.update_service(id, next, options, None).await {
             Ok(_) => {
                 let after = docker.inspect_service(id, None).await?;
                 let after_spec = after.spec.unwrap_or_default();
-                let tasks_change = after_spec.task_template != before.task_template
+                let tasks_change = without_force(&after_spec) != without_force(&before)
                     || after_spec.mode != before.mode;
                 return Ok(Change {
                     name: name.to_owned(),
@@ -310,7 +455,7 @@ async fn update(
                         ChangeKind::Unchanged
                     },
                     before: Some(before),
-                    update_started_before: current.update_status.and_then(|u| u.started_at),
+                    update_started_before,
                     since: after.updated_at,
                 });
             }
@@ -331,13 +476,27 @@ async fn update(
     }
 }
 
+/// The task template of `spec`, with its `ForceUpdate` left out: the update
+/// keeps the engine's value, which a spec from before may not have.
+fn without_force(spec: &ServiceSpec) -> Option<bollard::models::TaskSpec> {
+    spec.task_template.clone().map(|mut t| {
+        t.force_update = None;
+        t
+    })
+}
+
 /// Removes the services the plan no longer has (after a successful rollout).
-pub async fn remove_dropped(engine: &Engine, applied: &Applied) -> Result<(), EngineError> {
+pub async fn remove_dropped(
+    engine: &Engine,
+    applied: &Applied,
+    fence: &dyn Fence,
+) -> Result<(), EngineError> {
     for change in applied
         .changes
         .iter()
         .filter(|c| c.kind == ChangeKind::Removed)
     {
+        fence.check()?;
         if let Err(err) = engine.docker.delete_service(&change.id).await {
             if !is_not_found(&err) {
                 return Err(err.into());
@@ -348,10 +507,14 @@ pub async fn remove_dropped(engine: &Engine, applied: &Applied) -> Result<(), En
 }
 
 /// Removes the stack's config and secret versions that no service uses any
-/// more (run after a successful deployment).
-pub async fn prune_data(engine: &Engine, plan: &Plan) -> Result<(), EngineError> {
+/// more (run after a successful deployment, and after a rollback).
+pub async fn prune_data(
+    engine: &Engine,
+    stack: &str,
+    fence: &dyn Fence,
+) -> Result<(), EngineError> {
     let docker = &engine.docker;
-    let label = format!("{STACK_NAMESPACE_LABEL}={}", plan.stack);
+    let label = format!("{STACK_NAMESPACE_LABEL}={stack}");
     let services = docker
         .list_services(Some(ListServicesOptions {
             filters: Some(filter("label", label.clone())),
@@ -381,6 +544,7 @@ pub async fn prune_data(engine: &Engine, plan: &Plan) -> Result<(), EngineError>
     for config in configs {
         if let Some(id) = config.id {
             if !used.contains(&id) {
+                fence.check()?;
                 let _ = docker.delete_config(&id).await;
             }
         }
@@ -393,7 +557,26 @@ pub async fn prune_data(engine: &Engine, plan: &Plan) -> Result<(), EngineError>
     for secret in secrets {
         if let Some(id) = secret.id {
             if !used.contains(&id) {
+                fence.check()?;
                 let _ = docker.delete_secret(&id).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes the networks a rolled-back deployment created, where no service
+/// uses them any more (the engine refuses to remove one in use).
+pub async fn remove_created_networks(
+    engine: &Engine,
+    applied: &Applied,
+    fence: &dyn Fence,
+) -> Result<(), EngineError> {
+    for network in &applied.networks_created {
+        fence.check()?;
+        if let Err(err) = engine.docker.remove_network(network).await {
+            if !is_not_found(&err) {
+                tracing::debug!(network, error = %super::engine_message(&err), "network kept");
             }
         }
     }

@@ -12,7 +12,7 @@ use bollard::query_parameters::{ListTasksOptions, UpdateServiceOptions};
 use tokio::time::Instant;
 
 use super::apply::{Applied, Change, ChangeKind};
-use super::{filter, Engine, EngineError};
+use super::{filter, Engine, EngineError, Fence};
 
 /// How a rollout ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -29,6 +29,13 @@ const POLL: Duration = Duration::from_millis(200);
 const MAX_TASK_FAILURES: usize = 3;
 /// Swarm's default `update_config.monitor`.
 const DEFAULT_MONITOR: Duration = Duration::from_secs(5);
+/// How long a task may wait for a node that fits before the rollout is
+/// given up on: the scheduler retries, but a constraint nothing meets or
+/// resources no node has do not change by waiting.
+pub const UNSCHEDULABLE_AFTER: Duration = Duration::from_secs(15);
+/// How long a service that exhausted `restart_policy.max_attempts` must
+/// have no task left that could still run before it is given up on.
+const EXHAUSTED_AFTER: Duration = Duration::from_secs(1);
 
 /// What one look at a service says.
 #[derive(Debug, PartialEq, Eq)]
@@ -36,6 +43,17 @@ enum Judgement {
     Done,
     Pending(String),
     Failed(String),
+    /// Nothing moves, for a reason that waiting seldom fixes: a failure once
+    /// it lasts its grace period.
+    Stuck(String, StuckKind),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum StuckKind {
+    /// A task waits for a node that fits it.
+    Unschedulable,
+    /// Swarm gave up restarting failed tasks (`restart_policy.max_attempts`).
+    Exhausted,
 }
 
 /// Waits until every changed service of `applied` has converged, one fails,
@@ -56,24 +74,56 @@ pub async fn converge(
         .collect();
     let mut said: HashMap<String, String> = HashMap::new();
     let mut stable_since: Option<Instant> = None;
+    let mut stuck: HashMap<String, Instant> = HashMap::new();
+    // The last engine error: one failed look is not the engine's verdict.
+    let mut trouble: Option<String> = None;
     loop {
         if cancelled() {
             return Ok(Outcome::Cancelled);
         }
         let mut pending = Vec::new();
         let mut monitor = Duration::ZERO;
+        let mut looked = true;
         let judgements =
             futures_util::future::join_all(watched.iter().map(|change| judge(engine, change)))
                 .await;
         for (change, judged) in watched.iter().zip(judgements) {
-            let (judgement, service_monitor) = judged?;
+            let (judgement, service_monitor) = match judged {
+                Ok(judged) => judged,
+                Err(err) => {
+                    if trouble.is_none() {
+                        progress(&change.name, &format!("engine error, retrying: {err}"));
+                    }
+                    trouble = Some(format!("{}: {err}", change.name));
+                    looked = false;
+                    continue;
+                }
+            };
             if change.kind != ChangeKind::Unchanged {
                 monitor = monitor.max(service_monitor);
             }
+            let judgement = match judgement {
+                Judgement::Stuck(why, kind) => {
+                    let grace = match kind {
+                        StuckKind::Unschedulable => UNSCHEDULABLE_AFTER,
+                        StuckKind::Exhausted => EXHAUSTED_AFTER,
+                    };
+                    let since = *stuck.entry(change.name.clone()).or_insert_with(Instant::now);
+                    if since.elapsed() >= grace {
+                        Judgement::Failed(why)
+                    } else {
+                        Judgement::Pending(why)
+                    }
+                }
+                other => {
+                    stuck.remove(&change.name);
+                    other
+                }
+            };
             let text = match &judgement {
                 Judgement::Done => "converged".to_owned(),
-                Judgement::Pending(what) => what.clone(),
-                Judgement::Failed(why) => why.clone(),
+                Judgement::Pending(what) | Judgement::Failed(what) => what.clone(),
+                Judgement::Stuck(..) => unreachable!("stuck judgements are resolved above"),
             };
             if said.get(&change.name) != Some(&text) {
                 progress(&change.name, &text);
@@ -85,26 +135,30 @@ pub async fn converge(
                 Judgement::Failed(why) => {
                     return Ok(Outcome::Failed(format!("{}: {why}", change.name)))
                 }
+                Judgement::Stuck(..) => {}
             }
         }
-        if pending.is_empty() {
-            // Every replica is up: it must stay up for the monitor period.
-            let since = *stable_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= monitor {
-                return Ok(Outcome::Converged);
+        if looked {
+            trouble = None;
+            if pending.is_empty() {
+                // Every replica is up: it must stay up for the monitor period.
+                let since = *stable_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= monitor {
+                    return Ok(Outcome::Converged);
+                }
+            } else {
+                stable_since = None;
             }
-        } else {
-            stable_since = None;
         }
         if Instant::now() >= deadline {
+            let waited_for = match (&trouble, pending.is_empty()) {
+                (Some(error), _) => format!("the engine to answer (last error: {error})"),
+                (None, true) => "the services to stay up".to_owned(),
+                (None, false) => pending.join("; "),
+            };
             return Ok(Outcome::Failed(format!(
-                "timed out after {}s waiting for {}",
+                "timed out after {}s waiting for {waited_for}",
                 timeout.as_secs(),
-                if pending.is_empty() {
-                    "the services to stay up".to_owned()
-                } else {
-                    pending.join("; ")
-                }
             )));
         }
         tokio::time::sleep(POLL).await;
@@ -122,6 +176,34 @@ async fn tasks(engine: &Engine, service_id: &str) -> Result<Vec<Task>, EngineErr
 
 fn state(task: &Task) -> Option<TaskState> {
     task.status.as_ref().and_then(|s| s.state)
+}
+
+fn has_error(task: &Task) -> bool {
+    task.status
+        .as_ref()
+        .and_then(|s| s.err.as_deref())
+        .is_some_and(|err| !err.is_empty())
+}
+
+/// Whether a task is, or may become, a running one: swarm wants it running
+/// (or ready, while a restart waits out its delay) and it has not ended.
+fn may_still_run(task: &Task) -> bool {
+    let wanted = matches!(
+        task.desired_state,
+        Some(TaskState::RUNNING | TaskState::READY)
+    );
+    let ended = matches!(
+        state(task),
+        Some(
+            TaskState::COMPLETE
+                | TaskState::SHUTDOWN
+                | TaskState::FAILED
+                | TaskState::REJECTED
+                | TaskState::REMOVE
+                | TaskState::ORPHANED
+        )
+    );
+    wanted && !ended
 }
 
 /// The reason a task failed, as the engine words it.
@@ -222,6 +304,51 @@ async fn judge(engine: &Engine, change: &Change) -> Result<(Judgement, Duration)
             ));
         }
     }
+    // The scheduler says in a pending task's error why no node takes it.
+    if let Some(task) = current
+        .iter()
+        .find(|t| state(t) == Some(TaskState::PENDING) && has_error(t))
+    {
+        return Ok((
+            Judgement::Stuck(
+                format!("cannot be scheduled: {}", task_error(task)),
+                StuckKind::Unschedulable,
+            ),
+            monitor,
+        ));
+    }
+    // Swarm restarts a failed task at most `max_attempts` times; then the
+    // slot stays empty and nothing will come.
+    let max_attempts = template
+        .as_ref()
+        .and_then(|t| t.restart_policy.as_ref())
+        .and_then(|r| r.max_attempts)
+        .filter(|n| *n > 0);
+    if let (Some(max_attempts), Some(last)) = (
+        max_attempts,
+        failed.iter().max_by_key(|t| t.updated_at.clone()),
+    ) {
+        let alive = current.iter().filter(|t| may_still_run(t)).count();
+        let want = spec
+            .mode
+            .as_ref()
+            .and_then(|m| m.replicated.as_ref())
+            .map(|r| r.replicas.unwrap_or(1).max(0) as usize);
+        if want.is_some_and(|want| alive < want) || (want.is_none() && alive == 0) {
+            return Ok((
+                Judgement::Stuck(
+                    format!(
+                        "{} task(s) failed and swarm stopped restarting them \
+                         (restart_policy.max_attempts: {max_attempts}): {}",
+                        failed.len(),
+                        task_error(last)
+                    ),
+                    StuckKind::Exhausted,
+                ),
+                monitor,
+            ));
+        }
+    }
     let running = current
         .iter()
         .filter(|t| {
@@ -304,16 +431,19 @@ async fn last_failure(
 }
 
 /// Undoes what `applied` changed: updated services go back to their previous
-/// spec, created ones are removed. Waits up to `timeout` for the rollback.
+/// spec, created ones are removed. Asks `fence` before every write. Waits up
+/// to `timeout` for the services that remain to run their previous spec.
 pub async fn rollback(
     engine: &Engine,
     applied: &Applied,
     timeout: Duration,
+    fence: &dyn Fence,
 ) -> Result<(), EngineError> {
     let docker = &engine.docker;
     for change in applied.changes.iter().rev() {
         match change.kind {
             ChangeKind::Created => {
+                fence.check()?;
                 if let Err(err) = docker.delete_service(&change.id).await {
                     if !super::is_not_found(&err) {
                         return Err(err.into());
@@ -321,42 +451,9 @@ pub async fn rollback(
                 }
             }
             ChangeKind::Updated | ChangeKind::Unchanged => {
-                let Some(before) = change.before.clone() else {
-                    continue;
-                };
-                let current = docker.inspect_service(&change.id, None).await?;
-                let state = current.update_status.as_ref().and_then(|s| s.state);
-                if matches!(
-                    state,
-                    Some(UpdateState::ROLLBACK_COMPLETED | UpdateState::ROLLBACK_STARTED)
-                ) && current
-                    .update_status
-                    .as_ref()
-                    .and_then(|s| s.started_at.clone())
-                    != change.update_started_before
-                {
-                    // Swarm is already rolling it back on its own.
-                    continue;
+                if let Some(before) = &change.before {
+                    restore(engine, change, before, fence).await?;
                 }
-                let version = current.version.and_then(|v| v.index).unwrap_or_default();
-                let mut spec = before;
-                if let (Some(template), Some(now)) = (
-                    spec.task_template.as_mut(),
-                    current.spec.as_ref().and_then(|s| s.task_template.as_ref()),
-                ) {
-                    template.force_update = now.force_update;
-                }
-                docker
-                    .update_service(
-                        &change.id,
-                        spec,
-                        UpdateServiceOptions {
-                            version: version as i32,
-                            ..Default::default()
-                        },
-                        None,
-                    )
-                    .await?;
             }
             ChangeKind::Removed => {}
         }
@@ -382,5 +479,68 @@ pub async fn rollback(
             "rollback did not converge: {why}"
         ))),
         Outcome::Cancelled => Ok(()),
+    }
+}
+
+/// Puts one service back to `before`, unless swarm is rolling it back itself.
+async fn restore(
+    engine: &Engine,
+    change: &Change,
+    before: &bollard::models::ServiceSpec,
+    fence: &dyn Fence,
+) -> Result<(), EngineError> {
+    let docker = &engine.docker;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let current = match docker.inspect_service(&change.id, None).await {
+            Ok(current) => current,
+            // Gone (removed by hand): nothing to put back.
+            Err(err) if super::is_not_found(&err) => return Ok(()),
+            Err(err) => return Err(err.into()),
+        };
+        let status = current.update_status.as_ref();
+        let swarm_rolls_back = matches!(
+            status.and_then(|s| s.state),
+            Some(UpdateState::ROLLBACK_COMPLETED | UpdateState::ROLLBACK_STARTED)
+        ) && status.and_then(|s| s.started_at.clone()) != change.update_started_before;
+        if swarm_rolls_back {
+            return Ok(());
+        }
+        let version = current.version.and_then(|v| v.index).unwrap_or_default();
+        let mut spec = before.clone();
+        if let (Some(template), Some(now)) = (
+            spec.task_template.as_mut(),
+            current.spec.as_ref().and_then(|s| s.task_template.as_ref()),
+        ) {
+            template.force_update = now.force_update;
+        }
+        fence.check()?;
+        let updated = docker
+            .update_service(
+                &change.id,
+                spec,
+                UpdateServiceOptions {
+                    version: version as i32,
+                    ..Default::default()
+                },
+                None,
+            )
+            .await;
+        match updated {
+            Ok(_) => return Ok(()),
+            Err(err)
+                if super::engine_message(&err).contains("update out of sequence") && attempt < 5 =>
+            {
+                continue
+            }
+            Err(err) => {
+                return Err(EngineError::Api(format!(
+                    "restoring service {}: {}",
+                    change.name,
+                    super::engine_message(&err)
+                )))
+            }
+        }
     }
 }

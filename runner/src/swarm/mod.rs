@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use bollard::Docker;
 
-pub use apply::{apply, Applied, Change, ChangeKind};
+pub use apply::{apply, Applied, Baseline, Change, ChangeKind};
 pub use converge::{converge, rollback, Outcome};
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +23,24 @@ pub enum EngineError {
     NotManager { state: String },
     #[error("{0}")]
     Api(String),
+    /// The caller may no longer write to the swarm (its lease lapsed).
+    #[error("no longer allowed to change the swarm: {0}")]
+    Fenced(String),
+}
+
+/// Asked before every write to the swarm: a runner whose lease may have
+/// lapsed must not change what another runner may be deploying now.
+pub trait Fence: Send + Sync {
+    fn check(&self) -> Result<(), EngineError>;
+}
+
+/// For callers that hold no lease (`plan --diff`, tests of the swarm code).
+pub struct Unfenced;
+
+impl Fence for Unfenced {
+    fn check(&self) -> Result<(), EngineError> {
+        Ok(())
+    }
 }
 
 impl From<bollard::errors::Error> for EngineError {

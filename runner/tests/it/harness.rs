@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use slipway_api::auth::{Keys, Role};
 use slipway_api::{db, AppState, Clock, Settings};
-use slipway_runner::git::{Credentials, Mirrors};
+use slipway_runner::git::Credentials;
 use slipway_runner::swarm::Engine;
 use slipway_runner::work::Runner;
 use tokio::net::TcpListener;
@@ -217,17 +217,16 @@ pub async fn engine() -> Engine {
 /// Starts a runner named `name` in-process; it stops when the handle is dropped.
 pub async fn start_runner(api: &Api, name: &str) -> RunnerHandle {
     let workdir = tempfile::tempdir().unwrap();
-    let runner = Runner {
-        client: slipway_client::Client::new(&api.url, &api.token(Role::Runner, name)),
-        name: name.to_owned(),
-        labels: vec!["test".into()],
-        mirrors: Mirrors::new(workdir.path().join("mirrors"), Credentials::default()),
-        engine: engine().await,
-        secrets: Default::default(),
-        heartbeat: Duration::from_secs(2),
-        concurrency: 4,
-        fetch_timeout: Duration::from_secs(60),
-    };
+    let mut runner = Runner::open(
+        slipway_client::Client::new(&api.url, &api.token(Role::Runner, name)),
+        name,
+        workdir.path(),
+        engine().await,
+        Credentials::default(),
+    )
+    .unwrap();
+    runner.labels = vec!["test".into()];
+    runner.fetch_timeout = Duration::from_secs(60);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(slipway_runner::work::run(runner, async {
         let _ = stopped.await;

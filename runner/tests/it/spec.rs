@@ -45,7 +45,7 @@ fn service(plan: &Plan, name: &str) -> Value {
 }
 
 const DESIGN_SPEC: &str = r#"
-stack: shop                       # swarm stack namespace (default: application name)
+stack: shop                       # swarm stack namespace (default: <application>-<environment>)
 compose: docker-compose.yml       # one file or a list, merged in order
 environments:
   production:
@@ -656,7 +656,10 @@ fn environment_settings_have_defaults_and_can_be_set() {
     .unwrap();
     assert_eq!(plan.timeout, std::time::Duration::from_secs(90));
     assert!(!plan.rollback_on_failure);
-    assert_eq!(plan.stack, "shop", "the application name by default");
+    assert_eq!(
+        plan.stack, "shop-staging",
+        "<application>-<environment> by default"
+    );
 
     let err = load(
         &[("slipway.yml", "environments:\n  staging: {timeout: soon}\n")],

@@ -1,0 +1,585 @@
+//! Carrying one claimed deployment out, as a sequence of steps — fetch, plan,
+//! apply, converge, settle — each returning `Result<_, Stop>`.
+//!
+//! A step that cannot go on says why with a [`Stop`]: the deployment
+//! `Failed` (what was changed has been rolled back), was `Cancelled`, or was
+//! `Lost` (the lease may have lapsed: another runner may hold the
+//! environment, so nothing more is written to the swarm and nothing is
+//! reported). The end is turned into the API's types in one place,
+//! [`Ending::finish_variables`].
+//!
+//! # Layout
+//!
+//! - [`Rollout`]: the steps, and `undo`, which every failure after the first
+//!   swarm write goes through.
+//! - [`record`]: what the deployment changed, on disk, for a restart.
+
+pub mod record;
+
+use std::time::Duration;
+
+use slipway_client::operations::{
+    finish_deployment, update_deployment_progress::DeploymentPhase, FinishDeployment,
+};
+use tokio::time::Instant;
+use tracing::Instrument as _;
+
+use crate::git::{CommitFiles, Fetched};
+use crate::lease::{Lease, DEFAULT_LEASE};
+use crate::plan::Plan;
+use crate::report::{Mask, Reporter};
+use crate::spec::{self, Context};
+use crate::swarm::{self, Applied, ChangeKind, EngineError, Outcome};
+use crate::work::{Runner, Work};
+use record::RecordFile;
+
+/// Why a rollout stopped before it succeeded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// The deployment failed; what it had changed is rolled back unless the
+    /// message says otherwise.
+    Failed(String),
+    Cancelled(String),
+    /// This runner may no longer hold the deployment: it leaves the swarm and
+    /// the deployment's status alone.
+    Lost(String),
+}
+
+/// What a rollout that succeeded leaves running.
+#[derive(Debug, Clone)]
+pub struct Release {
+    pub message: String,
+    pub services: Vec<ServiceImage>,
+}
+
+/// An image a service of a release runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceImage {
+    pub name: String,
+    pub image: String,
+    pub digest: Option<String>,
+}
+
+/// How long the end of a deployment is retried while the API cannot be reached.
+const FINISH_PATIENCE: Duration = Duration::from_secs(600);
+/// Longest wait between two attempts to report the end.
+const FINISH_BACKOFF: Duration = Duration::from_secs(30);
+/// How long a resumed deployment waits for its first heartbeat before it
+/// writes to the swarm.
+const RENEW_WITHIN: Duration = Duration::from_secs(30);
+
+/// Carries a claimed deployment to its end. `sent` is when the claim that
+/// granted the lease was sent; `None` for one held before a restart.
+pub(crate) async fn execute(runner: &Runner, work: Work, sent: Option<Instant>) {
+    let span = tracing::info_span!("deployment", deployment = %work.name, id = %work.id);
+    carry_out(runner, work, sent).instrument(span).await
+}
+
+async fn carry_out(runner: &Runner, work: Work, sent: Option<Instant>) {
+    let mask = Mask::new(runner.secrets.values().cloned());
+    let reporter = Reporter::start(
+        runner.client.clone(),
+        work.id.clone(),
+        runner.instance.clone(),
+        mask.clone(),
+        work.log_count,
+    );
+    let lease = Lease::hold(
+        runner.client.clone(),
+        work.id.clone(),
+        runner.instance.clone(),
+        work.lease.unwrap_or(DEFAULT_LEASE),
+        sent,
+    );
+    let (record, problem) = RecordFile::open(&runner.workdir, &work.id);
+    let resumed = sent.is_none();
+    if resumed {
+        reporter.line(format!(
+            "runner {} restarted; reconciling {} with the swarm",
+            runner.name, work.name
+        ));
+    }
+    if let Some(problem) = problem {
+        reporter.line(format!("warning: {problem}"));
+    }
+    let mut rollout = Rollout {
+        runner,
+        work: &work,
+        report: &reporter,
+        lease: &lease,
+        record,
+        resumed,
+    };
+    let ending = Ending::of(rollout.run().await);
+    reporter.line(ending.line());
+    // Lines first, then the end: a finished deployment takes no more lines.
+    // The heartbeat goes on meanwhile, so a slow API does not cost the lease.
+    reporter.flush().await;
+    match ending.finish_variables(&work.id, &runner.instance, &mask) {
+        Some(variables) => finish(runner, &work, variables).await,
+        None => tracing::warn!("the lease was lost; not reporting the end"),
+    }
+    rollout.record.remove();
+    drop(lease);
+}
+
+/// Reports the end, retrying while the API cannot be reached: an API
+/// restarting now must not turn a converged rollout into a lost runner.
+async fn finish(runner: &Runner, work: &Work, variables: finish_deployment::Variables) {
+    let mut wait = Duration::from_millis(200);
+    let deadline = Instant::now() + FINISH_PATIENCE;
+    loop {
+        match runner.client.run::<FinishDeployment>(variables.clone()).await {
+            Ok(_) => return,
+            Err(err) if err.is_transient() && Instant::now() < deadline => {
+                tracing::warn!(deployment = %work.name, %err, "reporting the end; retrying in {wait:?}");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(FINISH_BACKOFF);
+            }
+            Err(err) => {
+                tracing::error!(deployment = %work.name, %err, "could not report the end");
+                return;
+            }
+        }
+    }
+}
+
+/// The end of a rollout as the API hears it.
+struct Ending(Result<Release, Stop>);
+
+impl Ending {
+    fn of(outcome: Result<Release, Stop>) -> Self {
+        Self(outcome)
+    }
+
+    /// The last line of the deployment's log.
+    fn line(&self) -> String {
+        match &self.0 {
+            Ok(release) => format!("succeeded: {}", release.message),
+            Err(Stop::Failed(why)) => format!("failed: {why}"),
+            Err(Stop::Cancelled(why)) => format!("cancelled: {why}"),
+            Err(Stop::Lost(why)) => format!(
+                "stopped: {why}; this runner made no further change to the swarm and leaves \
+                 the deployment to the API"
+            ),
+        }
+    }
+
+    /// The `finishDeployment` call, or `None` when the deployment was lost.
+    fn finish_variables(
+        &self,
+        id: &str,
+        instance: &str,
+        mask: &Mask,
+    ) -> Option<finish_deployment::Variables> {
+        use finish_deployment::DeploymentStatus as Status;
+        let (status, message, services) = match &self.0 {
+            Ok(release) => (
+                Status::SUCCEEDED,
+                &release.message,
+                Some(
+                    release
+                        .services
+                        .iter()
+                        .map(|s| finish_deployment::ServiceImageInput {
+                            name: s.name.clone(),
+                            image: s.image.clone(),
+                            digest: s.digest.clone(),
+                        })
+                        .collect(),
+                ),
+            ),
+            Err(Stop::Failed(why)) => (Status::FAILED, why, None),
+            Err(Stop::Cancelled(why)) => (Status::CANCELLED, why, None),
+            Err(Stop::Lost(_)) => return None,
+        };
+        Some(finish_deployment::Variables {
+            id: id.to_owned(),
+            instance: Some(instance.to_owned()),
+            status,
+            message: Some(mask.apply(message)),
+            services,
+        })
+    }
+}
+
+/// An engine error as a stop: a fenced write means the lease was lost.
+fn stop(err: EngineError, failed: impl FnOnce(EngineError) -> String) -> Stop {
+    match err {
+        EngineError::Fenced(why) => Stop::Lost(why),
+        other => Stop::Failed(failed(other)),
+    }
+}
+
+/// One deployment on its way.
+pub(crate) struct Rollout<'a> {
+    runner: &'a Runner,
+    work: &'a Work,
+    report: &'a Reporter,
+    lease: &'a Lease,
+    record: RecordFile,
+    resumed: bool,
+}
+
+impl Rollout<'_> {
+    async fn run(&mut self) -> Result<Release, Stop> {
+        let fetched = self.fetch().await?;
+        self.refuse_going_back(&fetched).await?;
+        let plan = self.plan(&fetched).await?;
+        let applied = self.apply(&plan).await?;
+        self.converge(&plan, &applied).await?;
+        self.settle(&plan, &applied, &fetched).await
+    }
+
+    async fn phase(&self, phase: DeploymentPhase, message: &str, sha: Option<&str>) {
+        if let Err(err) = self.report.progress(Some(phase), message, sha).await {
+            tracing::warn!(%err, "could not report the phase");
+        }
+    }
+
+    /// Fetch: the commit, into the repository's mirror.
+    async fn fetch(&self) -> Result<Fetched, Stop> {
+        let work = self.work;
+        self.phase(
+            DeploymentPhase::CLONING,
+            &format!("fetching {} at {}", work.repository, work.reference),
+            None,
+        )
+        .await;
+        let fetched = self
+            .runner
+            .mirrors
+            .fetch(
+                &work.repository,
+                &work.reference,
+                work.sha.as_deref(),
+                self.runner.fetch_timeout,
+            )
+            .await
+            .map_err(|err| Stop::Failed(err.to_string()))?;
+        self.report.line(format!(
+            "fetched {} ({}): {} bytes in {} ms",
+            fetched.sha,
+            fetched.how,
+            fetched.received_bytes,
+            fetched.took.as_millis()
+        ));
+        Ok(fetched)
+    }
+
+    /// An auto-deploy (a push, a pipeline) that arrived late must not roll
+    /// back a newer release: a commit the environment already runs, or one
+    /// its release descends from, is not rolled out. A person who deploys an
+    /// old commit means it and is not stopped.
+    async fn refuse_going_back(&self, fetched: &Fetched) -> Result<(), Stop> {
+        let work = self.work;
+        let (true, Some(release)) = (work.auto_deploy, &work.release) else {
+            return Ok(());
+        };
+        let newer = self
+            .runner
+            .mirrors
+            .contains(
+                &work.repository,
+                &release.sha,
+                &fetched.sha,
+                self.runner.fetch_timeout,
+            )
+            .await;
+        match newer {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(Stop::Cancelled(format!(
+                "{} is an auto-deploy of {}, but {} already runs {} ({}), which {}: \
+                 deploying it would go backwards, so nothing was changed",
+                work.name,
+                short(&fetched.sha),
+                work.environment,
+                release.name,
+                short(&release.sha),
+                if release.sha == fetched.sha {
+                    "is that commit"
+                } else {
+                    "is newer"
+                }
+            ))),
+            Err(err) => {
+                self.report.line(format!(
+                    "warning: cannot tell whether {} is older than the release {} ({err}); \
+                     deploying it",
+                    short(&fetched.sha),
+                    short(&release.sha)
+                ));
+                Ok(())
+            }
+        }
+    }
+
+    /// Plan: `slipway.yml` and its Compose files at the commit, as swarm objects.
+    async fn plan(&self, fetched: &Fetched) -> Result<Plan, Stop> {
+        let work = self.work;
+        self.phase(
+            DeploymentPhase::PLANNING,
+            &format!("reading {} at {}", work.spec_path, short(&fetched.sha)),
+            Some(&fetched.sha),
+        )
+        .await;
+        let ctx = Context {
+            application: work.application.clone(),
+            environment: work.environment.clone(),
+            deployment: work.id.clone(),
+            sha: fetched.sha.clone(),
+            ref_name: work.reference.clone(),
+            secrets: self.runner.secrets.clone(),
+        };
+        let plan = CommitFiles::open(&fetched.mirror, &fetched.sha)
+            .map_err(|e| e.to_string())
+            .and_then(|files| {
+                spec::load(&files, &work.spec_path, &ctx).map_err(|e| e.to_string())
+            })
+            .map_err(Stop::Failed)?;
+        for warning in &plan.warnings {
+            self.report.line(format!("warning: {warning}"));
+        }
+        Ok(plan)
+    }
+
+    /// Apply: networks, configs, secrets and services, after a look at who
+    /// owns the stack. A failure midway rolls back what was done.
+    async fn apply(&mut self, plan: &Plan) -> Result<Applied, Stop> {
+        if self.resumed && !self.lease.renewed(RENEW_WITHIN).await {
+            return Err(Stop::Lost(self.lease.lapsed().unwrap_or_else(|| {
+                "the lease could not be renewed after the restart".into()
+            })));
+        }
+        if self.lease.cancel_requested() {
+            let applied = self.record.record.applied.clone();
+            return Err(self.cancelled(plan, &applied).await);
+        }
+        self.phase(
+            DeploymentPhase::UPDATING,
+            &format!(
+                "applying stack {} ({} services)",
+                plan.stack,
+                plan.services.len()
+            ),
+            None,
+        )
+        .await;
+        let engine = &self.runner.engine;
+        let baseline = match self.record.record.baseline.clone() {
+            Some(baseline) if baseline.stack == plan.stack => baseline,
+            _ => {
+                let baseline = swarm::apply::snapshot(engine, &plan.stack)
+                    .await
+                    .map_err(|err| Stop::Failed(format!("reading stack {}: {err}", plan.stack)))?;
+                self.record.record.baseline = Some(baseline.clone());
+                self.save()?;
+                baseline
+            }
+        };
+        if let Some(owner) = baseline.owned_by_other(&self.work.application, &self.work.environment)
+        {
+            return Err(Stop::Failed(format!(
+                "nothing was changed: {owner}"
+            )));
+        }
+        let mut applied = self.record.record.applied.clone();
+        let path = self.record.path().to_owned();
+        let mut saved = |applied: &Applied| {
+            let record = record::Record {
+                baseline: Some(baseline.clone()),
+                applied: applied.clone(),
+            };
+            record::save(&path, &record).map_err(|err| {
+                EngineError::Api(format!(
+                    "cannot record the deployment's changes in {}: {err}",
+                    path.display()
+                ))
+            })
+        };
+        let result =
+            swarm::apply(engine, plan, &baseline, self.lease, &mut applied, &mut saved).await;
+        self.record.record.applied = applied.clone();
+        for change in &applied.changes {
+            self.report
+                .line(format!("{}: {}", change.name, kind_word(change.kind)));
+        }
+        match result {
+            Ok(()) => Ok(applied),
+            Err(EngineError::Fenced(why)) => Err(Stop::Lost(why)),
+            Err(err) => Err(match self.undo(plan, &applied).await {
+                Ok(undone) => Stop::Failed(format!("{err}; {undone}")),
+                Err(Stop::Failed(why)) => {
+                    Stop::Failed(format!("{err}; the rollback failed too: {why}"))
+                }
+                Err(other) => other,
+            }),
+        }
+    }
+
+    /// Converge: every changed service runs its new spec, up and stable;
+    /// otherwise the stack goes back.
+    async fn converge(&self, plan: &Plan, applied: &Applied) -> Result<(), Stop> {
+        self.phase(
+            DeploymentPhase::VERIFYING,
+            "waiting for services to converge",
+            None,
+        )
+        .await;
+        let is_cancelled = || self.lease.cancel_requested();
+        let mut progress = |service: &str, state: &str| {
+            self.report.line(format!("{service}: {state}"));
+        };
+        let outcome = swarm::converge(
+            &self.runner.engine,
+            applied,
+            plan.timeout,
+            &is_cancelled,
+            &mut progress,
+        )
+        .await
+        .unwrap_or_else(|err| Outcome::Failed(err.to_string()));
+        if let Some(why) = self.lease.lapsed() {
+            // Another runner may hold the environment now: leave the swarm alone.
+            return Err(Stop::Lost(why));
+        }
+        match outcome {
+            Outcome::Converged => Ok(()),
+            Outcome::Failed(why) if plan.rollback_on_failure => {
+                self.phase(DeploymentPhase::ROLLING_BACK, &why, None).await;
+                self.report.line(format!("rolling back: {why}"));
+                Err(match self.undo(plan, applied).await {
+                    Ok(_) => Stop::Failed(format!("rolled back: {why}")),
+                    Err(Stop::Failed(err)) => {
+                        Stop::Failed(format!("{why}; the rollback failed too: {err}"))
+                    }
+                    Err(other) => other,
+                })
+            }
+            Outcome::Failed(why) => Err(Stop::Failed(why)),
+            Outcome::Cancelled => Err(self.cancelled(plan, applied).await),
+        }
+    }
+
+    /// Settle: services the stack no longer has and configs and secrets no
+    /// service uses are removed; the release's images are recorded.
+    async fn settle(
+        &self,
+        plan: &Plan,
+        applied: &Applied,
+        fetched: &Fetched,
+    ) -> Result<Release, Stop> {
+        let engine = &self.runner.engine;
+        let lost = |err: EngineError| match err {
+            EngineError::Fenced(why) => Err(Stop::Lost(why)),
+            other => Ok(other),
+        };
+        if let Err(err) = swarm::apply::remove_dropped(engine, applied, self.lease).await {
+            let err = lost(err)?;
+            self.report.line(format!(
+                "warning: removing services no longer in the stack: {err}"
+            ));
+        }
+        if let Err(err) = swarm::apply::prune_data(engine, &plan.stack, self.lease).await {
+            let err = lost(err)?;
+            self.report.line(format!(
+                "warning: removing unused configs and secrets: {err}"
+            ));
+        }
+        let mut services = Vec::new();
+        for service in &plan.services {
+            let image = service
+                .spec
+                .task_template
+                .as_ref()
+                .and_then(|t| t.container_spec.as_ref())
+                .and_then(|c| c.image.clone())
+                .unwrap_or_default();
+            let digest = swarm::image_digest(engine, &image).await;
+            services.push(ServiceImage {
+                name: service.name.clone(),
+                image,
+                digest,
+            });
+        }
+        let unchanged = applied
+            .changes
+            .iter()
+            .all(|c| c.kind == ChangeKind::Unchanged);
+        let verb = if unchanged { "unchanged" } else { "converged" };
+        Ok(Release {
+            message: format!("{} {verb} at {}", plan.stack, short(&fetched.sha)),
+            services,
+        })
+    }
+
+    /// The stop of a cancelled deployment, after undoing what it changed.
+    async fn cancelled(&self, plan: &Plan, applied: &Applied) -> Stop {
+        if !applied.touched_anything() {
+            return Stop::Cancelled("cancelled before anything changed".into());
+        }
+        self.phase(DeploymentPhase::ROLLING_BACK, "cancel requested", None)
+            .await;
+        match self.undo(plan, applied).await {
+            Ok(undone) => Stop::Cancelled(format!("cancelled; {undone}")),
+            Err(Stop::Failed(why)) => Stop::Cancelled(format!("cancelled; the rollback failed: {why}")),
+            Err(other) => other,
+        }
+    }
+
+    /// Puts back what `applied` changed; says what it did.
+    async fn undo(&self, plan: &Plan, applied: &Applied) -> Result<String, Stop> {
+        let engine = &self.runner.engine;
+        if !applied.touched_anything() {
+            return Ok("nothing had been changed".into());
+        }
+        swarm::rollback(engine, applied, plan.timeout, self.lease)
+            .await
+            .map_err(|err| stop(err, |err| err.to_string()))?;
+        // What the deployment created and nothing uses now.
+        let tidy = async {
+            swarm::apply::prune_data(engine, &plan.stack, self.lease).await?;
+            swarm::apply::remove_created_networks(engine, applied, self.lease).await
+        };
+        if let Err(err) = tidy.await {
+            if let EngineError::Fenced(why) = err {
+                return Err(Stop::Lost(why));
+            }
+            self.report
+                .line(format!("warning: removing what the deployment created: {err}"));
+        }
+        let (mut restored, mut removed) = (0, 0);
+        for change in &applied.changes {
+            match change.kind {
+                ChangeKind::Updated | ChangeKind::Unchanged => restored += 1,
+                ChangeKind::Created => removed += 1,
+                ChangeKind::Removed => {}
+            }
+        }
+        Ok(format!(
+            "rolled back what it changed ({restored} service(s) restored, {removed} created one(s) removed)"
+        ))
+    }
+
+    fn save(&self) -> Result<(), Stop> {
+        self.record.save().map_err(|err| {
+            Stop::Failed(format!(
+                "nothing was changed: cannot record the deployment's changes in {}: {err}",
+                self.record.path().display()
+            ))
+        })
+    }
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(7)]
+}
+
+fn kind_word(kind: ChangeKind) -> &'static str {
+    match kind {
+        ChangeKind::Created => "created",
+        ChangeKind::Updated => "updated",
+        ChangeKind::Unchanged => "unchanged",
+        ChangeKind::Removed => "no longer in the stack: removed once the rest has converged",
+    }
+}
