@@ -346,11 +346,19 @@ fn source_line(rng: &mut Lcg, vocabulary: &[String]) -> String {
     let mut line = indent;
     for i in 0..words {
         if i > 0 {
-            line.push(if rng.next().is_multiple_of(5) { '.' } else { ' ' });
+            line.push(if rng.next().is_multiple_of(5) {
+                '.'
+            } else {
+                ' '
+            });
         }
         line.push_str(&vocabulary[(rng.next() as usize) % vocabulary.len()]);
     }
-    line.push_str(if rng.next().is_multiple_of(4) { " {" } else { ";" });
+    line.push_str(if rng.next().is_multiple_of(4) {
+        " {"
+    } else {
+        ";"
+    });
     line
 }
 

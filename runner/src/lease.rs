@@ -143,12 +143,20 @@ impl Fence for Lease {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Renews the lease every third of it, at once after a failure, and keeps
 /// `until` to the last renewal that the API answered.
-async fn beat(client: Client, id: String, instance: String, mut lease: Duration, shared: Arc<Shared>) {
+async fn beat(
+    client: Client,
+    id: String,
+    instance: String,
+    mut lease: Duration,
+    shared: Arc<Shared>,
+) {
     let mut wait = Duration::ZERO;
     loop {
         tokio::time::sleep(wait).await;

@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use slipway_client::operations::{
-    claim_deployment, claimable_deployments, deployment_queued, held_deployments,
-    register_runner, ClaimDeployment, ClaimableDeployments, DeploymentQueued, HeldDeployments,
-    RegisterRunner,
+    claim_deployment, claimable_deployments, deployment_queued, held_deployments, register_runner,
+    ClaimDeployment, ClaimableDeployments, DeploymentQueued, HeldDeployments, RegisterRunner,
 };
 use slipway_client::{Client, Code};
 use tokio::time::Instant;
@@ -168,7 +167,7 @@ pub async fn run(runner: Runner, shutdown: impl Future<Output = ()>) {
     let mut backoff = Duration::from_millis(500);
     loop {
         tokio::select! {
-            () = &mut shutdown => return,
+            () = &mut shutdown => break,
             result = runner.session(&mut slots) => {
                 match result {
                     Ok(()) => backoff = Duration::from_millis(500),
@@ -177,11 +176,14 @@ pub async fn run(runner: Runner, shutdown: impl Future<Output = ()>) {
             }
         }
         tokio::select! {
-            () = &mut shutdown => return,
+            () = &mut shutdown => break,
             () = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+    // Nothing of this runner outlives `run`: the workdir's lock is free
+    // for the next start once it returns.
+    slots.tasks.shutdown().await;
 }
 
 /// The deployments a runner carries out at once.

@@ -129,7 +129,11 @@ async fn finish(runner: &Runner, work: &Work, variables: finish_deployment::Vari
     let mut wait = Duration::from_millis(200);
     let deadline = Instant::now() + FINISH_PATIENCE;
     loop {
-        match runner.client.run::<FinishDeployment>(variables.clone()).await {
+        match runner
+            .client
+            .run::<FinishDeployment>(variables.clone())
+            .await
+        {
             Ok(_) => return,
             Err(err) if err.is_transient() && Instant::now() < deadline => {
                 tracing::warn!(deployment = %work.name, %err, "reporting the end; retrying in {wait:?}");
@@ -333,9 +337,7 @@ impl Rollout<'_> {
         };
         let plan = CommitFiles::open(&fetched.mirror, &fetched.sha)
             .map_err(|e| e.to_string())
-            .and_then(|files| {
-                spec::load(&files, &work.spec_path, &ctx).map_err(|e| e.to_string())
-            })
+            .and_then(|files| spec::load(&files, &work.spec_path, &ctx).map_err(|e| e.to_string()))
             .map_err(Stop::Failed)?;
         for warning in &plan.warnings {
             self.report.line(format!("warning: {warning}"));
@@ -379,9 +381,7 @@ impl Rollout<'_> {
         };
         if let Some(owner) = baseline.owned_by_other(&self.work.application, &self.work.environment)
         {
-            return Err(Stop::Failed(format!(
-                "nothing was changed: {owner}"
-            )));
+            return Err(Stop::Failed(format!("nothing was changed: {owner}")));
         }
         let mut applied = self.record.record.applied.clone();
         let path = self.record.path().to_owned();
@@ -397,8 +397,15 @@ impl Rollout<'_> {
                 ))
             })
         };
-        let result =
-            swarm::apply(engine, plan, &baseline, self.lease, &mut applied, &mut saved).await;
+        let result = swarm::apply(
+            engine,
+            plan,
+            &baseline,
+            self.lease,
+            &mut applied,
+            &mut saved,
+        )
+        .await;
         self.record.record.applied = applied.clone();
         for change in &applied.changes {
             self.report
@@ -522,7 +529,9 @@ impl Rollout<'_> {
             .await;
         match self.undo(plan, applied).await {
             Ok(undone) => Stop::Cancelled(format!("cancelled; {undone}")),
-            Err(Stop::Failed(why)) => Stop::Cancelled(format!("cancelled; the rollback failed: {why}")),
+            Err(Stop::Failed(why)) => {
+                Stop::Cancelled(format!("cancelled; the rollback failed: {why}"))
+            }
             Err(other) => other,
         }
     }
@@ -545,8 +554,9 @@ impl Rollout<'_> {
             if let EngineError::Fenced(why) = err {
                 return Err(Stop::Lost(why));
             }
-            self.report
-                .line(format!("warning: removing what the deployment created: {err}"));
+            self.report.line(format!(
+                "warning: removing what the deployment created: {err}"
+            ));
         }
         let (mut restored, mut removed) = (0, 0);
         for change in &applied.changes {

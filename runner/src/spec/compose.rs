@@ -44,6 +44,9 @@ pub const IGNORED_SERVICE_KEYS: &[&str] = &[
     "restart",
     "security_opt",
     "shm_size",
+    // A service-level `tmpfs:` is for containers: `docker stack deploy`
+    // drops it (a tmpfs mount under `volumes:` is what swarm takes).
+    "tmpfs",
     "userns_mode",
 ];
 
@@ -124,7 +127,6 @@ pub struct Service {
     pub logging: Option<Logging>,
     #[serde(default)]
     pub volumes: Vec<Value>,
-    pub tmpfs: Option<OneOrMany>,
     pub isolation: Option<Text>,
     pub oom_score_adj: Option<Int>,
     /// Legacy restart policy, the fallback for `deploy.restart_policy`.

@@ -18,9 +18,7 @@ use bollard::query_parameters::{
 use serde::{Deserialize, Serialize};
 
 use super::{filter, is_not_found, Engine, EngineError, Fence};
-use crate::plan::{
-    DataPlan, Plan, APPLICATION_LABEL, ENVIRONMENT_LABEL, STACK_NAMESPACE_LABEL,
-};
+use crate::plan::{DataPlan, Plan, APPLICATION_LABEL, ENVIRONMENT_LABEL, STACK_NAMESPACE_LABEL};
 
 /// What applying did to one service.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -426,7 +424,10 @@ async fn update(
         let now = current.spec.clone().unwrap_or_default();
         let (before, update_started_before) = match baseline {
             Some(b) => (b.spec.clone(), b.update_started_at.clone()),
-            None => (now.clone(), current.update_status.and_then(|u| u.started_at)),
+            None => (
+                now.clone(),
+                current.update_status.and_then(|u| u.started_at),
+            ),
         };
         let mut next = spec.clone();
         // Keep the current ForceUpdate: a different value restarts every task.

@@ -108,7 +108,9 @@ pub async fn converge(
                         StuckKind::Unschedulable => UNSCHEDULABLE_AFTER,
                         StuckKind::Exhausted => EXHAUSTED_AFTER,
                     };
-                    let since = *stuck.entry(change.name.clone()).or_insert_with(Instant::now);
+                    let since = *stuck
+                        .entry(change.name.clone())
+                        .or_insert_with(Instant::now);
                     if since.elapsed() >= grace {
                         Judgement::Failed(why)
                     } else {
@@ -503,7 +505,8 @@ async fn restore(
         let swarm_rolls_back = matches!(
             status.and_then(|s| s.state),
             Some(UpdateState::ROLLBACK_COMPLETED | UpdateState::ROLLBACK_STARTED)
-        ) && status.and_then(|s| s.started_at.clone()) != change.update_started_before;
+        ) && status.and_then(|s| s.started_at.clone())
+            != change.update_started_before;
         if swarm_rolls_back {
             return Ok(());
         }
@@ -530,7 +533,8 @@ async fn restore(
         match updated {
             Ok(_) => return Ok(()),
             Err(err)
-                if super::engine_message(&err).contains("update out of sequence") && attempt < 5 =>
+                if super::engine_message(&err).contains("update out of sequence")
+                    && attempt < 5 =>
             {
                 continue
             }

@@ -404,7 +404,7 @@ async fn a_runner_stopped_mid_rollout_finishes_it_after_restarting() {
         .deploy("shop", "production", "main", Some(&second))
         .await;
     api.wait_phase(&id, "VERIFYING", WITHIN).await;
-    drop(runner);
+    runner.stop().await;
 
     let _again = start_runner(&api, "runner-1").await;
     let d = api.wait_final(&id, WITHIN).await;

@@ -25,12 +25,16 @@ pub struct Api {
 
 impl Api {
     pub async fn start() -> Self {
+        Self::start_with(Settings::default()).await
+    }
+
+    pub async fn start_with(settings: Settings) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("api.db").display());
         let conn = db::connect(&url).await.unwrap();
         db::migrate(&conn).await.unwrap();
         let keys = Keys::new(SECRET);
-        let state = AppState::new(conn, keys.clone(), Clock::system(), Settings::default());
+        let state = AppState::new(conn, keys.clone(), Clock::system(), settings);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -214,14 +218,38 @@ pub async fn engine() -> Engine {
     engine
 }
 
-/// Starts a runner named `name` in-process; it stops when the handle is dropped.
+/// Starts a runner named `name` in-process, in a workdir of its own under
+/// the API's directory: a runner started again with the same name is the
+/// same runner (the same instance) restarted. It stops when the handle is
+/// dropped; [`RunnerHandle::stop`] waits until it has.
 pub async fn start_runner(api: &Api, name: &str) -> RunnerHandle {
-    let workdir = tempfile::tempdir().unwrap();
+    let workdir = api._dir.path().join("runners").join(name);
+    start_runner_in(api, name, &workdir, engine().await).await
+}
+
+/// Starts a runner named `name` in `workdir`, talking to `engine`.
+pub async fn start_runner_in(
+    api: &Api,
+    name: &str,
+    workdir: &Path,
+    engine: Engine,
+) -> RunnerHandle {
+    start_runner_at(api, &api.url, name, workdir, engine).await
+}
+
+/// Starts a runner that reaches the API at `api_url` (a proxy, say).
+pub async fn start_runner_at(
+    api: &Api,
+    api_url: &str,
+    name: &str,
+    workdir: &Path,
+    engine: Engine,
+) -> RunnerHandle {
     let mut runner = Runner::open(
-        slipway_client::Client::new(&api.url, &api.token(Role::Runner, name)),
+        slipway_client::Client::new(api_url, &api.token(Role::Runner, name)),
         name,
-        workdir.path(),
-        engine().await,
+        workdir,
+        engine,
         Credentials::default(),
     )
     .unwrap();
@@ -232,16 +260,33 @@ pub async fn start_runner(api: &Api, name: &str) -> RunnerHandle {
         let _ = stopped.await;
     }));
     RunnerHandle {
-        _stop: stop,
-        _task: task,
-        _workdir: workdir,
+        stop: Some(stop),
+        task: Some(task),
     }
 }
 
 pub struct RunnerHandle {
-    _stop: tokio::sync::oneshot::Sender<()>,
-    _task: tokio::task::JoinHandle<()>,
-    _workdir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunnerHandle {
+    /// Stops the runner and waits until it has, deployments in flight included.
+    pub async fn stop(mut self) {
+        self.stop.take();
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(20), task)
+                .await
+                .expect("the runner stops within 20 s")
+                .expect("runner task");
+        }
+    }
+}
+
+impl Drop for RunnerHandle {
+    fn drop(&mut self) {
+        self.stop.take();
+    }
 }
 
 /// `docker service inspect` of a service, as JSON.

@@ -7,3 +7,5 @@ mod spec;
 mod deploy;
 mod git;
 mod harness;
+mod proxy;
+mod truth;

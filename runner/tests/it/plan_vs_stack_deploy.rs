@@ -588,6 +588,7 @@ services:
       - type: tmpfs
         target: /scratch
         tmpfs: {size: 1000000}
+    tmpfs: [/run]
     networks:
       front:
         aliases: [www]

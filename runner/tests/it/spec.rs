@@ -318,7 +318,7 @@ fn variables_layer_environment_over_top_level_and_builtins_win() {
     )
     .unwrap();
     assert_eq!(
-        service(&plan, "shop_web")["TaskTemplate"]["ContainerSpec"]["Env"],
+        service(&plan, "shop-staging_web")["TaskTemplate"]["ContainerSpec"]["Env"],
         json!([
             "A=top",
             "APP=shop",
@@ -339,8 +339,8 @@ fn later_compose_files_override_earlier_ones() {
     let one = "services:\n  web:\n    image: one\n    command: [one, x]\n    environment: [SHARED=one, ONE=1]\n    ports: ['8001:80']\n";
     let two = "services:\n  web:\n    image: two\n    command: two\n    environment: {SHARED: two}\n    ports: ['8002:80']\n";
     let files = [("slipway.yml", spec), ("one.yml", one), ("two.yml", two)];
-    let a = service(&load(&files, "a").unwrap(), "shop_web");
-    let b = service(&load(&files, "b").unwrap(), "shop_web");
+    let a = service(&load(&files, "a").unwrap(), "shop-a_web");
+    let b = service(&load(&files, "b").unwrap(), "shop-b_web");
     assert_eq!(a["TaskTemplate"]["ContainerSpec"]["Image"], "two");
     assert_eq!(a["TaskTemplate"]["ContainerSpec"]["Args"], json!(["two"]));
     assert_eq!(
@@ -387,12 +387,13 @@ fn configs_and_secrets_are_versioned_by_content() {
     let config = &plan.configs[0];
     assert_eq!(config.compose_name, "app");
     assert!(
-        config.name.starts_with("shop_app_") && config.name.len() == "shop_app_".len() + 12,
+        config.name.starts_with("shop-staging_app_")
+            && config.name.len() == "shop-staging_app_".len() + 12,
         "{}",
         config.name
     );
     assert_eq!(config.data, b"v1\n");
-    assert_eq!(config.labels["com.docker.stack.namespace"], "shop");
+    assert_eq!(config.labels["com.docker.stack.namespace"], "shop-staging");
     let db = plan
         .secrets
         .iter()
@@ -407,7 +408,7 @@ fn configs_and_secrets_are_versioned_by_content() {
     assert!(ext.external);
     assert_eq!(ext.name, "ext");
 
-    let web = service(&plan, "shop_web");
+    let web = service(&plan, "shop-staging_web");
     assert_eq!(
         web["TaskTemplate"]["ContainerSpec"]["Configs"][0]["ConfigName"],
         config.name.as_str()
@@ -468,8 +469,11 @@ fn reordering_lists_does_not_change_the_spec() {
         "staging",
     )
     .unwrap();
-    assert_eq!(service(&plan_a, "shop_web"), service(&plan_b, "shop_web"));
-    let envs = service(&plan_a, "shop_web")["TaskTemplate"]["ContainerSpec"]["Env"].clone();
+    assert_eq!(
+        service(&plan_a, "shop-staging_web"),
+        service(&plan_b, "shop-staging_web")
+    );
+    let envs = service(&plan_a, "shop-staging_web")["TaskTemplate"]["ContainerSpec"]["Env"].clone();
     assert_eq!(envs, json!(["A=1", "B=2"]));
 }
 
@@ -486,9 +490,9 @@ fn stack_conventions_and_slipway_labels() {
         "staging",
     )
     .unwrap();
-    let web = service(&plan, "shop_web");
+    let web = service(&plan, "shop-staging_web");
     let labels = &web["Labels"];
-    assert_eq!(labels["com.docker.stack.namespace"], "shop");
+    assert_eq!(labels["com.docker.stack.namespace"], "shop-staging");
     assert_eq!(labels["com.docker.stack.image"], "a:1");
     assert_eq!(labels["svc"], "1");
     assert_eq!(labels["io.slipway.application"], "shop");
@@ -496,25 +500,25 @@ fn stack_conventions_and_slipway_labels() {
     assert_eq!(labels["io.slipway.deployment"], "dep-42");
     let container_labels = &web["TaskTemplate"]["ContainerSpec"]["Labels"];
     assert_eq!(container_labels["tier"], "web");
-    assert_eq!(container_labels["com.docker.stack.namespace"], "shop");
+    assert_eq!(container_labels["com.docker.stack.namespace"], "shop-staging");
     assert!(
         container_labels.get("io.slipway.deployment").is_none(),
         "a per-deployment label in the task template would restart every task on each deploy"
     );
     assert_eq!(
         web["TaskTemplate"]["Networks"],
-        json!([{"Target": "shop_default", "Aliases": ["web"]}])
+        json!([{"Target": "shop-staging_default", "Aliases": ["web"]}])
     );
     let names: Vec<&str> = plan.networks.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(
         names,
-        vec!["shop_back", "shop_default"],
+        vec!["shop-staging_back", "shop-staging_default"],
         "unused networks are not created"
     );
     assert!(plan
         .networks
         .iter()
-        .all(|n| n.driver == "overlay" && n.labels["com.docker.stack.namespace"] == "shop"));
+        .all(|n| n.driver == "overlay" && n.labels["com.docker.stack.namespace"] == "shop-staging"));
     assert!(plan.networks[0].attachable);
 }
 
@@ -535,7 +539,7 @@ fn keys_swarm_ignores_are_warnings() {
         plan.warnings[0],
         "Ignoring unsupported options: build, container_name, depends_on, links, restart"
     );
-    let web = service(&plan, "shop_web");
+    let web = service(&plan, "shop-staging_web");
     assert_eq!(
         web["TaskTemplate"]["RestartPolicy"],
         json!({"Condition": "on-failure", "MaxAttempts": 3})
@@ -543,7 +547,7 @@ fn keys_swarm_ignores_are_warnings() {
 }
 
 #[test]
-fn service_level_tmpfs_becomes_tmpfs_mounts() {
+fn service_level_tmpfs_is_ignored_with_a_warning_as_docker_stack_deploy_does() {
     let plan = load(
         &[
             ("slipway.yml", "environments: {staging: }\n"),
@@ -555,9 +559,14 @@ fn service_level_tmpfs_becomes_tmpfs_mounts() {
         "staging",
     )
     .unwrap();
-    assert_eq!(
-        service(&plan, "shop_web")["TaskTemplate"]["ContainerSpec"]["Mounts"],
-        json!([{"Type": "tmpfs", "Target": "/run"}, {"Type": "tmpfs", "Target": "/tmp"}])
+    let web = service(&plan, "shop-staging_web");
+    assert_eq!(web["TaskTemplate"]["ContainerSpec"]["Mounts"], Value::Null);
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("Ignoring unsupported options") && w.contains("tmpfs")),
+        "{:?}",
+        plan.warnings
     );
 }
 

@@ -1,11 +1,10 @@
 //! `volumes:` (bind mounts, named volumes as `<stack>_<name>`, anonymous
-//! volumes, tmpfs) and the service-level `tmpfs:` list.
+//! volumes, tmpfs). A service-level `tmpfs:` list is ignored, with a
+//! warning, as `docker stack deploy` ignores it.
 //!
-//! Two deliberate differences from `docker stack deploy`:
-//! - mounts are sorted by target, so reordering `volumes:` does not restart
-//!   tasks (the CLI keeps file order);
-//! - `tmpfs: [/run]` becomes tmpfs mounts; the CLI silently drops it, which
-//!   surprises everyone who wrote it.
+//! One deliberate difference from `docker stack deploy`: mounts are sorted
+//! by target, so reordering `volumes:` does not restart tasks (the CLI keeps
+//! file order).
 //!
 //! A relative bind source (`./data:/data`) is refused: it would be relative
 //! to the runner's temporary checkout, which no swarm node has.
@@ -27,7 +26,6 @@ pub fn convert(
     scope: &Scope<'_>,
     model: &Compose,
     volumes: &[Value],
-    tmpfs: &[String],
     path: &KeyPath,
 ) -> Result<Vec<Mount>, PathError> {
     let mut out = Vec::new();
@@ -47,13 +45,6 @@ pub fn convert(
             }
         };
         out.push(mount(scope, model, raw, &at)?);
-    }
-    for target in tmpfs {
-        out.push(Mount {
-            typ: Some(MountType::TMPFS),
-            target: Some(target.clone()),
-            ..Default::default()
-        });
     }
     out.sort_by(|a, b| a.target.cmp(&b.target));
     Ok(out)

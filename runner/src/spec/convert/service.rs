@@ -54,12 +54,7 @@ pub fn convert(
     let mut labels = scope.service_labels(&deploy.labels);
     labels.insert(STACK_IMAGE_LABEL.into(), image.clone());
 
-    let tmpfs = svc
-        .tmpfs
-        .as_ref()
-        .map(|OneOrMany(t)| t.clone())
-        .unwrap_or_default();
-    let mounts = mounts::convert(scope, model, &svc.volumes, &tmpfs, &path.key("volumes"))?;
+    let mounts = mounts::convert(scope, model, &svc.volumes, &path.key("volumes"))?;
     let configs = objects::config_refs(refs.configs, &svc.configs, &path.key("configs"))?;
     let secrets = objects::secret_refs(refs.secrets, &svc.secrets, &path.key("secrets"))?;
     let (cap_add, cap_drop) = capabilities(&svc.cap_add, &svc.cap_drop);

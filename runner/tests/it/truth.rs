@@ -1,0 +1,728 @@
+//! A deployment's status is what happened on the swarm: the cases where a
+//! stack, a lease, a restart or the engine could make it say otherwise.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use slipway_api::auth::Role;
+use slipway_api::Settings;
+use slipway_runner::swarm::Engine;
+
+use crate::harness::{
+    engine, inspect_service, running_images, stack_name, start_runner, start_runner_at,
+    start_runner_in, Api, Repo, StackGuard,
+};
+use crate::proxy::{Proxy, Target};
+
+const WITHIN: Duration = Duration::from_secs(180);
+
+/// One service `web` (two replicas) and, optionally, more services, with
+/// fast swarm update settings unless `update` says otherwise.
+fn web(image: &str, command: &str, update: &str, more: &str) -> String {
+    format!(
+        r#"version: "3.8"
+services:
+  web:
+    image: {image}
+    command: {command}
+    stop_grace_period: 1s
+    deploy:
+      replicas: 2
+      update_config: {update}
+      restart_policy: {{delay: 1s}}
+{more}"#
+    )
+}
+
+const FAST: &str = "{parallelism: 2, delay: 1s, monitor: 2s}";
+const SLEEP: &str = r#"["sleep", "3600"]"#;
+
+fn spec(stack: &str, extra: &str) -> String {
+    format!(
+        "stack: {stack}\ncompose: docker-compose.yml\nenvironments:\n  production: {{{extra}}}\n"
+    )
+}
+
+async fn shop(api: &Api) -> Repo {
+    let repo = Repo::new();
+    api.create_app("shop", &repo.url()).await;
+    repo
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The container command of a service's spec.
+fn args_of(service: &str) -> Value {
+    inspect_service(service).expect("service exists")["Spec"]["TaskTemplate"]["ContainerSpec"]
+        ["Args"]
+        .clone()
+}
+
+fn image_of(service: &str) -> String {
+    inspect_service(service).expect("service exists")["Spec"]["TaskTemplate"]["ContainerSpec"]
+        ["Image"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+// ------------------------------------------------------------ one stack, one owner
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_environment_gets_a_stack_of_its_own_by_default() {
+    let api = Api::start().await;
+    let app = stack_name("owner");
+    let repo = Repo::new();
+    api.create_app(&app, &repo.url()).await;
+    let (_production, _staging) = (
+        StackGuard(format!("{app}-production")),
+        StackGuard(format!("{app}-staging")),
+    );
+    let _runner = start_runner(&api, "runner-1").await;
+    let sha = repo.commit(
+        &[
+            (
+                "slipway.yml",
+                "compose: docker-compose.yml\nenvironments:\n  production: {}\n  staging: {}\n",
+            ),
+            (
+                "docker-compose.yml",
+                &web("slipway-test/busybox:latest", SLEEP, FAST, ""),
+            ),
+        ],
+        "two environments",
+    );
+    let production = api.deploy(&app, "production", "main", Some(&sha)).await;
+    let staging = api.deploy(&app, "staging", "main", Some(&sha)).await;
+    for id in [production, staging] {
+        let d = api.wait_final(&id, WITHIN).await;
+        assert_eq!(d["status"], "SUCCEEDED", "{d}");
+    }
+    let production = inspect_service(&format!("{app}-production_web")).expect("production's web");
+    let staging = inspect_service(&format!("{app}-staging_web")).expect("staging's web");
+    assert_eq!(
+        production["Spec"]["Labels"]["io.slipway.environment"],
+        "production"
+    );
+    assert_eq!(
+        staging["Spec"]["Labels"]["io.slipway.environment"],
+        "staging"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stack_another_environment_owns_is_refused_before_anything_changes() {
+    let api = Api::start().await;
+    let repo = shop(&api).await;
+    let stack = stack_name("taken");
+    let _guard = StackGuard(stack.clone());
+    let _runner = start_runner(&api, "runner-1").await;
+    let spec = format!(
+        "compose: docker-compose.yml\nenvironments:\n  production: {{stack: {stack}}}\n  staging: {{stack: {stack}}}\n"
+    );
+    let first = repo.commit(
+        &[
+            ("slipway.yml", &spec),
+            (
+                "docker-compose.yml",
+                &web("slipway-test/busybox:latest", SLEEP, FAST, ""),
+            ),
+        ],
+        "production",
+    );
+    let id = api.deploy("shop", "production", "main", Some(&first)).await;
+    assert_eq!(api.wait_final(&id, WITHIN).await["status"], "SUCCEEDED");
+    let before = inspect_service(&format!("{stack}_web")).unwrap();
+
+    let second = repo.commit(
+        &[(
+            "docker-compose.yml",
+            &web("slipway-test/busybox:v2", SLEEP, FAST, ""),
+        )],
+        "staging wants the same stack",
+    );
+    let id = api.deploy("shop", "staging", "main", Some(&second)).await;
+    let d = api.wait_final(&id, WITHIN).await;
+    assert_eq!(d["status"], "FAILED", "{d}");
+    let message = d["message"].as_str().unwrap();
+    assert!(
+        message.contains("belongs to shop production") && message.contains("nothing was changed"),
+        "{message}"
+    );
+    let after = inspect_service(&format!("{stack}_web")).unwrap();
+    assert_eq!(
+        before["Version"], after["Version"],
+        "production's service was not touched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stack_made_by_docker_stack_deploy_is_adopted() {
+    let api = Api::start().await;
+    let repo = shop(&api).await;
+    let stack = stack_name("adopt");
+    let _guard = StackGuard(stack.clone());
+    docker(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        &format!("{stack}_web"),
+        "--label",
+        &format!("com.docker.stack.namespace={stack}"),
+        "--replicas",
+        "1",
+        "slipway-test/busybox:latest",
+        "sleep",
+        "3600",
+    ]);
+    let _runner = start_runner(&api, "runner-1").await;
+    let sha = repo.commit(
+        &[
+            ("slipway.yml", &spec(&stack, "")),
+            (
+                "docker-compose.yml",
+                &web("slipway-test/busybox:v2", SLEEP, FAST, ""),
+            ),
+        ],
+        "adopt",
+    );
+    let id = api.deploy("shop", "production", "main", Some(&sha)).await;
+    let d = api.wait_final(&id, WITHIN).await;
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+    assert!(image_of(&format!("{stack}_web")).starts_with("slipway-test/busybox:v2"));
+}
+
+// ------------------------------------------------------------ a failed apply
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_the_engine_refuses_rolls_back_what_the_deployment_changed() {
+    let api = Api::start().await;
+    let repo = shop(&api).await;
+    let stack = stack_name("apply");
+    let _guard = StackGuard(stack.clone());
+    // Another service holds the port the new one asks for.
+    let port = free_port().to_string();
+    let blocker = format!("{stack}blocker");
+    let _blocker = ServiceGuard(blocker.clone());
+    docker(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        &blocker,
+        "--publish",
+        &format!("{port}:80"),
+        "slipway-test/busybox:latest",
+        "sleep",
+        "3600",
+    ]);
+    let _runner = start_runner(&api, "runner-1").await;
+    let first = repo.commit(
+        &[
+            ("slipway.yml", &spec(&stack, "")),
+            (
+                "docker-compose.yml",
+                &web("slipway-test/busybox:latest", SLEEP, FAST, ""),
+            ),
+        ],
+        "first",
+    );
+    let id = api.deploy("shop", "production", "main", Some(&first)).await;
+    assert_eq!(api.wait_final(&id, WITHIN).await["status"], "SUCCEEDED");
+
+    // `web` is updated first (services apply in name order), then `zz`
+    // cannot be created.
+    let zz = format!(
+        r#"  zz:
+    image: slipway-test/busybox:latest
+    command: {SLEEP}
+    ports: ["{port}:80"]
+"#
+    );
+    let second = repo.commit(
+        &[(
+            "docker-compose.yml",
+            &web("slipway-test/busybox:v2", r#"["sleep", "3601"]"#, FAST, &zz),
+        )],
+        "a port another service holds",
+    );
+    let id = api
+        .deploy("shop", "production", "main", Some(&second))
+        .await;
+    let d = api.wait_final(&id, WITHIN).await;
+    assert_eq!(d["status"], "FAILED", "{d}");
+    let message = d["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("creating service {stack}_zz")) && message.contains(&port),
+        "names the service and the engine's reason: {message}"
+    );
+    assert!(message.contains("rolled back"), "{message}");
+    assert_eq!(args_of(&format!("{stack}_web")), json!(["sleep", "3600"]));
+    assert!(image_of(&format!("{stack}_web")).starts_with("slipway-test/busybox:latest"));
+    assert!(inspect_service(&format!("{stack}_zz")).is_none());
+    wait_for_images(&format!("{stack}_web"), ":latest", 2).await;
+}
+
+/// Removes a service made outside a stack when dropped.
+struct ServiceGuard(String);
+
+impl Drop for ServiceGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["service", "rm", &self.0])
+            .output();
+    }
+}
+
+async fn wait_for_images(service: &str, suffix: &str, replicas: usize) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let images = running_images(service);
+        if images.len() == replicas && images.iter().all(|i| i.ends_with(suffix)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{service} does not run {replicas} {suffix} tasks: {images:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+// ------------------------------------------------------------ leases
+
+/// The API with a short lease, so that lapses happen within a test.
+async fn api_with_lease(seconds: i64) -> Api {
+    Api::start_with(Settings {
+        lease: chrono::Duration::seconds(seconds),
+        ..Settings::default()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_cut_off_from_the_api_never_overwrites_the_next_release() {
+    let api = api_with_lease(6).await;
+    let repo = shop(&api).await;
+    let stack = stack_name("fence");
+    let _guard = StackGuard(stack.clone());
+    let service = format!("{stack}_web");
+    let dir = tempfile::tempdir().unwrap();
+
+    // Runner A reaches the API through a proxy that will partition it.
+    let proxy = Proxy::start(Target::Tcp(
+        api.url.trim_start_matches("http://").parse().unwrap(),
+    ))
+    .await;
+    let runner_a = start_runner_at(
+        &api,
+        &proxy.url(),
+        "runner-a",
+        &dir.path().join("a"),
+        engine().await,
+    )
+    .await;
+    let first = repo.commit(
+        &[
+            ("slipway.yml", &spec(&stack, "")),
+            (
+                "docker-compose.yml",
+                &web("slipway-test/busybox:latest", SLEEP, FAST, ""),
+            ),
+        ],
+        "first",
+    );
+    let id = api.deploy("shop", "production", "main", Some(&first)).await;
+    assert_eq!(api.wait_final(&id, WITHIN).await["status"], "SUCCEEDED");
+
+    // A slow rollout that times out, and would then be rolled back.
+    let slow = repo.commit(
+        &[
+            ("slipway.yml", &spec(&stack, "timeout: 25s")),
+            (
+                "docker-compose.yml",
+                &web(
+                    "slipway-test/busybox:v2",
+                    r#"["sleep", "3601"]"#,
+                    "{parallelism: 1, delay: 60s, monitor: 1s}",
+                    "",
+                ),
+            ),
+        ],
+        "slow",
+    );
+    let slow_id = api.deploy("shop", "production", "main", Some(&slow)).await;
+    api.wait_phase(&slow_id, "VERIFYING", WITHIN).await;
+    proxy.hold();
+    let partitioned = Instant::now();
+
+    // The next deployment goes to runner B once A's lease lapsed.
+    let next = repo.commit(
+        &[
+            ("slipway.yml", &spec(&stack, "")),
+            (
+                "docker-compose.yml",
+                &web(
+                    "slipway-test/busybox:latest",
+                    r#"["sleep", "3602"]"#,
+                    FAST,
+                    "",
+                ),
+            ),
+        ],
+        "next",
+    );
+    let next_id = api.deploy("shop", "production", "main", Some(&next)).await;
+    let _runner_b = start_runner_in(&api, "runner-b", &dir.path().join("b"), engine().await).await;
+    let d = api.wait_final(&slow_id, WITHIN).await;
+    assert_eq!(d["status"], "FAILED", "the API gave up on runner A: {d}");
+    assert!(d["message"].as_str().unwrap().contains("lost"), "{d}");
+    let d = api.wait_final(&next_id, WITHIN).await;
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+    assert_eq!(args_of(&service), json!(["sleep", "3602"]));
+
+    // Runner A's rollout times out 25 s after it began: it must not roll
+    // the service back to what it found, over B's release.
+    let until = partitioned + Duration::from_secs(40);
+    while Instant::now() < until {
+        assert_eq!(
+            args_of(&service),
+            json!(["sleep", "3602"]),
+            "runner A changed the service after its lease lapsed"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    drop(runner_a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_resumes_only_what_its_own_instance_held() {
+    let api = api_with_lease(6).await;
+    let repo = shop(&api).await;
+    let stack = stack_name("instance");
+    let _guard = StackGuard(stack.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine().await;
+    let first = start_runner_in(&api, "runner-1", &dir.path().join("one"), engine.clone()).await;
+    let sha = repo.commit(
+        &[
+            ("slipway.yml", &spec(&stack, "")),
+            (
+                "docker-compose.yml",
+                &web(
+                    "slipway-test/busybox:latest",
+                    SLEEP,
+                    "{parallelism: 1, delay: 5s, monitor: 1s}",
+                    "",
+                ),
+            ),
+        ],
+        "slow",
+    );
+    let id = api.deploy("shop", "production", "main", Some(&sha)).await;
+    api.wait_phase(&id, "VERIFYING", WITHIN).await;
+    first.stop().await;
+
+    // Same token, another workdir: another runner, which must leave the
+    // deployment to its holder until the lease lapses.
+    let _second = start_runner_in(&api, "runner-1", &dir.path().join("two"), engine).await;
+    let d = api.wait_final(&id, WITHIN).await;
+    assert_eq!(d["status"], "FAILED", "{d}");
+    assert!(d["message"].as_str().unwrap().contains("lost"), "{d}");
+    assert!(!d["logs"].to_string().contains("reconciling"), "{d}");
+}
+
+// ------------------------------------------------------------ resumed deployments
+
+/// Deploys `first` and then `second` (slowly), stopping the runner while
+/// `second` converges; returns the second deployment's id and the runner
+/// to start again.
+async fn stop_mid_rollout(api: &Api, repo: &Repo, stack: &str, second: &str) -> String {
+    let runner = start_runner(api, "runner-1").await;
+    let first = repo.commit(
+        &[
+            ("slipway.yml", &spec(stack, "")),
+            (
+                "docker-compose.yml",
+                &web("slipway-test/busybox:latest", SLEEP, FAST, ""),
+            ),
+        ],
+        "first",
+    );
+    let id = api.deploy("shop", "production", "main", Some(&first)).await;
+    assert_eq!(api.wait_final(&id, WITHIN).await["status"], "SUCCEEDED");
+    let sha = repo.commit(&[("docker-compose.yml", second)], "second");
+    let id = api.deploy("shop", "production", "main", Some(&sha)).await;
+    api.wait_phase(&id, "VERIFYING", WITHIN).await;
+    runner.stop().await;
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_deployment_that_fails_rolls_back_to_what_ran_before_it() {
+    let api = Api::start().await;
+    let repo = shop(&api).await;
+    let stack = stack_name("resumefail");
+    let _guard = StackGuard(stack.clone());
+    let extra = r#"  extra:
+    image: slipway-test/busybox:latest
+    command: ["sleep", "3600"]
+    stop_grace_period: 1s
+"#;
+    // v2 crashes; swarm pauses the update once a new task fails.
+    let crashing = web(
+        "slipway-test/busybox:v2",
+        r#"["sh", "-c", "sleep 2; exit 3"]"#,
+        "{parallelism: 1, delay: 1s, monitor: 5s, failure_action: pause}",
+        extra,
+    );
+    let id = stop_mid_rollout(&api, &repo, &stack, &crashing).await;
+    let _again = start_runner(&api, "runner-1").await;
+    let d = api.wait_final(&id, WITHIN).await;
+    assert_eq!(d["status"], "FAILED", "{d}");
+    assert!(d["logs"].to_string().contains("reconciling"), "{d}");
+    assert!(
+        d["message"].as_str().unwrap().contains("rolled back"),
+        "{d}"
+    );
+    assert_eq!(args_of(&format!("{stack}_web")), json!(["sleep", "3600"]));
+    assert!(image_of(&format!("{stack}_web")).starts_with("slipway-test/busybox:latest"));
+    assert!(
+        inspect_service(&format!("{stack}_extra")).is_none(),
+        "the service the deployment created is gone"
+    );
+    wait_for_images(&format!("{stack}_web"), ":latest", 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_cancelled_while_its_runner_was_down_is_rolled_back() {
+    let api = Api::start().await;
+    let repo = shop(&api).await;
+    let stack = stack_name("resumecancel");
+    let _guard = StackGuard(stack.clone());
+    let slow = web(
+        "slipway-test/busybox:v2",
+        SLEEP,
+        "{parallelism: 1, delay: 20s, monitor: 1s}",
+        "",
+    );
+    let id = stop_mid_rollout(&api, &repo, &stack, &slow).await;
+    api.gql(
+        Role::Deployer,
+        "mutation($id: ID!) { cancelDeployment(id: $id) { id } }",
+        json!({"id": id}),
+    )
+    .await;
+    let _again = start_runner(&api, "runner-1").await;
+    let d = api.wait_final(&id, WITHIN).await;
+    assert_eq!(d["status"], "CANCELLED", "{d}");
+    let message = d["message"].as_str().unwrap();
+    assert!(
+        message.contains("rolled back") && !message.contains("before anything changed"),
+        "{message}"
+    );
+    assert!(image_of(&format!("{stack}_web")).starts_with("slipway-test/busybox:latest"));
+    wait_for_images(&format!("{stack}_web"), ":latest", 2).await;
+}
+
+// ------------------------------------------------------------ the engine
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_that_stops_answering_for_a_moment_does_not_fail_the_rollout() {
+    let api = Api::start().await;
+    let repo = shop(&api).await;
+    let stack = stack_name("engine");
+    let _guard = StackGuard(stack.clone());
+    let proxy = Proxy::start(Target::Unix("/var/run/docker.sock".into())).await;
+    let through_proxy = Engine::connect(Some(&format!("tcp://{}", proxy.addr)))
+        .await
+        .expect("the engine through the proxy");
+    let dir = tempfile::tempdir().unwrap();
+    let _runner = start_runner_in(&api, "runner-1", dir.path(), through_proxy).await;
+    let sha = repo.commit(
+        &[
+            ("slipway.yml", &spec(&stack, "")),
+            (
+                "docker-compose.yml",
+                &web(
+                    "slipway-test/busybox:latest",
+                    SLEEP,
+                    "{parallelism: 1, delay: 2s, monitor: 2s}",
+                    "",
+                ),
+            ),
+        ],
+        "first",
+    );
+    let id = api.deploy("shop", "production", "main", Some(&sha)).await;
+    api.wait_phase(&id, "VERIFYING", WITHIN).await;
+    proxy.cut();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.restore();
+    let d = api.wait_final(&id, WITHIN).await;
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+    assert!(
+        d["logs"].to_string().contains("engine error, retrying"),
+        "the log says the engine failed for a moment: {d}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_no_node_can_take_fails_the_deployment_soon_with_the_scheduler_s_reason() {
+    let api = Api::start().await;
+    let repo = shop(&api).await;
+    let stack = stack_name("unschedulable");
+    let _guard = StackGuard(stack.clone());
+    let _runner = start_runner(&api, "runner-1").await;
+    let placement = r#"  web2:
+    image: slipway-test/busybox:latest
+    command: ["sleep", "3600"]
+    deploy:
+      placement:
+        constraints: [node.labels.slipway-nowhere == yes]
+"#;
+    let sha = repo.commit(
+        &[
+            ("slipway.yml", &spec(&stack, "")),
+            (
+                "docker-compose.yml",
+                &web("slipway-test/busybox:latest", SLEEP, FAST, placement),
+            ),
+        ],
+        "nowhere",
+    );
+    let started = Instant::now();
+    let id = api.deploy("shop", "production", "main", Some(&sha)).await;
+    let d = api.wait_final(&id, WITHIN).await;
+    assert_eq!(d["status"], "FAILED", "{d}");
+    let message = d["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("{stack}_web2")) && message.contains("no suitable node"),
+        "{message}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(90),
+        "it did not wait for the 10-minute timeout: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_out_of_restart_attempts_fails_the_deployment_soon() {
+    let api = Api::start().await;
+    let repo = shop(&api).await;
+    let stack = stack_name("attempts");
+    let _guard = StackGuard(stack.clone());
+    let _runner = start_runner(&api, "runner-1").await;
+    let compose = r#"version: "3.8"
+services:
+  web:
+    image: slipway-test/busybox:latest
+    command: ["sh", "-c", "exit 3"]
+    deploy:
+      replicas: 1
+      restart_policy: {condition: on-failure, delay: 1s, max_attempts: 1}
+"#;
+    let sha = repo.commit(
+        &[
+            ("slipway.yml", &spec(&stack, "")),
+            ("docker-compose.yml", compose),
+        ],
+        "crashes",
+    );
+    let started = Instant::now();
+    let id = api.deploy("shop", "production", "main", Some(&sha)).await;
+    let d = api.wait_final(&id, WITHIN).await;
+    assert_eq!(d["status"], "FAILED", "{d}");
+    let message = d["message"].as_str().unwrap();
+    assert!(
+        message.contains("max_attempts") && message.contains("non-zero exit (3)"),
+        "{message}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(90),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+// ------------------------------------------------------------ auto-deploys
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_deploy_of_an_older_commit_does_not_roll_the_environment_back() {
+    let api = Api::start().await;
+    let repo = shop(&api).await;
+    let stack = stack_name("backwards");
+    let _guard = StackGuard(stack.clone());
+    let _runner = start_runner(&api, "runner-1").await;
+    let old = repo.commit(
+        &[
+            ("slipway.yml", &spec(&stack, "")),
+            (
+                "docker-compose.yml",
+                &web("slipway-test/busybox:latest", SLEEP, FAST, ""),
+            ),
+        ],
+        "old",
+    );
+    let new = repo.commit(
+        &[(
+            "docker-compose.yml",
+            &web("slipway-test/busybox:v2", SLEEP, FAST, ""),
+        )],
+        "new",
+    );
+    let id = api.deploy("shop", "production", "main", Some(&new)).await;
+    let release = api.wait_final(&id, WITHIN).await;
+    assert_eq!(release["status"], "SUCCEEDED", "{release}");
+
+    // The push of `old` arrives late.
+    let late = auto_deploy(&api, &old).await;
+    let d = api.wait_final(&late, WITHIN).await;
+    assert_eq!(d["status"], "CANCELLED", "{d}");
+    let message = d["message"].as_str().unwrap();
+    assert!(
+        message.contains("backwards") && message.contains(&new[..7]),
+        "{message}"
+    );
+    assert!(image_of(&format!("{stack}_web")).starts_with("slipway-test/busybox:v2"));
+
+    // A redelivery of the release's own push changes nothing either.
+    let again = auto_deploy(&api, &new).await;
+    assert_eq!(api.wait_final(&again, WITHIN).await["status"], "CANCELLED");
+
+    // A person may deploy the old commit on purpose.
+    let id = api.deploy("shop", "production", "main", Some(&old)).await;
+    assert_eq!(api.wait_final(&id, WITHIN).await["status"], "SUCCEEDED");
+    assert!(image_of(&format!("{stack}_web")).starts_with("slipway-test/busybox:latest"));
+}
+
+async fn auto_deploy(api: &Api, sha: &str) -> String {
+    api.gql(
+        Role::Provider,
+        "mutation($i: CreateDeploymentInput!) { createDeployment(input: $i) { id } }",
+        json!({"i": {"application": "shop", "environment": "production", "ref": "main", "sha": sha, "autoDeploy": true}}),
+    )
+    .await["createDeployment"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
