@@ -630,3 +630,29 @@ impl Files for CommitFiles {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_goes_only_over_https_to_the_repository_s_host() {
+        let repo = "https://github.com/acme/shop.git";
+        assert!(token_may_go_to(
+            repo,
+            "https://github.com/acme/shop.git/info/refs"
+        ));
+        assert!(!token_may_go_to(repo, "http://github.com/acme/shop.git"));
+        assert!(!token_may_go_to(repo, "https://evil.example/acme/shop.git"));
+        assert!(!token_may_go_to(repo, "https://github.com.evil.example/x"));
+        assert!(!token_may_go_to(
+            "http://github.com/acme/shop.git",
+            "http://github.com/acme/shop.git"
+        ));
+        assert_eq!(
+            host_of("https://u:p@git.example:8443/x"),
+            Some("git.example:8443")
+        );
+        assert_eq!(host_of("file:///srv/x"), None);
+    }
+}

@@ -64,6 +64,8 @@ pub struct ServiceImage {
 const FINISH_PATIENCE: Duration = Duration::from_secs(600);
 /// Longest wait between two attempts to report the end.
 const FINISH_BACKOFF: Duration = Duration::from_secs(30);
+/// How long the last lines of a lost deployment may take to be stored.
+const LOST_FLUSH: Duration = Duration::from_secs(5);
 /// How long a resumed deployment waits for its first heartbeat before it
 /// writes to the swarm.
 const RENEW_WITHIN: Duration = Duration::from_secs(30);
@@ -112,12 +114,20 @@ async fn carry_out(runner: &Runner, work: Work, sent: Option<Instant>) {
     };
     let ending = Ending::of(rollout.run().await);
     reporter.line(ending.line());
-    // Lines first, then the end: a finished deployment takes no more lines.
-    // The heartbeat goes on meanwhile, so a slow API does not cost the lease.
-    reporter.flush().await;
     match ending.finish_variables(&work.id, &runner.instance, &mask) {
-        Some(variables) => finish(runner, &work, variables).await,
-        None => tracing::warn!("the lease was lost; not reporting the end"),
+        Some(variables) => {
+            // Lines first, then the end: a finished deployment takes no more
+            // lines. The heartbeat goes on meanwhile, so a slow API does not
+            // cost the lease.
+            reporter.flush().await;
+            finish(runner, &work, variables).await;
+        }
+        None => {
+            // The API may be out of reach: the lines get a moment, not the
+            // ten minutes a deployment that goes on would give them.
+            let _ = tokio::time::timeout(LOST_FLUSH, reporter.flush()).await;
+            tracing::warn!("the lease was lost; not reporting the end");
+        }
     }
     rollout.record.remove();
     drop(lease);

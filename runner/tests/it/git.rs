@@ -212,3 +212,98 @@ async fn head_names_the_default_branch() {
         .unwrap();
     assert_eq!(fetched.sha, shas[1]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_server_does_not_hold_the_mirror_after_the_fetch_timed_out() {
+    let repo = Repo::new();
+    let shas = history(&repo, 2);
+    let daemon = Daemon::serve(&repo, true);
+    // The server accepts and then says nothing, until the proxy lets it.
+    let proxy = crate::proxy::Proxy::start(crate::proxy::Target::Tcp(
+        format!("127.0.0.1:{}", daemon.port).parse().unwrap(),
+    ))
+    .await;
+    proxy.hold();
+    let name = repo.path().file_name().unwrap().to_string_lossy();
+    let url = format!("git://{}/{name}", proxy.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let mirrors =
+        Mirrors::new(dir.path(), Credentials::default()).with_stall(Duration::from_secs(3));
+
+    let started = std::time::Instant::now();
+    match mirrors
+        .fetch(&url, "main", Some(&shas[1]), Duration::from_secs(2))
+        .await
+    {
+        Err(GitError::Timeout { .. }) => {}
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // libgit2 gave up too, so the next fetch of the same mirror gets the
+    // mirror's lock and goes through once the server answers.
+    proxy.restore();
+    let fetched = mirrors
+        .fetch(&url, "main", Some(&shas[1]), Duration::from_secs(20))
+        .await
+        .expect("the second fetch is not stuck behind the first");
+    assert_eq!(fetched.sha, shas[1]);
+}
+
+#[tokio::test]
+async fn a_url_rewritten_to_a_local_path_falls_back_to_a_full_fetch() {
+    let repo = Repo::new();
+    let shas = history(&repo, 2);
+    // git's `url.<base>.insteadOf`, which libgit2 honours: the https:// URL
+    // meets the local transport, which refuses shallow fetches.
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(
+        home.path().join(".gitconfig"),
+        format!(
+            "[url \"{}\"]\n\tinsteadOf = https://git.example.invalid/shop.git\n",
+            repo.path().display()
+        ),
+    )
+    .unwrap();
+    // This test runs in a process of its own (nextest), before any other
+    // git operation of that process reads the global configuration.
+    std::env::set_var("HOME", home.path());
+    std::env::remove_var("XDG_CONFIG_HOME");
+    let dir = tempfile::tempdir().unwrap();
+    let mirrors = Mirrors::new(dir.path(), Credentials::default());
+    let fetched = mirrors
+        .fetch(
+            "https://git.example.invalid/shop.git",
+            "main",
+            Some(&shas[1]),
+            TIMEOUT,
+        )
+        .await
+        .expect("falls back to a full fetch");
+    assert_eq!(
+        read(&fetched.mirror, &shas[1], "slipway.yml").as_deref(),
+        Some("stack: s1\n")
+    );
+}
+
+#[test]
+fn passwords_in_repository_urls_never_reach_messages() {
+    use slipway_runner::git::redact_url;
+    assert_eq!(
+        redact_url("https://ci:ghp_secret@github.com/acme/shop.git"),
+        "https://ci:***@github.com/acme/shop.git"
+    );
+    assert_eq!(
+        redact_url("ssh://git@github.com/acme/shop.git"),
+        "ssh://git@github.com/acme/shop.git"
+    );
+    assert_eq!(
+        redact_url("git@github.com:acme/shop.git"),
+        "git@github.com:acme/shop.git"
+    );
+    let err = GitError::UnknownRef {
+        url: redact_url("https://u:hunter2@example.com/r.git"),
+        reference: "main".into(),
+    };
+    assert!(!err.to_string().contains("hunter2"));
+}

@@ -19,6 +19,8 @@ const SECRET: &[u8] = b"slipway-runner-tests-secret-0123";
 pub struct Api {
     pub url: String,
     pub keys: Keys,
+    /// The API's own state, for changes no API call makes.
+    pub state: AppState,
     _dir: tempfile::TempDir,
     http: reqwest::Client,
 }
@@ -37,14 +39,18 @@ impl Api {
         let state = AppState::new(conn, keys.clone(), Clock::system(), settings);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            slipway_api::serve(state, listener, std::future::pending())
-                .await
-                .unwrap();
+        tokio::spawn({
+            let state = state.clone();
+            async move {
+                slipway_api::serve(state, listener, std::future::pending())
+                    .await
+                    .unwrap();
+            }
         });
         Self {
             url: format!("http://{addr}"),
             keys,
+            state,
             _dir: dir,
             http: reqwest::Client::new(),
         }

@@ -500,7 +500,10 @@ fn stack_conventions_and_slipway_labels() {
     assert_eq!(labels["io.slipway.deployment"], "dep-42");
     let container_labels = &web["TaskTemplate"]["ContainerSpec"]["Labels"];
     assert_eq!(container_labels["tier"], "web");
-    assert_eq!(container_labels["com.docker.stack.namespace"], "shop-staging");
+    assert_eq!(
+        container_labels["com.docker.stack.namespace"],
+        "shop-staging"
+    );
     assert!(
         container_labels.get("io.slipway.deployment").is_none(),
         "a per-deployment label in the task template would restart every task on each deploy"
@@ -515,10 +518,12 @@ fn stack_conventions_and_slipway_labels() {
         vec!["shop-staging_back", "shop-staging_default"],
         "unused networks are not created"
     );
-    assert!(plan
-        .networks
-        .iter()
-        .all(|n| n.driver == "overlay" && n.labels["com.docker.stack.namespace"] == "shop-staging"));
+    assert!(
+        plan.networks
+            .iter()
+            .all(|n| n.driver == "overlay"
+                && n.labels["com.docker.stack.namespace"] == "shop-staging")
+    );
     assert!(plan.networks[0].attachable);
 }
 

@@ -726,3 +726,107 @@ async fn auto_deploy(api: &Api, sha: &str) -> String {
         .unwrap()
         .to_owned()
 }
+
+// ------------------------------------------------------------ the log
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_larger_than_the_api_s_body_limit_are_sent_in_batches_that_fit() {
+    use slipway_runner::report::{Mask, Reporter};
+    let api = Api::start().await;
+    let _repo = shop(&api).await;
+    let id = api.deploy("shop", "production", "main", None).await;
+    let claimed: Value = api
+        .gql(
+            Role::Runner,
+            "mutation($id: ID!) { claimDeployment(id: $id, instance: \"i-1\") { id } }",
+            json!({"id": id}),
+        )
+        .await;
+    assert_eq!(claimed["claimDeployment"]["id"], id.as_str());
+    // Claimed as `tester` (the harness's subject for every role): report as it.
+    let runner_as_tester =
+        slipway_client::Client::new(&api.url, &api.token(Role::Runner, "tester"));
+    let reporter = Reporter::start(
+        runner_as_tester,
+        id.clone(),
+        "i-1".into(),
+        Mask::default(),
+        0,
+    );
+    // 300 lines of 60 KiB: 18 MiB in all, over the API's 8 MiB limit.
+    let line = "x".repeat(60 * 1024);
+    let started = Instant::now();
+    for n in 0..300 {
+        reporter.line(format!("{n} {line}"));
+    }
+    reporter.flush().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the lines were not stuck retrying: {:?}",
+        started.elapsed()
+    );
+    let d = api
+        .gql(
+            Role::Viewer,
+            "query($id: ID!) { deployment(id: $id) { logCount } }",
+            json!({"id": id}),
+        )
+        .await;
+    assert_eq!(d["deployment"]["logCount"], 300);
+}
+
+// ------------------------------------------------------------ missed events
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_that_became_claimable_without_an_event_is_claimed_within_the_resync() {
+    use sea_orm::ConnectionTrait;
+    let api = Api::start().await;
+    let repo = shop(&api).await;
+    let stack = stack_name("resync");
+    let _guard = StackGuard(stack.clone());
+    let sha = repo.commit(
+        &[
+            ("slipway.yml", &spec(&stack, "")),
+            (
+                "docker-compose.yml",
+                &web("slipway-test/busybox:latest", SLEEP, FAST, ""),
+            ),
+        ],
+        "first",
+    );
+    // One in progress (held by nobody that runs), one queued behind it.
+    let stuck = api.deploy("shop", "production", "main", Some(&sha)).await;
+    api.gql(
+        Role::Runner,
+        "mutation($id: ID!) { claimDeployment(id: $id, instance: \"gone\") { id } }",
+        json!({"id": stuck}),
+    )
+    .await;
+    let waiting = api.deploy("shop", "production", "main", Some(&sha)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut runner = slipway_runner::work::Runner::open(
+        slipway_client::Client::new(&api.url, &api.token(Role::Runner, "runner-1")),
+        "runner-1",
+        dir.path(),
+        engine().await,
+        Default::default(),
+    )
+    .unwrap();
+    runner.resync_every = Duration::from_secs(2);
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let _task = tokio::spawn(slipway_runner::work::run(runner, async {
+        let _ = stopped.await;
+    }));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The first ends behind the API's back: nobody hears that the second
+    // became claimable.
+    api.state
+        .db
+        .execute_unprepared(&format!(
+            "UPDATE deployments SET status = 'FAILED', finished_at = started_at WHERE id = {stuck}"
+        ))
+        .await
+        .unwrap();
+    let d = api.wait_final(&waiting, Duration::from_secs(60)).await;
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+}
