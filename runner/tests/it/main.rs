@@ -6,4 +6,3 @@ mod spec;
 
 mod deploy;
 mod git;
-mod harness;
