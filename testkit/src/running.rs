@@ -13,6 +13,7 @@ const STOP_WITHIN: Duration = Duration::from_secs(10);
 
 pub(crate) struct Running {
     /// For messages: "the API", "the runner", ...
+    #[cfg_attr(not(feature = "api"), allow(dead_code))]
     what: &'static str,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -36,7 +37,9 @@ impl Running {
     }
 
     /// Tells the task to stop and waits until it has; panics when it does not
-    /// stop in time or panicked.
+    /// stop in time or panicked. (Only the in-process servers are stopped
+    /// before a test ends.)
+    #[cfg_attr(not(feature = "api"), allow(dead_code))]
     pub(crate) async fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
