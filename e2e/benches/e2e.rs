@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use slipway_e2e::swarm::{self, StackGuard};
 use slipway_e2e::system::{compose, spec, System};
+use slipway_testkit::bench::{median_of, quick};
+use slipway_testkit::swarm::{self, StackGuard};
 
 const IMAGE: &str = "slipway-test/busybox:latest";
 const UPDATE: &str = "{parallelism: 1, delay: 0s, monitor: 1s}";
@@ -141,26 +142,15 @@ fn bare_round(file: &std::path::Path, stack: &str, round: u64) -> f64 {
     took
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let rounds: u64 = if std::env::var_os("SLIPWAY_BENCH_QUICK").is_some() {
-        3
-    } else {
-        9
-    };
+    let rounds: u64 = if quick() { 3 } else { 9 };
     let stack = swarm::stack_name("bench");
     let bare_stack = format!("{stack}bare");
-    let _guards = (StackGuard(stack.clone()), StackGuard(bare_stack.clone()));
+    let _guards = (
+        StackGuard::new(stack.clone()),
+        StackGuard::new(bare_stack.clone()),
+    );
     let system = System::start().await;
     let file = system.dir().join("bare-compose.yml");
 
@@ -195,9 +185,9 @@ async fn main() {
     }
     swarm::wait_running(&format!("{stack}_web"), IMAGE, 1, WITHIN).await;
 
-    let m = |f: fn(&Sample) -> f64| median(slipway.iter().map(f).collect());
+    let m = |f: fn(&Sample) -> f64| median_of(&slipway.iter().map(f).collect::<Vec<_>>());
     let total = m(|s| s.total);
-    let bare_total = median(bare.clone());
+    let bare_total = median_of(&bare);
     let ratio = total / bare_total;
     println!("end to end, {rounds} rounds, medians (seconds)");
     println!("| step | median |");

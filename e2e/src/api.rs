@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::wait;
+use slipway_testkit::wait;
 
 /// Fields of a deployment the tests and the bench read.
 const DEPLOYMENT: &str = "id number name ref sha status phase message externalId runner \

@@ -7,14 +7,17 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use tempfile::TempDir;
 
+use slipway_testkit::fakes::github::{self, FakeGithub};
+use slipway_testkit::free_port;
+use slipway_testkit::git::GitServer;
+use slipway_testkit::process::Process;
+use slipway_testkit::wait;
+
 use crate::api::Api;
-use crate::git::{free_port, GitServer};
-use crate::github::{self, FakeGithub};
-use crate::process::Process;
-use crate::{bins, wait};
+use crate::bins;
 
 pub const WEBHOOK_SECRET: &str = "e2e-github-webhook-secret";
 pub const GITHUB_TOKEN: &str = "ghp_e2e_fake_token";
@@ -46,7 +49,7 @@ impl System {
     /// Starts everything, with application `shop` of the served repository and
     /// its environment `production`, auto-deployed from `main`.
     pub async fn start() -> System {
-        crate::swarm::require_swarm();
+        slipway_testkit::swarm::require_swarm();
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path();
         let secret = path.join("jwt-secret");
@@ -178,7 +181,7 @@ impl System {
     /// Sends a `deployment` hook for GitHub deployment `gh_id` of `sha`;
     /// returns the Slipway deployment's id.
     pub async fn deploy_hook(&self, gh_id: u64, sha: &str) -> String {
-        let event = github::deployment_event(gh_id, "production", sha, &self.git.url);
+        let event = github::deployment_event(gh_id, "production", sha, json!({}), &self.git.url);
         let (status, body) = self
             .hook("deployment", &format!("delivery-{gh_id}"), &event)
             .await;

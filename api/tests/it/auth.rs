@@ -4,7 +4,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 use slipway_api::auth::{roles, Claims, Keys, Role};
 
-use crate::support::{error_of, Backend, Server, Ws, SECRET};
+use slipway_testkit::api::{error_of, Backend, TestApi, Ws, SECRET};
 
 const ALL_ROLES: [Role; 5] = [
     Role::Admin,
@@ -149,7 +149,7 @@ fn operations() -> Vec<(&'static str, String, &'static [Role])> {
 }
 
 async fn every_field_checks_its_role(backend: Backend) {
-    let server = Server::start(backend).await;
+    let server = TestApi::start(backend).await;
     server.create_app("web").await;
     // Deployment 1 has a finished log, so an allowed log subscription yields a line.
     let id = server.deploy("web", "subs").await;
@@ -236,7 +236,7 @@ async fn every_field_checks_its_role(backend: Backend) {
 }
 
 async fn bad_tokens_are_unauthenticated_with_the_reason(backend: Backend) {
-    let server = Server::start(backend).await;
+    let server = TestApi::start(backend).await;
     let other = Keys::new(b"not-the-server-secret-at-all").issue(
         "mallory",
         Role::Admin,
@@ -258,7 +258,7 @@ async fn bad_tokens_are_unauthenticated_with_the_reason(backend: Backend) {
 }
 
 async fn websockets_authenticate_in_connection_init(backend: Backend) {
-    let server = Server::start(backend).await;
+    let server = TestApi::start(backend).await;
     let token = server.token(Role::Viewer, "v");
     Ws::connect(&server, "graphql-transport-ws", json!({"token": token}))
         .await
@@ -284,7 +284,7 @@ async fn websockets_authenticate_in_connection_init(backend: Backend) {
     assert!(closed.reason.contains("token"), "{closed:?}");
 }
 
-crate::on_both_backends!(
+slipway_testkit::on_both_backends!(
     every_field_checks_its_role,
     bad_tokens_are_unauthenticated_with_the_reason,
     websockets_authenticate_in_connection_init,

@@ -6,10 +6,10 @@ use slipway_api::db::entities::deployment;
 use slipway_api::deployments::{self, NewDeployment};
 use slipway_api::{leases, Clock, Settings};
 
-use crate::support::{error_of, Backend, Server};
+use slipway_testkit::api::{error_of, Backend, TestApi};
 
 async fn two_runners_claiming_at_once_have_exactly_one_winner(backend: Backend) {
-    let server = Server::start(backend).await;
+    let server = TestApi::start(backend).await;
     server.create_app("web").await;
     let state = &server.state;
     for round in 0..1000 {
@@ -59,7 +59,7 @@ async fn two_runners_claiming_at_once_have_exactly_one_winner(backend: Backend) 
 async fn the_database_refuses_a_second_deployment_in_progress(backend: Backend) {
     use sea_orm::sea_query::Expr;
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-    let server = Server::start(backend).await;
+    let server = TestApi::start(backend).await;
     server.create_app("web").await;
     let first = server.deploy("web", "prod").await;
     let second = server.deploy("web", "prod").await;
@@ -81,7 +81,7 @@ async fn the_database_refuses_a_second_deployment_in_progress(backend: Backend) 
 }
 
 async fn queued_deployments_are_claimable_oldest_first_when_none_runs(backend: Backend) {
-    let server = Server::start(backend).await;
+    let server = TestApi::start(backend).await;
     server.create_app("web").await;
     let one = server.deploy("web", "prod").await;
     let two = server.deploy("web", "prod").await;
@@ -114,7 +114,7 @@ async fn queued_deployments_are_claimable_oldest_first_when_none_runs(backend: B
     assert!(server.claim("r", &three).await.get("errors").is_none());
 }
 
-async fn claimable(server: &Server, runner: &str) -> Vec<String> {
+async fn claimable(server: &TestApi, runner: &str) -> Vec<String> {
     let data = server
         .ok(runner, "{ claimableDeployments { id } }", json!({}))
         .await;
@@ -127,7 +127,7 @@ async fn claimable(server: &Server, runner: &str) -> Vec<String> {
 }
 
 async fn a_runner_hears_of_claimable_deployments(backend: Backend) {
-    let server = Server::start(backend).await;
+    let server = TestApi::start(backend).await;
     server.create_app("web").await;
     let mut ws = server.ws(&server.token(Role::Runner, "r")).await;
     ws.subscribe(
@@ -163,7 +163,7 @@ async fn a_runner_hears_of_claimable_deployments(backend: Backend) {
 
 async fn a_lost_runners_lease_expires_with_a_reason(backend: Backend) {
     let clock = Clock::manual("2026-01-01T00:00:00Z".parse().unwrap());
-    let server = Server::start_with(backend, clock.clone(), Settings::default()).await;
+    let server = TestApi::start_with(backend, clock.clone(), Settings::default()).await;
     server.create_app("web").await;
     let id = server.deploy("web", "prod").await;
     let waiting = server.deploy("web", "prod").await;
@@ -203,7 +203,7 @@ async fn the_reaper_expires_leases_on_its_own(backend: Backend) {
         lease: chrono::Duration::milliseconds(300),
         public_url: None,
     };
-    let server = Server::start_with(backend, Clock::system(), settings).await;
+    let server = TestApi::start_with(backend, Clock::system(), settings).await;
     server.create_app("web").await;
     let id = server.deploy("web", "prod").await;
     assert!(server.claim("r1", &id).await.get("errors").is_none());
@@ -229,7 +229,7 @@ async fn the_reaper_expires_leases_on_its_own(backend: Backend) {
 }
 
 async fn only_the_holder_reports_on_a_deployment(backend: Backend) {
-    let server = Server::start(backend).await;
+    let server = TestApi::start(backend).await;
     server.create_app("web").await;
     let id = server.deploy("web", "prod").await;
     let intruder = server.token(Role::Runner, "r2");
@@ -272,7 +272,7 @@ async fn only_the_holder_reports_on_a_deployment(backend: Backend) {
     assert_eq!(code, "BAD_USER_INPUT", "QUEUED is not a final status");
 }
 
-crate::on_both_backends!(
+slipway_testkit::on_both_backends!(
     two_runners_claiming_at_once_have_exactly_one_winner,
     the_database_refuses_a_second_deployment_in_progress,
     queued_deployments_are_claimable_oldest_first_when_none_runs,
@@ -285,7 +285,7 @@ crate::on_both_backends!(
 
 async fn an_api_restart_does_not_count_against_leases(backend: Backend) {
     let clock = Clock::manual("2026-01-01T00:00:00Z".parse().unwrap());
-    let server = Server::start_with(backend, clock.clone(), Settings::default()).await;
+    let server = TestApi::start_with(backend, clock.clone(), Settings::default()).await;
     server.create_app("web").await;
     let id = server.deploy("web", "prod").await;
     assert!(server.claim("r1", &id).await.get("errors").is_none());

@@ -3,14 +3,14 @@
 use serde_json::json;
 use slipway_api::auth::Role;
 
-use crate::support::{Backend, Server};
+use slipway_testkit::api::{Backend, TestApi};
 
 const CREATE: &str = "mutation($input: CreateDeploymentInput!) {
     createDeployment(input: $input) { id number name status ref sha task payload externalId createdBy environment { name } }
 }";
 
 async fn an_external_id_makes_creation_idempotent(backend: Backend) {
-    let server = Server::start(backend).await;
+    let server = TestApi::start(backend).await;
     server.create_app("web").await;
     server.create_app("api").await;
     let provider = server.token(Role::Provider, "github");
@@ -54,7 +54,7 @@ async fn an_external_id_makes_creation_idempotent(backend: Backend) {
 }
 
 async fn concurrent_redeliveries_create_one_deployment(backend: Backend) {
-    let server = Server::start(backend).await;
+    let server = TestApi::start(backend).await;
     server.create_app("web").await;
     let provider = server.token(Role::Provider, "github");
     let input = json!({"input": {"application": "web", "environment": "prod", "ref": "main", "externalId": "delivery-1"}});
@@ -69,7 +69,7 @@ async fn concurrent_redeliveries_create_one_deployment(backend: Backend) {
 }
 
 async fn bad_input_is_refused_and_creates_nothing(backend: Backend) {
-    let server = Server::start(backend).await;
+    let server = TestApi::start(backend).await;
     server.create_app("web").await;
     let deployer = server.token(Role::Deployer, "d");
     let cases = [
@@ -119,7 +119,7 @@ async fn bad_input_is_refused_and_creates_nothing(backend: Backend) {
 }
 
 async fn a_locked_environment_refuses_deployments_naming_who_and_why(backend: Backend) {
-    let server = Server::start(backend).await;
+    let server = TestApi::start(backend).await;
     server.create_app("web").await;
     let alice = server.token(Role::Deployer, "alice");
     let lock = "mutation { lockEnvironment(application: \"web\", environment: \"production\", reason: \"release freeze\") { lock { lockedBy reason lockedAt } } }";
@@ -157,7 +157,7 @@ async fn a_locked_environment_refuses_deployments_naming_who_and_why(backend: Ba
 }
 
 async fn cancelling_a_queued_deployment_is_immediate(backend: Backend) {
-    let server = Server::start(backend).await;
+    let server = TestApi::start(backend).await;
     server.create_app("web").await;
     let id = server.deploy("web", "prod").await;
     let deployer = server.token(Role::Deployer, "carol");
@@ -186,11 +186,11 @@ async fn cancelling_a_queued_deployment_is_immediate(backend: Backend) {
         "a finished deployment cannot be cancelled"
     );
     let claim = server.claim("r", &id).await;
-    assert_eq!(crate::support::error_of(&claim).0, "CONFLICT");
+    assert_eq!(slipway_testkit::api::error_of(&claim).0, "CONFLICT");
 }
 
 async fn cancelling_an_in_progress_deployment_reaches_its_runner(backend: Backend) {
-    let server = Server::start(backend).await;
+    let server = TestApi::start(backend).await;
     server.create_app("web").await;
     let id = server.deploy("web", "prod").await;
     server.claim("r1", &id).await;
@@ -226,7 +226,7 @@ async fn cancelling_an_in_progress_deployment_reaches_its_runner(backend: Backen
 }
 
 async fn events_are_published_after_commit(backend: Backend) {
-    let server = Server::start(backend).await;
+    let server = TestApi::start(backend).await;
     server.create_app("web").await;
     let viewer = server.token(Role::Viewer, "v");
     let mut ws = server.ws(&viewer).await;
@@ -260,7 +260,7 @@ async fn events_are_published_after_commit(backend: Backend) {
 }
 
 async fn history_pages_newest_first(backend: Backend) {
-    let server = Server::start(backend).await;
+    let server = TestApi::start(backend).await;
     server.create_app("web").await;
     server.create_app("api").await;
     for i in 0..5 {
@@ -307,7 +307,7 @@ async fn history_pages_newest_first(backend: Backend) {
 }
 
 async fn everything_survives_a_restart(backend: Backend) {
-    let server = Server::start(backend).await;
+    let server = TestApi::start(backend).await;
     server.create_app("web").await;
     let id = server.deploy("web", "prod").await;
     server.claim("r1", &id).await;
@@ -353,7 +353,7 @@ async fn everything_survives_a_restart(backend: Backend) {
     assert_eq!(more["appendDeploymentLogs"]["logCount"], 3);
 }
 
-crate::on_both_backends!(
+slipway_testkit::on_both_backends!(
     an_external_id_makes_creation_idempotent,
     concurrent_redeliveries_create_one_deployment,
     bad_input_is_refused_and_creates_nothing,

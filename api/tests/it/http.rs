@@ -5,7 +5,7 @@ use std::process::Command;
 use serde_json::json;
 use slipway_api::auth::{Keys, Role};
 
-use crate::support::{Backend, Server};
+use slipway_testkit::api::{Backend, TestApi};
 
 #[test]
 fn schema_graphql_is_what_the_api_serves() {
@@ -84,7 +84,7 @@ fn the_schema_command_prints_the_sdl() {
 }
 
 async fn health_readiness_and_graphiql(backend: Backend) {
-    let server = Server::start(backend).await;
+    let server = TestApi::start(backend).await;
     let http = reqwest::Client::new();
     let healthz = http.get(server.url("/healthz")).send().await.unwrap();
     assert_eq!(healthz.status(), 200);
@@ -109,7 +109,7 @@ async fn health_readiness_and_graphiql(backend: Backend) {
 }
 
 async fn oversized_and_too_deep_requests_are_refused(backend: Backend) {
-    let server = Server::start(backend).await;
+    let server = TestApi::start(backend).await;
     server.create_app("web").await;
     let admin = server.token(Role::Admin, "a");
     // A client announcing a body over the limit is answered 413 before it sends it.
@@ -137,7 +137,7 @@ async fn oversized_and_too_deep_requests_are_refused(backend: Backend) {
 
 async fn database_errors_do_not_reach_clients(backend: Backend) {
     use sea_orm::ConnectionTrait;
-    let server = Server::start(backend).await;
+    let server = TestApi::start(backend).await;
     server
         .state
         .db
@@ -157,7 +157,7 @@ async fn database_errors_do_not_reach_clients(backend: Backend) {
     );
 }
 
-crate::on_both_backends!(
+slipway_testkit::on_both_backends!(
     health_readiness_and_graphiql,
     oversized_and_too_deep_requests_are_refused,
     database_errors_do_not_reach_clients,
@@ -165,7 +165,7 @@ crate::on_both_backends!(
 
 /// Sends the head of a POST /graphql announcing `length` bytes, and returns
 /// what the server answers before any of the body is sent.
-async fn raw_post(server: &Server, length: usize) -> String {
+async fn raw_post(server: &TestApi, length: usize) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let head = format!(

@@ -4,12 +4,12 @@
 use serde_json::json;
 use slipway_api::auth::Role;
 
-use crate::support::{Backend, Server};
+use slipway_testkit::api::{Backend, TestApi};
 
 const APPEND: &str = "mutation($id: ID!, $lines: [LogLineInput!]!) { appendDeploymentLogs(id: $id, lines: $lines) { logCount } }";
 
 async fn lines_get_dense_sequence_numbers_from_one(backend: Backend) {
-    let server = Server::start(backend).await;
+    let server = TestApi::start(backend).await;
     server.create_app("web").await;
     let id = server.deploy("web", "prod").await;
     server.claim("r", &id).await;
@@ -79,7 +79,7 @@ async fn lines_get_dense_sequence_numbers_from_one(backend: Backend) {
 }
 
 async fn a_follower_joining_mid_stream_gets_every_line_once_in_order(backend: Backend) {
-    let server = Server::start(backend).await;
+    let server = TestApi::start(backend).await;
     server.create_app("web").await;
     let id = server.deploy("web", "prod").await;
     server.claim("r", &id).await;
@@ -169,7 +169,7 @@ async fn a_follower_joining_mid_stream_gets_every_line_once_in_order(backend: Ba
 }
 
 async fn following_a_finished_deployment_replays_and_completes(backend: Backend) {
-    let server = Server::start(backend).await;
+    let server = TestApi::start(backend).await;
     server.create_app("web").await;
     let id = server.deploy("web", "prod").await;
     server.claim("r", &id).await;
@@ -212,7 +212,7 @@ async fn following_a_finished_deployment_replays_and_completes(backend: Backend)
     assert_eq!(ws.error_code().await, "NOT_FOUND");
 }
 
-crate::on_both_backends!(
+slipway_testkit::on_both_backends!(
     lines_get_dense_sequence_numbers_from_one,
     a_follower_joining_mid_stream_gets_every_line_once_in_order,
     following_a_finished_deployment_replays_and_completes,
@@ -220,7 +220,7 @@ crate::on_both_backends!(
 );
 
 async fn a_batch_sent_again_is_stored_once(backend: Backend) {
-    let server = Server::start(backend).await;
+    let server = TestApi::start(backend).await;
     server.create_app("web").await;
     let id = server.deploy("web", "prod").await;
     server.claim("r", &id).await;

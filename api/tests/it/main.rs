@@ -3,8 +3,6 @@
 //! Integration tests of slipway-api: the real server on 127.0.0.1 over real
 //! SQLite files and real PostgreSQL databases (each `async` test runs on both).
 
-mod support;
-
 mod auth;
 mod claims;
 mod deployments;

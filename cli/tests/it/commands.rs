@@ -1,7 +1,9 @@
 //! The client commands against a running `up`: tokens and roles, locks,
 //! `--output json`, and the API's errors.
 
-use crate::harness::{command, unique_name, ExampleRepo, Out, StackGuard, Up};
+use slipway_testkit::swarm::StackGuard;
+
+use crate::harness::{command, unique_name, ExampleRepo, Out, Up};
 
 #[test]
 fn token_signs_with_the_data_dirs_secret_and_roles_are_enforced() {
@@ -127,7 +129,7 @@ fn environments_lock_and_unlock_with_json_answers() {
     let repo = ExampleRepo::new();
     let app = unique_name("locks");
     // The cancel below may come after the runner has begun.
-    let _stack = StackGuard(app.clone());
+    let _stack = StackGuard::new(app.clone());
     let created = up
         .run(&[
             "-o",

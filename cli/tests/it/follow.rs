@@ -1,13 +1,15 @@
 //! `--follow` for deployments that do not succeed, and as JSON lines.
 
-use crate::harness::{inspect_service, unique_name, ExampleRepo, StackGuard, Up};
+use slipway_testkit::swarm::{inspect_service, StackGuard};
+
+use crate::harness::{unique_name, ExampleRepo, Up};
 
 #[test]
 fn follow_exits_non_zero_when_the_deployment_fails() {
     let up = Up::start(&[]);
     let repo = ExampleRepo::new();
     let app = unique_name("broken");
-    let _stack = StackGuard(app.clone());
+    let _stack = StackGuard::new(app.clone());
     up.run(&[
         "app",
         "create",
@@ -57,7 +59,7 @@ fn follow_as_json_lines_ends_with_the_final_deployment() {
     let up = Up::start(&[]);
     let repo = ExampleRepo::new();
     let app = unique_name("jsonl");
-    let _stack = StackGuard(app.clone());
+    let _stack = StackGuard::new(app.clone());
     up.run(&[
         "app",
         "create",
@@ -91,7 +93,7 @@ fn follow_on_a_terminal_draws_a_progress_line() {
     let up = Up::start(&[]);
     let repo = ExampleRepo::new();
     let app = unique_name("tty");
-    let _stack = StackGuard(app.clone());
+    let _stack = StackGuard::new(app.clone());
     up.run(&[
         "app",
         "create",

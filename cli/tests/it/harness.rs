@@ -1,11 +1,13 @@
 //! Starting `slipway up` as a process, running the `slipway` commands, and
-//! cleaning up what a test put on the swarm.
+//! the example's repository. The swarm helpers are the test kit's.
 
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use slipway_testkit::git::Repo;
 
 /// The binary under test.
 pub const SLIPWAY: &str = env!("CARGO_BIN_EXE_slipway");
@@ -197,113 +199,33 @@ pub fn unique_name(test: &str) -> String {
     format!("{test}-{n}")
 }
 
-/// Removes a stack when dropped, so a failed test leaves nothing behind.
-pub struct StackGuard(pub String);
-
-impl Drop for StackGuard {
-    fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args(["stack", "rm", &self.0])
-            .output();
-    }
-}
-
 /// A git repository holding the example under `examples/shop/`, as a clone
 /// of Slipway's own repository has it.
 pub struct ExampleRepo {
-    pub dir: tempfile::TempDir,
+    repo: Repo,
 }
 
 impl ExampleRepo {
     pub fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let repo = Repo::new();
         let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/shop");
-        let target = dir.path().join("examples/shop");
+        let target = repo.path().join("examples/shop");
         std::fs::create_dir_all(&target).unwrap();
         for entry in std::fs::read_dir(&source).expect("examples/shop exists") {
             let entry = entry.unwrap();
             std::fs::copy(entry.path(), target.join(entry.file_name())).unwrap();
         }
-        let repo = ExampleRepo { dir };
-        repo.git(&["init", "-q", "-b", "main"]);
-        repo.git(&["add", "-A"]);
-        repo.git(&[
-            "-c",
-            "user.email=test@slipway.invalid",
-            "-c",
-            "user.name=Slipway Tests",
-            "commit",
-            "-q",
-            "-m",
-            "the example",
-        ]);
-        repo
+        repo.commit(&[], "the example");
+        ExampleRepo { repo }
     }
 
     pub fn path(&self) -> PathBuf {
-        self.dir.path().to_owned()
+        self.repo.path().to_owned()
     }
 
     pub fn head(&self) -> String {
-        self.git(&["rev-parse", "HEAD"])
+        self.repo.head()
     }
-
-    fn git(&self, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .expect("git runs");
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    }
-}
-
-/// A port nothing listens on now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `docker service inspect NAME`, or `None` when there is no such service.
-pub fn inspect_service(name: &str) -> Option<serde_json::Value> {
-    let out = Command::new("docker")
-        .args(["service", "inspect", name])
-        .output()
-        .expect("the docker CLI runs");
-    if !out.status.success() {
-        return None;
-    }
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    Some(list[0].clone())
-}
-
-/// States of the tasks of a service that should be running.
-pub fn running_tasks(name: &str) -> Vec<String> {
-    let out = Command::new("docker")
-        .args([
-            "service",
-            "ps",
-            name,
-            "--filter",
-            "desired-state=running",
-            "--format",
-            "{{.Image}} {{.CurrentState}}",
-        ])
-        .output()
-        .expect("the docker CLI runs");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains("Running"))
-        .map(str::to_owned)
-        .collect()
 }
 
 /// GET `http://127.0.0.1:port/` with a plain socket; the body, or why not.

@@ -3,9 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{
-    free_port, http_get, inspect_service, running_tasks, unique_name, ExampleRepo, StackGuard, Up,
-};
+use slipway_testkit::free_port;
+use slipway_testkit::swarm::{inspect_service, running_images, StackGuard};
+
+use crate::harness::{http_get, unique_name, ExampleRepo, Up};
 
 #[test]
 fn the_example_deploys_with_follow_and_runs_on_the_swarm() {
@@ -19,7 +20,7 @@ fn the_example_deploys_with_follow_and_runs_on_the_swarm() {
 
     let repo = ExampleRepo::new();
     let app = unique_name("shop");
-    let _stack = StackGuard(app.clone());
+    let _stack = StackGuard::new(app.clone());
     let created = up
         .run(&[
             "app",
@@ -63,7 +64,7 @@ fn the_example_deploys_with_follow_and_runs_on_the_swarm() {
         env.contains(&format!("SHOP_RELEASE={}", &repo.head()[..7])),
         "{env}"
     );
-    let tasks = running_tasks(&format!("{app}_web"));
+    let tasks = running_images(&format!("{app}_web"));
     assert_eq!(tasks.len(), 1, "one running task: {tasks:?}");
 
     // And it serves the page on the port the secrets file chose.

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use slipway_e2e::swarm::{self, StackGuard};
 use slipway_e2e::system::{compose, spec, System, ENVIRONMENT_URL, FAST, PUBLIC_URL};
+use slipway_testkit::swarm::{self, StackGuard};
 
 const WITHIN: Duration = Duration::from_secs(120);
 const IMAGE: &str = "slipway-test/busybox:latest";
@@ -32,7 +32,7 @@ fn assert_statuses(system: &System, gh_id: u64, id: &str, last: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_github_deployment_runs_on_the_swarm_and_a_broken_one_leaves_it_running() {
     let stack = swarm::stack_name("github");
-    let _guard = StackGuard(stack.clone());
+    let _guard = StackGuard::new(stack.clone());
     let system = System::start().await;
     let web = format!("{stack}_web");
 
@@ -105,7 +105,7 @@ async fn a_github_deployment_runs_on_the_swarm_and_a_broken_one_leaves_it_runnin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_to_an_auto_deploy_branch_deploys_and_creates_a_github_deployment() {
     let stack = swarm::stack_name("push");
-    let _guard = StackGuard(stack.clone());
+    let _guard = StackGuard::new(stack.clone());
     let system = System::start().await;
     let web = format!("{stack}_web");
 
@@ -121,12 +121,21 @@ async fn a_push_to_an_auto_deploy_branch_deploys_and_creates_a_github_deployment
         "pushed release",
     );
     // A push to a branch nothing tracks deploys nothing.
-    let event =
-        slipway_e2e::github::push_event("refs/heads/develop", &before, &before, &system.git.url);
+    let event = slipway_testkit::fakes::github::push_event(
+        "refs/heads/develop",
+        &before,
+        &before,
+        &system.git.url,
+    );
     let (status, body) = system.hook("push", "push-develop", &event).await;
     assert_eq!(status, 202, "{body}");
 
-    let event = slipway_e2e::github::push_event("refs/heads/main", &before, &sha, &system.git.url);
+    let event = slipway_testkit::fakes::github::push_event(
+        "refs/heads/main",
+        &before,
+        &sha,
+        &system.git.url,
+    );
     let (status, body) = system.hook("push", "push-main-1", &event).await;
     assert_eq!(status, 200, "{body}");
     let id = body["deployments"][0]["id"]
@@ -135,20 +144,21 @@ async fn a_push_to_an_auto_deploy_branch_deploys_and_creates_a_github_deployment
         .to_owned();
 
     // GitHub got a deployment of that sha to production...
-    let created = slipway_e2e::wait::until("a deployment on GitHub", WITHIN, || async {
-        match system.github.created().as_slice() {
-            [one] => Ok(one.clone()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
-    assert_eq!(created["repository"], slipway_e2e::github::REPO);
+    let (repository, gh_id, created) =
+        slipway_testkit::wait::until("a deployment on GitHub", WITHIN, || async {
+            match system.github.created().as_slice() {
+                [one] => Ok(one.clone()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+    assert_eq!(repository, slipway_testkit::fakes::github::REPO);
     assert_eq!(created["environment"], "production");
     assert!(
         created["ref"] == sha.as_str() || created["ref"] == "main",
         "{created}"
     );
-    let gh_id = created["id"].as_u64().unwrap();
+    assert_eq!(created["id"], gh_id);
     // ... with the statuses of the Slipway deployment, which ran on the swarm.
     system.wait_github_final(gh_id, WITHIN).await;
     let d = system.api.wait_final(&id, WITHIN).await;
@@ -160,8 +170,13 @@ async fn a_push_to_an_auto_deploy_branch_deploys_and_creates_a_github_deployment
 
     // GitHub echoes the deployment Slipway created back as a `deployment`
     // event, and redelivers the push: neither deploys again.
-    let mut echo =
-        slipway_e2e::github::deployment_event(gh_id, "production", &sha, &system.git.url);
+    let mut echo = slipway_testkit::fakes::github::deployment_event(
+        gh_id,
+        "production",
+        &sha,
+        serde_json::json!({}),
+        &system.git.url,
+    );
     echo["deployment"]["payload"] = created["payload"].clone();
     let (status, body) = system.hook("deployment", "echo-1", &echo).await;
     assert!(

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use slipway_e2e::swarm::{self, StackGuard};
 use slipway_e2e::system::{compose, spec, System, FAST, SLOW};
-use slipway_e2e::wait;
+use slipway_testkit::swarm::{self, StackGuard};
+use slipway_testkit::wait;
 
 const WITHIN: Duration = Duration::from_secs(120);
 const V1: &str = "slipway-test/busybox:latest";
@@ -57,7 +57,7 @@ fn tasks_of(web: &str, image: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_killed_mid_rollout_finishes_it_once_after_restarting() {
     let stack = swarm::stack_name("runnerkill");
-    let _guard = StackGuard(stack.clone());
+    let _guard = StackGuard::new(stack.clone());
     let mut system = System::start().await;
     let web = format!("{stack}_web");
     let id = half_rolled_out(&system, &stack).await;
@@ -85,7 +85,7 @@ async fn a_runner_killed_mid_rollout_finishes_it_once_after_restarting() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_restarted_mid_rollout_loses_no_deployment_status_or_log_line() {
     let stack = swarm::stack_name("apirestart");
-    let _guard = StackGuard(stack.clone());
+    let _guard = StackGuard::new(stack.clone());
     let mut system = System::start().await;
     let web = format!("{stack}_web");
     let id = half_rolled_out(&system, &stack).await;

@@ -7,13 +7,13 @@ use crate::support::*;
 
 #[tokio::test]
 async fn the_documented_signature_vector_is_accepted_over_http() {
-    let api = Api::start().await;
+    let api = start_api().await;
     let github = FakeGithub::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(&api, &github, dir.path().to_owned());
     config.hooks.github_webhook_secret =
         Some(slipway_provider::Secret::new("It's a Secret to Everybody"));
-    let provider = Provider::start(config).await;
+    let provider = TestProvider::start(config).await;
     let vector = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
 
     let (status, body) = provider
@@ -163,14 +163,14 @@ async fn ping_answers_and_other_events_are_ignored_with_a_reason() {
 
 #[tokio::test]
 async fn hooks_that_are_not_configured_answer_404() {
-    let api = Api::start().await;
+    let api = start_api().await;
     let github = FakeGithub::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(&api, &github, dir.path().to_owned());
     config.hooks.github_webhook_secret = None;
     config.hooks.gitlab_webhook_token = None;
     config.hooks.generic_token = None;
-    let provider = Provider::start(config).await;
+    let provider = TestProvider::start(config).await;
     let (status, body) = provider.github("ping", "d-1", &json!({})).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert!(body["message"]

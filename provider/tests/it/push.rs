@@ -217,10 +217,10 @@ async fn a_push_creates_one_github_deployment_and_its_echo_deploys_nothing() {
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
 
     // Bring it to an end, so nothing is in flight, and count again.
-    world.api.claim(&slipway_id).await;
+    world.api.claim_ok(RUNNER, &slipway_id).await;
     world
         .api
-        .finish(&slipway_id, "SUCCEEDED", "rolled out")
+        .finish_with(RUNNER, &slipway_id, "SUCCEEDED", "rolled out")
         .await;
     wait_for("the success status", || {
         let github = &world.github;

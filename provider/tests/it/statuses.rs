@@ -28,7 +28,13 @@ async fn states_become(world: &World, github_id: u64, states: &[&str]) -> Vec<Va
                 states.starts_with(&now.iter().map(String::as_str).collect::<Vec<_>>()),
                 "GitHub got {now:?}, which is not on the way to {states:?}"
             );
-            (now == states).then(|| github.statuses(github_id))
+            (now == states).then(|| {
+                github
+                    .statuses(github_id)
+                    .into_iter()
+                    .map(|status| status.body)
+                    .collect()
+            })
         }
     })
     .await
@@ -41,12 +47,12 @@ async fn a_successful_deployment_is_queued_in_progress_then_success() {
     let id = deploy(&world, 0, "production").await;
 
     states_become(&world, GH_ID, &["queued"]).await;
-    world.api.claim(&id).await;
+    world.api.claim_ok(RUNNER, &id).await;
     states_become(&world, GH_ID, &["queued", "in_progress"]).await;
-    world.api.progress(&id, "updating 3 services").await;
+    world.api.progress(RUNNER, &id, "updating 3 services").await;
     world
         .api
-        .finish(&id, "SUCCEEDED", "3 services converged")
+        .finish_with(RUNNER, &id, "SUCCEEDED", "3 services converged")
         .await;
     let statuses = states_become(&world, GH_ID, &["queued", "in_progress", "success"]).await;
 
@@ -81,13 +87,16 @@ async fn a_failed_deployment_is_a_failure_and_a_cancelled_one_an_error() {
     let cancelled = deploy(&world, 1, "qa").await;
 
     states_become(&world, GH_ID, &["queued"]).await;
-    world.api.claim(&failed).await;
+    world.api.claim_ok(RUNNER, &failed).await;
     // A long message with multi-byte characters.
     let message = format!(
         "service web did not converge: {}",
         "tâche échouée ".repeat(20)
     );
-    world.api.finish(&failed, "FAILED", &message).await;
+    world
+        .api
+        .finish_with(RUNNER, &failed, "FAILED", &message)
+        .await;
     let statuses = states_become(&world, GH_ID, &["queued", "in_progress", "failure"]).await;
     let description = statuses[2]["description"].as_str().unwrap();
     assert_eq!(description.chars().count(), 140, "{description}");
@@ -101,7 +110,7 @@ async fn a_failed_deployment_is_a_failure_and_a_cancelled_one_an_error() {
 
     world
         .api
-        .gql(
+        .ok_as(
             Role::Deployer,
             "mutation($id: ID!) { cancelDeployment(id: $id) { status } }",
             json!({"id": cancelled}),
@@ -118,8 +127,11 @@ async fn changes_while_the_provider_was_down_are_posted_after_it_restarts() {
     states_become(&world, GH_ID, &["queued"]).await;
 
     let config = world.stop_provider().await;
-    world.api.claim(&id).await;
-    world.api.finish(&id, "SUCCEEDED", "done").await;
+    world.api.claim_ok(RUNNER, &id).await;
+    world
+        .api
+        .finish_with(RUNNER, &id, "SUCCEEDED", "done")
+        .await;
     assert_eq!(world.github.states(GH_ID), ["queued"]);
 
     world.start_provider(config).await;
@@ -143,8 +155,11 @@ async fn statuses_wait_out_github_failures_and_arrive_in_order() {
     world.shop().await;
     world.github.fail_next(3);
     let id = deploy(&world, 0, "production").await;
-    world.api.claim(&id).await;
-    world.api.finish(&id, "SUCCEEDED", "done").await;
+    world.api.claim_ok(RUNNER, &id).await;
+    world
+        .api
+        .finish_with(RUNNER, &id, "SUCCEEDED", "done")
+        .await;
 
     states_become(&world, GH_ID, &["queued", "in_progress", "success"]).await;
     assert_eq!(world.github.failed(), 3, "GitHub answered 502 three times");

@@ -5,9 +5,10 @@ use std::time::Duration;
 use serde_json::json;
 use slipway_api::auth::Role;
 
-use crate::harness::{
-    inspect_service, running_images, stack_name, start_runner, Api, Repo, StackGuard,
-};
+use slipway_testkit::api::{Backend, TestApi};
+use slipway_testkit::git::Repo;
+use slipway_testkit::runner::start_runner;
+use slipway_testkit::swarm::{inspect_service, running_images, stack_name, StackGuard};
 
 const WITHIN: Duration = Duration::from_secs(180);
 
@@ -56,12 +57,12 @@ networks:
 
 const SLEEP: &str = r#"["sleep", "3600"]"#;
 
-async fn setup(test: &str) -> (Api, Repo, String, StackGuard) {
+async fn setup(test: &str) -> (TestApi, Repo, String, StackGuard) {
     let stack = stack_name(test);
-    let guard = StackGuard(stack.clone());
-    let api = Api::start().await;
+    let guard = StackGuard::new(stack.clone());
+    let api = TestApi::start(Backend::Sqlite).await;
     let repo = Repo::new();
-    api.create_app("shop", &repo.url()).await;
+    api.app("shop", &repo.url(), &[]).await;
     (api, repo, stack, guard)
 }
 
@@ -82,7 +83,9 @@ async fn a_stack_rolls_out_updates_and_loses_removed_services() {
         ],
         "first",
     );
-    let id = api.deploy("shop", "production", "main", Some(&first)).await;
+    let id = api
+        .deploy_ref("shop", "production", "main", Some(&first))
+        .await;
     let d = api.wait_final(&id, WITHIN).await;
     assert_eq!(d["status"], "SUCCEEDED", "{d}");
     assert_eq!(d["sha"], first.as_str());
@@ -116,7 +119,7 @@ async fn a_stack_rolls_out_updates_and_loses_removed_services() {
         "v2",
     );
     let id = api
-        .deploy("shop", "production", "main", Some(&second))
+        .deploy_ref("shop", "production", "main", Some(&second))
         .await;
     let d = api.wait_final(&id, WITHIN).await;
     assert_eq!(d["status"], "SUCCEEDED", "{d}");
@@ -128,7 +131,7 @@ async fn a_stack_rolls_out_updates_and_loses_removed_services() {
 
     // The same sha again: nothing to roll.
     let id = api
-        .deploy("shop", "production", "main", Some(&second))
+        .deploy_ref("shop", "production", "main", Some(&second))
         .await;
     let d = api.wait_final(&id, WITHIN).await;
     assert_eq!(d["status"], "SUCCEEDED", "{d}");
@@ -147,7 +150,7 @@ async fn a_stack_rolls_out_updates_and_loses_removed_services() {
         "exits",
     );
     let id = api
-        .deploy("shop", "production", "main", Some(&broken))
+        .deploy_ref("shop", "production", "main", Some(&broken))
         .await;
     let d = api.wait_final(&id, WITHIN).await;
     assert_eq!(d["status"], "FAILED", "{d}");
@@ -169,7 +172,7 @@ async fn a_stack_rolls_out_updates_and_loses_removed_services() {
         "no worker",
     );
     let id = api
-        .deploy("shop", "production", "main", Some(&fourth))
+        .deploy_ref("shop", "production", "main", Some(&fourth))
         .await;
     let d = api.wait_final(&id, WITHIN).await;
     assert_eq!(d["status"], "SUCCEEDED", "{d}");
@@ -194,7 +197,9 @@ async fn a_missing_image_fails_naming_it() {
         ],
         "bad image",
     );
-    let id = api.deploy("shop", "production", "main", Some(&sha)).await;
+    let id = api
+        .deploy_ref("shop", "production", "main", Some(&sha))
+        .await;
     let d = api.wait_final(&id, WITHIN).await;
     assert_eq!(d["status"], "FAILED", "{d}");
     let message = d["message"].as_str().unwrap();
@@ -223,7 +228,9 @@ async fn a_cancel_during_a_rollout_rolls_back() {
         ],
         "first",
     );
-    let id = api.deploy("shop", "production", "main", Some(&first)).await;
+    let id = api
+        .deploy_ref("shop", "production", "main", Some(&first))
+        .await;
     assert_eq!(api.wait_final(&id, WITHIN).await["status"], "SUCCEEDED");
 
     // A slow rollout: one task at a time, 20 s apart.
@@ -233,10 +240,10 @@ async fn a_cancel_during_a_rollout_rolls_back() {
     );
     let second = repo.commit(&[("docker-compose.yml", &slow)], "slow");
     let id = api
-        .deploy("shop", "production", "main", Some(&second))
+        .deploy_ref("shop", "production", "main", Some(&second))
         .await;
     api.wait_phase(&id, "VERIFYING", WITHIN).await;
-    api.gql(
+    api.ok_as(
         Role::Deployer,
         "mutation($id: ID!) { cancelDeployment(id: $id) { cancelRequested } }",
         json!({"id": id}),
@@ -262,7 +269,9 @@ async fn spec_errors_and_unknown_commits_fail_with_where_and_what() {
         )],
         "bad spec",
     );
-    let id = api.deploy("shop", "production", "main", Some(&sha)).await;
+    let id = api
+        .deploy_ref("shop", "production", "main", Some(&sha))
+        .await;
     let d = api.wait_final(&id, WITHIN).await;
     assert_eq!(d["status"], "FAILED", "{d}");
     let message = d["message"].as_str().unwrap();
@@ -273,7 +282,7 @@ async fn spec_errors_and_unknown_commits_fail_with_where_and_what() {
 
     let unknown = "0123456789012345678901234567890123456789";
     let id = api
-        .deploy("shop", "production", "main", Some(unknown))
+        .deploy_ref("shop", "production", "main", Some(unknown))
         .await;
     let d = api.wait_final(&id, WITHIN).await;
     assert_eq!(d["status"], "FAILED", "{d}");
@@ -300,7 +309,9 @@ async fn two_runners_carry_out_a_deployment_once() {
         ],
         "first",
     );
-    let id = api.deploy("shop", "production", "main", Some(&sha)).await;
+    let id = api
+        .deploy_ref("shop", "production", "main", Some(&sha))
+        .await;
     let d = api.wait_final(&id, WITHIN).await;
     assert_eq!(d["status"], "SUCCEEDED", "{d}");
     let fetches = d["logs"]
@@ -354,7 +365,9 @@ async fn plan_diff_shows_what_a_deployment_would_change() {
     let before = plan_diff(&repo, &first);
     assert_eq!(before["services"][0]["action"], "create", "{before}");
 
-    let id = api.deploy("shop", "production", "main", Some(&first)).await;
+    let id = api
+        .deploy_ref("shop", "production", "main", Some(&first))
+        .await;
     assert_eq!(api.wait_final(&id, WITHIN).await["status"], "SUCCEEDED");
     let same = plan_diff(&repo, &first);
     assert_eq!(same["services"][0]["action"], "unchanged", "{same}");
@@ -392,7 +405,9 @@ async fn a_runner_stopped_mid_rollout_finishes_it_after_restarting() {
         ],
         "first",
     );
-    let id = api.deploy("shop", "production", "main", Some(&first)).await;
+    let id = api
+        .deploy_ref("shop", "production", "main", Some(&first))
+        .await;
     assert_eq!(api.wait_final(&id, WITHIN).await["status"], "SUCCEEDED");
 
     let slow = compose("slipway-test/busybox:v2", SLEEP, false).replace(
@@ -401,7 +416,7 @@ async fn a_runner_stopped_mid_rollout_finishes_it_after_restarting() {
     );
     let second = repo.commit(&[("docker-compose.yml", &slow)], "slow");
     let id = api
-        .deploy("shop", "production", "main", Some(&second))
+        .deploy_ref("shop", "production", "main", Some(&second))
         .await;
     api.wait_phase(&id, "VERIFYING", WITHIN).await;
     runner.stop().await;
@@ -437,7 +452,7 @@ async fn a_runner_stopped_mid_rollout_finishes_it_after_restarting() {
 async fn a_long_rollout_does_not_hold_up_another_environment() {
     let (api, repo, stack, _guard) = setup("parallel").await;
     let staging_stack = format!("{stack}s");
-    let _staging_guard = StackGuard(staging_stack.clone());
+    let _staging_guard = StackGuard::new(staging_stack.clone());
     let _runner = start_runner(&api, "runner-1").await;
     let spec = format!(
         "compose: docker-compose.yml\nenvironments:\n  production:\n    stack: {stack}\n  staging:\n    stack: {staging_stack}\n"
@@ -455,7 +470,9 @@ async fn a_long_rollout_does_not_hold_up_another_environment() {
         ],
         "first",
     );
-    let id = api.deploy("shop", "production", "main", Some(&first)).await;
+    let id = api
+        .deploy_ref("shop", "production", "main", Some(&first))
+        .await;
     assert_eq!(api.wait_final(&id, WITHIN).await["status"], "SUCCEEDED");
     let second = repo.commit(
         &[(
@@ -465,11 +482,13 @@ async fn a_long_rollout_does_not_hold_up_another_environment() {
         "v2",
     );
     let busy = api
-        .deploy("shop", "production", "main", Some(&second))
+        .deploy_ref("shop", "production", "main", Some(&second))
         .await;
     api.wait_phase(&busy, "VERIFYING", WITHIN).await;
 
-    let other = api.deploy("shop", "staging", "main", Some(&second)).await;
+    let other = api
+        .deploy_ref("shop", "staging", "main", Some(&second))
+        .await;
     let d = api.wait_final(&other, WITHIN).await;
     assert_eq!(d["status"], "SUCCEEDED", "{d}");
     assert_eq!(
@@ -477,7 +496,7 @@ async fn a_long_rollout_does_not_hold_up_another_environment() {
         "IN_PROGRESS",
         "staging finished while production was still rolling"
     );
-    api.gql(
+    api.ok_as(
         Role::Deployer,
         "mutation($id: ID!) { cancelDeployment(id: $id) { id } }",
         json!({"id": busy}),

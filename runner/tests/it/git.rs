@@ -1,84 +1,24 @@
 //! Fetching commits into mirrors, against real repositories: `file://` and a
 //! `git daemon` on 127.0.0.1.
 
-use std::process::{Child, Command};
 use std::time::Duration;
 
 use slipway_runner::git::{CommitFiles, Credentials, GitError, Mirrors};
 use slipway_runner::spec::Files;
-
-use crate::harness::Repo;
+use slipway_testkit::free_port;
+use slipway_testkit::git::{GitDaemon, Repo};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-/// `git daemon` serving the parent directory of `repo`, stopped on drop.
-struct Daemon {
-    child: Child,
-    port: u16,
-}
-
-impl Daemon {
-    fn serve(repo: &Repo, allow_sha: bool) -> Self {
-        if allow_sha {
-            git(
-                repo,
-                &["config", "uploadpack.allowReachableSHA1InWant", "true"],
-            );
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let base = repo.path().parent().unwrap();
-        // `git-daemon` itself: `git daemon` runs it as a child that killing
-        // `git` would leave behind.
-        let exec_path = Command::new("git")
-            .arg("--exec-path")
-            .output()
-            .unwrap()
-            .stdout;
-        let exec_path = String::from_utf8(exec_path).unwrap();
-        let child = Command::new(std::path::Path::new(exec_path.trim()).join("git-daemon"))
-            .args(["--export-all", "--reuseaddr", "--listen=127.0.0.1"])
-            .arg(format!("--port={port}"))
-            .arg(format!("--base-path={}", base.display()))
-            .arg(base)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("git daemon starts");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "git daemon did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self { child, port }
+/// `git daemon` serving `repo`, allowing fetches by sha when `allow_sha`;
+/// returns it (stopped on drop) and the repository's `git://` URL.
+async fn serve(repo: &Repo, allow_sha: bool) -> (GitDaemon, String) {
+    if allow_sha {
+        repo.git(&["config", "uploadpack.allowReachableSHA1InWant", "true"]);
     }
-
-    fn url(&self, repo: &Repo) -> String {
-        let name = repo.path().file_name().unwrap().to_string_lossy();
-        format!("git://127.0.0.1:{}/{name}", self.port)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn git(repo: &Repo, args: &[&str]) {
-    let status = Command::new("git")
-        .args(args)
-        .current_dir(repo.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let daemon = GitDaemon::serve(repo.base()).await;
+    let url = daemon.url(repo.name());
+    (daemon, url)
 }
 
 fn history(repo: &Repo, commits: usize) -> Vec<String> {
@@ -107,12 +47,12 @@ fn read(mirror: &std::path::Path, sha: &str, path: &str) -> Option<String> {
 async fn a_commit_is_fetched_shallow_where_the_server_allows_and_then_cached() {
     let repo = Repo::new();
     let shas = history(&repo, 5);
-    let daemon = Daemon::serve(&repo, true);
+    let (_daemon, url) = serve(&repo, true).await;
     let dir = tempfile::tempdir().unwrap();
     let mirrors = Mirrors::new(dir.path(), Credentials::default());
 
     let fetched = mirrors
-        .fetch(&daemon.url(&repo), "main", Some(&shas[3]), TIMEOUT)
+        .fetch(&url, "main", Some(&shas[3]), TIMEOUT)
         .await
         .unwrap();
     assert!(!fetched.cached);
@@ -124,7 +64,7 @@ async fn a_commit_is_fetched_shallow_where_the_server_allows_and_then_cached() {
     assert_eq!(read(&fetched.mirror, &shas[3], "missing.yml"), None);
 
     let again = mirrors
-        .fetch(&daemon.url(&repo), "main", Some(&shas[3]), TIMEOUT)
+        .fetch(&url, "main", Some(&shas[3]), TIMEOUT)
         .await
         .unwrap();
     assert!(again.cached, "a known commit needs no network");
@@ -135,12 +75,12 @@ async fn a_commit_is_fetched_shallow_where_the_server_allows_and_then_cached() {
 async fn a_server_refusing_shas_is_fetched_by_ref() {
     let repo = Repo::new();
     let shas = history(&repo, 3);
-    let daemon = Daemon::serve(&repo, false);
+    let (_daemon, url) = serve(&repo, false).await;
     let dir = tempfile::tempdir().unwrap();
     let mirrors = Mirrors::new(dir.path(), Credentials::default());
     // An older commit: the shallow ref does not hold it, the full one does.
     let fetched = mirrors
-        .fetch(&daemon.url(&repo), "main", Some(&shas[0]), TIMEOUT)
+        .fetch(&url, "main", Some(&shas[0]), TIMEOUT)
         .await
         .unwrap();
     assert_eq!(fetched.sha, shas[0]);
@@ -149,10 +89,7 @@ async fn a_server_refusing_shas_is_fetched_by_ref() {
         Some("stack: s0\n")
     );
     // Without a sha, the ref resolves to its tip.
-    let tip = mirrors
-        .fetch(&daemon.url(&repo), "main", None, TIMEOUT)
-        .await
-        .unwrap();
+    let tip = mirrors.fetch(&url, "main", None, TIMEOUT).await.unwrap();
     assert_eq!(tip.sha, shas[2]);
 }
 
@@ -186,11 +123,7 @@ async fn unknown_commits_and_unreachable_repositories_say_which() {
         Err(GitError::UnknownCommit { sha, .. }) => assert_eq!(sha, unknown),
         other => panic!("expected UnknownCommit, got {other:?}"),
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let nowhere = format!("git://127.0.0.1:{port}/nothing.git");
     match mirrors.fetch(&nowhere, "main", None, TIMEOUT).await {
         Err(err @ GitError::Unreachable { .. }) => {
@@ -217,15 +150,14 @@ async fn head_names_the_default_branch() {
 async fn a_stuck_server_does_not_hold_the_mirror_after_the_fetch_timed_out() {
     let repo = Repo::new();
     let shas = history(&repo, 2);
-    let daemon = Daemon::serve(&repo, true);
+    let (daemon, _) = serve(&repo, true).await;
     // The server accepts and then says nothing, until the proxy lets it.
-    let proxy = crate::proxy::Proxy::start(crate::proxy::Target::Tcp(
+    let proxy = slipway_testkit::proxy::Proxy::start(slipway_testkit::proxy::Target::Tcp(
         format!("127.0.0.1:{}", daemon.port).parse().unwrap(),
     ))
     .await;
     proxy.hold();
-    let name = repo.path().file_name().unwrap().to_string_lossy();
-    let url = format!("git://{}/{name}", proxy.addr);
+    let url = format!("git://{}/{}", proxy.addr, repo.name());
     let dir = tempfile::tempdir().unwrap();
     let mirrors =
         Mirrors::new(dir.path(), Credentials::default()).with_stall(Duration::from_secs(3));

@@ -6,6 +6,4 @@ mod spec;
 
 mod deploy;
 mod git;
-mod harness;
-mod proxy;
 mod truth;

@@ -41,6 +41,7 @@ use bollard::models::ServiceSpec;
 use serde_json::Value;
 use slipway_runner::plan::Plan;
 use slipway_runner::spec::{self, Context, DirFiles};
+use slipway_testkit::swarm::{require_swarm, stack_name, StackGuard};
 
 /// Runs `docker` and returns stdout; panics with the command and stderr.
 fn docker(dir: Option<&Path>, args: &[&str], env: &[(String, String)]) -> String {
@@ -60,71 +61,6 @@ fn docker(dir: Option<&Path>, args: &[&str], env: &[(String, String)]) -> String
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// Panics (never skips) when there is no swarm manager to talk to.
-fn require_swarm() {
-    let out = Command::new("docker")
-        .args([
-            "info",
-            "--format",
-            "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}",
-        ])
-        .output();
-    match out {
-        Ok(o)
-            if o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "active true" => {
-        }
-        Ok(o) => panic!(
-            "the Docker engine is not a swarm manager ({}{}): run scripts/test.sh, which starts it",
-            String::from_utf8_lossy(&o.stdout).trim(),
-            String::from_utf8_lossy(&o.stderr).trim()
-        ),
-        Err(e) => {
-            panic!("cannot run docker ({e}): run scripts/test.sh, which installs and starts it")
-        }
-    }
-}
-
-/// Removes the stack, and networks made for it, when the test ends.
-struct StackGuard {
-    stack: String,
-    networks: Vec<String>,
-}
-
-impl Drop for StackGuard {
-    fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args(["stack", "rm", &self.stack])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        // Services of other stacks never use these; they go once the
-        // stack's tasks have let go of them.
-        for net in &self.networks {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                let ok = Command::new("docker")
-                    .args(["network", "rm", net])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success());
-                if ok {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(500));
-            }
-        }
-    }
-}
-
-fn unique_stack(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{prefix}{}x{:x}", std::process::id(), nanos & 0xffff)
 }
 
 fn context(stack: &str) -> Context {
@@ -311,10 +247,8 @@ async fn compare(
     let plan: Plan = spec::load(&DirFiles(dir.path().to_owned()), "slipway.yml", &ctx).unwrap();
     assert_eq!(plan.stack, stack);
 
-    let _guard = StackGuard {
-        stack: stack.to_owned(),
-        networks: external_networks.iter().map(|n| (*n).to_owned()).collect(),
-    };
+    let _guard =
+        StackGuard::new(stack).with_networks(external_networks.iter().map(|n| (*n).to_owned()));
     for net in external_networks {
         docker(
             None,
@@ -637,7 +571,7 @@ secrets:
 
 #[tokio::test]
 async fn a_rich_stack_matches_docker_stack_deploy() {
-    let stack = unique_stack("pvr");
+    let stack = stack_name("pvr");
     let outside = format!("{stack}-outside");
     // Fixed per test so parallel tests do not collide.
     let compose = RICH
@@ -664,7 +598,7 @@ async fn a_rich_stack_matches_docker_stack_deploy() {
 
 #[tokio::test]
 async fn merged_files_match_docker_stack_deploy() {
-    let stack = unique_stack("pvm");
+    let stack = stack_name("pvm");
     compare(
         &stack,
         &["base.yml", "override.yml"],

@@ -6,14 +6,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use slipway_api::auth::Role;
-use slipway_api::Settings;
+use slipway_api::{Clock, Settings};
 use slipway_runner::swarm::Engine;
-
-use crate::harness::{
-    engine, inspect_service, running_images, stack_name, start_runner, start_runner_at,
-    start_runner_in, Api, Repo, StackGuard,
-};
-use crate::proxy::{Proxy, Target};
+use slipway_testkit::api::{Backend, TestApi};
+use slipway_testkit::git::Repo;
+use slipway_testkit::proxy::{Proxy, Target};
+use slipway_testkit::runner::{start_runner, start_runner_with, RunnerHandle, RunnerOptions};
+use slipway_testkit::swarm::{inspect_service, running_images, stack_name, StackGuard};
 
 const WITHIN: Duration = Duration::from_secs(180);
 
@@ -44,9 +43,9 @@ fn spec(stack: &str, extra: &str) -> String {
     )
 }
 
-async fn shop(api: &Api) -> Repo {
+async fn shop(api: &TestApi) -> Repo {
     let repo = Repo::new();
-    api.create_app("shop", &repo.url()).await;
+    api.app("shop", &repo.url(), &[]).await;
     repo
 }
 
@@ -75,25 +74,39 @@ fn image_of(service: &str) -> String {
         .to_owned()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A runner in `workdir`, reaching the API at `api_url` and deploying to
+/// `engine` where given.
+async fn in_workdir(
+    api: &TestApi,
+    name: &str,
+    workdir: &std::path::Path,
+    api_url: Option<String>,
+    engine: Option<Engine>,
+) -> RunnerHandle {
+    start_runner_with(
+        api,
+        name,
+        RunnerOptions {
+            workdir: Some(workdir.to_owned()),
+            api_url,
+            engine,
+            ..RunnerOptions::default()
+        },
+    )
+    .await
 }
 
 // ------------------------------------------------------------ one stack, one owner
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_environment_gets_a_stack_of_its_own_by_default() {
-    let api = Api::start().await;
+    let api = TestApi::start(Backend::Sqlite).await;
     let app = stack_name("owner");
     let repo = Repo::new();
-    api.create_app(&app, &repo.url()).await;
+    api.app(&app, &repo.url(), &[]).await;
     let (_production, _staging) = (
-        StackGuard(format!("{app}-production")),
-        StackGuard(format!("{app}-staging")),
+        StackGuard::new(format!("{app}-production")),
+        StackGuard::new(format!("{app}-staging")),
     );
     let _runner = start_runner(&api, "runner-1").await;
     let sha = repo.commit(
@@ -109,8 +122,8 @@ async fn each_environment_gets_a_stack_of_its_own_by_default() {
         ],
         "two environments",
     );
-    let production = api.deploy(&app, "production", "main", Some(&sha)).await;
-    let staging = api.deploy(&app, "staging", "main", Some(&sha)).await;
+    let production = api.deploy_ref(&app, "production", "main", Some(&sha)).await;
+    let staging = api.deploy_ref(&app, "staging", "main", Some(&sha)).await;
     for id in [production, staging] {
         let d = api.wait_final(&id, WITHIN).await;
         assert_eq!(d["status"], "SUCCEEDED", "{d}");
@@ -129,10 +142,10 @@ async fn each_environment_gets_a_stack_of_its_own_by_default() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stack_another_environment_owns_is_refused_before_anything_changes() {
-    let api = Api::start().await;
+    let api = TestApi::start(Backend::Sqlite).await;
     let repo = shop(&api).await;
     let stack = stack_name("taken");
-    let _guard = StackGuard(stack.clone());
+    let _guard = StackGuard::new(stack.clone());
     let _runner = start_runner(&api, "runner-1").await;
     let spec = format!(
         "compose: docker-compose.yml\nenvironments:\n  production: {{stack: {stack}}}\n  staging: {{stack: {stack}}}\n"
@@ -147,7 +160,9 @@ async fn a_stack_another_environment_owns_is_refused_before_anything_changes() {
         ],
         "production",
     );
-    let id = api.deploy("shop", "production", "main", Some(&first)).await;
+    let id = api
+        .deploy_ref("shop", "production", "main", Some(&first))
+        .await;
     assert_eq!(api.wait_final(&id, WITHIN).await["status"], "SUCCEEDED");
     let before = inspect_service(&format!("{stack}_web")).unwrap();
 
@@ -158,7 +173,9 @@ async fn a_stack_another_environment_owns_is_refused_before_anything_changes() {
         )],
         "staging wants the same stack",
     );
-    let id = api.deploy("shop", "staging", "main", Some(&second)).await;
+    let id = api
+        .deploy_ref("shop", "staging", "main", Some(&second))
+        .await;
     let d = api.wait_final(&id, WITHIN).await;
     assert_eq!(d["status"], "FAILED", "{d}");
     let message = d["message"].as_str().unwrap();
@@ -175,10 +192,10 @@ async fn a_stack_another_environment_owns_is_refused_before_anything_changes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stack_made_by_docker_stack_deploy_is_adopted() {
-    let api = Api::start().await;
+    let api = TestApi::start(Backend::Sqlite).await;
     let repo = shop(&api).await;
     let stack = stack_name("adopt");
-    let _guard = StackGuard(stack.clone());
+    let _guard = StackGuard::new(stack.clone());
     docker(&[
         "service",
         "create",
@@ -204,7 +221,9 @@ async fn a_stack_made_by_docker_stack_deploy_is_adopted() {
         ],
         "adopt",
     );
-    let id = api.deploy("shop", "production", "main", Some(&sha)).await;
+    let id = api
+        .deploy_ref("shop", "production", "main", Some(&sha))
+        .await;
     let d = api.wait_final(&id, WITHIN).await;
     assert_eq!(d["status"], "SUCCEEDED", "{d}");
     assert!(image_of(&format!("{stack}_web")).starts_with("slipway-test/busybox:v2"));
@@ -214,12 +233,12 @@ async fn a_stack_made_by_docker_stack_deploy_is_adopted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_the_engine_refuses_rolls_back_what_the_deployment_changed() {
-    let api = Api::start().await;
+    let api = TestApi::start(Backend::Sqlite).await;
     let repo = shop(&api).await;
     let stack = stack_name("apply");
-    let _guard = StackGuard(stack.clone());
+    let _guard = StackGuard::new(stack.clone());
     // Another service holds the port the new one asks for.
-    let port = free_port().to_string();
+    let port = slipway_testkit::free_port().to_string();
     let blocker = format!("{stack}blocker");
     let _blocker = ServiceGuard(blocker.clone());
     docker(&[
@@ -245,7 +264,9 @@ async fn a_service_the_engine_refuses_rolls_back_what_the_deployment_changed() {
         ],
         "first",
     );
-    let id = api.deploy("shop", "production", "main", Some(&first)).await;
+    let id = api
+        .deploy_ref("shop", "production", "main", Some(&first))
+        .await;
     assert_eq!(api.wait_final(&id, WITHIN).await["status"], "SUCCEEDED");
 
     // `web` is updated first (services apply in name order), then `zz`
@@ -265,7 +286,7 @@ async fn a_service_the_engine_refuses_rolls_back_what_the_deployment_changed() {
         "a port another service holds",
     );
     let id = api
-        .deploy("shop", "production", "main", Some(&second))
+        .deploy_ref("shop", "production", "main", Some(&second))
         .await;
     let d = api.wait_final(&id, WITHIN).await;
     assert_eq!(d["status"], "FAILED", "{d}");
@@ -310,11 +331,15 @@ async fn wait_for_images(service: &str, suffix: &str, replicas: usize) {
 // ------------------------------------------------------------ leases
 
 /// The API with a short lease, so that lapses happen within a test.
-async fn api_with_lease(seconds: i64) -> Api {
-    Api::start_with(Settings {
-        lease: chrono::Duration::seconds(seconds),
-        ..Settings::default()
-    })
+async fn api_with_lease(seconds: i64) -> TestApi {
+    TestApi::start_with(
+        Backend::Sqlite,
+        Clock::system(),
+        Settings {
+            lease: chrono::Duration::seconds(seconds),
+            ..Settings::default()
+        },
+    )
     .await
 }
 
@@ -323,21 +348,18 @@ async fn a_runner_cut_off_from_the_api_never_overwrites_the_next_release() {
     let api = api_with_lease(6).await;
     let repo = shop(&api).await;
     let stack = stack_name("fence");
-    let _guard = StackGuard(stack.clone());
+    let _guard = StackGuard::new(stack.clone());
     let service = format!("{stack}_web");
     let dir = tempfile::tempdir().unwrap();
 
     // Runner A reaches the API through a proxy that will partition it.
-    let proxy = Proxy::start(Target::Tcp(
-        api.url.trim_start_matches("http://").parse().unwrap(),
-    ))
-    .await;
-    let runner_a = start_runner_at(
+    let proxy = Proxy::start(Target::Tcp(api.addr)).await;
+    let runner_a = in_workdir(
         &api,
-        &proxy.url(),
         "runner-a",
         &dir.path().join("a"),
-        engine().await,
+        Some(proxy.url()),
+        None,
     )
     .await;
     let first = repo.commit(
@@ -350,7 +372,9 @@ async fn a_runner_cut_off_from_the_api_never_overwrites_the_next_release() {
         ],
         "first",
     );
-    let id = api.deploy("shop", "production", "main", Some(&first)).await;
+    let id = api
+        .deploy_ref("shop", "production", "main", Some(&first))
+        .await;
     assert_eq!(api.wait_final(&id, WITHIN).await["status"], "SUCCEEDED");
 
     // A slow rollout that times out, and would then be rolled back.
@@ -369,7 +393,9 @@ async fn a_runner_cut_off_from_the_api_never_overwrites_the_next_release() {
         ],
         "slow",
     );
-    let slow_id = api.deploy("shop", "production", "main", Some(&slow)).await;
+    let slow_id = api
+        .deploy_ref("shop", "production", "main", Some(&slow))
+        .await;
     api.wait_phase(&slow_id, "VERIFYING", WITHIN).await;
     proxy.hold();
     let partitioned = Instant::now();
@@ -390,8 +416,10 @@ async fn a_runner_cut_off_from_the_api_never_overwrites_the_next_release() {
         ],
         "next",
     );
-    let next_id = api.deploy("shop", "production", "main", Some(&next)).await;
-    let _runner_b = start_runner_in(&api, "runner-b", &dir.path().join("b"), engine().await).await;
+    let next_id = api
+        .deploy_ref("shop", "production", "main", Some(&next))
+        .await;
+    let _runner_b = in_workdir(&api, "runner-b", &dir.path().join("b"), None, None).await;
     let d = api.wait_final(&slow_id, WITHIN).await;
     assert_eq!(d["status"], "FAILED", "the API gave up on runner A: {d}");
     assert!(d["message"].as_str().unwrap().contains("lost"), "{d}");
@@ -418,10 +446,9 @@ async fn a_runner_resumes_only_what_its_own_instance_held() {
     let api = api_with_lease(6).await;
     let repo = shop(&api).await;
     let stack = stack_name("instance");
-    let _guard = StackGuard(stack.clone());
+    let _guard = StackGuard::new(stack.clone());
     let dir = tempfile::tempdir().unwrap();
-    let engine = engine().await;
-    let first = start_runner_in(&api, "runner-1", &dir.path().join("one"), engine.clone()).await;
+    let first = in_workdir(&api, "runner-1", &dir.path().join("one"), None, None).await;
     let sha = repo.commit(
         &[
             ("slipway.yml", &spec(&stack, "")),
@@ -437,13 +464,15 @@ async fn a_runner_resumes_only_what_its_own_instance_held() {
         ],
         "slow",
     );
-    let id = api.deploy("shop", "production", "main", Some(&sha)).await;
+    let id = api
+        .deploy_ref("shop", "production", "main", Some(&sha))
+        .await;
     api.wait_phase(&id, "VERIFYING", WITHIN).await;
     first.stop().await;
 
     // Same token, another workdir: another runner, which must leave the
     // deployment to its holder until the lease lapses.
-    let _second = start_runner_in(&api, "runner-1", &dir.path().join("two"), engine).await;
+    let _second = in_workdir(&api, "runner-1", &dir.path().join("two"), None, None).await;
     let d = api.wait_final(&id, WITHIN).await;
     assert_eq!(d["status"], "FAILED", "{d}");
     assert!(d["message"].as_str().unwrap().contains("lost"), "{d}");
@@ -455,7 +484,7 @@ async fn a_runner_resumes_only_what_its_own_instance_held() {
 /// Deploys `first` and then `second` (slowly), stopping the runner while
 /// `second` converges; returns the second deployment's id and the runner
 /// to start again.
-async fn stop_mid_rollout(api: &Api, repo: &Repo, stack: &str, second: &str) -> String {
+async fn stop_mid_rollout(api: &TestApi, repo: &Repo, stack: &str, second: &str) -> String {
     let runner = start_runner(api, "runner-1").await;
     let first = repo.commit(
         &[
@@ -467,10 +496,14 @@ async fn stop_mid_rollout(api: &Api, repo: &Repo, stack: &str, second: &str) -> 
         ],
         "first",
     );
-    let id = api.deploy("shop", "production", "main", Some(&first)).await;
+    let id = api
+        .deploy_ref("shop", "production", "main", Some(&first))
+        .await;
     assert_eq!(api.wait_final(&id, WITHIN).await["status"], "SUCCEEDED");
     let sha = repo.commit(&[("docker-compose.yml", second)], "second");
-    let id = api.deploy("shop", "production", "main", Some(&sha)).await;
+    let id = api
+        .deploy_ref("shop", "production", "main", Some(&sha))
+        .await;
     api.wait_phase(&id, "VERIFYING", WITHIN).await;
     runner.stop().await;
     id
@@ -478,10 +511,10 @@ async fn stop_mid_rollout(api: &Api, repo: &Repo, stack: &str, second: &str) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_deployment_that_fails_rolls_back_to_what_ran_before_it() {
-    let api = Api::start().await;
+    let api = TestApi::start(Backend::Sqlite).await;
     let repo = shop(&api).await;
     let stack = stack_name("resumefail");
-    let _guard = StackGuard(stack.clone());
+    let _guard = StackGuard::new(stack.clone());
     let extra = r#"  extra:
     image: slipway-test/busybox:latest
     command: ["sleep", "3600"]
@@ -514,10 +547,10 @@ async fn a_resumed_deployment_that_fails_rolls_back_to_what_ran_before_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployment_cancelled_while_its_runner_was_down_is_rolled_back() {
-    let api = Api::start().await;
+    let api = TestApi::start(Backend::Sqlite).await;
     let repo = shop(&api).await;
     let stack = stack_name("resumecancel");
-    let _guard = StackGuard(stack.clone());
+    let _guard = StackGuard::new(stack.clone());
     let slow = web(
         "slipway-test/busybox:v2",
         SLEEP,
@@ -525,7 +558,7 @@ async fn a_deployment_cancelled_while_its_runner_was_down_is_rolled_back() {
         "",
     );
     let id = stop_mid_rollout(&api, &repo, &stack, &slow).await;
-    api.gql(
+    api.ok_as(
         Role::Deployer,
         "mutation($id: ID!) { cancelDeployment(id: $id) { id } }",
         json!({"id": id}),
@@ -547,16 +580,16 @@ async fn a_deployment_cancelled_while_its_runner_was_down_is_rolled_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_that_stops_answering_for_a_moment_does_not_fail_the_rollout() {
-    let api = Api::start().await;
+    let api = TestApi::start(Backend::Sqlite).await;
     let repo = shop(&api).await;
     let stack = stack_name("engine");
-    let _guard = StackGuard(stack.clone());
+    let _guard = StackGuard::new(stack.clone());
     let proxy = Proxy::start(Target::Unix("/var/run/docker.sock".into())).await;
     let through_proxy = Engine::connect(Some(&format!("tcp://{}", proxy.addr)))
         .await
         .expect("the engine through the proxy");
     let dir = tempfile::tempdir().unwrap();
-    let _runner = start_runner_in(&api, "runner-1", dir.path(), through_proxy).await;
+    let _runner = in_workdir(&api, "runner-1", dir.path(), None, Some(through_proxy)).await;
     let sha = repo.commit(
         &[
             ("slipway.yml", &spec(&stack, "")),
@@ -572,7 +605,9 @@ async fn an_engine_that_stops_answering_for_a_moment_does_not_fail_the_rollout()
         ],
         "first",
     );
-    let id = api.deploy("shop", "production", "main", Some(&sha)).await;
+    let id = api
+        .deploy_ref("shop", "production", "main", Some(&sha))
+        .await;
     api.wait_phase(&id, "VERIFYING", WITHIN).await;
     proxy.cut();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -587,10 +622,10 @@ async fn an_engine_that_stops_answering_for_a_moment_does_not_fail_the_rollout()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_no_node_can_take_fails_the_deployment_soon_with_the_scheduler_s_reason() {
-    let api = Api::start().await;
+    let api = TestApi::start(Backend::Sqlite).await;
     let repo = shop(&api).await;
     let stack = stack_name("unschedulable");
-    let _guard = StackGuard(stack.clone());
+    let _guard = StackGuard::new(stack.clone());
     let _runner = start_runner(&api, "runner-1").await;
     let placement = r#"  web2:
     image: slipway-test/busybox:latest
@@ -610,7 +645,9 @@ async fn a_task_no_node_can_take_fails_the_deployment_soon_with_the_scheduler_s_
         "nowhere",
     );
     let started = Instant::now();
-    let id = api.deploy("shop", "production", "main", Some(&sha)).await;
+    let id = api
+        .deploy_ref("shop", "production", "main", Some(&sha))
+        .await;
     let d = api.wait_final(&id, WITHIN).await;
     assert_eq!(d["status"], "FAILED", "{d}");
     let message = d["message"].as_str().unwrap();
@@ -627,10 +664,10 @@ async fn a_task_no_node_can_take_fails_the_deployment_soon_with_the_scheduler_s_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_out_of_restart_attempts_fails_the_deployment_soon() {
-    let api = Api::start().await;
+    let api = TestApi::start(Backend::Sqlite).await;
     let repo = shop(&api).await;
     let stack = stack_name("attempts");
-    let _guard = StackGuard(stack.clone());
+    let _guard = StackGuard::new(stack.clone());
     let _runner = start_runner(&api, "runner-1").await;
     let compose = r#"version: "3.8"
 services:
@@ -649,7 +686,9 @@ services:
         "crashes",
     );
     let started = Instant::now();
-    let id = api.deploy("shop", "production", "main", Some(&sha)).await;
+    let id = api
+        .deploy_ref("shop", "production", "main", Some(&sha))
+        .await;
     let d = api.wait_final(&id, WITHIN).await;
     assert_eq!(d["status"], "FAILED", "{d}");
     let message = d["message"].as_str().unwrap();
@@ -668,10 +707,10 @@ services:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_auto_deploy_of_an_older_commit_does_not_roll_the_environment_back() {
-    let api = Api::start().await;
+    let api = TestApi::start(Backend::Sqlite).await;
     let repo = shop(&api).await;
     let stack = stack_name("backwards");
-    let _guard = StackGuard(stack.clone());
+    let _guard = StackGuard::new(stack.clone());
     let _runner = start_runner(&api, "runner-1").await;
     let old = repo.commit(
         &[
@@ -690,7 +729,9 @@ async fn an_auto_deploy_of_an_older_commit_does_not_roll_the_environment_back() 
         )],
         "new",
     );
-    let id = api.deploy("shop", "production", "main", Some(&new)).await;
+    let id = api
+        .deploy_ref("shop", "production", "main", Some(&new))
+        .await;
     let release = api.wait_final(&id, WITHIN).await;
     assert_eq!(release["status"], "SUCCEEDED", "{release}");
 
@@ -710,13 +751,15 @@ async fn an_auto_deploy_of_an_older_commit_does_not_roll_the_environment_back() 
     assert_eq!(api.wait_final(&again, WITHIN).await["status"], "CANCELLED");
 
     // A person may deploy the old commit on purpose.
-    let id = api.deploy("shop", "production", "main", Some(&old)).await;
+    let id = api
+        .deploy_ref("shop", "production", "main", Some(&old))
+        .await;
     assert_eq!(api.wait_final(&id, WITHIN).await["status"], "SUCCEEDED");
     assert!(image_of(&format!("{stack}_web")).starts_with("slipway-test/busybox:latest"));
 }
 
-async fn auto_deploy(api: &Api, sha: &str) -> String {
-    api.gql(
+async fn auto_deploy(api: &TestApi, sha: &str) -> String {
+    api.ok_as(
         Role::Provider,
         "mutation($i: CreateDeploymentInput!) { createDeployment(input: $i) { id } }",
         json!({"i": {"application": "shop", "environment": "production", "ref": "main", "sha": sha, "autoDeploy": true}}),
@@ -732,11 +775,11 @@ async fn auto_deploy(api: &Api, sha: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_lines_larger_than_the_api_s_body_limit_are_sent_in_batches_that_fit() {
     use slipway_runner::report::{Mask, Reporter};
-    let api = Api::start().await;
+    let api = TestApi::start(Backend::Sqlite).await;
     let _repo = shop(&api).await;
-    let id = api.deploy("shop", "production", "main", None).await;
+    let id = api.deploy_ref("shop", "production", "main", None).await;
     let claimed: Value = api
-        .gql(
+        .ok_as(
             Role::Runner,
             "mutation($id: ID!) { claimDeployment(id: $id, instance: \"i-1\") { id } }",
             json!({"id": id}),
@@ -745,7 +788,7 @@ async fn log_lines_larger_than_the_api_s_body_limit_are_sent_in_batches_that_fit
     assert_eq!(claimed["claimDeployment"]["id"], id.as_str());
     // Claimed as `tester` (the harness's subject for every role): report as it.
     let runner_as_tester =
-        slipway_client::Client::new(&api.url, &api.token(Role::Runner, "tester"));
+        slipway_client::Client::new(&api.base_url(), &api.token(Role::Runner, "tester"));
     let reporter = Reporter::start(
         runner_as_tester,
         id.clone(),
@@ -766,7 +809,7 @@ async fn log_lines_larger_than_the_api_s_body_limit_are_sent_in_batches_that_fit
         started.elapsed()
     );
     let d = api
-        .gql(
+        .ok_as(
             Role::Viewer,
             "query($id: ID!) { deployment(id: $id) { logCount } }",
             json!({"id": id}),
@@ -780,10 +823,10 @@ async fn log_lines_larger_than_the_api_s_body_limit_are_sent_in_batches_that_fit
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployment_that_became_claimable_without_an_event_is_claimed_within_the_resync() {
     use sea_orm::ConnectionTrait;
-    let api = Api::start().await;
+    let api = TestApi::start(Backend::Sqlite).await;
     let repo = shop(&api).await;
     let stack = stack_name("resync");
-    let _guard = StackGuard(stack.clone());
+    let _guard = StackGuard::new(stack.clone());
     let sha = repo.commit(
         &[
             ("slipway.yml", &spec(&stack, "")),
@@ -795,28 +838,27 @@ async fn a_deployment_that_became_claimable_without_an_event_is_claimed_within_t
         "first",
     );
     // One in progress (held by nobody that runs), one queued behind it.
-    let stuck = api.deploy("shop", "production", "main", Some(&sha)).await;
-    api.gql(
+    let stuck = api
+        .deploy_ref("shop", "production", "main", Some(&sha))
+        .await;
+    api.ok_as(
         Role::Runner,
         "mutation($id: ID!) { claimDeployment(id: $id, instance: \"gone\") { id } }",
         json!({"id": stuck}),
     )
     .await;
-    let waiting = api.deploy("shop", "production", "main", Some(&sha)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut runner = slipway_runner::work::Runner::open(
-        slipway_client::Client::new(&api.url, &api.token(Role::Runner, "runner-1")),
+    let waiting = api
+        .deploy_ref("shop", "production", "main", Some(&sha))
+        .await;
+    let _runner = start_runner_with(
+        &api,
         "runner-1",
-        dir.path(),
-        engine().await,
-        Default::default(),
+        RunnerOptions {
+            resync_every: Duration::from_secs(2),
+            ..RunnerOptions::default()
+        },
     )
-    .unwrap();
-    runner.resync_every = Duration::from_secs(2);
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let _task = tokio::spawn(slipway_runner::work::run(runner, async {
-        let _ = stopped.await;
-    }));
+    .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     // The first ends behind the API's back: nobody hears that the second
     // became claimable.
