@@ -432,3 +432,73 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Ho
 pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|value| value.to_str().ok())
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, value.parse().unwrap());
+        }
+        map
+    }
+
+    fn extract<S: Extract>(pairs: &[(&'static str, &str)], body: serde_json::Value) -> Wanted {
+        S::extract(&headers(pairs), &serde_json::to_vec(&body).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn pushes_and_pipelines_auto_deploy_and_named_deployments_do_not() {
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        let repository = json!({"id": 1, "full_name": "acme/shop"});
+        let push = extract::<github::Github>(
+            &[("x-github-event", "push")],
+            json!({"ref": "refs/heads/main", "after": sha, "repository": repository}),
+        );
+        assert!(is_auto_deploy(&push), "{push:?}");
+        let project = json!({"id": 15, "path_with_namespace": "acme/shop"});
+        let gitlab_push = extract::<gitlab::Gitlab>(
+            &[("x-gitlab-event", "Push Hook")],
+            json!({"ref": "refs/heads/main", "after": sha, "project": project}),
+        );
+        assert!(is_auto_deploy(&gitlab_push), "{gitlab_push:?}");
+        let pipeline = extract::<gitlab::Gitlab>(
+            &[("x-gitlab-event", "Pipeline Hook")],
+            json!({
+                "object_attributes": {"id": 7, "ref": "main", "sha": sha, "status": "success", "source": "push"},
+                "project": project,
+            }),
+        );
+        assert!(is_auto_deploy(&pipeline), "{pipeline:?}");
+
+        let event = extract::<github::Github>(
+            &[("x-github-event", "deployment")],
+            json!({
+                "deployment": {"id": 9, "sha": sha, "ref": "main", "environment": "production"},
+                "repository": repository,
+            }),
+        );
+        assert!(!is_auto_deploy(&event), "{event:?}");
+        let generic = extract::<generic::Generic>(
+            &[],
+            json!({"application": "shop", "environment": "qa", "ref": "main"}),
+        );
+        assert!(!is_auto_deploy(&generic), "{generic:?}");
+    }
+
+    #[test]
+    fn long_keys_are_cut_and_stay_distinct() {
+        let short = "github-push:1:refs/heads/main:abc:production".to_owned();
+        assert_eq!(bounded_key(short.clone()), short);
+        let long_a = format!("github-push:1:refs/heads/{}:production", "é".repeat(200));
+        let long_b = format!("github-push:1:refs/heads/{}:staging", "é".repeat(200));
+        let (a, b) = (bounded_key(long_a.clone()), bounded_key(long_b));
+        assert!(a.len() <= MAX_EXTERNAL_ID && b.len() <= MAX_EXTERNAL_ID);
+        assert_ne!(a, b);
+        assert_eq!(a, bounded_key(long_a));
+    }
+}

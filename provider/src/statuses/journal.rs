@@ -519,4 +519,31 @@ mod tests {
         // A finished deployment is not tracked again.
         assert!(!journal.track(tracked(2)).unwrap());
     }
+
+    #[test]
+    fn finished_ids_are_forgotten_in_the_order_they_finished() {
+        let mut done = Done::default();
+        let old = chrono::Utc::now() - chrono::TimeDelta::days(30);
+        for id in 1_000..1_000 + DONE_KEPT as i64 {
+            done.insert(id, Some(old));
+        }
+        // A reset database numbers from 1 again: its ids are the newest, not
+        // the first to go.
+        let now = chrono::Utc::now();
+        done.insert(1, Some(now));
+        assert_eq!(done.len(), DONE_KEPT);
+        assert!(done.has(1, Some(now)));
+        assert!(!done.has(1, Some(old)), "another deployment 1");
+        assert!(
+            !done.by_id.contains_key(&1_000),
+            "the oldest to finish went"
+        );
+        assert!(done.has(1_001, Some(old)));
+        // Finishing an id again keeps it as the newest.
+        done.insert(1_001, Some(now));
+        done.insert(2, Some(now));
+        assert!(done.has(1_001, Some(now)));
+        assert!(!done.by_id.contains_key(&1_002));
+        assert_eq!(done.in_order().count(), DONE_KEPT);
+    }
 }
