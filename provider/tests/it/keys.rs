@@ -7,6 +7,19 @@ use serde_json::json;
 use crate::gitlab::{gitlab_world, pipeline_hook, push_hook};
 use crate::support::*;
 
+/// The `externalId` of every deployment, sorted.
+async fn external_ids(world: &World) -> Vec<String> {
+    let mut keys: Vec<String> = world
+        .api
+        .deployments()
+        .await
+        .iter()
+        .map(|d| d["externalId"].as_str().unwrap().to_owned())
+        .collect();
+    keys.sort();
+    keys
+}
+
 #[tokio::test]
 async fn one_ci_id_for_two_environments_makes_two_deployments() {
     let world = World::start().await;
@@ -31,14 +44,7 @@ async fn one_ci_id_for_two_environments_makes_two_deployments() {
         assert_eq!(again["deployments"][0]["id"], made[made.len() - 1]);
     }
     assert_ne!(made[0], made[1]);
-    let mut keys: Vec<String> = world
-        .api
-        .deployments()
-        .await
-        .iter()
-        .map(|d| d["externalId"].as_str().unwrap().to_owned())
-        .collect();
-    keys.sort();
+    let keys = external_ids(&world).await;
     assert_eq!(keys, ["generic:build-77:qa", "generic:build-77:staging"]);
 }
 
@@ -147,14 +153,7 @@ async fn gitlab_pushes_and_pipelines_are_keyed_by_their_own_fields() {
         .await;
     assert_ne!(retried["deployments"], first_pipeline["deployments"]);
 
-    let mut keys: Vec<String> = world
-        .api
-        .deployments()
-        .await
-        .iter()
-        .map(|d| d["externalId"].as_str().unwrap().to_owned())
-        .collect();
-    keys.sort();
+    let keys = external_ids(&world).await;
     assert_eq!(
         keys,
         [
