@@ -1,10 +1,13 @@
 //! Command-line configuration of `slipway-api`. Every flag can also be set from
-//! a `SLIPWAY_*` environment variable; `Debug` never shows a secret.
+//! a `SLIPWAY_*` environment variable; secrets are read by
+//! [`slipway_secret::read`] (from the flag or its file; trailing newlines are
+//! not part of a secret), and `Debug` never shows one.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use slipway_secret::Secret;
 
 use crate::auth::Role;
 
@@ -78,16 +81,16 @@ impl std::fmt::Debug for DatabaseConfig {
 impl DatabaseConfig {
     /// The URL to connect with, with the password file's content in it.
     pub fn url(&self) -> Result<String, String> {
-        let Some(path) = &self.database_password_file else {
-            return Ok(self.database_url.clone());
-        };
-        let password = std::fs::read_to_string(path).map_err(|err| {
-            format!(
-                "cannot read the database password file {}: {err}",
-                path.display()
-            )
-        })?;
-        with_password(&self.database_url, password.trim_end_matches(['\n', '\r']))
+        let password = slipway_secret::read(
+            "database-password",
+            None,
+            self.database_password_file.as_deref(),
+        )
+        .map_err(|err| err.to_string())?;
+        match password {
+            Some(password) => with_password(&self.database_url, password.expose()),
+            None => Ok(self.database_url.clone()),
+        }
     }
 }
 
@@ -128,55 +131,38 @@ pub fn redact_url_password(url: &str) -> String {
     }
 }
 
-#[derive(Args, Clone)]
+#[derive(Args, Clone, Debug)]
 pub struct JwtConfig {
     /// Secret that signs and verifies tokens (HS256). At least 16 bytes.
     #[arg(long, env = "SLIPWAY_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<Secret>,
     /// File holding the secret (e.g. a swarm secret under /run/secrets).
     #[arg(long, env = "SLIPWAY_JWT_SECRET_FILE", conflicts_with = "jwt_secret")]
     pub jwt_secret_file: Option<PathBuf>,
 }
 
-impl std::fmt::Debug for JwtConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtConfig")
-            .field(
-                "jwt_secret",
-                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
-            )
-            .field("jwt_secret_file", &self.jwt_secret_file)
-            .finish()
-    }
-}
-
 impl JwtConfig {
     /// The secret's bytes, or a sentence saying how to give one.
     pub fn secret(&self) -> Result<Vec<u8>, String> {
-        let secret = match (&self.jwt_secret, &self.jwt_secret_file) {
-            (Some(secret), _) => secret.as_bytes().to_vec(),
-            (None, Some(path)) => {
-                let mut bytes = std::fs::read(path).map_err(|err| {
-                    format!("cannot read the JWT secret file {}: {err}", path.display())
-                })?;
-                while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
-                    bytes.pop();
-                }
-                bytes
-            }
-            (None, None) => {
-                return Err("no JWT secret: set --jwt-secret / SLIPWAY_JWT_SECRET or \
-                     --jwt-secret-file / SLIPWAY_JWT_SECRET_FILE (e.g. `openssl rand -hex 32`)"
-                    .into())
-            }
-        };
+        let secret = slipway_secret::read(
+            "jwt-secret",
+            self.jwt_secret.as_ref(),
+            self.jwt_secret_file.as_deref(),
+        )
+        .map_err(|err| err.to_string())?
+        .ok_or_else(|| {
+            "no JWT secret: set --jwt-secret / SLIPWAY_JWT_SECRET or \
+             --jwt-secret-file / SLIPWAY_JWT_SECRET_FILE (e.g. `openssl rand -hex 32`)"
+                .to_owned()
+        })?;
+        let secret = secret.expose().as_bytes();
         if secret.len() < 16 {
             return Err(format!(
                 "the JWT secret is {} bytes long; use at least 16 (e.g. `openssl rand -hex 32`)",
                 secret.len()
             ));
         }
-        Ok(secret)
+        Ok(secret.to_vec())
     }
 }
 
@@ -197,7 +183,40 @@ pub struct TokenConfig {
 
 #[cfg(test)]
 mod tests {
-    use super::{redact_url_password, with_password};
+    use super::{redact_url_password, with_password, DatabaseConfig, JwtConfig};
+    use slipway_secret::Secret;
+
+    #[test]
+    fn secret_files_keep_all_but_their_trailing_newlines() {
+        let dir = tempfile::tempdir().unwrap();
+        let password = dir.path().join("password");
+        std::fs::write(&password, "pass word\r\n").unwrap();
+        let database = DatabaseConfig {
+            database_url: "postgres://slipway@db/slipway".into(),
+            database_password_file: Some(password.clone()),
+        };
+        assert_eq!(
+            database.url().unwrap(),
+            "postgres://slipway:pass%20word@db/slipway"
+        );
+        std::fs::write(&password, "\n").unwrap();
+        let err = database.url().unwrap_err();
+        assert!(err.contains("--database-password-file"), "{err}");
+        assert!(err.contains("empty"), "{err}");
+
+        let jwt = JwtConfig {
+            jwt_secret: Some(Secret::new("0123456789abcdef\n")),
+            jwt_secret_file: None,
+        };
+        assert_eq!(jwt.secret().unwrap(), b"0123456789abcdef");
+        assert!(!format!("{jwt:?}").contains("0123456789abcdef"));
+        let jwt = JwtConfig {
+            jwt_secret: None,
+            jwt_secret_file: Some(dir.path().join("absent")),
+        };
+        let err = jwt.secret().unwrap_err();
+        assert!(err.contains("--jwt-secret-file"), "{err}");
+    }
 
     #[test]
     fn a_password_file_fills_the_url() {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use slipway_api::auth::{parse_ttl, Role};
+use slipway_secret::Secret;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -121,47 +122,30 @@ impl std::fmt::Debug for UpConfig {
 }
 
 /// Where the API is and who is asking: the flags of every client command.
-#[derive(Args, Clone)]
+#[derive(Args, Clone, Debug)]
 pub struct ApiArgs {
     /// The API's root URL.
     #[arg(long, env = "SLIPWAY_API_URL", default_value = "http://127.0.0.1:8700")]
     pub api_url: String,
     /// An API token (`slipway up` prints an admin one; `slipway token` signs others).
     #[arg(long, env = "SLIPWAY_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// File holding the API token.
+    pub token: Option<Secret>,
+    /// File holding the API token (trailing newlines are not part of it).
     #[arg(long, env = "SLIPWAY_TOKEN_FILE", conflicts_with = "token")]
     pub token_file: Option<PathBuf>,
-}
-
-impl std::fmt::Debug for ApiArgs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiArgs")
-            .field("api_url", &self.api_url)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("token_file", &self.token_file)
-            .finish()
-    }
 }
 
 impl ApiArgs {
     /// The token, or a sentence saying how to give one.
     pub fn token(&self) -> Result<String, String> {
-        let token = match (&self.token, &self.token_file) {
-            (Some(token), _) => token.trim().to_owned(),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map(|t| t.trim().to_owned())
-                .map_err(|err| format!("cannot read the token file {}: {err}", path.display()))?,
-            (None, None) => String::new(),
-        };
-        if token.is_empty() {
-            return Err(
+        let token = slipway_secret::read("token", self.token.as_ref(), self.token_file.as_deref())
+            .map_err(|err| err.to_string())?
+            .ok_or_else(|| {
                 "no API token: set SLIPWAY_TOKEN or --token (`slipway up` prints an \
-                 admin token; `slipway token --role deployer --subject NAME` signs others)"
-                    .into(),
-            );
-        }
-        Ok(token)
+                     admin token; `slipway token --role deployer --subject NAME` signs others)"
+                    .to_owned()
+            })?;
+        Ok(token.expose().to_owned())
     }
 }
 

@@ -107,7 +107,6 @@ pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> anyhow
         &provider_token,
         &data_dir,
     );
-    let hooks_on = hooks_on(&config);
     let mut runner = Runner::open(
         slipway_client::Client::new(&api_url, &runner_token),
         RUNNER_NAME,
@@ -143,7 +142,7 @@ pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> anyhow
         created,
         api_url: &api_url,
         hooks_url: &format!("http://{hooks_addr}"),
-        hooks_on: &hooks_on,
+        hooks: &config.hooks,
         docker_host: config.docker_host.as_deref(),
         admin_token: &admin_token,
         admin_ttl: config.admin_token_ttl,
@@ -236,31 +235,12 @@ fn provider_config(
     provider
 }
 
-/// Which hook routes answer, by their secrets being set.
-fn hooks_on(config: &UpConfig) -> Vec<(&'static str, bool)> {
-    let h = &config.hooks;
-    vec![
-        (
-            "github",
-            h.github_webhook_secret.is_some() || h.github_webhook_secret_file.is_some(),
-        ),
-        (
-            "gitlab",
-            h.gitlab_webhook_token.is_some() || h.gitlab_webhook_token_file.is_some(),
-        ),
-        (
-            "generic",
-            h.generic_token.is_some() || h.generic_token_file.is_some(),
-        ),
-    ]
-}
-
 struct Banner<'a> {
     data_dir: &'a Path,
     created: bool,
     api_url: &'a str,
     hooks_url: &'a str,
-    hooks_on: &'a [(&'static str, bool)],
+    hooks: &'a slipway_provider::config::Hooks,
     docker_host: Option<&'a str>,
     admin_token: &'a str,
     admin_ttl: chrono::Duration,
@@ -277,18 +257,18 @@ fn print_banner(b: &Banner<'_>) {
     } else {
         "kept from an earlier start"
     };
+    // One line per hook source, from the provider's own list of them.
     let mut hooks = String::new();
-    for (i, (name, on)) in b.hooks_on.iter().enumerate() {
-        let state = match (*on, *name) {
-            (true, _) => "on",
-            (false, "github") => "off: --github-webhook-secret turns it on",
-            (false, "gitlab") => "off: --gitlab-webhook-token turns it on",
-            (false, _) => "off: --generic-token turns it on",
+    for (i, source) in slipway_provider::hooks::SOURCES.iter().enumerate() {
+        let state = if source.is_configured(b.hooks) {
+            "on".to_owned()
+        } else {
+            format!("off: --{} turns it on", source.secret_flag)
         };
         let label = if i == 0 { "hooks" } else { "" };
         hooks.push_str(&format!(
-            "  {label:<9}{}/hooks/{name}  ({state})\n",
-            b.hooks_url
+            "  {label:<9}{}{}  ({state})\n",
+            b.hooks_url, source.route
         ));
     }
     println!(

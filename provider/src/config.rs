@@ -1,43 +1,22 @@
 //! The `slipway-provider` command line. Every flag can also be set from a
 //! `SLIPWAY_*` environment variable; every secret can also be read from a file
-//! (a swarm secret under `/run/secrets`), and `Debug` never shows one.
+//! (a swarm secret under `/run/secrets`), is read by [`slipway_secret::read`]
+//! (trailing newlines are not part of it), and `Debug` never shows one.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, Parser};
 
+pub use slipway_secret::Secret;
+
+use crate::hooks::SOURCES;
+
 const DEFAULT_LISTEN: &str = "127.0.0.1:8701";
 const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
-const DEFAULT_DATA_DIR: &str = ".slipway/provider";
-
-/// A secret as given on the command line or in the environment. Its `Debug`
-/// says only whether there is one.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself, for the one place that uses it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<String> for Secret {
-    fn from(value: String) -> Self {
-        Self(value)
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+/// Absolute, so the journal does not depend on where the provider was started
+/// from (the runner keeps its mirrors in `/var/lib/slipway-runner`).
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/slipway-provider";
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -72,7 +51,8 @@ pub struct Config {
     pub hooks: Hooks,
 
     /// Directory for the provider's own state: the journal of GitHub statuses
-    /// still to post, so none is lost across restarts.
+    /// still to post, so none is lost across restarts. Keep one per API: the
+    /// journal is of that API's deployments.
     #[arg(
         long,
         env = "SLIPWAY_PROVIDER_DATA_DIR",
@@ -82,7 +62,9 @@ pub struct Config {
 }
 
 /// The secrets of the hook routes and where statuses go, as one group: the
-/// `slipway up` command takes the same flags.
+/// `slipway up` command takes the same flags. Each hook source
+/// ([`crate::hooks::SOURCES`]) has its secret here as `--<flag>` and
+/// `--<flag>-file`.
 #[derive(Args, Debug, Clone)]
 pub struct Hooks {
     /// Secret of the GitHub webhook (`X-Hub-Signature-256`); without it
@@ -167,30 +149,24 @@ impl Config {
 
     /// Reads every secret (from its flag or its file) once, at start.
     pub fn secrets(&self) -> Result<Secrets, ConfigError> {
-        let token =
-            read_secret("token", &self.token, &self.token_file)?.ok_or(ConfigError::NoToken)?;
+        let token = slipway_secret::read("token", self.token.as_ref(), self.token_file.as_deref())?
+            .ok_or(ConfigError::NoToken)?;
+        let github_token = slipway_secret::read(
+            "github-token",
+            self.hooks.github_token.as_ref(),
+            self.hooks.github_token_file.as_deref(),
+        )?;
+        let mut hooks = Vec::new();
+        for source in SOURCES {
+            let (value, file) = source.secret_flags(&self.hooks);
+            if let Some(secret) = slipway_secret::read(source.secret_flag, value, file)? {
+                hooks.push((source.name, secret));
+            }
+        }
         Ok(Secrets {
             token,
-            github_webhook_secret: read_secret(
-                "github-webhook-secret",
-                &self.hooks.github_webhook_secret,
-                &self.hooks.github_webhook_secret_file,
-            )?,
-            github_token: read_secret(
-                "github-token",
-                &self.hooks.github_token,
-                &self.hooks.github_token_file,
-            )?,
-            gitlab_webhook_token: read_secret(
-                "gitlab-webhook-token",
-                &self.hooks.gitlab_webhook_token,
-                &self.hooks.gitlab_webhook_token_file,
-            )?,
-            generic_token: read_secret(
-                "generic-token",
-                &self.hooks.generic_token,
-                &self.hooks.generic_token_file,
-            )?,
+            github_token,
+            hooks,
         })
     }
 }
@@ -200,10 +176,20 @@ impl Config {
 pub struct Secrets {
     /// The provider's JWT for the API.
     pub token: Secret,
-    pub github_webhook_secret: Option<Secret>,
+    /// For GitHub deployment statuses; none are posted without it.
     pub github_token: Option<Secret>,
-    pub gitlab_webhook_token: Option<Secret>,
-    pub generic_token: Option<Secret>,
+    /// The secret of each hook source that is on, by the source's name.
+    hooks: Vec<(&'static str, Secret)>,
+}
+
+impl Secrets {
+    /// The secret that turns the hook source `name` on, when it is set.
+    pub fn hook(&self, name: &str) -> Option<&Secret> {
+        self.hooks
+            .iter()
+            .find(|(source, _)| *source == name)
+            .map(|(_, secret)| secret)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -213,42 +199,10 @@ pub enum ConfigError {
          (`slipway-api token --role provider --subject provider`)"
     )]
     NoToken,
-    #[error("cannot read --{flag}-file {path}: {cause}")]
-    Unreadable {
-        flag: &'static str,
-        path: PathBuf,
-        cause: std::io::Error,
-    },
-    #[error("--{flag} is empty")]
-    Empty { flag: &'static str },
+    #[error(transparent)]
+    Secret(#[from] slipway_secret::Error),
     #[error("--{flag} {value:?} is not an http(s) URL")]
     NotAUrl { flag: &'static str, value: String },
-}
-
-fn read_secret(
-    flag: &'static str,
-    value: &Option<Secret>,
-    file: &Option<PathBuf>,
-) -> Result<Option<Secret>, ConfigError> {
-    let secret = match (value, file) {
-        (Some(value), _) => value.expose().to_owned(),
-        (None, Some(path)) => read_file(flag, path)?,
-        (None, None) => return Ok(None),
-    };
-    // A trailing newline from `echo secret > file` is not part of the secret.
-    let secret = secret.trim_end_matches(['\n', '\r']).to_owned();
-    if secret.is_empty() {
-        return Err(ConfigError::Empty { flag });
-    }
-    Ok(Some(Secret(secret)))
-}
-
-fn read_file(flag: &'static str, path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|cause| ConfigError::Unreadable {
-        flag,
-        path: path.to_owned(),
-        cause,
-    })
 }
 
 /// Checks that `value` looks like an http(s) URL, and drops a trailing slash.

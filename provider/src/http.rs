@@ -1,67 +1,46 @@
-//! The HTTP surface: `POST /hooks/github`, `/hooks/gitlab`, `/hooks/generic`
-//! and `GET /healthz`. Bodies are read whole (up to [`MAX_BODY_BYTES`]) before
-//! a handler sees them, because a signature is over the raw bytes.
+//! The HTTP surface: `POST` at the route of every hook source in
+//! [`SOURCES`] (`/hooks/github`, `/hooks/gitlab`, `/hooks/generic`) and
+//! `GET /healthz`. Bodies are read whole (up to [`MAX_BODY_BYTES`]) before a
+//! source sees them, because a signature is over the raw bytes.
 
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use futures_util::StreamExt;
 
 use crate::error::{HookError, MAX_BODY_BYTES};
-use crate::hooks::{self, Answer, Hooks};
+use crate::hooks::{Answer, Hooks, SOURCES};
 
 /// After an oversized body, how much more is read (and dropped) so the sender
 /// gets the 413 instead of a reset connection, and for how long at most.
 const DRAIN_BYTES: usize = 4 * MAX_BODY_BYTES;
 const DRAIN_TIME: Duration = Duration::from_secs(10);
 
-/// The provider's routes, ready to serve.
+/// The provider's routes, ready to serve: one per hook source, and `/healthz`.
 pub fn router(hooks: Hooks) -> Router {
-    Router::new()
-        .route("/hooks/github", post(github))
-        .route("/hooks/gitlab", post(gitlab))
-        .route("/hooks/generic", post(generic))
+    let mut router = Router::new();
+    for source in SOURCES {
+        router = router.route(source.route, source.method_router());
+    }
+    router
         .route("/healthz", get(|| async { "ok" }))
         // The limit is enforced (with a clear 413) by `read_body`.
         .layer(DefaultBodyLimit::disable())
         .with_state(hooks)
 }
 
-async fn github(State(hooks): State<Hooks>, headers: HeaderMap, body: Body) -> Response {
-    let result = match read_body(&headers, body).await {
-        Ok(body) => hooks::github::handle(&hooks, &headers, &body).await,
-        Err(err) => Err(err),
-    };
-    answer("github", result)
-}
-
-async fn gitlab(State(hooks): State<Hooks>, headers: HeaderMap, body: Body) -> Response {
-    let result = match read_body(&headers, body).await {
-        Ok(body) => hooks::gitlab::handle(&hooks, &headers, &body).await,
-        Err(err) => Err(err),
-    };
-    answer("gitlab", result)
-}
-
-async fn generic(State(hooks): State<Hooks>, headers: HeaderMap, body: Body) -> Response {
-    let result = match read_body(&headers, body).await {
-        Ok(body) => hooks::generic::handle(&hooks, &headers, &body).await,
-        Err(err) => Err(err),
-    };
-    answer("generic", result)
-}
-
-fn answer(route: &'static str, result: Result<Answer, HookError>) -> Response {
+/// The response to a hook of `source`, and its log line.
+pub(crate) fn answer(source: &'static str, result: Result<Answer, HookError>) -> Response {
     match result {
         Ok(answer) => {
             let status = match answer {
                 Answer::Ignored { ref ignored } => {
-                    tracing::debug!(route, reason = %ignored, "hook ignored");
+                    tracing::debug!(source, reason = %ignored, "hook ignored");
                     StatusCode::ACCEPTED
                 }
                 _ => StatusCode::OK,
@@ -70,7 +49,7 @@ fn answer(route: &'static str, result: Result<Answer, HookError>) -> Response {
         }
         Err(err) => {
             // The sentence is the sender's own input judged; it holds no secret.
-            tracing::info!(route, status = err.status().as_u16(), error = %err, "hook refused");
+            tracing::info!(source, status = err.status().as_u16(), error = %err, "hook refused");
             let too_large = matches!(err, HookError::TooLarge);
             let mut response = err.into_response();
             if too_large {
@@ -84,7 +63,7 @@ fn answer(route: &'static str, result: Result<Answer, HookError>) -> Response {
 }
 
 /// The raw body, or 413 when it is larger than [`MAX_BODY_BYTES`].
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, HookError> {
+pub(crate) async fn read_body(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, HookError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())

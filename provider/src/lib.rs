@@ -12,11 +12,13 @@
 //! # Layout
 //!
 //! - [`config`]: the `slipway-provider` command line; secrets from flags,
-//!   environment or files, redacted in `Debug`.
+//!   environment or files ([`slipway_secret`]), redacted in `Debug`.
 //! - [`http`]: routes, and reading bodies within the 25 MiB limit.
 //! - [`signature`]: GitHub's HMAC-SHA256 signature and constant-time tokens.
-//! - [`hooks`]: what each sender's events mean — [`hooks::github`],
-//!   [`hooks::gitlab`], [`hooks::generic`] — and creating deployments.
+//! - [`hooks`]: the list of hook sources ([`hooks::SOURCES`]) from which the
+//!   routes, the start-up log and `slipway up`'s banner are made; what each
+//!   sender's events mean — [`hooks::github`], [`hooks::gitlab`],
+//!   [`hooks::generic`] — and creating the deployments they ask for.
 //! - [`repository`]: matching a hook's repository to an application's.
 //! - [`statuses`]: following the API's deployment events and posting GitHub
 //!   deployment statuses; [`statuses::journal`] is the durable record of
@@ -73,20 +75,23 @@ pub async fn run(
             (None, Vec::new())
         }
     };
-    for (route, on) in [
-        ("/hooks/github", secrets.github_webhook_secret.is_some()),
-        ("/hooks/gitlab", secrets.gitlab_webhook_token.is_some()),
-        ("/hooks/generic", secrets.generic_token.is_some()),
-    ] {
-        if on {
-            tracing::info!(route, "accepting hooks");
-        } else {
-            tracing::info!(route, "off: no secret or token configured");
+    let addr = listener.local_addr().ok();
+    for source in hooks::SOURCES {
+        let name = source.name;
+        match (secrets.hook(name), addr) {
+            (Some(_), Some(addr)) => {
+                tracing::info!(source = name, url = %format!("http://{addr}{}", source.route), "accepting hooks");
+            }
+            (Some(_), None) => {
+                tracing::info!(source = name, route = source.route, "accepting hooks")
+            }
+            (None, _) => tracing::info!(
+                source = name,
+                route = source.route,
+                "hooks off: --{} turns them on",
+                source.secret_flag
+            ),
         }
-    }
-
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!("hooks at http://{addr}/hooks/{{github,gitlab,generic}}");
     }
     let hooks = Hooks {
         api,

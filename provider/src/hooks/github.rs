@@ -8,25 +8,29 @@
 //!   carries Slipway's marker (or whose id Slipway recorded) is the echo of one
 //!   Slipway created for a push, and deploys nothing.
 //! - `push` to a branch deploys every environment that auto-deploys it, with
-//!   `externalId` `github-push:<delivery id>:<environment>`, so a redelivery
-//!   finds the first; the GitHub deployment Slipway creates for it is made by
-//!   the status reporter, once per Slipway deployment.
+//!   `externalId` `github-push:<repository id>:<ref>:<after>:<environment>`:
+//!   only signed fields, so a redelivery, or a captured body replayed under a
+//!   new (unsigned) `X-GitHub-Delivery`, finds the deployments of the first.
+//!   The GitHub deployment Slipway creates for it is made by the status
+//!   reporter, once per Slipway deployment.
 
 use axum::http::HeaderMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{header, Answer, Hooks, Request};
+use super::deploy::preferred_application;
+use super::{header, BranchDeploy, Extract, NamedDeploy, Source, Verify, Wanted, Which};
+use crate::config::Secret;
 use crate::error::HookError;
 use crate::repository::RepoId;
 use crate::signature;
-use crate::statuses::{self, journal::GithubDeploymentSpec};
-
-/// The longest delivery id accepted (GitHub's are 36-character GUIDs).
-const MAX_DELIVERY_LEN: usize = 128;
+use crate::statuses;
 
 #[derive(Debug, Deserialize)]
 struct Repository {
+    /// GitHub's own id of the repository: it stays when the repository is
+    /// renamed or moves to another owner.
+    id: Option<u64>,
     full_name: String,
     clone_url: Option<String>,
     ssh_url: Option<String>,
@@ -48,6 +52,13 @@ impl Repository {
         .flatten()
         .filter_map(|name| RepoId::parse(name))
         .collect()
+    }
+
+    fn as_hooks(&self) -> super::Repository {
+        super::Repository {
+            shown: self.full_name.clone(),
+            names: self.names(),
+        }
     }
 }
 
@@ -87,218 +98,120 @@ struct HeadCommit {
     message: Option<String>,
 }
 
-pub(crate) async fn handle(
-    hooks: &Hooks,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Answer, HookError> {
-    let Some(secret) = &hooks.secrets.github_webhook_secret else {
-        return Err(HookError::NotConfigured(
-            "GitHub hooks are off: the provider has no --github-webhook-secret".into(),
-        ));
-    };
-    signature::verify_github(
-        secret.expose().as_bytes(),
-        body,
-        header(headers, "x-hub-signature-256"),
-    )
-    .map_err(|err| HookError::Unauthorized(err.to_string()))?;
+/// GitHub: `X-Hub-Signature-256`, the HMAC-SHA256 of the raw body with the
+/// webhook secret.
+pub(crate) struct Github;
 
-    let event = header(headers, "x-github-event")
-        .ok_or_else(|| HookError::BadRequest("missing header X-GitHub-Event".into()))?;
-    match event {
-        "ping" => Ok(Answer::Pong {
-            ok: true,
-            message: "pong: the signature is right; Slipway acts on `deployment` and `push`".into(),
-        }),
-        "deployment" => deployment(hooks, body).await,
-        "push" => {
-            let delivery = header(headers, "x-github-delivery")
-                .filter(|id| !id.is_empty())
-                .ok_or_else(|| {
-                    HookError::BadRequest(
-                        "missing header X-GitHub-Delivery: it makes a push deploy exactly once"
-                            .into(),
-                    )
-                })?;
-            if delivery.len() > MAX_DELIVERY_LEN {
-                return Err(HookError::BadRequest(format!(
-                    "X-GitHub-Delivery is longer than {MAX_DELIVERY_LEN} characters"
-                )));
-            }
-            push(hooks, delivery, body).await
-        }
-        other => Ok(Answer::ignored(format!(
-            "`{other}` events do not deploy: Slipway acts on `deployment` and `push`"
-        ))),
+pub(crate) const SOURCE: Source = Source::of::<Github>(
+    "github",
+    "/hooks/github",
+    "github-webhook-secret",
+    |hooks| {
+        (
+            hooks.github_webhook_secret.as_ref(),
+            hooks.github_webhook_secret_file.as_deref(),
+        )
+    },
+);
+
+impl Verify for Github {
+    fn verify(secret: &Secret, headers: &HeaderMap, body: &[u8]) -> Result<(), HookError> {
+        signature::verify_github(
+            secret.expose().as_bytes(),
+            body,
+            header(headers, "x-hub-signature-256"),
+        )
+        .map_err(|err| HookError::Unauthorized(err.to_string()))
     }
 }
 
-async fn deployment(hooks: &Hooks, body: &[u8]) -> Result<Answer, HookError> {
+impl Extract for Github {
+    fn extract(headers: &HeaderMap, body: &[u8]) -> Result<Wanted, HookError> {
+        let event = header(headers, "x-github-event")
+            .ok_or_else(|| HookError::BadRequest("missing header X-GitHub-Event".into()))?;
+        match event {
+            "ping" => Ok(Wanted::Pong(
+                "pong: the signature is right; Slipway acts on `deployment` and `push`".into(),
+            )),
+            "deployment" => deployment(body),
+            "push" => push(body),
+            other => Ok(Wanted::Ignored(format!(
+                "`{other}` events do not deploy: Slipway acts on `deployment` and `push`"
+            ))),
+        }
+    }
+}
+
+fn deployment(body: &[u8]) -> Result<Wanted, HookError> {
     let event: DeploymentEvent = super::parse(body)?;
     let action = event.action.as_deref().unwrap_or("created");
     if action != "created" {
-        return Ok(Answer::ignored(format!(
+        return Ok(Wanted::Ignored(format!(
             "deployment `{action}` events do not deploy; only `created` does"
         )));
     }
-    let gh = &event.deployment;
-    let payload = normalise_payload(gh.payload.clone());
+    let gh = event.deployment;
+    let payload = normalise_payload(gh.payload);
     if let Some(marker) = payload.as_ref().and_then(statuses::marker_of) {
-        return Ok(Answer::ignored(format!(
+        return Ok(Wanted::Ignored(format!(
             "GitHub deployment {} was created by Slipway for {} (deployment {}); it is not deployed again",
             gh.id, marker.name, marker.deployment
         )));
     }
-    if let Some(ours) = hooks
-        .statuses
-        .as_ref()
-        .and_then(|statuses| statuses.created_by_slipway(gh.id))
-    {
-        return Ok(Answer::ignored(format!(
-            "GitHub deployment {} was created by Slipway for deployment {ours}; it is not deployed again",
-            gh.id
-        )));
-    }
-
-    let repo = &event.repository.full_name;
-    let applications = hooks.applications().await?;
-    let apps = super::by_repository(&applications, &event.repository.names());
-    if apps.is_empty() {
-        return Err(super::no_application(repo));
-    }
-    let apps = super::with_environment(&apps, &gh.environment, repo)?;
-    let app = match apps.as_slice() {
-        [app] => *app,
-        several => {
-            // One repository, several applications (a monorepo): the payload says which.
-            let wanted = payload
-                .as_ref()
-                .and_then(|p| p.get("application"))
-                .and_then(Value::as_str);
-            match wanted.and_then(|name| several.iter().find(|app| app.name == name)) {
-                Some(app) => *app,
-                None => {
-                    let names: Vec<&str> = several.iter().map(|app| app.name.as_str()).collect();
-                    return Err(HookError::Unmatched(format!(
-                        "the repository {repo} is deployed by several applications with an \
-                         environment `{}` ({}): name one in the deployment's payload as \
-                         {{\"application\": \"{}\"}}",
-                        gh.environment,
-                        names.join(", "),
-                        names[0]
-                    )));
-                }
-            }
-        }
-    };
-    let created = hooks
-        .create(Request {
-            application: app.name.clone(),
-            environment: gh.environment.clone(),
-            ref_name: gh.ref_name.clone(),
-            sha: Some(gh.sha.clone()),
-            task: gh.task.clone().filter(|task| !task.is_empty()),
-            payload,
-            external_id: Some(format!("github:{}", gh.id)),
-            description: gh.description.clone().filter(|d| !d.is_empty()),
-        })
-        .await?;
-    if let Some(statuses) = &hooks.statuses {
-        let id = created.id.parse::<i64>().map_err(|_| HookError::Internal)?;
-        statuses.track_event(id, repo, gh.id).await.map_err(|err| {
-            tracing::error!(%err, "cannot record a deployment in the status journal");
-            HookError::Internal
-        })?;
-    }
-    tracing::info!(
-        deployment = %created.name,
-        environment = %created.environment,
-        github_deployment = gh.id,
-        "GitHub deployment event"
-    );
-    Ok(Answer::Deployments {
-        deployments: vec![created],
-        skipped: Vec::new(),
-    })
+    Ok(Wanted::Named(NamedDeploy {
+        application: Which::OfRepository {
+            preferred: preferred_application(payload.as_ref()),
+            repository: event.repository.as_hooks(),
+        },
+        environment: gh.environment,
+        ref_name: gh.ref_name,
+        sha: Some(gh.sha),
+        task: gh.task.filter(|task| !task.is_empty()),
+        payload,
+        description: gh.description.filter(|d| !d.is_empty()),
+        external_id: Some(format!("github:{}", gh.id)),
+        github: Some((event.repository.full_name, gh.id)),
+    }))
 }
 
-async fn push(hooks: &Hooks, delivery: &str, body: &[u8]) -> Result<Answer, HookError> {
+fn push(body: &[u8]) -> Result<Wanted, HookError> {
     let event: PushEvent = super::parse(body)?;
     let Some(branch) = super::branch_of(&event.ref_name) else {
-        return Ok(Answer::ignored(format!(
+        return Ok(Wanted::Ignored(format!(
             "`{}` is not a branch: only pushes to branches deploy",
             event.ref_name
         )));
     };
     if event.deleted || super::is_null_sha(&event.after) {
-        return Ok(Answer::ignored(format!(
+        return Ok(Wanted::Ignored(format!(
             "branch `{branch}` was deleted: there is nothing to deploy"
         )));
     }
-    let repo = &event.repository.full_name;
-    let applications = hooks.applications().await?;
-    let apps = super::by_repository(&applications, &event.repository.names());
-    if apps.is_empty() {
-        return Err(super::no_application(repo));
-    }
-    let targets = super::tracking(&apps, branch);
-    if targets.is_empty() {
-        let names: Vec<&str> = apps.iter().map(|app| app.name.as_str()).collect();
-        return Ok(Answer::ignored(format!(
-            "no environment of {} auto-deploys branch `{branch}`",
-            names.join(", ")
-        )));
-    }
+    let Some(repository_id) = event.repository.id else {
+        return Err(HookError::BadRequest(
+            "missing field `repository.id`: a push is keyed by its repository, ref and commit"
+                .into(),
+        ));
+    };
+    // Signed fields only: a captured body sent again under a new
+    // X-GitHub-Delivery finds the deployments of the first.
+    let key = format!(
+        "github-push:{repository_id}:{}:{}",
+        event.ref_name, event.after
+    );
     let description = event
         .head_commit
         .as_ref()
         .and_then(|commit| commit.message.as_deref())
         .and_then(super::first_line);
-    let requests = targets
-        .iter()
-        .map(|(app, environment)| Request {
-            application: app.name.clone(),
-            environment: environment.clone(),
-            ref_name: branch.to_owned(),
-            sha: Some(event.after.clone()),
-            task: None,
-            payload: None,
-            external_id: Some(format!("github-push:{delivery}:{environment}")),
-            description: description.clone(),
-        })
-        .collect();
-    let (created, skipped) = hooks.create_all(requests).await?;
-    if let Some(statuses) = &hooks.statuses {
-        for deployment in &created {
-            let id = deployment
-                .id
-                .parse::<i64>()
-                .map_err(|_| HookError::Internal)?;
-            let spec = GithubDeploymentSpec {
-                ref_name: branch.to_owned(),
-                sha: event.after.clone(),
-                environment: deployment.environment.clone(),
-                task: "deploy".into(),
-                description: description.clone(),
-            };
-            statuses.track_push(id, repo, spec).await.map_err(|err| {
-                tracing::error!(%err, "cannot record a deployment in the status journal");
-                HookError::Internal
-            })?;
-        }
-    }
-    tracing::info!(
-        repo = %repo,
-        branch,
-        deployments = created.len(),
-        skipped = skipped.len(),
-        "GitHub push"
-    );
-    Ok(Answer::Deployments {
-        deployments: created,
-        skipped,
-    })
+    Ok(Wanted::Branch(BranchDeploy {
+        repository: event.repository.as_hooks(),
+        branch: branch.to_owned(),
+        sha: event.after,
+        key,
+        description,
+        github_repo: Some(event.repository.full_name),
+    }))
 }
 
 /// GitHub sends a deployment's payload as an object, or (for older ones) as

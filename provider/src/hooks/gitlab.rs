@@ -1,23 +1,41 @@
 //! `POST /hooks/gitlab`: `X-Gitlab-Token` is compared in constant time before
-//! anything else. A `Push Hook` to a branch deploys every environment that
-//! auto-deploys it; a `Pipeline Hook` whose status is `success` deploys the
-//! pipeline's sha to the environments that track its branch. GitLab's
-//! `Idempotency-Key` (or `X-Gitlab-Event-UUID`) is the idempotency key: a
-//! retried hook finds the deployments of the first.
+//! anything else. GitLab signs nothing: the token is a shared secret, so the
+//! idempotency keys come from the body's own fields, which makes a resend of
+//! the same hook (GitLab's retry, or anyone's) find the deployments of the
+//! first.
+//!
+//! - A `Push Hook` to a branch deploys every environment that auto-deploys it,
+//!   keyed `gitlab-push:<project id>:<ref>:<after>:<environment>`.
+//! - A `Pipeline Hook` whose status is `success` deploys the pipeline's sha to
+//!   the environments that track its branch, keyed
+//!   `gitlab-pipeline:<project id>:<pipeline id>:<environment>` — but only a
+//!   pipeline of a branch's own code ([`DEPLOYING_SOURCES`]). A merge
+//!   request's pipeline runs code that is not merged (perhaps from a fork,
+//!   whose branch may be called `main` too) and never deploys; nor does a tag
+//!   pipeline, since environments track branches.
 
 use axum::http::HeaderMap;
 use serde::Deserialize;
 
-use super::{header, Answer, Hooks, Request};
+use super::{header, BranchDeploy, Extract, Source, Verify, Wanted};
+use crate::config::Secret;
 use crate::error::HookError;
 use crate::repository::RepoId;
 use crate::signature;
 
-/// The longest idempotency key accepted.
-const MAX_KEY_LEN: usize = 128;
+/// The pipeline sources whose successful pipelines deploy: pipelines of a
+/// branch as it is in the repository, started by a push, by someone in the
+/// UI (`web`), by a schedule, by the API or by a trigger token. Every other
+/// source does not: `merge_request_event` and `external_pull_request_event`
+/// run unmerged code; `parent_pipeline` and `pipeline` (child and
+/// multi-project pipelines) inherit whatever started their parent, which the
+/// hook does not say; `chat`, `webide`, `ondemand_dast_scan`, ... are not
+/// releases.
+pub const DEPLOYING_SOURCES: &[&str] = &["push", "web", "schedule", "api", "trigger"];
 
 #[derive(Debug, Deserialize)]
 struct Project {
+    id: u64,
     path_with_namespace: String,
     git_http_url: Option<String>,
     git_ssh_url: Option<String>,
@@ -36,6 +54,13 @@ impl Project {
         .flatten()
         .filter_map(|name| RepoId::parse(name))
         .collect()
+    }
+
+    fn as_hooks(&self) -> super::Repository {
+        super::Repository {
+            shown: self.path_with_namespace.clone(),
+            names: self.names(),
+        }
     }
 }
 
@@ -58,6 +83,8 @@ struct Commit {
 #[derive(Debug, Deserialize)]
 struct PipelineHook {
     object_attributes: Pipeline,
+    /// Present (and not null) for a merge request's pipeline.
+    merge_request: Option<serde_json::Value>,
     project: Project,
     commit: Option<Commit>,
 }
@@ -71,69 +98,68 @@ struct Pipeline {
     tag: bool,
     sha: String,
     status: String,
+    /// What started the pipeline: `push`, `web`, `merge_request_event`, ...
+    source: Option<String>,
 }
 
-pub(crate) async fn handle(
-    hooks: &Hooks,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Answer, HookError> {
-    let Some(expected) = &hooks.secrets.gitlab_webhook_token else {
-        return Err(HookError::NotConfigured(
-            "GitLab hooks are off: the provider has no --gitlab-webhook-token".into(),
-        ));
-    };
-    let given = header(headers, "x-gitlab-token").ok_or_else(|| {
-        HookError::Unauthorized(
-            "missing X-Gitlab-Token header: set the webhook's secret token".into(),
+/// GitLab: the webhook's secret token in `X-Gitlab-Token`.
+pub(crate) struct Gitlab;
+
+pub(crate) const SOURCE: Source =
+    Source::of::<Gitlab>("gitlab", "/hooks/gitlab", "gitlab-webhook-token", |hooks| {
+        (
+            hooks.gitlab_webhook_token.as_ref(),
+            hooks.gitlab_webhook_token_file.as_deref(),
         )
-    })?;
-    if !signature::token_matches(expected.expose(), given) {
-        return Err(HookError::Unauthorized(
-            "X-Gitlab-Token is wrong: check the webhook's secret token".into(),
-        ));
-    }
-    let event = header(headers, "x-gitlab-event")
-        .ok_or_else(|| HookError::BadRequest("missing header X-Gitlab-Event".into()))?;
-    let key = header(headers, "idempotency-key")
-        .or_else(|| header(headers, "x-gitlab-event-uuid"))
-        .map(str::trim)
-        .filter(|key| !key.is_empty());
-    if key.is_some_and(|key| key.len() > MAX_KEY_LEN) {
-        return Err(HookError::BadRequest(format!(
-            "Idempotency-Key is longer than {MAX_KEY_LEN} characters"
-        )));
-    }
-    match event {
-        "Push Hook" => push(hooks, key, body).await,
-        "Pipeline Hook" => pipeline(hooks, key, body).await,
-        other => Ok(Answer::ignored(format!(
-            "`{other}` events do not deploy: Slipway acts on `Push Hook` and `Pipeline Hook`"
-        ))),
+    });
+
+impl Verify for Gitlab {
+    fn verify(secret: &Secret, headers: &HeaderMap, _body: &[u8]) -> Result<(), HookError> {
+        let given = header(headers, "x-gitlab-token").ok_or_else(|| {
+            HookError::Unauthorized(
+                "missing X-Gitlab-Token header: set the webhook's secret token".into(),
+            )
+        })?;
+        if !signature::token_matches(secret.expose(), given) {
+            return Err(HookError::Unauthorized(
+                "X-Gitlab-Token is wrong: check the webhook's secret token".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
-async fn push(hooks: &Hooks, key: Option<&str>, body: &[u8]) -> Result<Answer, HookError> {
+impl Extract for Gitlab {
+    fn extract(headers: &HeaderMap, body: &[u8]) -> Result<Wanted, HookError> {
+        let event = header(headers, "x-gitlab-event")
+            .ok_or_else(|| HookError::BadRequest("missing header X-Gitlab-Event".into()))?;
+        match event {
+            "Push Hook" => push(body),
+            "Pipeline Hook" => pipeline(body),
+            other => Ok(Wanted::Ignored(format!(
+                "`{other}` events do not deploy: Slipway acts on `Push Hook` and `Pipeline Hook`"
+            ))),
+        }
+    }
+}
+
+fn push(body: &[u8]) -> Result<Wanted, HookError> {
     let hook: PushHook = super::parse(body)?;
     let Some(branch) = super::branch_of(&hook.ref_name) else {
-        return Ok(Answer::ignored(format!(
+        return Ok(Wanted::Ignored(format!(
             "`{}` is not a branch: only pushes to branches deploy",
             hook.ref_name
         )));
     };
     if super::is_null_sha(&hook.after) {
-        return Ok(Answer::ignored(format!(
+        return Ok(Wanted::Ignored(format!(
             "branch `{branch}` was deleted: there is nothing to deploy"
         )));
     }
-    // Without GitLab's key, the push itself: the same commit pushed to the
-    // same branch of the same project.
-    let key = key.map(str::to_owned).unwrap_or_else(|| {
-        format!(
-            "push:{}:{branch}:{}",
-            hook.project.path_with_namespace, hook.after
-        )
-    });
+    let key = format!(
+        "gitlab-push:{}:{}:{}",
+        hook.project.id, hook.ref_name, hook.after
+    );
     let description = hook
         .commits
         .iter()
@@ -141,90 +167,65 @@ async fn push(hooks: &Hooks, key: Option<&str>, body: &[u8]) -> Result<Answer, H
         .or(hook.commits.last())
         .and_then(|commit| commit.message.as_deref())
         .and_then(super::first_line);
-    deploy_branch(hooks, &hook.project, branch, &hook.after, &key, description).await
+    Ok(Wanted::Branch(BranchDeploy {
+        repository: hook.project.as_hooks(),
+        branch: branch.to_owned(),
+        sha: hook.after,
+        key,
+        description,
+        github_repo: None,
+    }))
 }
 
-async fn pipeline(hooks: &Hooks, key: Option<&str>, body: &[u8]) -> Result<Answer, HookError> {
+fn pipeline(body: &[u8]) -> Result<Wanted, HookError> {
     let hook: PipelineHook = super::parse(body)?;
     let pipeline = &hook.object_attributes;
     if pipeline.status != "success" {
-        return Ok(Answer::ignored(format!(
+        return Ok(Wanted::Ignored(format!(
             "pipeline {} is `{}`: only a successful pipeline deploys",
             pipeline.id, pipeline.status
         )));
     }
+    let source = pipeline.source.as_deref().unwrap_or("");
+    let of_merge_request = hook.merge_request.as_ref().is_some_and(|mr| !mr.is_null());
+    if of_merge_request || source == "merge_request_event" {
+        return Ok(Wanted::Ignored(format!(
+            "pipeline {} ran for a merge request: its code is not merged, so it never deploys",
+            pipeline.id
+        )));
+    }
     if pipeline.tag {
-        return Ok(Answer::ignored(format!(
-            "pipeline {} ran for tag `{}`: only branches deploy",
+        return Ok(Wanted::Ignored(format!(
+            "pipeline {} ran for tag `{}`: tag pipelines never deploy, environments track branches",
             pipeline.id, pipeline.ref_name
         )));
     }
+    if !DEPLOYING_SOURCES.contains(&source) {
+        let source = if source.is_empty() {
+            "an unknown source (no `object_attributes.source`)".to_owned()
+        } else {
+            format!("source `{source}`")
+        };
+        return Ok(Wanted::Ignored(format!(
+            "pipeline {} has {source}: only pipelines with source {} deploy",
+            pipeline.id,
+            DEPLOYING_SOURCES.join(", ")
+        )));
+    }
     let branch = super::branch_of(&pipeline.ref_name).unwrap_or(&pipeline.ref_name);
-    let key = key
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("pipeline:{}", pipeline.id));
+    let key = format!("gitlab-pipeline:{}:{}", hook.project.id, pipeline.id);
     let description = hook
         .commit
         .as_ref()
         .and_then(|commit| commit.message.as_deref())
         .and_then(super::first_line)
         .or_else(|| Some(format!("pipeline {} succeeded", pipeline.id)));
-    deploy_branch(
-        hooks,
-        &hook.project,
-        branch,
-        &pipeline.sha,
-        &key,
+    Ok(Wanted::Branch(BranchDeploy {
+        repository: hook.project.as_hooks(),
+        branch: branch.to_owned(),
+        sha: pipeline.sha.clone(),
+        key,
         description,
-    )
-    .await
-}
-
-async fn deploy_branch(
-    hooks: &Hooks,
-    project: &Project,
-    branch: &str,
-    sha: &str,
-    key: &str,
-    description: Option<String>,
-) -> Result<Answer, HookError> {
-    let repo = &project.path_with_namespace;
-    let applications = hooks.applications().await?;
-    let apps = super::by_repository(&applications, &project.names());
-    if apps.is_empty() {
-        return Err(super::no_application(repo));
-    }
-    let targets = super::tracking(&apps, branch);
-    if targets.is_empty() {
-        let names: Vec<&str> = apps.iter().map(|app| app.name.as_str()).collect();
-        return Ok(Answer::ignored(format!(
-            "no environment of {} auto-deploys branch `{branch}`",
-            names.join(", ")
-        )));
-    }
-    let requests = targets
-        .iter()
-        .map(|(app, environment)| Request {
-            application: app.name.clone(),
-            environment: environment.clone(),
-            ref_name: branch.to_owned(),
-            sha: Some(sha.to_owned()),
-            task: None,
-            payload: None,
-            external_id: Some(format!("gitlab:{key}:{environment}")),
-            description: description.clone(),
-        })
-        .collect();
-    let (created, skipped) = hooks.create_all(requests).await?;
-    tracing::info!(
-        repo = %repo,
-        branch,
-        deployments = created.len(),
-        skipped = skipped.len(),
-        "GitLab hook"
-    );
-    Ok(Answer::Deployments {
-        deployments: created,
-        skipped,
-    })
+        github_repo: None,
+    }))
 }

@@ -1,20 +1,31 @@
-//! Hooks in: each sender's module verifies the request and reads what it asks
-//! for; this module finds the applications and environments it means and
-//! creates the deployments through the API, exactly once per idempotency key.
+//! Hooks in. Each sender is a [`Source`] in [`SOURCES`]: its module verifies
+//! the request ([`Verify`]) and reads what it asks for ([`Extract`]) into a
+//! [`Wanted`]; [`deploy`] finds the applications and environments that means
+//! and creates the deployments through the API, exactly once per idempotency
+//! key.
 
+mod deploy;
 pub mod generic;
 pub mod github;
 pub mod gitlab;
+mod source;
 
 use axum::http::HeaderMap;
 use serde::Serialize;
 use slipway_client::operations::{self, applications::ApplicationsApplications};
 use slipway_client::{Client, Code};
 
+pub use self::source::Source;
+pub(crate) use self::source::{Extract, Verify};
 use crate::config::Secrets;
 use crate::error::HookError;
 use crate::repository::{self, RepoId};
 use crate::statuses::Statuses;
+
+/// Every hook source, in the order the banner shows them. A new source is a
+/// module with a [`Source`] and one line here (and its secret's flags in
+/// [`crate::config::Hooks`]).
+pub const SOURCES: &[Source] = &[github::SOURCE, gitlab::SOURCE, generic::SOURCE];
 
 /// What every hook handler shares.
 #[derive(Clone, Debug)]
@@ -61,6 +72,10 @@ pub struct Created {
     pub environment: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// When the API created it: with the id, what tells this deployment from
+    /// one of another API database that had the same id.
+    #[serde(skip)]
+    pub created_at: slipway_client::DateTime,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -73,6 +88,73 @@ pub struct Skipped {
 /// An application as the hooks need it.
 pub(crate) type Application = ApplicationsApplications;
 
+/// What a verified hook asks for, as its source read it from the request.
+#[derive(Debug)]
+pub(crate) enum Wanted {
+    /// Answer, and do nothing else (GitHub's `ping`).
+    Pong(String),
+    /// Nothing Slipway does; the reason goes back to the sender (202).
+    Ignored(String),
+    /// A commit to deploy to every environment that auto-deploys its branch
+    /// (a push, a pipeline).
+    Branch(BranchDeploy),
+    /// A deployment to the one environment the sender names (a GitHub
+    /// deployment, a CI's request).
+    Named(NamedDeploy),
+}
+
+/// The repository a hook is about.
+#[derive(Debug)]
+pub(crate) struct Repository {
+    /// How the hook names it, for answers and logs.
+    pub shown: String,
+    /// Every name it gives it, to match applications' repositories.
+    pub names: Vec<RepoId>,
+}
+
+#[derive(Debug)]
+pub(crate) struct BranchDeploy {
+    pub repository: Repository,
+    pub branch: String,
+    pub sha: String,
+    /// The idempotency key of the push or pipeline, from fields the sender
+    /// vouches for; each environment's deployment is `<key>:<environment>`.
+    pub key: String,
+    pub description: Option<String>,
+    /// The GitHub repository (`owner/name`) in which Slipway creates a GitHub
+    /// deployment for each deployment, to report its statuses there.
+    pub github_repo: Option<String>,
+}
+
+/// Which application a [`NamedDeploy`] is for.
+#[derive(Debug)]
+pub(crate) enum Which {
+    /// The application of this name.
+    Named(String),
+    /// The application of this repository that has the environment; when
+    /// several do (a monorepo), the one `preferred` names.
+    OfRepository {
+        repository: Repository,
+        preferred: Option<String>,
+    },
+}
+
+#[derive(Debug)]
+pub(crate) struct NamedDeploy {
+    pub application: Which,
+    pub environment: String,
+    pub ref_name: String,
+    pub sha: Option<String>,
+    pub task: Option<String>,
+    pub payload: Option<serde_json::Value>,
+    pub description: Option<String>,
+    /// The whole `externalId`, when the sender gave something to key on.
+    pub external_id: Option<String>,
+    /// The GitHub deployment this is, `(owner/name, id)`: its statuses go
+    /// there, and one that Slipway created itself is not deployed again.
+    pub github: Option<(String, u64)>,
+}
+
 /// A deployment to ask the API for.
 #[derive(Clone, Debug)]
 pub(crate) struct Request {
@@ -84,6 +166,20 @@ pub(crate) struct Request {
     pub payload: Option<serde_json::Value>,
     pub external_id: Option<String>,
     pub description: Option<String>,
+    /// Whether no person asked for this deployment: a push or a pipeline
+    /// deployed an environment that tracks its branch ([`is_auto_deploy`]).
+    ///
+    /// NOT YET SENT: `CreateDeploymentInput.autoDeploy` is not in
+    /// `schema.graphql` yet. Once it is, add `autoDeploy` to the input of
+    /// `CreateDeployment` in `client/graphql/deployments.graphql` and set it
+    /// from this field in [`Hooks::create`].
+    pub auto_deploy: bool,
+}
+
+/// Whether a deployment that `wanted` makes is an auto-deploy: one that no
+/// person asked for, made because an environment tracks the pushed branch.
+pub(crate) fn is_auto_deploy(wanted: &Wanted) -> bool {
+    matches!(wanted, Wanted::Branch(_))
 }
 
 impl Hooks {
@@ -99,6 +195,14 @@ impl Hooks {
 
     /// Creates one deployment (or gets the one with the same external id).
     pub(crate) async fn create(&self, request: Request) -> Result<Created, HookError> {
+        // `request.auto_deploy` goes into the input once the schema has
+        // `CreateDeploymentInput.autoDeploy` (see `Request::auto_deploy`).
+        tracing::debug!(
+            application = %request.application,
+            environment = %request.environment,
+            auto_deploy = request.auto_deploy,
+            "creating a deployment"
+        );
         let input = operations::create_deployment::CreateDeploymentInput {
             application: request.application.clone(),
             environment: request.environment.clone(),
@@ -106,7 +210,7 @@ impl Hooks {
             sha: request.sha,
             task: request.task,
             payload: request.payload,
-            external_id: request.external_id,
+            external_id: request.external_id.map(bounded_key),
             description: request.description,
         };
         let variables = operations::create_deployment::Variables { input };
@@ -124,6 +228,7 @@ impl Hooks {
                     application: d.application.name,
                     environment: d.environment.name,
                     url: d.url,
+                    created_at: d.created_at,
                 })
             }
             Err(err) => Err(match err.code() {
@@ -256,6 +361,25 @@ pub(crate) fn is_null_sha(sha: &str) -> bool {
     !sha.is_empty() && sha.bytes().all(|b| b == b'0')
 }
 
+/// The longest `externalId` the API takes.
+const MAX_EXTERNAL_ID: usize = 255;
+
+/// `key` itself when the API takes it; a longer one (a very long branch name)
+/// is cut and ends with the SHA-256 of the whole key, so it is still the
+/// same for the same hook and different for different ones.
+pub(crate) fn bounded_key(key: String) -> String {
+    if key.len() <= MAX_EXTERNAL_ID {
+        return key;
+    }
+    use sha2::Digest as _;
+    let digest = hex::encode(sha2::Sha256::digest(key.as_bytes()));
+    let mut keep = MAX_EXTERNAL_ID - digest.len() - ":sha256:".len();
+    while !key.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}:sha256:{digest}", &key[..keep])
+}
+
 /// The first line of a commit message, as a deployment description.
 pub(crate) fn first_line(message: &str) -> Option<String> {
     let line = message.lines().next()?.trim();
@@ -307,4 +431,74 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Ho
 /// A header's value, when it is text.
 pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, value.parse().unwrap());
+        }
+        map
+    }
+
+    fn extract<S: Extract>(pairs: &[(&'static str, &str)], body: serde_json::Value) -> Wanted {
+        S::extract(&headers(pairs), &serde_json::to_vec(&body).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn pushes_and_pipelines_auto_deploy_and_named_deployments_do_not() {
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        let repository = json!({"id": 1, "full_name": "acme/shop"});
+        let push = extract::<github::Github>(
+            &[("x-github-event", "push")],
+            json!({"ref": "refs/heads/main", "after": sha, "repository": repository}),
+        );
+        assert!(is_auto_deploy(&push), "{push:?}");
+        let project = json!({"id": 15, "path_with_namespace": "acme/shop"});
+        let gitlab_push = extract::<gitlab::Gitlab>(
+            &[("x-gitlab-event", "Push Hook")],
+            json!({"ref": "refs/heads/main", "after": sha, "project": project}),
+        );
+        assert!(is_auto_deploy(&gitlab_push), "{gitlab_push:?}");
+        let pipeline = extract::<gitlab::Gitlab>(
+            &[("x-gitlab-event", "Pipeline Hook")],
+            json!({
+                "object_attributes": {"id": 7, "ref": "main", "sha": sha, "status": "success", "source": "push"},
+                "project": project,
+            }),
+        );
+        assert!(is_auto_deploy(&pipeline), "{pipeline:?}");
+
+        let event = extract::<github::Github>(
+            &[("x-github-event", "deployment")],
+            json!({
+                "deployment": {"id": 9, "sha": sha, "ref": "main", "environment": "production"},
+                "repository": repository,
+            }),
+        );
+        assert!(!is_auto_deploy(&event), "{event:?}");
+        let generic = extract::<generic::Generic>(
+            &[],
+            json!({"application": "shop", "environment": "qa", "ref": "main"}),
+        );
+        assert!(!is_auto_deploy(&generic), "{generic:?}");
+    }
+
+    #[test]
+    fn long_keys_are_cut_and_stay_distinct() {
+        let short = "github-push:1:refs/heads/main:abc:production".to_owned();
+        assert_eq!(bounded_key(short.clone()), short);
+        let long_a = format!("github-push:1:refs/heads/{}:production", "é".repeat(200));
+        let long_b = format!("github-push:1:refs/heads/{}:staging", "é".repeat(200));
+        let (a, b) = (bounded_key(long_a.clone()), bounded_key(long_b));
+        assert!(a.len() <= MAX_EXTERNAL_ID && b.len() <= MAX_EXTERNAL_ID);
+        assert_ne!(a, b);
+        assert_eq!(a, bounded_key(long_a));
+    }
 }

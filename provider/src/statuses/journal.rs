@@ -9,22 +9,40 @@
 //! it; *done* when the last one is posted (or GitHub refused it for good). On
 //! start the file is replayed, so whatever was not yet posted is posted, in
 //! order, after a restart. The file is compacted on open and when it grows:
-//! done deployments keep only their id (the last [`DONE_KEPT`]), so a late
-//! redelivery of their hook does not report them twice.
+//! done deployments keep only their id and creation time (the last
+//! [`DONE_KEPT`] to finish), so a late redelivery of their hook does not
+//! report them twice.
+//!
+//! A record is of one deployment of one API database: it holds the
+//! deployment's id *and* the time the API created it. A database that was
+//! reset numbers its deployments from 1 again; a deployment whose creation
+//! time is not the recorded one is another deployment, and the old record is
+//! replaced (when the new one is tracked) or discarded (when the reporter
+//! finds the API's deployment is not the recorded one), with a warning in the
+//! log. Records written before creation times were recorded match by id.
+//!
+//! A line torn by a crash (or a failed write) is skipped on replay, and the
+//! next record always starts on a line of its own.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+use slipway_client::DateTime;
 
 use super::GithubState;
 
 /// How many finished deployments the journal remembers.
 pub const DONE_KEPT: usize = 10_000;
-const FILE_NAME: &str = "github-statuses.jsonl";
+/// The journal's file in the data directory.
+pub const FILE_NAME: &str = "github-statuses.jsonl";
+/// How far apart two creation times of "the same" deployment may be: the API
+/// may answer a time more precise than its database keeps (PostgreSQL rounds
+/// to microseconds).
+const SAME_CREATION: chrono::TimeDelta = chrono::TimeDelta::milliseconds(1);
 
 /// What Slipway creates on GitHub for a deployment it made from a push.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +60,11 @@ pub struct GithubDeploymentSpec {
 pub struct Tracked {
     /// The Slipway deployment.
     pub deployment: i64,
+    /// When the API created it: with the id, what tells it from a deployment
+    /// of another API database with the same id. `None` in records written
+    /// before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime>,
     /// `owner/name` on GitHub.
     pub repo: String,
     /// The GitHub deployment; for a push, unknown until Slipway has created it.
@@ -53,13 +76,39 @@ pub struct Tracked {
     pub posted: Vec<GithubState>,
 }
 
+impl Tracked {
+    /// Whether this is the record of the API's deployment created at `created_at`.
+    pub fn is_of(&self, created_at: DateTime) -> bool {
+        same_creation(self.created_at, Some(created_at))
+    }
+}
+
+/// Whether two creation times are of one deployment; an unknown one (an old
+/// record) matches any.
+fn same_creation(a: Option<DateTime>, b: Option<DateTime>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => (a - b).abs() <= SAME_CREATION,
+        _ => true,
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum Record {
     Track(Tracked),
-    Created { deployment: i64, github_id: u64 },
-    Posted { deployment: i64, state: GithubState },
-    Done { deployment: i64 },
+    Created {
+        deployment: i64,
+        github_id: u64,
+    },
+    Posted {
+        deployment: i64,
+        state: GithubState,
+    },
+    Done {
+        deployment: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        created_at: Option<DateTime>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,9 +133,57 @@ struct Inner {
     live: BTreeMap<i64, Tracked>,
     /// GitHub deployment id → Slipway deployment, for the live ones.
     by_github: HashMap<u64, i64>,
-    done: BTreeSet<i64>,
+    done: Done,
     /// Records in the file, to know when to compact.
     records: usize,
+}
+
+/// The finished deployments, forgotten in the order they finished (not by
+/// id: after a database reset the newest have the smallest ids).
+#[derive(Debug, Default)]
+struct Done {
+    /// Deployment → (its creation time, when it finished).
+    by_id: HashMap<i64, (Option<DateTime>, u64)>,
+    /// (deployment, when it finished), oldest first; an entry whose time is
+    /// not the one in `by_id` is of an earlier finish and means nothing.
+    order: VecDeque<(i64, u64)>,
+    next: u64,
+}
+
+impl Done {
+    fn insert(&mut self, deployment: i64, created_at: Option<DateTime>) {
+        let at = self.next;
+        self.next += 1;
+        self.by_id.insert(deployment, (created_at, at));
+        self.order.push_back((deployment, at));
+        while self.by_id.len() > DONE_KEPT {
+            let Some((oldest, at)) = self.order.pop_front() else {
+                break;
+            };
+            if self.by_id.get(&oldest).is_some_and(|(_, when)| *when == at) {
+                self.by_id.remove(&oldest);
+            }
+        }
+    }
+
+    /// Whether `deployment`, created at `created_at`, is finished.
+    fn has(&self, deployment: i64, created_at: Option<DateTime>) -> bool {
+        self.by_id
+            .get(&deployment)
+            .is_some_and(|(recorded, _)| same_creation(*recorded, created_at))
+    }
+
+    /// The finished ones, oldest first.
+    fn in_order(&self) -> impl Iterator<Item = (i64, Option<DateTime>)> + '_ {
+        self.order.iter().filter_map(|(deployment, at)| {
+            let (created_at, when) = self.by_id.get(deployment)?;
+            (when == at).then_some((*deployment, *created_at))
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.by_id.len()
+    }
 }
 
 impl Journal {
@@ -99,7 +196,7 @@ impl Journal {
         std::fs::create_dir_all(dir).map_err(io)?;
         let path = dir.join(FILE_NAME);
         let mut live = BTreeMap::new();
-        let mut done = BTreeSet::new();
+        let mut done = Done::default();
         match File::open(&path) {
             Ok(file) => replay(&path, file, &mut live, &mut done)?,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
@@ -127,18 +224,41 @@ impl Journal {
     }
 
     /// Starts tracking a deployment; `false` (and nothing written) when it is
-    /// tracked already or was finished before.
+    /// tracked already or was finished before. A record of another deployment
+    /// with the same id (of another API database) is replaced.
     pub fn track(&self, tracked: Tracked) -> Result<bool, JournalError> {
         let mut inner = self.lock();
-        if inner.live.contains_key(&tracked.deployment) || inner.done.contains(&tracked.deployment)
-        {
+        let deployment = tracked.deployment;
+        if let Some(old) = inner.live.get(&deployment) {
+            if same_creation(old.created_at, tracked.created_at) {
+                return Ok(false);
+            }
+            tracing::warn!(
+                deployment,
+                recorded_created_at = ?old.created_at,
+                created_at = ?tracked.created_at,
+                "the status journal had a deployment with this id from another API database; \
+                 replacing its record (no more statuses for the old one)"
+            );
+        } else if inner.done.has(deployment, tracked.created_at) {
             return Ok(false);
+        } else if inner.done.by_id.contains_key(&deployment) {
+            tracing::info!(
+                deployment,
+                "the status journal's finished deployment with this id was of another API \
+                 database; tracking the new one"
+            );
         }
         inner.append(&Record::Track(tracked.clone()))?;
-        if let Some(github_id) = tracked.github_id {
-            inner.by_github.insert(github_id, tracked.deployment);
+        if let Some(old) = inner.live.remove(&deployment) {
+            if let Some(github_id) = old.github_id {
+                inner.by_github.remove(&github_id);
+            }
         }
-        inner.live.insert(tracked.deployment, tracked);
+        if let Some(github_id) = tracked.github_id {
+            inner.by_github.insert(github_id, deployment);
+        }
+        inner.live.insert(deployment, tracked);
         Ok(true)
     }
 
@@ -169,16 +289,17 @@ impl Journal {
     /// Nothing more is posted for `deployment`.
     pub fn done(&self, deployment: i64) -> Result<(), JournalError> {
         let mut inner = self.lock();
-        inner.append(&Record::Done { deployment })?;
+        let created_at = inner.live.get(&deployment).and_then(|t| t.created_at);
+        inner.append(&Record::Done {
+            deployment,
+            created_at,
+        })?;
         if let Some(tracked) = inner.live.remove(&deployment) {
             if let Some(github_id) = tracked.github_id {
                 inner.by_github.remove(&github_id);
             }
         }
-        inner.done.insert(deployment);
-        while inner.done.len() > DONE_KEPT {
-            inner.done.pop_first();
-        }
+        inner.done.insert(deployment, created_at);
         let kept = inner.live.len() + inner.done.len();
         if inner.records > 2 * kept + 1000 {
             let file = compact(&inner.path, &inner.live, &inner.done)?;
@@ -215,12 +336,20 @@ impl Journal {
 
 impl Inner {
     fn append(&mut self, record: &Record) -> Result<(), JournalError> {
-        let mut line = serde_json::to_vec(record).expect("records serialise");
-        line.push(b'\n');
         let io = |cause| JournalError::Io {
             path: self.path.clone(),
             cause,
         };
+        let mut line = Vec::new();
+        // After a torn line (a write that failed half-way), the record starts
+        // a line of its own instead of being glued to the torn one, which
+        // replay would skip with it.
+        if !ends_a_line(&mut self.file).map_err(io)? {
+            tracing::warn!(path = %self.path.display(), "the status journal's last line is torn; it is left behind");
+            line.push(b'\n');
+        }
+        serde_json::to_writer(&mut line, record).expect("records serialise");
+        line.push(b'\n');
         self.file.write_all(&line).map_err(io)?;
         self.file.sync_data().map_err(io)?;
         self.records += 1;
@@ -228,11 +357,22 @@ impl Inner {
     }
 }
 
+/// Whether `file` is empty or its last byte ends a line.
+fn ends_a_line(file: &mut File) -> std::io::Result<bool> {
+    if file.metadata()?.len() == 0 {
+        return Ok(true);
+    }
+    file.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
+}
+
 fn replay(
     path: &Path,
     file: File,
     live: &mut BTreeMap<i64, Tracked>,
-    done: &mut BTreeSet<i64>,
+    done: &mut Done,
 ) -> Result<(), JournalError> {
     for (number, line) in BufReader::new(file).lines().enumerate() {
         let line = line.map_err(|cause| JournalError::Io {
@@ -245,8 +385,8 @@ fn replay(
         let record: Record = match serde_json::from_str(&line) {
             Ok(record) => record,
             Err(err) => {
-                // Only the last line can be torn (a crash while appending);
-                // what it recorded was never acknowledged.
+                // A line torn by a crash while appending; what it recorded
+                // was never acknowledged.
                 tracing::warn!(
                     path = %path.display(),
                     line = number + 1,
@@ -258,7 +398,9 @@ fn replay(
         };
         match record {
             Record::Track(tracked) => {
-                if !done.contains(&tracked.deployment) {
+                // A Track after a Done of the same id is of another
+                // deployment (another API database) that reused the id.
+                if !done.has(tracked.deployment, tracked.created_at) {
                     live.insert(tracked.deployment, tracked);
                 }
             }
@@ -275,33 +417,33 @@ fn replay(
                     tracked.posted.push(state);
                 }
             }
-            Record::Done { deployment } => {
+            Record::Done {
+                deployment,
+                created_at,
+            } => {
                 live.remove(&deployment);
-                done.insert(deployment);
+                done.insert(deployment, created_at);
             }
         }
-    }
-    while done.len() > DONE_KEPT {
-        done.pop_first();
     }
     Ok(())
 }
 
 /// Rewrites the file with only what is needed, atomically; returns it opened
 /// for appending.
-fn compact(
-    path: &Path,
-    live: &BTreeMap<i64, Tracked>,
-    done: &BTreeSet<i64>,
-) -> Result<File, JournalError> {
+fn compact(path: &Path, live: &BTreeMap<i64, Tracked>, done: &Done) -> Result<File, JournalError> {
     let io = |cause| JournalError::Io {
         path: path.to_owned(),
         cause,
     };
     let temp = path.with_extension("jsonl.tmp");
     let mut text = Vec::new();
-    for &deployment in done {
-        serde_json::to_writer(&mut text, &Record::Done { deployment }).expect("serialise");
+    for (deployment, created_at) in done.in_order() {
+        let record = Record::Done {
+            deployment,
+            created_at,
+        };
+        serde_json::to_writer(&mut text, &record).expect("serialise");
         text.push(b'\n');
     }
     for tracked in live.values() {
@@ -320,7 +462,11 @@ fn compact(
             let _ = dir.sync_all();
         }
     }
-    OpenOptions::new().append(true).open(path).map_err(io)
+    OpenOptions::new()
+        .read(true)
+        .append(true)
+        .open(path)
+        .map_err(io)
 }
 
 fn index(live: &BTreeMap<i64, Tracked>) -> HashMap<u64, i64> {
@@ -336,6 +482,7 @@ mod tests {
     fn tracked(deployment: i64) -> Tracked {
         Tracked {
             deployment,
+            created_at: None,
             repo: "acme/shop".into(),
             github_id: None,
             create: None,
@@ -371,5 +518,32 @@ mod tests {
         assert_eq!(journal.by_github_id(6_000_000_001), Some(1));
         // A finished deployment is not tracked again.
         assert!(!journal.track(tracked(2)).unwrap());
+    }
+
+    #[test]
+    fn finished_ids_are_forgotten_in_the_order_they_finished() {
+        let mut done = Done::default();
+        let old = chrono::Utc::now() - chrono::TimeDelta::days(30);
+        for id in 1_000..1_000 + DONE_KEPT as i64 {
+            done.insert(id, Some(old));
+        }
+        // A reset database numbers from 1 again: its ids are the newest, not
+        // the first to go.
+        let now = chrono::Utc::now();
+        done.insert(1, Some(now));
+        assert_eq!(done.len(), DONE_KEPT);
+        assert!(done.has(1, Some(now)));
+        assert!(!done.has(1, Some(old)), "another deployment 1");
+        assert!(
+            !done.by_id.contains_key(&1_000),
+            "the oldest to finish went"
+        );
+        assert!(done.has(1_001, Some(old)));
+        // Finishing an id again keeps it as the newest.
+        done.insert(1_001, Some(now));
+        done.insert(2, Some(now));
+        assert!(done.has(1_001, Some(now)));
+        assert!(!done.by_id.contains_key(&1_002));
+        assert_eq!(done.in_order().count(), DONE_KEPT);
     }
 }

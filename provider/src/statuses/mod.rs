@@ -2,6 +2,9 @@
 //! GitHub deployment statuses, in order, exactly as far as it has got.
 //!
 //! The [`journal`] says which deployments to report and what GitHub has taken.
+//! A record is of one deployment of one API database: a deployment the API
+//! reports with another `createdAt` is another deployment that reuses the id
+//! (the database was reset), and the record is discarded.
 //! [`follow`] wakes the reporter for every change the API's `deploymentEvents`
 //! subscription shows (reconnecting with backoff), and for every pending
 //! deployment after each (re)connect and every [`RESYNC_EVERY`], so nothing
@@ -21,7 +24,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use slipway_client::operations::{self, deployment::DeploymentStatus};
-use slipway_client::Client;
+use slipway_client::{Client, DateTime};
 use tokio::sync::{mpsc, watch};
 
 use self::github::{Github, GithubError, StatusBody};
@@ -90,16 +93,19 @@ enum Wake {
 }
 
 impl Statuses {
-    /// Reports the statuses of Slipway deployment `deployment` on the GitHub
-    /// deployment `github_id` of `repo`. Returns once that is on disk.
+    /// Reports the statuses of Slipway deployment `deployment` (created by
+    /// the API at `created_at`) on the GitHub deployment `github_id` of
+    /// `repo`. Returns once that is on disk.
     pub async fn track_event(
         &self,
         deployment: i64,
+        created_at: DateTime,
         repo: &str,
         github_id: u64,
     ) -> Result<(), JournalError> {
         self.track(Tracked {
             deployment,
+            created_at: Some(created_at),
             repo: repo.to_owned(),
             github_id: Some(github_id),
             create: None,
@@ -108,16 +114,19 @@ impl Statuses {
         .await
     }
 
-    /// Creates a GitHub deployment for `deployment` (made from a push), then
-    /// reports its statuses there. Returns once that is on disk.
+    /// Creates a GitHub deployment for `deployment` (made from a push, created
+    /// by the API at `created_at`), then reports its statuses there. Returns
+    /// once that is on disk.
     pub async fn track_push(
         &self,
         deployment: i64,
+        created_at: DateTime,
         repo: &str,
         spec: GithubDeploymentSpec,
     ) -> Result<(), JournalError> {
         self.track(Tracked {
             deployment,
+            created_at: Some(created_at),
             repo: repo.to_owned(),
             github_id: None,
             create: Some(spec),
@@ -323,6 +332,18 @@ impl Reporter {
                 return Outcome::Again(None);
             }
         };
+        if !tracked.is_of(now.created_at) {
+            // The API's database is not the one this record was made for
+            // (it was reset or replaced, and ids start again from 1).
+            tracing::warn!(
+                deployment,
+                recorded_created_at = ?tracked.created_at,
+                api_created_at = %now.created_at,
+                "the journal's record of this deployment belongs to another API database; \
+                 discarding it (no statuses for the old deployment)"
+            );
+            return self.settle(deployment);
+        }
         let path = life(&now.status, now.started_at.is_some());
         let todo = unposted(&path, &tracked.posted);
 

@@ -29,7 +29,7 @@ async fn a_ci_deploys_with_the_generic_token_exactly_once() {
     assert_eq!(all[0]["ref"], "release-7");
     assert_eq!(all[0]["task"], "migrate");
     assert_eq!(all[0]["payload"], json!({"from": "jenkins"}));
-    assert_eq!(all[0]["externalId"], "generic:jenkins-build-77");
+    assert_eq!(all[0]["externalId"], "generic:jenkins-build-77:qa");
 }
 
 #[tokio::test]

@@ -11,5 +11,8 @@ mod config;
 mod generic;
 mod github;
 mod gitlab;
+mod journal;
+mod keys;
+mod merge_requests;
 mod push;
 mod statuses;
