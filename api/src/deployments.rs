@@ -174,6 +174,8 @@ pub struct NewDeployment {
     pub payload: Option<serde_json::Value>,
     pub external_id: Option<String>,
     pub description: Option<String>,
+    /// Made by a hook for a push or a pipeline (see `deployment::Model::auto_deploy`).
+    pub auto_deploy: bool,
 }
 
 const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
@@ -304,6 +306,7 @@ pub async fn create(
         payload: Set(input.payload.map(|p| p.to_string())),
         description: Set(input.description),
         external_id: Set(input.external_id),
+        auto_deploy: Set(input.auto_deploy),
         created_by: Set(created_by.to_owned()),
         status: Set(DeploymentStatus::Queued.as_str().to_owned()),
         cancel_requested: Set(false),

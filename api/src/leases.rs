@@ -6,6 +6,7 @@
 //! `deployments_one_in_progress` makes the database refuse a second IN_PROGRESS
 //! deployment of an environment, whatever the race.
 
+use std::fmt;
 use std::sync::Arc;
 
 use sea_orm::sea_query::{Expr, SimpleExpr};
@@ -19,9 +20,75 @@ use crate::events::Event;
 use crate::runners;
 use crate::state::AppState;
 
-/// Claims a queued deployment for `runner`. Exactly one of several concurrent
-/// claims wins; the others get `CONFLICT` saying why.
-pub async fn claim(state: &AppState, runner: &str, id: i64) -> ApiResult<DeploymentView> {
+/// Who reports on a deployment: a runner (its token's subject) and, when it
+/// says, which of its processes. Two processes with the same token are two
+/// holders; a runner that names no instance holds only what it claimed
+/// without one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Holder<'a> {
+    pub runner: &'a str,
+    pub instance: Option<&'a str>,
+}
+
+impl<'a> Holder<'a> {
+    pub fn new(runner: &'a str, instance: Option<&'a str>) -> Self {
+        Self { runner, instance }
+    }
+
+    /// Who holds (or last held) `d`, as far as the row says.
+    fn of(d: &'a deployment::Model) -> Self {
+        Self {
+            runner: d.runner.as_deref().unwrap_or("unknown"),
+            instance: d.runner_instance.as_deref(),
+        }
+    }
+
+    /// "Held by this holder", for a query on `deployments`.
+    pub(crate) fn holds(self) -> Condition {
+        let instance = match self.instance {
+            Some(instance) => deployment::Column::RunnerInstance.eq(instance),
+            None => deployment::Column::RunnerInstance.is_null(),
+        };
+        Condition::all()
+            .add(deployment::Column::Runner.eq(self.runner))
+            .add(instance)
+    }
+
+    fn validate(self) -> ApiResult<()> {
+        match self.instance {
+            Some(instance) => runners::validate_instance(instance),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A runner that names no instance.
+impl<'a> From<&'a str> for Holder<'a> {
+    fn from(runner: &'a str) -> Self {
+        Self::new(runner, None)
+    }
+}
+
+impl fmt::Display for Holder<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.instance {
+            Some(instance) => write!(f, "runner {} (instance {instance})", self.runner),
+            None => write!(f, "runner {}", self.runner),
+        }
+    }
+}
+
+/// Claims a queued deployment for `holder`. Exactly one of several concurrent
+/// claims wins; the others get `CONFLICT` saying why. A claim sent again by
+/// the holder (its answer was lost) gets the deployment back, lease renewed.
+pub async fn claim(
+    state: &AppState,
+    holder: impl Into<Holder<'_>>,
+    id: i64,
+) -> ApiResult<DeploymentView> {
+    let holder = holder.into();
+    holder.validate()?;
+    let runner = holder.runner;
     let now = state.clock.now();
     let claimed = deployment::Entity::update_many()
         .col_expr(
@@ -29,6 +96,10 @@ pub async fn claim(state: &AppState, runner: &str, id: i64) -> ApiResult<Deploym
             Expr::value(DeploymentStatus::InProgress.as_str()),
         )
         .col_expr(deployment::Column::Runner, Expr::value(runner))
+        .col_expr(
+            deployment::Column::RunnerInstance,
+            Expr::value(holder.instance.map(str::to_owned)),
+        )
         .col_expr(deployment::Column::StartedAt, Expr::value(now))
         .col_expr(deployment::Column::LastHeartbeatAt, Expr::value(now))
         .col_expr(
@@ -37,7 +108,7 @@ pub async fn claim(state: &AppState, runner: &str, id: i64) -> ApiResult<Deploym
         )
         .col_expr(
             deployment::Column::Message,
-            Expr::value(format!("claimed by runner {runner}")),
+            Expr::value(format!("claimed by {holder}")),
         )
         .filter(deployment::Column::Id.eq(id))
         .filter(deployment::Column::Status.eq(DeploymentStatus::Queued.as_str()))
@@ -52,18 +123,26 @@ pub async fn claim(state: &AppState, runner: &str, id: i64) -> ApiResult<Deploym
         Err(err) if is_unique_violation(&err) => None,
         Err(err) => return Err(err.into()),
     };
-    let Some(row) = row else {
-        return Err(why_not_claimable(state, id).await);
+    let (row, retried) = match row {
+        Some(row) => (row, false),
+        None => match renew(state, holder, id, Vec::new()).await? {
+            Some(row) => (row, true),
+            None => return Err(why_not_claimable(state, holder, id).await),
+        },
     };
     // The claim has committed: a failure to note the runner must not hide it.
-    if let Err(err) = runners::seen(state, runner).await {
+    if let Err(err) = runners::seen(state, runner, holder.instance).await {
         tracing::warn!(?err, runner, "could not record that the runner was seen");
     }
     let view = deployments::hydrate_one(&state.db, row).await?;
-    tracing::info!(deployment = id, runner, "deployment claimed");
-    state
-        .events
-        .publish(Event::Deployment(Arc::new(view.clone())));
+    if retried {
+        tracing::info!(deployment = id, %holder, "claim repeated by its holder");
+    } else {
+        tracing::info!(deployment = id, %holder, "deployment claimed");
+        state
+            .events
+            .publish(Event::Deployment(Arc::new(view.clone())));
+    }
     Ok(view)
 }
 
@@ -71,7 +150,7 @@ fn is_unique_violation(err: &DbErr) -> bool {
     matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
 }
 
-async fn why_not_claimable(state: &AppState, id: i64) -> ApiError {
+async fn why_not_claimable(state: &AppState, holder: Holder<'_>, id: i64) -> ApiError {
     let view = match deployments::get(&state.db, id).await {
         Ok(view) => view,
         Err(err) => return err,
@@ -80,8 +159,9 @@ async fn why_not_claimable(state: &AppState, id: i64) -> ApiError {
     let name = format!("{}#{}", view.application.name, d.number);
     match view.status() {
         DeploymentStatus::InProgress => ApiError::Conflict(format!(
-            "deployment {name} is already claimed by runner {}",
-            d.runner.as_deref().unwrap_or("unknown")
+            "deployment {name} is already claimed by {}{}, not by {holder}",
+            Holder::of(d),
+            lease_note(d),
         )),
         status if status.is_final() => {
             ApiError::Conflict(format!("deployment {name} already finished: {}", d.status))
@@ -121,14 +201,36 @@ async fn why_not_claimable(state: &AppState, id: i64) -> ApiError {
     }
 }
 
-/// Applies `changes` to the deployment `id` if `runner` holds it, renewing the
-/// lease; explains with `CONFLICT` when the runner no longer holds it.
+/// ", whose lease runs until …" for a deployment in progress.
+fn lease_note(d: &deployment::Model) -> String {
+    d.lease_expires_at
+        .map(|at| format!(", whose lease runs until {}", at.to_rfc3339()))
+        .unwrap_or_default()
+}
+
+/// Applies `changes` to the deployment `id` if `holder` holds it, renewing the
+/// lease; explains with `CONFLICT` when it does not hold it.
 async fn update_held(
     state: &AppState,
-    runner: &str,
+    holder: Holder<'_>,
     id: i64,
     changes: Vec<(deployment::Column, SimpleExpr)>,
 ) -> ApiResult<deployment::Model> {
+    holder.validate()?;
+    match renew(state, holder, id, changes).await? {
+        Some(row) => Ok(row),
+        None => Err(not_held(state, holder, id).await),
+    }
+}
+
+/// Applies `changes` to the deployment `id` and renews its lease, if `holder`
+/// holds it; `None` when it does not.
+async fn renew(
+    state: &AppState,
+    holder: Holder<'_>,
+    id: i64,
+    changes: Vec<(deployment::Column, SimpleExpr)>,
+) -> ApiResult<Option<deployment::Model>> {
     let now = state.clock.now();
     let mut update = deployment::Entity::update_many()
         .col_expr(deployment::Column::LastHeartbeatAt, Expr::value(now))
@@ -139,21 +241,17 @@ async fn update_held(
     for (column, value) in changes {
         update = update.col_expr(column, value);
     }
-    let row = update
+    Ok(update
         .filter(deployment::Column::Id.eq(id))
         .filter(deployment::Column::Status.eq(DeploymentStatus::InProgress.as_str()))
-        .filter(deployment::Column::Runner.eq(runner))
+        .filter(holder.holds())
         .exec_with_returning(&state.db)
         .await?
-        .pop();
-    match row {
-        Some(row) => Ok(row),
-        None => Err(not_held(state, runner, id).await),
-    }
+        .pop())
 }
 
-/// Explains why `runner` does not hold the deployment `id`.
-pub(crate) async fn not_held(state: &AppState, runner: &str, id: i64) -> ApiError {
+/// Explains why `holder` does not hold the deployment `id`.
+pub(crate) async fn not_held(state: &AppState, holder: Holder<'_>, id: i64) -> ApiError {
     let view = match deployments::get(&state.db, id).await {
         Ok(view) => view,
         Err(err) => return err,
@@ -161,8 +259,9 @@ pub(crate) async fn not_held(state: &AppState, runner: &str, id: i64) -> ApiErro
     let d = &view.deployment;
     ApiError::Conflict(match view.status() {
         DeploymentStatus::InProgress => format!(
-            "deployment {id} is held by runner {}, not {runner}",
-            d.runner.as_deref().unwrap_or("unknown")
+            "deployment {id} is held by {}{}, not by {holder}",
+            Holder::of(d),
+            lease_note(d),
         ),
         DeploymentStatus::Queued => format!("deployment {id} has not been claimed"),
         _ => format!(
@@ -178,21 +277,27 @@ pub(crate) async fn not_held(state: &AppState, runner: &str, id: i64) -> ApiErro
 
 /// Renews the lease. The answer carries `cancel_requested`, which the runner
 /// must act on.
-pub async fn heartbeat(state: &AppState, runner: &str, id: i64) -> ApiResult<DeploymentView> {
-    let row = update_held(state, runner, id, Vec::new()).await?;
-    runners::seen(state, runner).await?;
+pub async fn heartbeat(
+    state: &AppState,
+    holder: impl Into<Holder<'_>>,
+    id: i64,
+) -> ApiResult<DeploymentView> {
+    let holder = holder.into();
+    let row = update_held(state, holder, id, Vec::new()).await?;
+    runners::seen(state, holder.runner, holder.instance).await?;
     deployments::hydrate_one(&state.db, row).await
 }
 
 /// Records what an in-progress deployment is doing, and the sha once known.
 pub async fn progress(
     state: &AppState,
-    runner: &str,
+    holder: impl Into<Holder<'_>>,
     id: i64,
     phase: Option<DeploymentPhase>,
     message: Option<String>,
     sha: Option<String>,
 ) -> ApiResult<DeploymentView> {
+    let holder = holder.into();
     let mut changes = Vec::new();
     if let Some(phase) = phase {
         changes.push((deployment::Column::Phase, Expr::value(phase.as_str())));
@@ -215,7 +320,7 @@ pub async fn progress(
         }
         changes.push((deployment::Column::Sha, Expr::value(sha)));
     }
-    let row = update_held(state, runner, id, changes).await?;
+    let row = update_held(state, holder, id, changes).await?;
     let view = deployments::hydrate_one(&state.db, row).await?;
     state
         .events
@@ -235,12 +340,13 @@ pub struct ServiceImage {
 /// Ends a deployment with a final status.
 pub async fn finish(
     state: &AppState,
-    runner: &str,
+    holder: impl Into<Holder<'_>>,
     id: i64,
     status: DeploymentStatus,
     message: Option<String>,
     services: Option<Vec<ServiceImage>>,
 ) -> ApiResult<DeploymentView> {
+    let holder = holder.into();
     if !status.is_final() {
         return Err(ApiError::BadInput(format!(
             "`status` must be SUCCEEDED, FAILED or CANCELLED, not {}",
@@ -262,11 +368,11 @@ pub async fn finish(
         let json = serde_json::to_string(&services).map_err(ApiError::internal)?;
         changes.push((deployment::Column::Services, Expr::value(json)));
     }
-    let row = update_held(state, runner, id, changes).await?;
+    let row = update_held(state, holder, id, changes).await?;
     let view = deployments::hydrate_one(&state.db, row).await?;
     tracing::info!(
         deployment = id,
-        runner,
+        %holder,
         status = status.as_str(),
         "deployment finished"
     );
@@ -301,8 +407,8 @@ pub async fn expire(state: &AppState) -> ApiResult<Vec<DeploymentView>> {
     let mut expired = Vec::new();
     for d in stale {
         let message = format!(
-            "runner {} was lost: last heard from at {}, lease expired at {}",
-            d.runner.as_deref().unwrap_or("unknown"),
+            "{} was lost: last heard from at {}, lease expired at {}",
+            Holder::of(&d),
             d.last_heartbeat_at
                 .map(|at| at.to_rfc3339())
                 .unwrap_or_else(|| "never".into()),

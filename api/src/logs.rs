@@ -18,7 +18,8 @@ use crate::db::entities::{deployment, log_line};
 use crate::deployments::{self, DeploymentStatus};
 use crate::error::{ApiError, ApiResult};
 use crate::events::Event;
-use crate::leases;
+use crate::leases::{self, Holder};
+use crate::runners;
 use crate::state::AppState;
 
 /// Most lines one append may carry.
@@ -33,18 +34,22 @@ pub struct NewLine {
     pub at: Option<DateTime<Utc>>,
 }
 
-/// Stores `lines` for the deployment `id` held by `runner`, after every line it
+/// Stores `lines` for the deployment `id` held by `holder`, after every line it
 /// already has, and renews the lease. Returns the deployment as it is after.
 ///
 /// `after` is the sequence number the caller last knew stored: lines of the
 /// batch already stored past it are skipped, so a retried batch is stored once.
 pub async fn append(
     state: &AppState,
-    runner: &str,
+    holder: impl Into<Holder<'_>>,
     id: i64,
     lines: Vec<NewLine>,
     after: Option<i64>,
 ) -> ApiResult<deployment::Model> {
+    let holder = holder.into();
+    if let Some(instance) = holder.instance {
+        runners::validate_instance(instance)?;
+    }
     if lines.is_empty() {
         return Err(ApiError::BadInput("`lines` is empty".into()));
     }
@@ -83,13 +88,13 @@ pub async fn append(
         )
         .filter(deployment::Column::Id.eq(id))
         .filter(deployment::Column::Status.eq(DeploymentStatus::InProgress.as_str()))
-        .filter(deployment::Column::Runner.eq(runner))
+        .filter(holder.holds())
         .exec_with_returning(&txn)
         .await?
         .pop();
     let Some(current) = current else {
         txn.rollback().await?;
-        return Err(leases::not_held(state, runner, id).await);
+        return Err(leases::not_held(state, holder, id).await);
     };
     // A batch sent again (its answer was lost) stores only what is new.
     let skip = match after {

@@ -150,6 +150,8 @@ pub async fn deploy(args: DeployArgs, output: Output) -> anyhow::Result<ExitCode
                 payload: None,
                 external_id: None,
                 description: args.description,
+                // A person asked for it.
+                auto_deploy: Some(false),
             },
         })
         .await?;

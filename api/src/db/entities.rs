@@ -71,12 +71,18 @@ pub mod deployment {
         pub description: Option<String>,
         /// Idempotency key of the creator (`github:<id>`, a delivery id).
         pub external_id: Option<String>,
+        /// Made by a hook for a push or a pipeline rather than asked for: the
+        /// runner skips it when it would take the environment backwards.
+        pub auto_deploy: bool,
         pub created_by: String,
         pub status: String,
         pub phase: Option<String>,
         pub message: Option<String>,
         /// Name of the runner holding (or that last held) the deployment.
         pub runner: Option<String>,
+        /// Which process of that runner holds it, as the process named itself
+        /// when it claimed; `None` for runners that do not say.
+        pub runner_instance: Option<String>,
         pub lease_expires_at: Option<ChronoDateTimeUtc>,
         pub last_heartbeat_at: Option<ChronoDateTimeUtc>,
         pub cancel_requested: bool,
@@ -130,6 +136,8 @@ pub mod runner {
         /// JSON list of strings.
         pub labels: String,
         pub version: Option<String>,
+        /// The instance (process) of the runner last heard from, if it said.
+        pub last_instance: Option<String>,
         pub last_seen_at: ChronoDateTimeUtc,
         pub created_at: ChronoDateTimeUtc,
     }

@@ -14,10 +14,11 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sqlite: r#"
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sqlite: r#"
 CREATE TABLE applications (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL UNIQUE,
@@ -86,7 +87,7 @@ CREATE TABLE runners (
     created_at TEXT NOT NULL
 );
 "#,
-    postgres: r#"
+        postgres: r#"
 CREATE TABLE applications (
     id BIGSERIAL PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
@@ -155,7 +156,22 @@ CREATE TABLE runners (
     created_at TIMESTAMPTZ NOT NULL
 );
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        name: "runner instances, auto-deploys",
+        sqlite: r#"
+ALTER TABLE deployments ADD COLUMN runner_instance TEXT;
+ALTER TABLE deployments ADD COLUMN auto_deploy BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE runners ADD COLUMN last_instance TEXT;
+"#,
+        postgres: r#"
+ALTER TABLE deployments ADD COLUMN runner_instance TEXT;
+ALTER TABLE deployments ADD COLUMN auto_deploy BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE runners ADD COLUMN last_instance TEXT;
+"#,
+    },
+];
 
 /// Applies every migration the database does not have yet, in order, and
 /// returns how many were applied.

@@ -8,7 +8,7 @@ use crate::applications::{self, NewApplication, NewEnvironment};
 use crate::auth::{caller, roles, RoleGuard};
 use crate::deployments::{self, DeploymentPhase, DeploymentStatus, NewDeployment};
 use crate::error::ApiResult;
-use crate::leases::{self, ServiceImage};
+use crate::leases::{self, Holder, ServiceImage};
 use crate::logs::{self, NewLine};
 use crate::runners;
 
@@ -49,6 +49,10 @@ pub(super) struct CreateDeploymentInput {
     /// application returns the first and creates nothing.
     pub external_id: Option<String>,
     pub description: Option<String>,
+    /// Set by hooks for pushes and pipelines (false unless told): the runner
+    /// skips such a deployment when the environment already runs a newer
+    /// commit of its ref.
+    pub auto_deploy: Option<bool>,
 }
 
 #[derive(InputObject)]
@@ -153,6 +157,7 @@ impl Mutation {
                 payload: input.payload.map(|p| p.0),
                 external_id: input.external_id,
                 description: input.description,
+                auto_deploy: input.auto_deploy.unwrap_or(false),
             },
         )
         .await?;
@@ -168,34 +173,51 @@ impl Mutation {
         Ok(Deployment(Arc::new(view)))
     }
 
-    /// Registers the calling runner (named by its token) with labels and version.
+    /// Registers the calling runner (named by its token) with labels, version
+    /// and the instance id of this process.
     #[graphql(guard = "RoleGuard::new(roles::RUNNER)")]
     async fn register_runner(
         &self,
         ctx: &Context<'_>,
         #[graphql(default)] labels: Vec<String>,
         version: Option<String>,
+        instance: Option<String>,
     ) -> ApiResult<Runner> {
         let name = caller(ctx)?.sub.clone();
         Ok(Runner(
-            runners::register(state(ctx), &name, labels, version).await?,
+            runners::register(state(ctx), &name, labels, version, instance.as_deref()).await?,
         ))
     }
 
-    /// Takes a queued deployment for the calling runner. Of concurrent claims
-    /// exactly one wins; the others get CONFLICT.
+    /// Takes a queued deployment for the calling runner's `instance` (each
+    /// process of a runner names itself; the held-deployment mutations must
+    /// name the same instance). Of concurrent claims exactly one wins; the
+    /// others get CONFLICT. A claim sent again by the holder returns the
+    /// deployment, lease renewed.
     #[graphql(guard = "RoleGuard::new(roles::RUNNER)")]
-    async fn claim_deployment(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Deployment> {
+    async fn claim_deployment(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        instance: Option<String>,
+    ) -> ApiResult<Deployment> {
         let runner = caller(ctx)?.sub.clone();
-        let view = leases::claim(state(ctx), &runner, deployment_id(&id)?).await?;
+        let holder = Holder::new(&runner, instance.as_deref());
+        let view = leases::claim(state(ctx), holder, deployment_id(&id)?).await?;
         Ok(Deployment(Arc::new(view)))
     }
 
     /// Renews the lease; `cancelRequested` in the answer tells the runner to stop.
     #[graphql(guard = "RoleGuard::new(roles::RUNNER)")]
-    async fn heartbeat_deployment(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Deployment> {
+    async fn heartbeat_deployment(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        instance: Option<String>,
+    ) -> ApiResult<Deployment> {
         let runner = caller(ctx)?.sub.clone();
-        let view = leases::heartbeat(state(ctx), &runner, deployment_id(&id)?).await?;
+        let holder = Holder::new(&runner, instance.as_deref());
+        let view = leases::heartbeat(state(ctx), holder, deployment_id(&id)?).await?;
         Ok(Deployment(Arc::new(view)))
     }
 
@@ -209,8 +231,10 @@ impl Mutation {
         id: ID,
         lines: Vec<LogLineInput>,
         after: Option<i64>,
+        instance: Option<String>,
     ) -> ApiResult<Deployment> {
         let runner = caller(ctx)?.sub.clone();
+        let holder = Holder::new(&runner, instance.as_deref());
         let id = deployment_id(&id)?;
         let lines = lines
             .into_iter()
@@ -220,7 +244,7 @@ impl Mutation {
                 at: l.at,
             })
             .collect();
-        let row = logs::append(state(ctx), &runner, id, lines, after).await?;
+        let row = logs::append(state(ctx), holder, id, lines, after).await?;
         let view = deployments::hydrate_one(&state(ctx).db, row).await?;
         Ok(Deployment(Arc::new(view)))
     }
@@ -233,11 +257,12 @@ impl Mutation {
         phase: Option<DeploymentPhase>,
         message: Option<String>,
         sha: Option<String>,
+        instance: Option<String>,
     ) -> ApiResult<Deployment> {
         let runner = caller(ctx)?.sub.clone();
         let view = leases::progress(
             state(ctx),
-            &runner,
+            Holder::new(&runner, instance.as_deref()),
             deployment_id(&id)?,
             phase,
             message,
@@ -257,6 +282,7 @@ impl Mutation {
         status: DeploymentStatus,
         message: Option<String>,
         services: Option<Vec<ServiceImageInput>>,
+        instance: Option<String>,
     ) -> ApiResult<Deployment> {
         let runner = caller(ctx)?.sub.clone();
         let services = services.map(|list| {
@@ -270,7 +296,7 @@ impl Mutation {
         });
         let view = leases::finish(
             state(ctx),
-            &runner,
+            Holder::new(&runner, instance.as_deref()),
             deployment_id(&id)?,
             status,
             message,

@@ -341,6 +341,11 @@ impl Deployment {
         self.0.deployment.external_id.as_deref()
     }
 
+    /// Made by a hook for a push or a pipeline rather than asked for.
+    async fn auto_deploy(&self) -> bool {
+        self.0.deployment.auto_deploy
+    }
+
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.deployment.created_at
     }
@@ -356,6 +361,12 @@ impl Deployment {
     /// The runner that holds it (or held it last).
     async fn runner(&self) -> Option<&str> {
         self.0.deployment.runner.as_deref()
+    }
+
+    /// Which process of that runner holds it (or held it last), as the
+    /// process named itself when it claimed; null for runners that do not say.
+    async fn runner_instance(&self) -> Option<&str> {
+        self.0.deployment.runner_instance.as_deref()
     }
 
     /// When the runner's claim lapses unless it sends a heartbeat (while in progress).
@@ -449,6 +460,11 @@ impl Runner {
 
     async fn version(&self) -> Option<&str> {
         self.0.version.as_deref()
+    }
+
+    /// The instance (process) of this runner last heard from, if it said.
+    async fn last_instance(&self) -> Option<&str> {
+        self.0.last_instance.as_deref()
     }
 
     /// The runner's last claim, heartbeat or registration.

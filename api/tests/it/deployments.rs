@@ -353,7 +353,61 @@ async fn everything_survives_a_restart(backend: Backend) {
     assert_eq!(more["appendDeploymentLogs"]["logCount"], 3);
 }
 
+async fn auto_deploys_are_marked_and_runners_see_the_current_release(backend: Backend) {
+    let server = TestApi::start(backend).await;
+    server.create_app("web").await;
+    let provider = server.token(Role::Provider, "github");
+    let create = "mutation($input: CreateDeploymentInput!) { createDeployment(input: $input) { id autoDeploy } }";
+    let sha = "0123456789abcdef0123456789abcdef01234567";
+    let asked = server
+        .ok(
+            &provider,
+            create,
+            json!({"input": {"application": "web", "environment": "prod", "ref": "main", "sha": sha}}),
+        )
+        .await["createDeployment"]
+        .clone();
+    assert_eq!(asked["autoDeploy"], false, "false unless told");
+    let id = asked["id"].as_str().unwrap().to_owned();
+    server.claim("r1", &id).await;
+    server.finish("r1", &id, "SUCCEEDED").await;
+
+    let pushed = server
+        .ok(
+            &provider,
+            create,
+            json!({"input": {"application": "web", "environment": "prod", "ref": "main", "autoDeploy": true}}),
+        )
+        .await["createDeployment"]
+        .clone();
+    assert_eq!(pushed["autoDeploy"], true);
+    // What the runner reads when it claims: the mark and what runs now.
+    let runner = server.token(Role::Runner, "r1");
+    let claimed = server
+        .ok(
+            &runner,
+            "mutation($id: ID!) { claimDeployment(id: $id) { autoDeploy environment { release { sha deployment { id name } } } } }",
+            json!({"id": pushed["id"]}),
+        )
+        .await;
+    assert_eq!(
+        claimed["claimDeployment"],
+        json!({"autoDeploy": true, "environment": {"release": {"sha": sha, "deployment": {"id": id, "name": "web#1"}}}})
+    );
+    let server = server.restart().await;
+    let viewer = server.token(Role::Viewer, "v");
+    let stored = server
+        .ok(
+            &viewer,
+            "query($id: ID!) { deployment(id: $id) { autoDeploy } }",
+            json!({"id": pushed["id"]}),
+        )
+        .await;
+    assert_eq!(stored["deployment"]["autoDeploy"], true, "stored");
+}
+
 slipway_testkit::on_both_backends!(
+    auto_deploys_are_marked_and_runners_see_the_current_release,
     an_external_id_makes_creation_idempotent,
     concurrent_redeliveries_create_one_deployment,
     bad_input_is_refused_and_creates_nothing,

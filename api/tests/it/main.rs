@@ -7,4 +7,5 @@ mod auth;
 mod claims;
 mod deployments;
 mod http;
+mod instances;
 mod logs;

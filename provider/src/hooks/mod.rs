@@ -168,11 +168,7 @@ pub(crate) struct Request {
     pub description: Option<String>,
     /// Whether no person asked for this deployment: a push or a pipeline
     /// deployed an environment that tracks its branch ([`is_auto_deploy`]).
-    ///
-    /// NOT YET SENT: `CreateDeploymentInput.autoDeploy` is not in
-    /// `schema.graphql` yet. Once it is, add `autoDeploy` to the input of
-    /// `CreateDeployment` in `client/graphql/deployments.graphql` and set it
-    /// from this field in [`Hooks::create`].
+    /// The runner does not roll out an auto-deploy that would go backwards.
     pub auto_deploy: bool,
 }
 
@@ -195,8 +191,6 @@ impl Hooks {
 
     /// Creates one deployment (or gets the one with the same external id).
     pub(crate) async fn create(&self, request: Request) -> Result<Created, HookError> {
-        // `request.auto_deploy` goes into the input once the schema has
-        // `CreateDeploymentInput.autoDeploy` (see `Request::auto_deploy`).
         tracing::debug!(
             application = %request.application,
             environment = %request.environment,
@@ -212,6 +206,7 @@ impl Hooks {
             payload: request.payload,
             external_id: request.external_id.map(bounded_key),
             description: request.description,
+            auto_deploy: Some(request.auto_deploy),
         };
         let variables = operations::create_deployment::Variables { input };
         match self
