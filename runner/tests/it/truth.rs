@@ -786,11 +786,11 @@ async fn log_lines_larger_than_the_api_s_body_limit_are_sent_in_batches_that_fit
         )
         .await;
     assert_eq!(claimed["claimDeployment"]["id"], id.as_str());
-    // Claimed as `tester` (the harness's subject for every role): report as it.
-    let runner_as_tester =
-        slipway_client::Client::new(&api.base_url(), &api.token(Role::Runner, "tester"));
+    // `ok_as` claims as the role's name: report as that runner.
+    let runner =
+        slipway_client::Client::new(&api.base_url(), &api.token(Role::Runner, "runner"));
     let reporter = Reporter::start(
-        runner_as_tester,
+        runner,
         id.clone(),
         "i-1".into(),
         Mask::default(),
