@@ -215,16 +215,13 @@ impl System {
 
     /// The runner's log lines for deployment `id`, as it wrote them to stderr.
     pub fn runner_lines(&self, id: &str) -> Vec<String> {
-        let field = format!(" deployment={id}");
+        // The runner logs each line in the span of its deployment:
+        // `deployment{deployment=shop#2 id=2}: slipway_runner::report: TEXT`.
+        let span = format!(" id={id}}}: slipway_runner::report: ");
         self.runner
             .output()
             .lines()
-            .filter(|l| l.contains("slipway_runner::report:"))
-            .filter_map(|l| {
-                let text = l.split_once("slipway_runner::report: ")?.1;
-                let text = text.strip_suffix(&field)?;
-                Some(text.to_owned())
-            })
+            .filter_map(|l| Some(l.split_once(&span)?.1.to_owned()))
             .collect()
     }
 }

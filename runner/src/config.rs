@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use slipway_secret::Secret;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -35,7 +36,7 @@ pub struct RunConfig {
     pub api_url: String,
     /// A runner token (`slipway-api token --role runner --subject NAME`).
     #[arg(long, env = "SLIPWAY_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// File holding the runner token.
     #[arg(long, env = "SLIPWAY_TOKEN_FILE", conflicts_with = "token")]
     pub token_file: Option<PathBuf>,
@@ -70,7 +71,7 @@ impl std::fmt::Debug for RunConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunConfig")
             .field("api_url", &self.api_url)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token", &self.token)
             .field("token_file", &self.token_file)
             .field("name", &self.name)
             .field("labels", &self.labels)
@@ -88,9 +89,10 @@ pub struct GitConfig {
     /// Private key for SSH repositories.
     #[arg(long, env = "SLIPWAY_GIT_SSH_KEY_FILE")]
     pub git_ssh_key_file: Option<PathBuf>,
-    /// Token for HTTPS repositories.
+    /// Token for HTTPS repositories (sent only over https:// to the
+    /// repository's host).
     #[arg(long, env = "SLIPWAY_GIT_TOKEN", hide_env_values = true)]
-    pub git_token: Option<String>,
+    pub git_token: Option<Secret>,
     /// OpenSSH known_hosts file SSH host keys must be in (default ~/.ssh/known_hosts).
     #[arg(long, env = "SLIPWAY_KNOWN_HOSTS_FILE")]
     pub known_hosts_file: Option<PathBuf>,
@@ -100,7 +102,7 @@ impl std::fmt::Debug for GitConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GitConfig")
             .field("git_ssh_key_file", &self.git_ssh_key_file)
-            .field("git_token", &self.git_token.as_ref().map(|_| "<redacted>"))
+            .field("git_token", &self.git_token)
             .field("known_hosts_file", &self.known_hosts_file)
             .finish()
     }
@@ -136,18 +138,15 @@ pub struct PlanConfig {
 }
 
 impl RunConfig {
-    pub fn token(&self) -> Result<String, String> {
-        match (&self.token, &self.token_file) {
-            (Some(token), _) => Ok(token.trim().to_owned()),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map(|t| t.trim().to_owned())
-                .map_err(|err| format!("cannot read the token file {}: {err}", path.display())),
-            (None, None) => Err(
+    /// The runner's token, from `--token` or `--token-file`.
+    pub fn token(&self) -> Result<Secret, String> {
+        slipway_secret::read("token", self.token.as_ref(), self.token_file.as_deref())
+            .map_err(|err| err.to_string())?
+            .ok_or_else(|| {
                 "no runner token: set --token / SLIPWAY_TOKEN or --token-file / SLIPWAY_TOKEN_FILE \
                  (`slipway-api token --role runner --subject NAME`)"
-                    .into(),
-            ),
-        }
+                    .into()
+            })
     }
 }
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use git2::{CertificateCheckStatus, Cred, FetchOptions, Oid, RemoteCallbacks, Repository};
 use sha2::{Digest, Sha256};
+use slipway_secret::Secret;
 
 use crate::spec::Files;
 
@@ -23,7 +24,7 @@ pub struct Credentials {
     /// Private key for `ssh://` and `git@host:` URLs.
     pub ssh_key: Option<PathBuf>,
     /// Token for HTTPS URLs (sent as the password of `x-access-token`).
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// OpenSSH `known_hosts` file that SSH host keys must be in.
     pub known_hosts: Option<PathBuf>,
 }
@@ -32,7 +33,7 @@ impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credentials")
             .field("ssh_key", &self.ssh_key)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token", &self.token)
             .field("known_hosts", &self.known_hosts)
             .finish()
     }
@@ -472,7 +473,7 @@ fn credential(
     if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
         if let Some(token) = &credentials.token {
             if token_may_go_to(repository, url) {
-                return Cred::userpass_plaintext("x-access-token", token);
+                return Cred::userpass_plaintext("x-access-token", token.expose());
             }
             return Err(git2::Error::from_str(&format!(
                 "{} asks for credentials; the --git-token is sent only over https:// to the \

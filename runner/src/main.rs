@@ -31,7 +31,7 @@ async fn run(config: RunConfig) -> anyhow::Result<()> {
     engine.check_manager().await?;
     let name = config.name.clone().unwrap_or_else(hostname);
     let mut runner = Runner::open(
-        slipway_client::Client::new(&config.api_url, &token),
+        slipway_client::Client::new(&config.api_url, token.expose()),
         name,
         &config.workdir,
         engine,

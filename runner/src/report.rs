@@ -199,7 +199,8 @@ impl Reporter {
             text.truncate(end);
             text.push_str(" …[truncated]");
         }
-        tracing::info!(stream, "{text}");
+        // The deployment's span (see `rollout::execute`) says whose line it is.
+        tracing::info!("{text}");
         let _ = self.lines.send(Command::Line(stream.to_owned(), text));
     }
 

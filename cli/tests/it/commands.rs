@@ -129,7 +129,7 @@ fn environments_lock_and_unlock_with_json_answers() {
     let repo = ExampleRepo::new();
     let app = unique_name("locks");
     // The cancel below may come after the runner has begun.
-    let _stack = StackGuard::new(app.clone());
+    let _stack = StackGuard::new(format!("{app}-local"));
     let created = up
         .run(&[
             "-o",

@@ -9,7 +9,7 @@ fn follow_exits_non_zero_when_the_deployment_fails() {
     let up = Up::start(&[]);
     let repo = ExampleRepo::new();
     let app = unique_name("broken");
-    let _stack = StackGuard::new(app.clone());
+    let _stack = StackGuard::new(format!("{app}-local"));
     up.run(&[
         "app",
         "create",
@@ -44,7 +44,7 @@ fn follow_exits_non_zero_when_the_deployment_fails() {
         undeclared.stdout.contains("not declared"),
         "{undeclared:#?}"
     );
-    assert!(inspect_service(&format!("{app}_web")).is_none());
+    assert!(inspect_service(&format!("{app}-staging_web")).is_none());
 
     // `logs --follow` of a finished failure says so by its exit code too.
     let id = up.run(&["-o", "json", "deployments", &app]).ok().json()[0]["id"]
@@ -59,7 +59,7 @@ fn follow_as_json_lines_ends_with_the_final_deployment() {
     let up = Up::start(&[]);
     let repo = ExampleRepo::new();
     let app = unique_name("jsonl");
-    let _stack = StackGuard::new(app.clone());
+    let _stack = StackGuard::new(format!("{app}-local"));
     up.run(&[
         "app",
         "create",
@@ -93,7 +93,7 @@ fn follow_on_a_terminal_draws_a_progress_line() {
     let up = Up::start(&[]);
     let repo = ExampleRepo::new();
     let app = unique_name("tty");
-    let _stack = StackGuard::new(app.clone());
+    let _stack = StackGuard::new(format!("{app}-local"));
     up.run(&[
         "app",
         "create",

@@ -20,7 +20,7 @@ fn the_example_deploys_with_follow_and_runs_on_the_swarm() {
 
     let repo = ExampleRepo::new();
     let app = unique_name("shop");
-    let _stack = StackGuard::new(app.clone());
+    let _stack = StackGuard::new(format!("{app}-local"));
     let created = up
         .run(&[
             "app",
@@ -52,19 +52,23 @@ fn the_example_deploys_with_follow_and_runs_on_the_swarm() {
         "{deployed:#?}"
     );
 
-    // On the swarm: the stack is named after the application.
-    let service = inspect_service(&format!("{app}_web")).expect("the service exists");
+    // On the swarm: the stack is named after the application and the
+    // environment.
+    let service = inspect_service(&format!("{app}-local_web")).expect("the service exists");
     assert_eq!(
         service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"],
         "slipway-test/busybox:latest"
     );
-    assert_eq!(service["Spec"]["Labels"]["com.docker.stack.namespace"], app);
+    assert_eq!(
+        service["Spec"]["Labels"]["com.docker.stack.namespace"],
+        format!("{app}-local")
+    );
     let env = service["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"].to_string();
     assert!(
         env.contains(&format!("SHOP_RELEASE={}", &repo.head()[..7])),
         "{env}"
     );
-    let tasks = running_images(&format!("{app}_web"));
+    let tasks = running_images(&format!("{app}-local_web"));
     assert_eq!(tasks.len(), 1, "one running task: {tasks:?}");
 
     // And it serves the page on the port the secrets file chose.

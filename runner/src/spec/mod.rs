@@ -38,8 +38,10 @@ pub trait Files {
     fn read(&self, path: &str) -> std::io::Result<Option<Vec<u8>>>;
 }
 
-/// A checked-out directory, for `slipway-runner plan` and for deployments
-/// whose workspace is on disk.
+/// Files in a directory on disk, for callers that have the repository as a
+/// work tree rather than a commit (deployments and `slipway-runner plan`
+/// read commits with [`crate::git::CommitFiles`]; tests that compare a plan
+/// with `docker stack deploy` of the same directory use this).
 ///
 /// Paths that leave the directory (`..`, absolute paths) are refused, so a
 /// spec cannot read the runner's own files (its secrets file, SSH keys) into

@@ -787,15 +787,8 @@ async fn log_lines_larger_than_the_api_s_body_limit_are_sent_in_batches_that_fit
         .await;
     assert_eq!(claimed["claimDeployment"]["id"], id.as_str());
     // `ok_as` claims as the role's name: report as that runner.
-    let runner =
-        slipway_client::Client::new(&api.base_url(), &api.token(Role::Runner, "runner"));
-    let reporter = Reporter::start(
-        runner,
-        id.clone(),
-        "i-1".into(),
-        Mask::default(),
-        0,
-    );
+    let runner = slipway_client::Client::new(&api.base_url(), &api.token(Role::Runner, "runner"));
+    let reporter = Reporter::start(runner, id.clone(), "i-1".into(), Mask::default(), 0);
     // 300 lines of 60 KiB: 18 MiB in all, over the API's 8 MiB limit.
     let line = "x".repeat(60 * 1024);
     let started = Instant::now();
