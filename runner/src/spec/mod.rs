@@ -169,6 +169,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn debug_of_the_context_and_of_a_data_plan_shows_no_secret_value() {
+        let ctx = Context {
+            application: "shop".into(),
+            secrets: BTreeMap::from([("DB_PASSWORD".into(), "hunter2-secret".into())]),
+            ..Context::default()
+        };
+        let shown = format!("{ctx:?}");
+        assert!(
+            shown.contains("DB_PASSWORD") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        let data = crate::plan::DataPlan {
+            name: "shop_db_0123".into(),
+            compose_name: "db".into(),
+            external: false,
+            data: b"hunter2-secret".to_vec(),
+            labels: BTreeMap::new(),
+        };
+        let shown = format!("{data:?}");
+        assert!(
+            shown.contains("14 bytes") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn paths_are_normalised_relative_to_their_file() {
         assert_eq!(normalize_path("./a/../b.yml"), "b.yml");
         assert_eq!(
