@@ -13,7 +13,8 @@
 //!
 //! - [`config`]: the `slipway-provider` command line; secrets from flags,
 //!   environment or files, redacted in `Debug`.
-//! - [`http`]: routes, and reading bodies within the 25 MiB limit.
+//! - [`http`]: connections and their timeouts, routes, and reading bodies
+//!   within the 25 MiB limit.
 //! - [`signature`]: GitHub's HMAC-SHA256 signature and constant-time tokens.
 //! - [`hooks`]: what each sender's events mean — [`hooks::github`],
 //!   [`hooks::gitlab`], [`hooks::generic`] — and creating deployments.
@@ -93,12 +94,12 @@ pub async fn run(
         secrets,
         statuses,
     };
-    let served = axum::serve(listener, http::router(hooks))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop.send(true);
-        })
-        .await;
+    let router = http::router(hooks, &config.timeouts);
+    let served = http::serve(listener, router, &config.timeouts, async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    })
+    .await;
     for task in tasks {
         let _ = task.await;
     }

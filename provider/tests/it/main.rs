@@ -13,3 +13,4 @@ mod github;
 mod gitlab;
 mod push;
 mod statuses;
+mod timeouts;
