@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install and start everything the Slipway test suite needs on a Debian 12
 # machine, as root: Docker engine in swarm mode, local busybox test images,
-# PostgreSQL with a superuser role `root`, mold and git.
+# PostgreSQL with a superuser role `root`, mold, git, and Node with npm (the
+# API's tests run the GraphQL-over-HTTP audit suite, graphql-http, with them).
 #
 # Idempotent: every step checks first and does nothing when already done.
 # Prints the PostgreSQL URL the tests should use at the end.
@@ -57,6 +58,8 @@ missing_pkgs() {
   pkg_missing postgresql && out+=(postgresql)
   pkg_missing mold mold && out+=(mold)
   pkg_missing git git && out+=(git)
+  pkg_missing nodejs node && out+=(nodejs)
+  pkg_missing npm npm && out+=(npm)
   # git2 builds libgit2 with HTTPS (OpenSSL) and SSH support.
   pkg_missing libssl-dev && out+=(libssl-dev)
   pkg_missing pkg-config pkg-config && out+=(pkg-config)

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Runs Slipway's whole test suite on a Debian 12 machine, as root: installs and
-# starts what the tests need (Docker engine in swarm mode, PostgreSQL), checks
-# formatting and lints, then runs every test against SQLite and PostgreSQL.
+# starts what the tests need (Docker engine in swarm mode, PostgreSQL, Node),
+# checks formatting and lints, then runs every test against SQLite and
+# PostgreSQL. Among them, api/tests/it/graphql_http.rs runs the reference
+# GraphQL-over-HTTP audits (graphql-http, installed with `npm ci` into
+# api/tests/graphql-http from its lock file) against a real API and fails on
+# any MUST or SHOULD audit that does not pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +20,9 @@ stale=$(psql "$SLIPWAY_TEST_POSTGRES_URL" -Atqc "SELECT datname FROM pg_database
 for db in $stale; do
   psql "$SLIPWAY_TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null
 done
+
+command -v node >/dev/null && command -v npm >/dev/null \
+  || { echo "test: node and npm are needed (scripts/test-env.sh installs them)" >&2; exit 1; }
 
 echo "test: cargo fmt --check"
 cargo fmt --all --check

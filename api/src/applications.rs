@@ -7,7 +7,7 @@ use sea_orm::{
 };
 
 use crate::db::entities::{application, environment};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{quote, ApiError, ApiResult};
 use crate::state::AppState;
 
 /// Names of applications and environments: they end up in swarm stack names and
@@ -23,18 +23,21 @@ pub fn validate_name(what: &str, name: &str) -> ApiResult<()> {
         Ok(())
     } else {
         Err(ApiError::BadInput(format!(
-            "{what} name `{name}` is invalid: use 1 to 63 lowercase letters, digits, `-`, `_` or `.`, starting with a letter or digit"
+            "{what} name {} is invalid: use 1 to 63 lowercase letters, digits, `-`, `_` or `.`, starting with a letter or digit",
+            quote(name)
         )))
     }
 }
 
 pub fn not_found(name: &str) -> ApiError {
-    ApiError::NotFound(format!("application `{name}` does not exist"))
+    ApiError::NotFound(format!("application {} does not exist", quote(name)))
 }
 
 fn environment_not_found(application: &str, name: &str) -> ApiError {
     ApiError::NotFound(format!(
-        "application `{application}` has no environment `{name}`"
+        "application {} has no environment {}",
+        quote(application),
+        quote(name)
     ))
 }
 
@@ -104,7 +107,8 @@ pub async fn create(state: &AppState, input: NewApplication) -> ApiResult<applic
         || spec_path.split('/').any(|part| part == "..")
     {
         return Err(ApiError::BadInput(format!(
-            "`specPath` `{spec_path}` must be a relative path inside the repository"
+            "`specPath` {} must be a relative path inside the repository",
+            quote(&spec_path)
         )));
     }
     let created = application::ActiveModel {
@@ -143,7 +147,8 @@ pub async fn create_environment(
     if let Some(url) = &input.url {
         if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 2048 {
             return Err(ApiError::BadInput(format!(
-                "`url` `{url}` must be an http:// or https:// URL"
+                "`url` {} must be an http:// or https:// URL",
+                quote(url)
             )));
         }
     }

@@ -1,7 +1,8 @@
 //! JWT auth: tokens, roles and the guard every GraphQL field checks.
 //!
 //! Tokens are HS256 only (any other `alg`, `none` included, is refused), must
-//! carry `exp`, and name a subject and a role.
+//! carry `exp`, and name a subject and a role. A token is expired from the
+//! second `exp` names: requests are refused then, and WebSockets closed.
 
 use async_graphql::{Context, Enum, Guard};
 use chrono::{DateTime, Duration, Utc};
@@ -9,6 +10,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// What a token allows. Every field of the schema names the roles it admits.
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -63,6 +65,17 @@ pub struct Claims {
     pub iat: i64,
 }
 
+impl Claims {
+    /// The moment the token stops being valid.
+    pub fn expires_at(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp(self.exp, 0).unwrap_or(DateTime::<Utc>::MIN_UTC)
+    }
+
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        now >= self.expires_at()
+    }
+}
+
 /// The caller of one request or WebSocket connection.
 #[derive(Clone, Debug)]
 pub enum Auth {
@@ -103,7 +116,10 @@ impl Keys {
     pub fn new(secret: &[u8]) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.leeway = 5;
+        // Expiry is judged by `Claims::is_expired`, the one rule that field
+        // guards and WebSockets apply as well.
+        validation.validate_exp = false;
+        validation.leeway = 0;
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
@@ -126,16 +142,19 @@ impl Keys {
     /// Verifies a token and returns its claims, or why it was refused.
     pub fn verify(&self, token: &str) -> Result<Claims, String> {
         use jsonwebtoken::errors::ErrorKind;
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
             .map_err(|err| match err.kind() {
-                ErrorKind::ExpiredSignature => "token expired".to_owned(),
                 ErrorKind::InvalidSignature => "token signature is invalid".to_owned(),
                 ErrorKind::InvalidAlgorithm => "token algorithm must be HS256".to_owned(),
                 ErrorKind::MissingRequiredClaim(claim) => format!("token has no `{claim}` claim"),
                 ErrorKind::Json(_) => "token claims are malformed (need sub, role, exp)".to_owned(),
                 _ => "token is malformed or not an HS256 JWT".to_owned(),
-            })
+            })?;
+        if claims.is_expired(Utc::now()) {
+            return Err(EXPIRED.to_owned());
+        }
+        Ok(claims)
     }
 
     /// Authenticates an `Authorization` header value (`Bearer <jwt>`).
@@ -180,7 +199,12 @@ pub fn parse_ttl(text: &str) -> Result<Duration, String> {
     Ok(Duration::seconds(number * seconds))
 }
 
-/// A field guard: the caller must be authenticated with one of `allowed`.
+/// Why an expired token is refused.
+pub const EXPIRED: &str = "token expired";
+
+/// A field guard: the caller must be authenticated with one of `allowed`,
+/// by a token that has not expired since it was verified (a WebSocket's token
+/// is verified once, when the socket opens).
 pub struct RoleGuard {
     allowed: &'static [Role],
 }
@@ -194,6 +218,12 @@ impl RoleGuard {
 impl Guard for RoleGuard {
     async fn check(&self, ctx: &Context<'_>) -> async_graphql::Result<()> {
         let claims = caller(ctx)?;
+        let now = ctx
+            .data_opt::<AppState>()
+            .map_or_else(Utc::now, |state| state.clock.now());
+        if claims.is_expired(now) {
+            return Err(ApiError::Unauthenticated(EXPIRED.into()).into());
+        }
         if self.allowed.contains(&claims.role) {
             Ok(())
         } else {

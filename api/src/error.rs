@@ -15,6 +15,9 @@ pub enum ApiError {
     NotFound(String),
     Conflict(String),
     BadInput(String),
+    /// A subscriber fell behind the event stream and missed events: it must
+    /// subscribe again and read the current state.
+    Lagged(String),
     Internal,
 }
 
@@ -26,6 +29,7 @@ impl ApiError {
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::BadInput(_) => "BAD_USER_INPUT",
+            ApiError::Lagged(_) => "LAGGED",
             ApiError::Internal => "INTERNAL",
         }
     }
@@ -36,7 +40,8 @@ impl ApiError {
             | ApiError::Forbidden(m)
             | ApiError::NotFound(m)
             | ApiError::Conflict(m)
-            | ApiError::BadInput(m) => m,
+            | ApiError::BadInput(m)
+            | ApiError::Lagged(m) => m,
             ApiError::Internal => "internal error; the cause is in the API's log",
         }
     }
@@ -76,3 +81,23 @@ impl From<ApiError> for async_graphql::Error {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Most characters of a client's input that an error message quotes.
+pub const QUOTE_CHARS: usize = 200;
+
+/// `input` in backticks for an error message, cut to [`QUOTE_CHARS`]
+/// characters: a message that quotes input stays a sentence, however large
+/// the input.
+pub fn quote(input: &str) -> String {
+    match cut(input, QUOTE_CHARS) {
+        Some(short) => format!("`{short}`"),
+        None => format!("`{input}`"),
+    }
+}
+
+/// `text` cut to `max` characters with a note of its length, or `None` when
+/// it is no longer than that.
+pub fn cut(text: &str, max: usize) -> Option<String> {
+    let (end, _) = text.char_indices().nth(max)?;
+    Some(format!("{}… ({} bytes in all)", &text[..end], text.len()))
+}

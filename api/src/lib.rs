@@ -4,10 +4,13 @@
 //! # Layout
 //!
 //! - [`config`]: the `slipway-api` command line.
-//! - [`http`]: routes — `/graphql` (POST, and GraphiQL on GET), `/graphql/ws`,
-//!   `/healthz`, `/readyz` — and WebSocket authentication.
+//! - [`http`]: connections and their timeouts; routes — `/graphql` (GraphQL
+//!   over HTTP: POST, GET for queries, GraphiQL for browsers), `/graphql/ws`,
+//!   `/deployments/{id}`, `/healthz`, `/readyz` — and WebSocket
+//!   authentication, keepalive and expiry.
 //! - [`graphql`]: the schema (queries, mutations, subscriptions); each field
-//!   checks the caller's role with [`auth::RoleGuard`].
+//!   checks the caller's role with [`auth::RoleGuard`]; [`graphql::cost`]
+//!   prices queries.
 //! - [`auth`]: HS256 JWTs and roles.
 //! - Domain modules, each owning its rules and its SQL: [`applications`]
 //!   (and environment locks), [`deployments`] (creation, history, cancel, the
@@ -39,14 +42,15 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 pub use crate::clock::Clock;
-pub use crate::state::{AppState, Settings};
+pub use crate::state::{AppState, Settings, Timeouts};
 
 /// How often expired leases are looked for.
 const REAP_EVERY: Duration = Duration::from_secs(5);
 
 /// Serves the API on `listener` until `shutdown` resolves, expiring the leases
 /// of lost runners in the background. WebSocket connections get a runtime of
-/// their own (one thread), so subscriptions cannot starve requests.
+/// their own (one thread), so subscriptions cannot starve requests. Slow and
+/// idle connections are closed after `state.settings.timeouts`.
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
@@ -66,13 +70,12 @@ pub async fn serve(
             let _ = stopped.wait_for(|stop| *stop).await;
         }
     }));
-    let router = http::router_with(state, subscriptions.handle.clone());
-    let result = axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop.send(true);
-        })
-        .await;
+    let router = http::router_with(state.clone(), subscriptions.handle.clone());
+    let result = http::serve_connections(listener, router, &state.settings.timeouts, async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    })
+    .await;
     let _ = reaper.await;
     drop(subscriptions);
     result

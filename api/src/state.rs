@@ -1,6 +1,7 @@
 //! What every request handler and background task shares.
 
 use std::sync::Arc;
+use std::time::Duration as StdDuration;
 
 use chrono::Duration;
 use sea_orm::DatabaseConnection;
@@ -25,6 +26,9 @@ pub struct Settings {
     pub lease: Duration,
     /// Where people reach this API (for links in answers), if known.
     pub public_url: Option<String>,
+    /// How long clients may take, so a slow or silent one cannot hold a
+    /// connection for ever.
+    pub timeouts: Timeouts,
 }
 
 impl Default for Settings {
@@ -32,6 +36,41 @@ impl Default for Settings {
         Self {
             lease: Duration::seconds(30),
             public_url: None,
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
+/// The API's timeouts at the edge. Tests shorten them.
+#[derive(Clone, Debug)]
+pub struct Timeouts {
+    /// How long a request's head (request line and headers) may take to
+    /// arrive. hyper starts this clock whenever a connection waits for a
+    /// request, so it is also how long a keep-alive connection may sit idle.
+    pub header: StdDuration,
+    /// How long a request's body may take to arrive, once its head has.
+    pub body: StdDuration,
+    /// How long a client may take to read a heavy answer, during which no
+    /// other heavy query runs (see `graphql::HEAVY_COST`).
+    pub answer: StdDuration,
+    /// How long a WebSocket may take to send `connection_init`.
+    pub ws_init: StdDuration,
+    /// How often the API pings a WebSocket client.
+    pub ws_ping: StdDuration,
+    /// How long a WebSocket client may stay silent (no pong, no message)
+    /// before the API drops it; also how long a write to it may block.
+    pub ws_silence: StdDuration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            header: StdDuration::from_secs(30),
+            body: StdDuration::from_secs(60),
+            answer: StdDuration::from_secs(60),
+            ws_init: StdDuration::from_secs(10),
+            ws_ping: StdDuration::from_secs(15),
+            ws_silence: StdDuration::from_secs(45),
         }
     }
 }

@@ -98,6 +98,7 @@ pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> anyhow
         Settings {
             lease: config.lease,
             public_url: public_url.clone(),
+            ..Settings::default()
         },
     );
     let provider_config = provider_config(

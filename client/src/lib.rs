@@ -9,7 +9,9 @@
 //!
 //! - [`operations`]: one generated module per query, mutation and subscription.
 //! - [`Client`]: HTTP for queries and mutations, `graphql-transport-ws` for
-//!   subscriptions, with the caller's JWT.
+//!   subscriptions, with the caller's JWT. A subscription answers the API's
+//!   pings, pings it in turn ([`Keepalive`]) and fails when the API goes
+//!   silent, so a dead connection is noticed and the caller resubscribes.
 //! - [`Error`]: transport failures apart from the API's own errors, whose
 //!   `extensions.code` is kept.
 
@@ -38,6 +40,9 @@ pub enum Code {
     Conflict,
     BadUserInput,
     Internal,
+    /// A subscription fell behind the API's events and was ended: read the
+    /// current state again and subscribe anew.
+    Lagged,
 }
 
 impl Code {
@@ -49,6 +54,7 @@ impl Code {
             Code::Conflict => "CONFLICT",
             Code::BadUserInput => "BAD_USER_INPUT",
             Code::Internal => "INTERNAL",
+            Code::Lagged => "LAGGED",
         }
     }
 
@@ -60,6 +66,7 @@ impl Code {
             "NOT_FOUND" => Code::NotFound,
             "CONFLICT" => Code::Conflict,
             "BAD_USER_INPUT" => Code::BadUserInput,
+            "LAGGED" => Code::Lagged,
             _ => Code::Internal,
         }
     }
@@ -101,12 +108,34 @@ impl Error {
         }
     }
 
-    /// Whether trying again later may succeed (the API was unreachable or failed inside).
+    /// Whether trying again later may succeed: the API was unreachable, failed
+    /// inside, or ended a subscription that fell behind (`LAGGED`; subscribe
+    /// again and read the current state).
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Transport { .. } | Error::Ended => true,
             Error::Refused { .. } => false,
-            Error::Api { code, .. } => *code == Code::Internal,
+            Error::Api { code, .. } => matches!(code, Code::Internal | Code::Lagged),
+        }
+    }
+}
+
+/// How a subscription keeps its connection honest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keepalive {
+    /// How often the client pings the API.
+    pub ping_every: Duration,
+    /// How long the API may send nothing (no pong, no ping, no event) before
+    /// the subscription fails with [`Error::Transport`]. The API pings every
+    /// 15 s by default, so a live one is never silent that long.
+    pub silence: Duration,
+}
+
+impl Default for Keepalive {
+    fn default() -> Self {
+        Self {
+            ping_every: Duration::from_secs(15),
+            silence: Duration::from_secs(45),
         }
     }
 }
@@ -117,6 +146,7 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: String,
+    keepalive: Keepalive,
 }
 
 impl std::fmt::Debug for Client {
@@ -143,7 +173,14 @@ impl Client {
                 .expect("HTTP client"),
             base: base.trim_end_matches('/').to_owned(),
             token: token.trim().to_owned(),
+            keepalive: Keepalive::default(),
         }
+    }
+
+    /// The same client with other keepalive intervals for its subscriptions.
+    pub fn with_keepalive(mut self, keepalive: Keepalive) -> Self {
+        self.keepalive = keepalive;
+        self
     }
 
     pub fn base(&self) -> &str {
@@ -193,7 +230,8 @@ impl Client {
     }
 
     /// Starts a subscription; the stream ends when the API completes it, and
-    /// yields an error (then ends) when the connection fails.
+    /// yields an error (then ends) when the connection fails or the API has
+    /// been silent for longer than [`Keepalive::silence`].
     pub async fn subscribe<Q: GraphQLQuery>(
         &self,
         variables: Q::Variables,
@@ -260,54 +298,152 @@ impl Client {
             .await
             .map_err(|err| transport(err.to_string()))?;
 
-        Ok(
-            futures_util::stream::unfold(Some(socket), |socket| async move {
-                let mut socket = socket?;
-                loop {
-                    let message = match socket.next().await {
-                        None => return Some((Err(Error::Ended), None)),
-                        Some(Err(err)) => {
-                            let error = Error::Transport {
-                                url: "websocket".into(),
-                                message: err.to_string(),
-                            };
-                            return Some((Err(error), None));
-                        }
-                        Some(Ok(message)) => message,
-                    };
-                    let text = match message {
-                        Message::Text(text) => text,
-                        Message::Close(_) => return Some((Err(Error::Ended), None)),
-                        _ => continue,
-                    };
-                    let value: Value = serde_json::from_str(&text).unwrap_or_default();
-                    match value["type"].as_str() {
-                        Some("next") => {
-                            let item = serde_json::from_value::<Response<Q::ResponseData>>(
-                                value["payload"].clone(),
-                            )
-                            .map_err(|err| Error::Transport {
-                                url: "websocket".into(),
-                                message: format!("unreadable event: {err}"),
-                            })
-                            .and_then(into_data);
-                            return Some((item, Some(socket)));
-                        }
-                        Some("error") => {
-                            let error = api_error(&value["payload"][0]);
-                            return Some((Err(error), None));
-                        }
-                        Some("complete") => return None,
-                        Some("ping") => {
-                            let pong = json!({"type": "pong"}).to_string();
-                            let _ = socket.send(Message::text(pong)).await;
-                        }
-                        _ => {}
+        let live = Live {
+            socket,
+            ping: tokio::time::interval_at(
+                tokio::time::Instant::now() + self.keepalive.ping_every,
+                self.keepalive.ping_every,
+            ),
+            heard: tokio::time::Instant::now(),
+            silence: self.keepalive.silence,
+            url,
+        };
+        // The socket is served by a task of its own, so pings are answered
+        // and sent while the caller is busy with an event.
+        let (tx, rx) = tokio::sync::mpsc::channel(EVENTS_BUFFERED);
+        tokio::spawn(live.run::<Q::ResponseData>(tx));
+        Ok(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })
+        .boxed())
+    }
+}
+
+/// Events a subscription holds for a caller that has not taken them yet.
+const EVENTS_BUFFERED: usize = 16;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// What a subscription socket delivered.
+enum Event<T> {
+    /// A `next` message: the data, or the errors the API put in it.
+    Next(Result<T, Error>),
+    /// The subscription or its connection failed; nothing follows.
+    Failed(Error),
+}
+
+/// An acknowledged subscription socket, with its keepalive.
+struct Live {
+    socket: Socket,
+    ping: tokio::time::Interval,
+    /// When the API last sent anything.
+    heard: tokio::time::Instant,
+    silence: Duration,
+    url: String,
+}
+
+impl Live {
+    /// Hands the subscription's events to `tx` until the API completes it,
+    /// it fails (the error is the last item), or the caller drops the stream
+    /// (the socket is then closed).
+    async fn run<T: serde::de::DeserializeOwned>(
+        mut self,
+        tx: tokio::sync::mpsc::Sender<Result<T, Error>>,
+    ) {
+        loop {
+            let event = tokio::select! {
+                event = self.next::<T>() => event,
+                () = tx.closed() => {
+                    let closing = self.socket.close(None);
+                    let _ = tokio::time::timeout(Duration::from_secs(1), closing).await;
+                    return;
+                }
+            };
+            let (item, more) = match event {
+                None => return,
+                // An event the API could not resolve; the subscription goes on.
+                Some(Event::Next(item)) => (item, true),
+                Some(Event::Failed(err)) => (Err(err), false),
+            };
+            if tx.send(item).await.is_err() || !more {
+                return;
+            }
+        }
+    }
+
+    /// The next event; `None` when the API completed the subscription.
+    async fn next<T: serde::de::DeserializeOwned>(&mut self) -> Option<Event<T>> {
+        loop {
+            let message = tokio::select! {
+                // What has arrived counts before a timer that expired meanwhile.
+                biased;
+                message = self.socket.next() => message,
+                _ = self.ping.tick() => match self.send(json!({"type": "ping"})).await {
+                    Ok(()) => continue,
+                    Err(err) => return Some(Event::Failed(err)),
+                },
+                () = tokio::time::sleep_until(self.heard + self.silence) => {
+                    return Some(Event::Failed(self.silent()));
+                }
+            };
+            self.heard = tokio::time::Instant::now();
+            let message = match message {
+                None => return Some(Event::Failed(Error::Ended)),
+                Some(Err(err)) => return Some(Event::Failed(self.transport(err.to_string()))),
+                Some(Ok(message)) => message,
+            };
+            let text = match message {
+                Message::Text(text) => text,
+                Message::Close(_) => return Some(Event::Failed(Error::Ended)),
+                _ => continue,
+            };
+            let value: Value = serde_json::from_str(&text).unwrap_or_default();
+            match value["type"].as_str() {
+                Some("next") => {
+                    let item = serde_json::from_value::<Response<T>>(value["payload"].clone())
+                        .map_err(|err| self.transport(format!("unreadable event: {err}")))
+                        .and_then(into_data);
+                    return Some(Event::Next(item));
+                }
+                Some("error") => return Some(Event::Failed(api_error(&value["payload"][0]))),
+                Some("complete") => return None,
+                Some("ping") => {
+                    if let Err(err) = self.send(json!({"type": "pong"})).await {
+                        return Some(Event::Failed(err));
                     }
                 }
-            })
-            .boxed(),
-        )
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends a message; a write the API does not take within the silence
+    /// timeout fails like silence does.
+    async fn send(&mut self, message: Value) -> Result<(), Error> {
+        let sent = tokio::time::timeout(
+            self.silence,
+            self.socket.send(Message::text(message.to_string())),
+        );
+        match sent.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(self.transport(err.to_string())),
+            Err(_) => Err(self.silent()),
+        }
+    }
+
+    fn transport(&self, message: String) -> Error {
+        Error::Transport {
+            url: self.url.clone(),
+            message,
+        }
+    }
+
+    fn silent(&self) -> Error {
+        self.transport(format!(
+            "the API sent nothing for {} s; the connection is dropped",
+            self.silence.as_secs_f32()
+        ))
     }
 }
 

@@ -59,6 +59,10 @@ pub struct Config {
         default_value = DEFAULT_DATA_DIR
     )]
     pub data_dir: PathBuf,
+
+    /// How long a hook sender may take; not a flag (tests shorten them).
+    #[arg(skip)]
+    pub timeouts: crate::http::Timeouts,
 }
 
 /// The secrets of the hook routes and where statuses go, as one group: the
@@ -144,6 +148,7 @@ impl Config {
                 generic_token_file: None,
             },
             data_dir: DEFAULT_DATA_DIR.into(),
+            timeouts: crate::http::Timeouts::default(),
         }
     }
 

@@ -27,6 +27,9 @@ pub enum HookError {
     /// 413.
     #[error("the body is larger than {} MiB", MAX_BODY_BYTES / (1024 * 1024))]
     TooLarge,
+    /// 408: the body did not arrive in time.
+    #[error("the body did not arrive within {} s", .0.as_secs_f32())]
+    TooSlow(std::time::Duration),
     /// 409: the environment is locked; the API's sentence says by whom and why.
     #[error("{0}")]
     Locked(String),
@@ -48,6 +51,7 @@ impl HookError {
             HookError::BadRequest(_) => StatusCode::BAD_REQUEST,
             HookError::NotConfigured(_) => StatusCode::NOT_FOUND,
             HookError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            HookError::TooSlow(_) => StatusCode::REQUEST_TIMEOUT,
             HookError::Locked(_) => StatusCode::CONFLICT,
             HookError::Unmatched(_) => StatusCode::UNPROCESSABLE_ENTITY,
             HookError::ApiUnavailable => StatusCode::BAD_GATEWAY,
@@ -62,6 +66,7 @@ impl HookError {
             HookError::BadRequest(_) => "bad_request",
             HookError::NotConfigured(_) => "not_configured",
             HookError::TooLarge => "too_large",
+            HookError::TooSlow(_) => "too_slow",
             HookError::Locked(_) => "locked",
             HookError::Unmatched(_) => "unmatched",
             HookError::ApiUnavailable => "api_unavailable",

@@ -13,7 +13,8 @@
 //!
 //! - [`config`]: the `slipway-provider` command line; secrets from flags,
 //!   environment or files ([`slipway_secret`]), redacted in `Debug`.
-//! - [`http`]: routes, and reading bodies within the 25 MiB limit.
+//! - [`http`]: connections and their timeouts, routes, and reading bodies
+//!   within the 25 MiB limit.
 //! - [`signature`]: GitHub's HMAC-SHA256 signature and constant-time tokens.
 //! - [`hooks`]: the list of hook sources ([`hooks::SOURCES`]) from which the
 //!   routes, the start-up log and `slipway up`'s banner are made; what each
@@ -97,13 +98,14 @@ pub async fn run(
         api,
         secrets,
         statuses,
+        body_timeout: config.timeouts.body,
     };
-    let served = axum::serve(listener, http::router(hooks))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop.send(true);
-        })
-        .await;
+    let router = http::router(hooks);
+    let served = http::serve(listener, router, &config.timeouts, async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    })
+    .await;
     for task in tasks {
         let _ = task.await;
     }

@@ -2,6 +2,7 @@ use std::sync::Arc;
 
 use async_graphql::{Context, Subscription, ID};
 use futures_util::{Stream, StreamExt};
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
 use super::types::{deployment_id, state, Deployment, LogLine};
@@ -16,25 +17,32 @@ pub struct Subscription;
 impl Subscription {
     /// Every deployment that becomes claimable, as it is then. Runners also read
     /// `claimableDeployments` after (re)connecting, for what they missed.
+    /// A subscriber that falls behind gets a `LAGGED` error and the
+    /// subscription completes: it subscribes again and reads the list.
     #[graphql(guard = "RoleGuard::new(roles::RUNNER)")]
-    async fn deployment_queued(&self, ctx: &Context<'_>) -> impl Stream<Item = Deployment> {
+    async fn deployment_queued(
+        &self,
+        ctx: &Context<'_>,
+    ) -> impl Stream<Item = async_graphql::Result<Deployment>> {
         events(ctx).filter_map(|event| async move {
             match event {
-                Event::Queued(view) => Some(Deployment(view)),
-                _ => None,
+                Ok(Event::Queued(view)) => Some(Ok(Deployment(view))),
+                Ok(_) => None,
+                Err(err) => Some(Err(err.into_graphql())),
             }
         })
     }
 
     /// Every change of state, phase or message of the deployments of
-    /// `application`, or of the deployment `id` (both optional).
+    /// `application`, or of the deployment `id` (both optional). A subscriber
+    /// that falls behind gets a `LAGGED` error and the subscription completes.
     #[graphql(guard = "RoleGuard::new(roles::READ)")]
     async fn deployment_events(
         &self,
         ctx: &Context<'_>,
         application: Option<String>,
         id: Option<ID>,
-    ) -> async_graphql::Result<impl Stream<Item = Deployment>> {
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Deployment>>> {
         let id = id
             .as_ref()
             .map(deployment_id)
@@ -43,14 +51,16 @@ impl Subscription {
         Ok(events(ctx).filter_map(move |event| {
             let application = application.clone();
             async move {
-                let Event::Deployment(view) = event else {
-                    return None;
+                let view = match event {
+                    Ok(Event::Deployment(view)) => view,
+                    Ok(_) => return None,
+                    Err(err) => return Some(Err(err.into_graphql())),
                 };
                 let wanted = application
                     .as_ref()
                     .is_none_or(|name| *name == view.application.name)
                     && id.is_none_or(|id| id == view.deployment.id);
-                wanted.then(|| Deployment(Arc::clone(&view)))
+                wanted.then(|| Ok(Deployment(Arc::clone(&view))))
             }
         }))
     }
@@ -70,15 +80,25 @@ impl Subscription {
     }
 }
 
-/// The live events, skipping over any a slow subscriber missed.
-fn events(ctx: &Context<'_>) -> impl Stream<Item = Event> {
-    BroadcastStream::new(state(ctx).events.subscribe()).filter_map(|event| async move {
-        match event {
-            Ok(event) => Some(event),
-            Err(err) => {
-                tracing::warn!(%err, "a subscriber fell behind and missed events");
-                None
-            }
-        }
-    })
+/// The live events. A subscriber too slow to keep up gets, instead of the
+/// events it missed, one [`ApiError::Lagged`], and then nothing: skipping
+/// events silently would let it miss a queued deployment or a final state.
+fn events(ctx: &Context<'_>) -> impl Stream<Item = Result<Event, ApiError>> {
+    BroadcastStream::new(state(ctx).events.subscribe())
+        .map(|event| {
+            event.map_err(|BroadcastStreamRecvError::Lagged(missed)| {
+                tracing::warn!(missed, "a subscriber fell behind; ending its subscription");
+                ApiError::Lagged(format!(
+                    "this subscription fell behind and missed {missed} events; subscribe \
+                     again and read the current state"
+                ))
+            })
+        })
+        .scan(false, |ended, event| {
+            let next = (!*ended).then(|| {
+                *ended = event.is_err();
+                event
+            });
+            std::future::ready(next)
+        })
 }

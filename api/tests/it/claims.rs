@@ -201,7 +201,7 @@ async fn a_lost_runners_lease_expires_with_a_reason(backend: Backend) {
 async fn the_reaper_expires_leases_on_its_own(backend: Backend) {
     let settings = Settings {
         lease: chrono::Duration::milliseconds(300),
-        public_url: None,
+        ..Settings::default()
     };
     let server = TestApi::start_with(backend, Clock::system(), settings).await;
     server.create_app("web").await;

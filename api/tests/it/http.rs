@@ -90,7 +90,13 @@ async fn health_readiness_and_graphiql(backend: Backend) {
     assert_eq!(healthz.status(), 200);
     let readyz = http.get(server.url("/readyz")).send().await.unwrap();
     assert_eq!(readyz.status(), 200);
-    let graphiql = http.get(server.url("/graphql")).send().await.unwrap();
+    // GraphiQL is for browsers, which ask for a page.
+    let graphiql = http
+        .get(server.url("/graphql"))
+        .header("Accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(graphiql.status(), 200);
     assert!(graphiql.text().await.unwrap().contains("/graphql/ws"));
     // Deployment pages (GitHub's log_url) read the API with the reader's token.

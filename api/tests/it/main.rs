@@ -6,6 +6,11 @@
 mod auth;
 mod claims;
 mod deployments;
+mod graphql_http;
+mod heavy;
 mod http;
 mod instances;
+mod limits;
 mod logs;
+mod sockets;
+mod timeouts;

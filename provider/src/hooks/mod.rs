@@ -34,6 +34,8 @@ pub struct Hooks {
     pub(crate) secrets: Secrets,
     /// Present when a GitHub token is configured.
     pub(crate) statuses: Option<Statuses>,
+    /// How long a sender may take to send a hook's body.
+    pub(crate) body_timeout: std::time::Duration,
 }
 
 /// A hook's answer when it did its work.

@@ -118,7 +118,7 @@ async fn receive<S: Verify + Extract>(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<super::Answer, HookError> {
-    let body = http::read_body(headers, body).await?;
+    let body = http::read_body(headers, body, hooks.body_timeout).await?;
     let Some(secret) = hooks.secrets.hook(source.name) else {
         return Err(HookError::NotConfigured(format!(
             "{} hooks are off: the provider has no --{}",

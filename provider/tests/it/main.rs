@@ -16,3 +16,4 @@ mod keys;
 mod merge_requests;
 mod push;
 mod statuses;
+mod timeouts;

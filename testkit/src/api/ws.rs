@@ -29,22 +29,9 @@ impl Ws {
     /// Connects with `protocol` and sends `connection_init` with `payload`;
     /// returns the socket once acknowledged, or how the server closed it.
     pub async fn connect(api: &TestApi, protocol: &str, payload: Value) -> Result<Ws, Closed> {
-        let mut request = format!("ws://{}/graphql/ws", api.addr)
-            .into_client_request()
-            .expect("request");
-        request
-            .headers_mut()
-            .insert("Sec-WebSocket-Protocol", protocol.parse().expect("header"));
-        let (mut socket, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .expect("WebSocket connects");
-        socket
-            .send(Message::text(
-                json!({"type": "connection_init", "payload": payload}).to_string(),
-            ))
-            .await
-            .expect("send init");
-        let mut ws = Ws { socket, next_id: 1 };
+        let mut ws = Ws::open(api, protocol).await;
+        ws.send(json!({"type": "connection_init", "payload": payload}))
+            .await;
         loop {
             match ws.recv_raw().await {
                 Message::Text(text) => {
@@ -64,6 +51,57 @@ impl Ws {
                     });
                 }
                 _ => continue,
+            }
+        }
+    }
+
+    /// Opens a WebSocket with `protocol` and sends nothing yet.
+    pub async fn open(api: &TestApi, protocol: &str) -> Ws {
+        let mut request = format!("ws://{}/graphql/ws", api.addr)
+            .into_client_request()
+            .expect("request");
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", protocol.parse().expect("header"));
+        let (socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("WebSocket connects");
+        Ws { socket, next_id: 1 }
+    }
+
+    /// Sends one JSON message.
+    pub async fn send(&mut self, message: Value) {
+        self.socket
+            .send(Message::text(message.to_string()))
+            .await
+            .expect("send");
+    }
+
+    /// Reads (and drops) messages until the server closes the socket; returns
+    /// how it closed it.
+    pub async fn closed(&mut self) -> Closed {
+        self.ended().await.expect("a close frame")
+    }
+
+    /// Reads (and drops) messages until the socket ends: how the server
+    /// closed it, or the error that ended it without a close frame.
+    pub async fn ended(&mut self) -> Result<Closed, String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.socket.next())
+                .await
+                .expect("the socket ends within 20 s");
+            match message {
+                Some(Ok(Message::Close(frame))) => {
+                    let frame = frame.expect("close frame");
+                    return Ok(Closed {
+                        code: frame.code.into(),
+                        reason: frame.reason.to_string(),
+                    });
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(err)) => return Err(err.to_string()),
+                None => return Err("the socket ended".into()),
             }
         }
     }
