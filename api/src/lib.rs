@@ -15,7 +15,10 @@
 //!   [`runners`].
 //! - [`db`]: connection, append-only migrations and entities. Only this crate
 //!   knows the SQL schema.
-//! - [`events`]: the in-process stream behind subscriptions, fed after commit.
+//! - [`view`]: the deployment read model (a deployment with its application
+//!   and environment), which every other module may use.
+//! - [`events`]: the in-process stream behind subscriptions, fed after commit;
+//!   events name what changed by id and carry the rows already loaded.
 //! - [`clock`]: "now", movable in tests.
 
 pub mod applications;
@@ -32,6 +35,7 @@ pub mod leases;
 pub mod logs;
 pub mod runners;
 pub mod state;
+pub mod view;
 
 use std::future::Future;
 use std::time::Duration;

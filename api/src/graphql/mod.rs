@@ -1,5 +1,6 @@
 //! The GraphQL schema: the contract that `schema.graphql` records.
 
+mod enums;
 mod mutation;
 mod query;
 mod subscription;

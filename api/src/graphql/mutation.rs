@@ -3,14 +3,16 @@ use std::sync::Arc;
 use async_graphql::{Context, InputObject, Json, Object, ID};
 use chrono::{DateTime, Utc};
 
+use super::enums::{DeploymentPhase, DeploymentStatus};
 use super::types::{deployment_id, state, Application, Deployment, Environment, Runner};
 use crate::applications::{self, NewApplication, NewEnvironment};
 use crate::auth::{caller, roles, RoleGuard};
-use crate::deployments::{self, DeploymentPhase, DeploymentStatus, NewDeployment};
+use crate::deployments::{self, NewDeployment};
 use crate::error::ApiResult;
-use crate::leases::{self, Holder, ServiceImage};
+use crate::leases::{self, Holder};
 use crate::logs::{self, NewLine};
 use crate::runners;
+use crate::view::{self, ServiceImage};
 
 pub struct Mutation;
 
@@ -245,7 +247,7 @@ impl Mutation {
             })
             .collect();
         let row = logs::append(state(ctx), holder, id, lines, after).await?;
-        let view = deployments::hydrate_one(&state(ctx).db, row).await?;
+        let view = view::hydrate_one(&state(ctx).db, row).await?;
         Ok(Deployment(Arc::new(view)))
     }
 
@@ -264,7 +266,7 @@ impl Mutation {
             state(ctx),
             Holder::new(&runner, instance.as_deref()),
             deployment_id(&id)?,
-            phase,
+            phase.map(Into::into),
             message,
             sha,
         )
@@ -298,7 +300,7 @@ impl Mutation {
             state(ctx),
             Holder::new(&runner, instance.as_deref()),
             deployment_id(&id)?,
-            status,
+            status.into(),
             message,
             services,
         )

@@ -406,7 +406,61 @@ async fn auto_deploys_are_marked_and_runners_see_the_current_release(backend: Ba
     assert_eq!(stored["deployment"]["autoDeploy"], true, "stored");
 }
 
+async fn an_unknown_stored_status_is_an_error_never_a_failure(backend: Backend) {
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    use slipway_api::db::entities::deployment;
+    let server = Server::start(backend).await;
+    server.create_app("web").await;
+    let odd = server.deploy("web", "prod").await;
+    let fine = server.deploy("web", "staging").await;
+    let viewer = server.token(Role::Viewer, "v");
+    let read = "query($id: ID!) { deployment(id: $id) { status phase } }";
+    for (column, text) in [
+        (deployment::Column::Status, "PAUSED"),
+        (deployment::Column::Phase, "WAITING"),
+    ] {
+        // Written by something else than this API (an older or newer one, by hand).
+        deployment::Entity::update_many()
+            .col_expr(column, Expr::value(text))
+            .filter(deployment::Column::Id.eq(odd.parse::<i64>().unwrap()))
+            .exec(&server.state.db)
+            .await
+            .unwrap();
+        let body = server.gql(Some(&viewer), read, json!({"id": odd})).await;
+        let (code, message) = crate::support::error_of(&body);
+        assert_eq!(code, "INTERNAL", "{column:?} {text}: {body}");
+        assert!(
+            !message.contains(text),
+            "the cause stays in the log: {message}"
+        );
+        assert!(
+            body["data"]["deployment"].is_null(),
+            "no status is made up: {body}"
+        );
+        let (code, _) = server
+            .err(
+                &viewer,
+                "{ deployments { edges { node { status } } } }",
+                json!({}),
+            )
+            .await;
+        assert_eq!(code, "INTERNAL", "a page with the row fails as a whole");
+        // Other deployments read as ever.
+        let other = server.ok(&viewer, read, json!({"id": fine})).await;
+        assert_eq!(other["deployment"]["status"], "QUEUED");
+        // Put the status back before trying the phase.
+        deployment::Entity::update_many()
+            .col_expr(deployment::Column::Status, Expr::value("QUEUED"))
+            .filter(deployment::Column::Id.eq(odd.parse::<i64>().unwrap()))
+            .exec(&server.state.db)
+            .await
+            .unwrap();
+    }
+}
+
 crate::on_both_backends!(
+    an_unknown_stored_status_is_an_error_never_a_failure,
     auto_deploys_are_marked_and_runners_see_the_current_release,
     an_external_id_makes_creation_idempotent,
     concurrent_redeliveries_create_one_deployment,

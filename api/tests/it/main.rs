@@ -8,6 +8,7 @@ mod support;
 mod auth;
 mod claims;
 mod deployments;
+mod events;
 mod http;
 mod instances;
 mod logs;
