@@ -87,7 +87,9 @@ pub fn validate_sha(sha: &str) -> ApiResult<()> {
 }
 
 /// Creates a QUEUED deployment, or returns the one that already has
-/// `external_id` in the application (creating nothing).
+/// `external_id` in the application (creating nothing). A key already used for
+/// another environment, ref or sha is `CONFLICT`: the answer would be the
+/// wrong deployment.
 pub async fn create(
     state: &AppState,
     created_by: &str,
@@ -119,7 +121,16 @@ pub async fn create(
             .await?;
         if let Some(existing) = existing {
             txn.rollback().await?;
-            return hydrate_one(&state.db, existing).await;
+            let existing = hydrate_one(&state.db, existing).await?;
+            return if asks_for(&existing, &input) {
+                Ok(existing)
+            } else {
+                Err(ApiError::Conflict(format!(
+                    "`externalId` `{external_id}` is already used by {}; \
+                     a deployment of another environment, ref or sha needs a key of its own",
+                    described(&existing)
+                )))
+            };
         }
     }
 
@@ -192,6 +203,34 @@ pub async fn create(
         state.events.publish(Event::Queued(queued));
     }
     Ok(view)
+}
+
+/// Whether `existing` is what `input` asks for: the same environment and ref,
+/// and the same sha unless either does not say.
+fn asks_for(existing: &DeploymentView, input: &NewDeployment) -> bool {
+    let d = &existing.deployment;
+    existing.environment.name == input.environment
+        && d.ref_name == input.ref_name
+        && match (&d.sha, &input.sha) {
+            (Some(known), Some(asked)) => known == asked,
+            _ => true,
+        }
+}
+
+/// `web#12 (production, main, 3f2c1a9)`.
+fn described(view: &DeploymentView) -> String {
+    let d = &view.deployment;
+    let sha = d
+        .sha
+        .as_deref()
+        .map(|sha| format!(", {}", &sha[..sha.len().min(7)]))
+        .unwrap_or_default();
+    format!(
+        "{} ({}, {}{sha})",
+        view.name(),
+        view.environment.name,
+        d.ref_name
+    )
 }
 
 /// The deployment of an environment that a runner may claim now: the oldest

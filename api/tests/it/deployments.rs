@@ -53,6 +53,73 @@ async fn an_external_id_makes_creation_idempotent(backend: Backend) {
     assert_eq!(next["deployment"]["number"], 2);
 }
 
+async fn an_external_id_never_returns_another_deployment(backend: Backend) {
+    let server = Server::start(backend).await;
+    server.create_app("web").await;
+    let provider = server.token(Role::Provider, "github");
+    let sha = "3f2c1a90123456789abcdef0123456789abcdef0";
+    let asked = json!({"application": "web", "environment": "production", "ref": "main", "sha": sha, "externalId": "github:12"});
+    let first =
+        server.ok(&provider, CREATE, json!({"input": asked})).await["createDeployment"].clone();
+
+    for (field, other) in [
+        ("environment", json!("staging")),
+        ("ref", json!("release")),
+        ("sha", json!("89abcdef0123456789abcdef0123456789abcdef")),
+    ] {
+        let mut input = asked.clone();
+        input[field] = other;
+        let (code, message) = server.err(&provider, CREATE, json!({"input": input})).await;
+        assert_eq!(code, "CONFLICT", "another {field}: {message}");
+        assert!(
+            message.contains("web#1 (production, main, 3f2c1a9)"),
+            "names the deployment that has the key: {message}"
+        );
+    }
+    // A sha missing on either side is no difference.
+    let mut without_sha = asked.clone();
+    without_sha.as_object_mut().unwrap().remove("sha");
+    let again = server
+        .ok(&provider, CREATE, json!({"input": without_sha}))
+        .await["createDeployment"]
+        .clone();
+    assert_eq!(again, first);
+    let mut unknown_sha = without_sha.clone();
+    unknown_sha["externalId"] = json!("delivery-7");
+    let created = server
+        .ok(&provider, CREATE, json!({"input": unknown_sha}))
+        .await["createDeployment"]
+        .clone();
+    let mut known_now = unknown_sha.clone();
+    known_now["sha"] = json!(sha);
+    let again = server
+        .ok(&provider, CREATE, json!({"input": known_now}))
+        .await["createDeployment"]
+        .clone();
+    assert_eq!(again, created);
+    let mut elsewhere = unknown_sha.clone();
+    elsewhere["environment"] = json!("staging");
+    let (code, message) = server
+        .err(&provider, CREATE, json!({"input": elsewhere}))
+        .await;
+    assert_eq!(code, "CONFLICT");
+    assert!(message.contains("web#2 (production, main)"), "{message}");
+
+    let viewer = server.token(Role::Viewer, "v");
+    let all = server
+        .ok(
+            &viewer,
+            "{ deployments { edges { node { name } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        all["deployments"]["edges"].as_array().unwrap().len(),
+        2,
+        "the refusals created nothing"
+    );
+}
+
 async fn concurrent_redeliveries_create_one_deployment(backend: Backend) {
     let server = Server::start(backend).await;
     server.create_app("web").await;
@@ -460,6 +527,7 @@ async fn an_unknown_stored_status_is_an_error_never_a_failure(backend: Backend) 
 }
 
 crate::on_both_backends!(
+    an_external_id_never_returns_another_deployment,
     an_unknown_stored_status_is_an_error_never_a_failure,
     auto_deploys_are_marked_and_runners_see_the_current_release,
     an_external_id_makes_creation_idempotent,
