@@ -10,7 +10,8 @@
 //!   checks the caller's role with [`auth::RoleGuard`].
 //! - [`auth`]: HS256 JWTs and roles.
 //! - Domain modules, each owning its rules and its SQL: [`applications`]
-//!   (and environment locks), [`deployments`] (creation, history, cancel, the
+//!   (and environment locks; [`repository`] keeps credentials out of their
+//!   URLs), [`deployments`] (creation, history, cancel, the
 //!   queue), [`leases`] (claim, heartbeat, progress, finish, expiry), [`logs`],
 //!   [`runners`].
 //! - [`db`]: connection, append-only migrations and entities. Only this crate
@@ -33,6 +34,7 @@ pub mod graphql;
 pub mod http;
 pub mod leases;
 pub mod logs;
+pub mod repository;
 pub mod runners;
 pub mod state;
 pub mod view;

@@ -13,6 +13,7 @@ use crate::db::entities::{application, deployment, environment, log_line, runner
 use crate::deployments::{self, Filter};
 use crate::error::{ApiError, ApiResult};
 use crate::logs;
+use crate::repository;
 use crate::state::AppState;
 use crate::view::{DeploymentView, ServiceImage};
 
@@ -49,9 +50,12 @@ impl Application {
     }
 
     /// Where the runner clones from: a URL (`https://`, `ssh://`, `git://`,
-    /// `file://`) or `git@host:owner/name.git`.
-    async fn repository(&self) -> &str {
-        &self.0.repository
+    /// `file://`) or `git@host:owner/name.git`. Never with credentials: one
+    /// stored with them before they were refused shows them as `***` (the
+    /// runner clones with its own token or key; an admin fixes the URL with
+    /// `updateApplication`).
+    async fn repository(&self) -> std::borrow::Cow<'_, str> {
+        repository::shown(&self.0.repository)
     }
 
     /// Path of the deploy spec in the repository.

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod applications;
 mod auth;
 mod claims;
 mod deployments;
