@@ -12,7 +12,6 @@ use crate::applications::{self, validate_name};
 pub use crate::db::entities::deployment::{DeploymentPhase, DeploymentStatus};
 use crate::db::entities::{application, deployment, environment};
 use crate::error::{ApiError, ApiResult};
-use crate::events::{DeploymentChanged, Event};
 use crate::state::AppState;
 use crate::view::{self, hydrate, hydrate_one, DeploymentView};
 
@@ -199,8 +198,7 @@ pub async fn create(
     // announced when the one before it finishes.
     let next = next_claimable(&state.db, view.environment.id).await?;
     if next.is_some_and(|next| next.id == view.deployment.id) {
-        let queued = DeploymentChanged::of(Arc::new(view.clone()));
-        state.events.publish(Event::Queued(queued));
+        state.events.queued(Arc::new(view.clone()));
     }
     Ok(view)
 }
@@ -280,9 +278,7 @@ pub async fn in_progress(
 pub async fn publish_next_claimable(state: &AppState, environment_id: i64) -> ApiResult<()> {
     if let Some(next) = next_claimable(&state.db, environment_id).await? {
         let view = hydrate_one(&state.db, next).await?;
-        state
-            .events
-            .publish(Event::Queued(DeploymentChanged::of(Arc::new(view))));
+        state.events.queued(Arc::new(view));
     }
     Ok(())
 }

@@ -46,7 +46,7 @@ pub struct DeploymentChanged {
 
 impl DeploymentChanged {
     /// An event about `view`, carrying it.
-    pub fn of(view: Arc<DeploymentView>) -> Self {
+    fn of(view: Arc<DeploymentView>) -> Self {
         Self {
             deployment_id: view.deployment.id,
             application_id: view.deployment.application_id,
@@ -87,7 +87,7 @@ pub struct LinesStored {
 impl LinesStored {
     /// An event about `lines` (consecutive lines of one deployment, at least
     /// one), carrying them.
-    pub fn of(deployment_id: i64, lines: Arc<Vec<log_line::Model>>) -> Self {
+    fn of(deployment_id: i64, lines: Arc<Vec<log_line::Model>>) -> Self {
         let first = lines.first().map_or(0, |l| l.seq);
         let last = lines.last().map_or(0, |l| l.seq);
         Self {
@@ -124,10 +124,21 @@ impl Events {
         }
     }
 
-    /// Publishes an event as it is (for events whose order does not matter).
-    pub fn publish(&self, event: Event) {
+    fn publish(&self, event: Event) {
         // No subscriber is not an error: the change is in the database.
         let _ = self.sender.send(event);
+    }
+
+    /// Publishes that `view` became claimable.
+    pub fn queued(&self, view: Arc<DeploymentView>) {
+        self.publish(Event::Queued(DeploymentChanged::of(view)));
+    }
+
+    /// Publishes that `lines` of the deployment `deployment_id` were stored
+    /// (consecutive lines, at least one). Followers order lines by their
+    /// sequence numbers, so these events need no turn.
+    pub fn lines_stored(&self, deployment_id: i64, lines: Arc<Vec<log_line::Model>>) {
+        self.publish(Event::Logs(LinesStored::of(deployment_id, lines)));
     }
 
     /// Publishes that the deployment of `changed` changed, once the change

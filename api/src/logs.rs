@@ -17,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::db::entities::{deployment, log_line};
 use crate::deployments::DeploymentStatus;
 use crate::error::{ApiError, ApiResult};
-use crate::events::{Event, LinesStored};
+use crate::events::Event;
 use crate::leases::{self, Holder};
 use crate::runners;
 use crate::state::AppState;
@@ -149,9 +149,7 @@ pub async fn append(
         .await?;
     }
     txn.commit().await?;
-    state
-        .events
-        .publish(Event::Logs(LinesStored::of(id, Arc::new(stored))));
+    state.events.lines_stored(id, Arc::new(stored));
     Ok(held)
 }
 
