@@ -8,6 +8,7 @@ use sea_orm::{
 
 use crate::db::entities::{application, environment};
 use crate::error::{quote, ApiError, ApiResult};
+use crate::repository;
 use crate::state::AppState;
 
 /// Names of applications and environments: they end up in swarm stack names and
@@ -93,24 +94,26 @@ pub struct NewApplication {
     pub spec_path: Option<String>,
 }
 
-pub async fn create(state: &AppState, input: NewApplication) -> ApiResult<application::Model> {
-    validate_name("application", &input.name)?;
-    let repository = input.repository.trim();
-    if repository.is_empty() || repository.len() > 1024 {
-        return Err(ApiError::BadInput(
-            "`repository` must be a clone URL or path of 1 to 1024 characters".into(),
-        ));
-    }
-    let spec_path = input.spec_path.unwrap_or_else(|| "slipway.yml".to_owned());
+/// A path inside the repository.
+fn validate_spec_path(spec_path: &str) -> ApiResult<()> {
     if spec_path.is_empty()
+        || spec_path.len() > 1024
         || spec_path.starts_with('/')
         || spec_path.split('/').any(|part| part == "..")
     {
         return Err(ApiError::BadInput(format!(
             "`specPath` {} must be a relative path inside the repository",
-            quote(&spec_path)
+            quote(spec_path)
         )));
     }
+    Ok(())
+}
+
+pub async fn create(state: &AppState, input: NewApplication) -> ApiResult<application::Model> {
+    validate_name("application", &input.name)?;
+    let repository = repository::validate(&input.repository)?;
+    let spec_path = input.spec_path.unwrap_or_else(|| "slipway.yml".to_owned());
+    validate_spec_path(&spec_path)?;
     let created = application::ActiveModel {
         name: Set(input.name.clone()),
         repository: Set(repository.to_owned()),
@@ -129,6 +132,43 @@ pub async fn create(state: &AppState, input: NewApplication) -> ApiResult<applic
         ))),
         Err(err) => Err(err.into()),
     }
+}
+
+/// What an admin changes of an application; `None` keeps it.
+#[derive(Clone, Debug, Default)]
+pub struct ApplicationChange {
+    pub repository: Option<String>,
+    pub spec_path: Option<String>,
+}
+
+/// Changes an application's repository or spec path (to fix a URL stored
+/// with credentials in it, say). Deployments already queued use the new
+/// values when a runner claims them.
+pub async fn update(
+    state: &AppState,
+    name: &str,
+    change: ApplicationChange,
+) -> ApiResult<application::Model> {
+    if change.repository.is_none() && change.spec_path.is_none() {
+        return Err(ApiError::BadInput(
+            "nothing to change: give `repository`, `specPath` or both".into(),
+        ));
+    }
+    let mut update = application::Entity::update_many();
+    if let Some(repository) = &change.repository {
+        let repository = repository::validate(repository)?;
+        update = update.col_expr(application::Column::Repository, Expr::value(repository));
+    }
+    if let Some(spec_path) = change.spec_path {
+        validate_spec_path(&spec_path)?;
+        update = update.col_expr(application::Column::SpecPath, Expr::value(spec_path));
+    }
+    update
+        .filter(application::Column::Name.eq(name))
+        .exec_with_returning(&state.db)
+        .await?
+        .pop()
+        .ok_or_else(|| not_found(name))
 }
 
 #[derive(Clone, Debug)]

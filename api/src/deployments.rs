@@ -1,167 +1,19 @@
 //! Deployments: creating, reading, cancelling, and the rules of who waits for whom.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_graphql::Enum;
 use sea_orm::sea_query::{Alias, Expr, Query, SimpleExpr};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, Set, TransactionTrait,
 };
-use serde::{Deserialize, Serialize};
 
 use crate::applications::{self, validate_name};
+pub use crate::db::entities::deployment::{DeploymentPhase, DeploymentStatus};
 use crate::db::entities::{application, deployment, environment};
 use crate::error::{ApiError, ApiResult};
-use crate::events::Event;
 use crate::state::AppState;
-
-#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum DeploymentStatus {
-    Queued,
-    InProgress,
-    Succeeded,
-    Failed,
-    Cancelled,
-}
-
-impl DeploymentStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "QUEUED",
-            Self::InProgress => "IN_PROGRESS",
-            Self::Succeeded => "SUCCEEDED",
-            Self::Failed => "FAILED",
-            Self::Cancelled => "CANCELLED",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "QUEUED" => Self::Queued,
-            "IN_PROGRESS" => Self::InProgress,
-            "SUCCEEDED" => Self::Succeeded,
-            "FAILED" => Self::Failed,
-            "CANCELLED" => Self::Cancelled,
-            _ => return None,
-        })
-    }
-
-    pub fn is_final(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
-    }
-}
-
-/// What an IN_PROGRESS deployment is doing.
-#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum DeploymentPhase {
-    Cloning,
-    Planning,
-    Updating,
-    Verifying,
-    RollingBack,
-}
-
-impl DeploymentPhase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Cloning => "CLONING",
-            Self::Planning => "PLANNING",
-            Self::Updating => "UPDATING",
-            Self::Verifying => "VERIFYING",
-            Self::RollingBack => "ROLLING_BACK",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "CLONING" => Self::Cloning,
-            "PLANNING" => Self::Planning,
-            "UPDATING" => Self::Updating,
-            "VERIFYING" => Self::Verifying,
-            "ROLLING_BACK" => Self::RollingBack,
-            _ => return None,
-        })
-    }
-}
-
-/// A deployment together with its application and environment, as every reader
-/// wants it. Built by [`hydrate`], which loads the parents of a page at once.
-#[derive(Clone, Debug)]
-pub struct DeploymentView {
-    pub deployment: deployment::Model,
-    pub application: Arc<application::Model>,
-    pub environment: Arc<environment::Model>,
-}
-
-impl DeploymentView {
-    pub fn status(&self) -> DeploymentStatus {
-        DeploymentStatus::parse(&self.deployment.status).unwrap_or(DeploymentStatus::Failed)
-    }
-}
-
-/// Loads the applications and environments of `rows` (two queries in all).
-pub async fn hydrate(
-    db: &impl ConnectionTrait,
-    rows: Vec<deployment::Model>,
-) -> ApiResult<Vec<DeploymentView>> {
-    let mut app_ids: Vec<i64> = rows.iter().map(|d| d.application_id).collect();
-    let mut env_ids: Vec<i64> = rows.iter().map(|d| d.environment_id).collect();
-    app_ids.sort_unstable();
-    app_ids.dedup();
-    env_ids.sort_unstable();
-    env_ids.dedup();
-    let apps: HashMap<i64, Arc<application::Model>> = application::Entity::find()
-        .filter(application::Column::Id.is_in(app_ids))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|a| (a.id, Arc::new(a)))
-        .collect();
-    let envs: HashMap<i64, Arc<environment::Model>> = environment::Entity::find()
-        .filter(environment::Column::Id.is_in(env_ids))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|e| (e.id, Arc::new(e)))
-        .collect();
-    rows.into_iter()
-        .map(|deployment| {
-            let application = apps.get(&deployment.application_id).cloned();
-            let environment = envs.get(&deployment.environment_id).cloned();
-            match (application, environment) {
-                (Some(application), Some(environment)) => Ok(DeploymentView {
-                    deployment,
-                    application,
-                    environment,
-                }),
-                _ => Err(ApiError::internal(format!(
-                    "deployment {} has no application or environment",
-                    deployment.id
-                ))),
-            }
-        })
-        .collect()
-}
-
-pub async fn hydrate_one(
-    db: &impl ConnectionTrait,
-    row: deployment::Model,
-) -> ApiResult<DeploymentView> {
-    Ok(hydrate(db, vec![row]).await?.remove(0))
-}
-
-/// Reads one deployment; `NOT_FOUND` when there is none.
-pub async fn get(db: &impl ConnectionTrait, id: i64) -> ApiResult<DeploymentView> {
-    let row = deployment::Entity::find_by_id(id)
-        .one(db)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("deployment {id} does not exist")))?;
-    hydrate_one(db, row).await
-}
+use crate::view::{self, hydrate, hydrate_one, DeploymentView};
 
 /// A deployment as its creator asks for it.
 #[derive(Clone, Debug, Default)]
@@ -234,7 +86,9 @@ pub fn validate_sha(sha: &str) -> ApiResult<()> {
 }
 
 /// Creates a QUEUED deployment, or returns the one that already has
-/// `external_id` in the application (creating nothing).
+/// `external_id` in the application (creating nothing). A key already used for
+/// another environment, ref or sha is `CONFLICT`: the answer would be the
+/// wrong deployment.
 pub async fn create(
     state: &AppState,
     created_by: &str,
@@ -266,7 +120,16 @@ pub async fn create(
             .await?;
         if let Some(existing) = existing {
             txn.rollback().await?;
-            return hydrate_one(&state.db, existing).await;
+            let existing = hydrate_one(&state.db, existing).await?;
+            return if asks_for(&existing, &input) {
+                Ok(existing)
+            } else {
+                Err(ApiError::Conflict(format!(
+                    "`externalId` `{external_id}` is already used by {}; \
+                     a deployment of another environment, ref or sha needs a key of its own",
+                    described(&existing)
+                )))
+            };
         }
     }
 
@@ -308,7 +171,7 @@ pub async fn create(
         external_id: Set(input.external_id),
         auto_deploy: Set(input.auto_deploy),
         created_by: Set(created_by.to_owned()),
-        status: Set(DeploymentStatus::Queued.as_str().to_owned()),
+        status: Set(DeploymentStatus::Queued),
         cancel_requested: Set(false),
         log_count: Set(0),
         created_at: Set(now),
@@ -330,15 +193,42 @@ pub async fn create(
         number = view.deployment.number,
         "deployment queued"
     );
-    let view = Arc::new(view);
-    state.events.publish(Event::Deployment(view.clone()));
+    state.events.deployment_changed(&state.db, &view).await;
     // Announce it only if it is claimable now; a deployment that must wait is
     // announced when the one before it finishes.
     let next = next_claimable(&state.db, view.environment.id).await?;
     if next.is_some_and(|next| next.id == view.deployment.id) {
-        state.events.publish(Event::Queued(view.clone()));
+        state.events.queued(Arc::new(view.clone()));
     }
-    Ok(Arc::unwrap_or_clone(view))
+    Ok(view)
+}
+
+/// Whether `existing` is what `input` asks for: the same environment and ref,
+/// and the same sha unless either does not say.
+fn asks_for(existing: &DeploymentView, input: &NewDeployment) -> bool {
+    let d = &existing.deployment;
+    existing.environment.name == input.environment
+        && d.ref_name == input.ref_name
+        && match (&d.sha, &input.sha) {
+            (Some(known), Some(asked)) => known == asked,
+            _ => true,
+        }
+}
+
+/// `web#12 (production, main, 3f2c1a9)`.
+fn described(view: &DeploymentView) -> String {
+    let d = &view.deployment;
+    let sha = d
+        .sha
+        .as_deref()
+        .map(|sha| format!(", {}", &sha[..sha.len().min(7)]))
+        .unwrap_or_default();
+    format!(
+        "{} ({}, {}{sha})",
+        view.name(),
+        view.environment.name,
+        d.ref_name
+    )
 }
 
 /// The deployment of an environment that a runner may claim now: the oldest
@@ -347,19 +237,39 @@ pub async fn next_claimable(
     db: &impl ConnectionTrait,
     environment_id: i64,
 ) -> ApiResult<Option<deployment::Model>> {
-    let busy = deployment::Entity::find()
-        .filter(deployment::Column::EnvironmentId.eq(environment_id))
-        .filter(deployment::Column::Status.eq(DeploymentStatus::InProgress.as_str()))
-        .one(db)
-        .await?
-        .is_some();
-    if busy {
+    if in_progress(db, environment_id).await?.is_some() {
         return Ok(None);
     }
     Ok(deployment::Entity::find()
         .filter(deployment::Column::EnvironmentId.eq(environment_id))
-        .filter(deployment::Column::Status.eq(DeploymentStatus::Queued.as_str()))
+        .filter(deployment::Column::Status.eq(DeploymentStatus::Queued))
         .order_by_asc(deployment::Column::Id)
+        .one(db)
+        .await?)
+}
+
+/// The release of an environment: the deployment that last succeeded there.
+pub async fn current_release(
+    db: &impl ConnectionTrait,
+    environment_id: i64,
+) -> ApiResult<Option<deployment::Model>> {
+    Ok(deployment::Entity::find()
+        .filter(deployment::Column::EnvironmentId.eq(environment_id))
+        .filter(deployment::Column::Status.eq(DeploymentStatus::Succeeded))
+        .order_by_desc(deployment::Column::FinishedAt)
+        .order_by_desc(deployment::Column::Id)
+        .one(db)
+        .await?)
+}
+
+/// The deployment of an environment in progress now, if any.
+pub async fn in_progress(
+    db: &impl ConnectionTrait,
+    environment_id: i64,
+) -> ApiResult<Option<deployment::Model>> {
+    Ok(deployment::Entity::find()
+        .filter(deployment::Column::EnvironmentId.eq(environment_id))
+        .filter(deployment::Column::Status.eq(DeploymentStatus::InProgress))
         .one(db)
         .await?)
 }
@@ -368,7 +278,7 @@ pub async fn next_claimable(
 pub async fn publish_next_claimable(state: &AppState, environment_id: i64) -> ApiResult<()> {
     if let Some(next) = next_claimable(&state.db, environment_id).await? {
         let view = hydrate_one(&state.db, next).await?;
-        state.events.publish(Event::Queued(Arc::new(view)));
+        state.events.queued(Arc::new(view));
     }
     Ok(())
 }
@@ -385,7 +295,7 @@ pub(crate) fn none_in_environment(status: DeploymentStatus, older_only: bool) ->
             Expr::col((other.clone(), deployment::Column::EnvironmentId))
                 .equals((deployment::Entity, deployment::Column::EnvironmentId)),
         )
-        .and_where(Expr::col((other.clone(), deployment::Column::Status)).eq(status.as_str()));
+        .and_where(Expr::col((other.clone(), deployment::Column::Status)).eq(status));
     if older_only {
         query.and_where(
             Expr::col((other, deployment::Column::Id))
@@ -398,7 +308,7 @@ pub(crate) fn none_in_environment(status: DeploymentStatus, older_only: bool) ->
 /// Every deployment a runner may claim now, oldest first.
 pub async fn claimable(db: &impl ConnectionTrait) -> ApiResult<Vec<DeploymentView>> {
     let rows = deployment::Entity::find()
-        .filter(deployment::Column::Status.eq(DeploymentStatus::Queued.as_str()))
+        .filter(deployment::Column::Status.eq(DeploymentStatus::Queued))
         .filter(none_in_environment(DeploymentStatus::Queued, true))
         .filter(none_in_environment(DeploymentStatus::InProgress, false))
         .order_by_asc(deployment::Column::Id)
@@ -442,7 +352,7 @@ pub async fn list(
         ));
     }
     if let Some(status) = filter.status {
-        query = query.filter(deployment::Column::Status.eq(status.as_str()));
+        query = query.filter(deployment::Column::Status.eq(status));
     }
     if let Some(before) = before_id {
         query = query.filter(deployment::Column::Id.lt(before));
@@ -464,7 +374,7 @@ pub async fn cancel(state: &AppState, id: i64, by: &str) -> ApiResult<Deployment
     let cancelled = deployment::Entity::update_many()
         .col_expr(
             deployment::Column::Status,
-            Expr::value(DeploymentStatus::Cancelled.as_str()),
+            Expr::value(DeploymentStatus::Cancelled),
         )
         .col_expr(deployment::Column::FinishedAt, Expr::value(now))
         .col_expr(deployment::Column::CancelRequested, Expr::value(true))
@@ -474,15 +384,13 @@ pub async fn cancel(state: &AppState, id: i64, by: &str) -> ApiResult<Deployment
             Expr::value(format!("cancelled by {by} before it started")),
         )
         .filter(deployment::Column::Id.eq(id))
-        .filter(deployment::Column::Status.eq(DeploymentStatus::Queued.as_str()))
+        .filter(deployment::Column::Status.eq(DeploymentStatus::Queued))
         .exec_with_returning(&state.db)
         .await?
         .pop();
     if let Some(row) = cancelled {
         let view = hydrate_one(&state.db, row).await?;
-        state
-            .events
-            .publish(Event::Deployment(Arc::new(view.clone())));
+        state.events.deployment_changed(&state.db, &view).await;
         publish_next_claimable(state, view.environment.id).await?;
         return Ok(view);
     }
@@ -490,20 +398,20 @@ pub async fn cancel(state: &AppState, id: i64, by: &str) -> ApiResult<Deployment
         .col_expr(deployment::Column::CancelRequested, Expr::value(true))
         .col_expr(deployment::Column::CancelRequestedBy, Expr::value(by))
         .filter(deployment::Column::Id.eq(id))
-        .filter(deployment::Column::Status.eq(DeploymentStatus::InProgress.as_str()))
+        .filter(deployment::Column::Status.eq(DeploymentStatus::InProgress))
         .exec_with_returning(&state.db)
         .await?
         .pop();
     if let Some(row) = requested {
         let view = hydrate_one(&state.db, row).await?;
-        state
-            .events
-            .publish(Event::Deployment(Arc::new(view.clone())));
+        state.events.deployment_changed(&state.db, &view).await;
         return Ok(view);
     }
-    let view = get(&state.db, id).await?;
+    let view = view::get(&state.db, id).await?;
     Err(ApiError::Conflict(format!(
-        "deployment {} ({}#{}) already finished: {}",
-        id, view.application.name, view.deployment.number, view.deployment.status
+        "deployment {} ({}) already finished: {}",
+        id,
+        view.name(),
+        view.status().as_str()
     )))
 }

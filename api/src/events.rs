@@ -1,43 +1,169 @@
-//! The in-process event stream behind subscriptions. Events are published only
-//! after the transaction that caused them has committed, so a subscriber never
-//! sees a change that is not in the database.
+//! The in-process event bus behind subscriptions.
+//!
+//! An event names what changed by id: a deployment (with its application and
+//! environment), or a range of stored log lines. That is all a bus through the
+//! database could carry (a PostgreSQL `NOTIFY` payload holds at most 8 kB).
+//! In this process an event also carries the rows already loaded, shared, so
+//! that subscribers here need not read them again; a subscriber reads from the
+//! database whatever an event does not carry.
+//!
+//! Events are published only after the transaction that caused them has
+//! committed, so a subscriber never hears of a change that is not in the
+//! database. The changes of one deployment are published one at a time, each
+//! with the deployment as read after taking its turn: subscribers see its
+//! states in the order they were committed, never an older one after a newer.
 
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 
-use tokio::sync::broadcast;
+use sea_orm::ConnectionTrait;
+use tokio::sync::{broadcast, Mutex};
 
-use crate::db::entities::log_line;
-use crate::deployments::DeploymentView;
+use crate::db::entities::{deployment, log_line};
+use crate::error::ApiResult;
+use crate::view::{self, DeploymentView};
 
 #[derive(Clone, Debug)]
 pub enum Event {
     /// A deployment was created or changed state, phase or message.
-    Deployment(Arc<DeploymentView>),
+    Deployment(DeploymentChanged),
     /// A deployment became claimable: the oldest queued one of an environment
     /// that has none in progress.
-    Queued(Arc<DeploymentView>),
+    Queued(DeploymentChanged),
     /// Log lines of a deployment were stored.
-    Logs {
-        deployment_id: i64,
-        lines: Arc<Vec<log_line::Model>>,
-    },
+    Logs(LinesStored),
 }
+
+/// Which deployment an event is about.
+#[derive(Clone, Debug)]
+pub struct DeploymentChanged {
+    pub deployment_id: i64,
+    pub application_id: i64,
+    pub environment_id: i64,
+    /// The deployment as it was read for the event, when this process has it.
+    loaded: Option<Arc<DeploymentView>>,
+}
+
+impl DeploymentChanged {
+    /// An event about `view`, carrying it.
+    fn of(view: Arc<DeploymentView>) -> Self {
+        Self {
+            deployment_id: view.deployment.id,
+            application_id: view.deployment.application_id,
+            environment_id: view.deployment.environment_id,
+            loaded: Some(view),
+        }
+    }
+
+    /// An event that carries only the ids of `view`.
+    fn ids_of(view: &DeploymentView) -> Self {
+        Self {
+            deployment_id: view.deployment.id,
+            application_id: view.deployment.application_id,
+            environment_id: view.deployment.environment_id,
+            loaded: None,
+        }
+    }
+
+    /// The deployment: the one carried, or as the database has it now.
+    pub async fn view(&self, db: &impl ConnectionTrait) -> ApiResult<Arc<DeploymentView>> {
+        match &self.loaded {
+            Some(view) => Ok(view.clone()),
+            None => Ok(Arc::new(view::get(db, self.deployment_id).await?)),
+        }
+    }
+}
+
+/// Which log lines were stored.
+#[derive(Clone, Debug)]
+pub struct LinesStored {
+    pub deployment_id: i64,
+    /// Their sequence numbers.
+    pub seqs: RangeInclusive<i64>,
+    /// The lines themselves, when this process has them.
+    loaded: Option<Arc<Vec<log_line::Model>>>,
+}
+
+impl LinesStored {
+    /// An event about `lines` (consecutive lines of one deployment, at least
+    /// one), carrying them.
+    fn of(deployment_id: i64, lines: Arc<Vec<log_line::Model>>) -> Self {
+        let first = lines.first().map_or(0, |l| l.seq);
+        let last = lines.last().map_or(0, |l| l.seq);
+        Self {
+            deployment_id,
+            seqs: first..=last,
+            loaded: Some(lines),
+        }
+    }
+
+    /// The lines, when the event carries them; otherwise they are to be read
+    /// from the database.
+    pub fn loaded(&self) -> Option<&Arc<Vec<log_line::Model>>> {
+        self.loaded.as_ref()
+    }
+}
+
+/// How many deployments may publish at the same time (changes of deployments
+/// that share a turn wait for each other).
+const TURNS: usize = 64;
 
 #[derive(Clone, Debug)]
 pub struct Events {
     sender: broadcast::Sender<Event>,
+    /// Per group of deployments, the lock a publisher holds while it reads
+    /// the deployment and publishes it, and the row it published last.
+    turns: Arc<[Mutex<Option<deployment::Model>>]>,
 }
 
 impl Events {
     pub fn new(capacity: usize) -> Self {
         Self {
             sender: broadcast::channel(capacity).0,
+            turns: (0..TURNS).map(|_| Mutex::new(None)).collect(),
         }
     }
 
-    pub fn publish(&self, event: Event) {
+    fn publish(&self, event: Event) {
         // No subscriber is not an error: the change is in the database.
         let _ = self.sender.send(event);
+    }
+
+    /// Publishes that `view` became claimable.
+    pub fn queued(&self, view: Arc<DeploymentView>) {
+        self.publish(Event::Queued(DeploymentChanged::of(view)));
+    }
+
+    /// Publishes that `lines` of the deployment `deployment_id` were stored
+    /// (consecutive lines, at least one). Followers order lines by their
+    /// sequence numbers, so these events need no turn.
+    pub fn lines_stored(&self, deployment_id: i64, lines: Arc<Vec<log_line::Model>>) {
+        self.publish(Event::Logs(LinesStored::of(deployment_id, lines)));
+    }
+
+    /// Publishes that the deployment of `changed` changed, once the change
+    /// has committed. Waits for the deployment's turn, reads it again and
+    /// publishes what it reads, so that a publisher that comes late cannot
+    /// show a state older than one already published. A state just published
+    /// is not published again.
+    pub async fn deployment_changed(&self, db: &impl ConnectionTrait, changed: &DeploymentView) {
+        let id = changed.deployment.id;
+        let mut last = self.turns[id.rem_euclid(TURNS as i64) as usize]
+            .lock()
+            .await;
+        let event = match view::reread(db, changed).await {
+            Ok(now) if last.as_ref() == Some(&now.deployment) => return,
+            Ok(now) => {
+                *last = Some(now.deployment.clone());
+                DeploymentChanged::of(Arc::new(now))
+            }
+            Err(_) => {
+                // Subscribers read it themselves; it is logged already.
+                *last = None;
+                DeploymentChanged::ids_of(changed)
+            }
+        };
+        self.publish(Event::Deployment(event));
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {

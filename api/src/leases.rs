@@ -7,18 +7,17 @@
 //! deployment of an environment, whatever the race.
 
 use std::fmt;
-use std::sync::Arc;
 
 use sea_orm::sea_query::{Expr, SimpleExpr};
 use sea_orm::{ColumnTrait, Condition, DbErr, EntityTrait, QueryFilter, QueryOrder, SqlErr};
-use serde::{Deserialize, Serialize};
 
 use crate::db::entities::deployment;
-use crate::deployments::{self, DeploymentPhase, DeploymentStatus, DeploymentView};
+use crate::db::entities::deployment::StoredService;
+use crate::deployments::{self, DeploymentPhase, DeploymentStatus};
 use crate::error::{ApiError, ApiResult};
-use crate::events::Event;
 use crate::runners;
 use crate::state::AppState;
+use crate::view::{self, DeploymentView, ServiceImage};
 
 /// Who reports on a deployment: a runner (its token's subject) and, when it
 /// says, which of its processes. Two processes with the same token are two
@@ -93,7 +92,7 @@ pub async fn claim(
     let claimed = deployment::Entity::update_many()
         .col_expr(
             deployment::Column::Status,
-            Expr::value(DeploymentStatus::InProgress.as_str()),
+            Expr::value(DeploymentStatus::InProgress),
         )
         .col_expr(deployment::Column::Runner, Expr::value(runner))
         .col_expr(
@@ -111,7 +110,7 @@ pub async fn claim(
             Expr::value(format!("claimed by {holder}")),
         )
         .filter(deployment::Column::Id.eq(id))
-        .filter(deployment::Column::Status.eq(DeploymentStatus::Queued.as_str()))
+        .filter(deployment::Column::Status.eq(DeploymentStatus::Queued))
         .filter(deployments::none_in_environment(
             DeploymentStatus::Queued,
             true,
@@ -134,14 +133,12 @@ pub async fn claim(
     if let Err(err) = runners::seen(state, runner, holder.instance).await {
         tracing::warn!(?err, runner, "could not record that the runner was seen");
     }
-    let view = deployments::hydrate_one(&state.db, row).await?;
+    let view = view::hydrate_one(&state.db, row).await?;
     if retried {
         tracing::info!(deployment = id, %holder, "claim repeated by its holder");
     } else {
         tracing::info!(deployment = id, %holder, "deployment claimed");
-        state
-            .events
-            .publish(Event::Deployment(Arc::new(view.clone())));
+        state.events.deployment_changed(&state.db, &view).await;
     }
     Ok(view)
 }
@@ -151,7 +148,7 @@ fn is_unique_violation(err: &DbErr) -> bool {
 }
 
 async fn why_not_claimable(state: &AppState, holder: Holder<'_>, id: i64) -> ApiError {
-    let view = match deployments::get(&state.db, id).await {
+    let view = match view::get(&state.db, id).await {
         Ok(view) => view,
         Err(err) => return err,
     };
@@ -163,22 +160,20 @@ async fn why_not_claimable(state: &AppState, holder: Holder<'_>, id: i64) -> Api
             Holder::of(d),
             lease_note(d),
         )),
-        status if status.is_final() => {
-            ApiError::Conflict(format!("deployment {name} already finished: {}", d.status))
-        }
+        status if status.is_final() => ApiError::Conflict(format!(
+            "deployment {name} already finished: {}",
+            status.as_str()
+        )),
         _ => {
             let ahead = deployment::Entity::find()
                 .filter(deployment::Column::EnvironmentId.eq(d.environment_id))
                 .filter(deployment::Column::Id.ne(d.id))
                 .filter(
                     Condition::any()
-                        .add(deployment::Column::Status.eq(DeploymentStatus::InProgress.as_str()))
+                        .add(deployment::Column::Status.eq(DeploymentStatus::InProgress))
                         .add(
                             Condition::all()
-                                .add(
-                                    deployment::Column::Status
-                                        .eq(DeploymentStatus::Queued.as_str()),
-                                )
+                                .add(deployment::Column::Status.eq(DeploymentStatus::Queued))
                                 .add(deployment::Column::Id.lt(d.id)),
                         ),
                 )
@@ -190,7 +185,10 @@ async fn why_not_claimable(state: &AppState, holder: Holder<'_>, id: i64) -> Api
             match ahead {
                 Ok(Some(other)) => ApiError::Conflict(format!(
                     "deployment {name} waits: {}#{} ({}) goes first in environment `{}`",
-                    view.application.name, other.number, other.status, view.environment.name
+                    view.application.name,
+                    other.number,
+                    other.status.as_str(),
+                    view.environment.name
                 )),
                 Ok(None) => {
                     ApiError::Conflict(format!("deployment {name} could not be claimed; try again"))
@@ -243,7 +241,7 @@ async fn renew(
     }
     Ok(update
         .filter(deployment::Column::Id.eq(id))
-        .filter(deployment::Column::Status.eq(DeploymentStatus::InProgress.as_str()))
+        .filter(deployment::Column::Status.eq(DeploymentStatus::InProgress))
         .filter(holder.holds())
         .exec_with_returning(&state.db)
         .await?
@@ -252,7 +250,7 @@ async fn renew(
 
 /// Explains why `holder` does not hold the deployment `id`.
 pub(crate) async fn not_held(state: &AppState, holder: Holder<'_>, id: i64) -> ApiError {
-    let view = match deployments::get(&state.db, id).await {
+    let view = match view::get(&state.db, id).await {
         Ok(view) => view,
         Err(err) => return err,
     };
@@ -266,7 +264,7 @@ pub(crate) async fn not_held(state: &AppState, holder: Holder<'_>, id: i64) -> A
         DeploymentStatus::Queued => format!("deployment {id} has not been claimed"),
         _ => format!(
             "deployment {id} is no longer in progress: {}{}",
-            d.status,
+            d.status.as_str(),
             d.message
                 .as_deref()
                 .map(|m| format!(" ({m})"))
@@ -285,7 +283,7 @@ pub async fn heartbeat(
     let holder = holder.into();
     let row = update_held(state, holder, id, Vec::new()).await?;
     runners::seen(state, holder.runner, holder.instance).await?;
-    deployments::hydrate_one(&state.db, row).await
+    view::hydrate_one(&state.db, row).await
 }
 
 /// Records what an in-progress deployment is doing, and the sha once known.
@@ -300,7 +298,7 @@ pub async fn progress(
     let holder = holder.into();
     let mut changes = Vec::new();
     if let Some(phase) = phase {
-        changes.push((deployment::Column::Phase, Expr::value(phase.as_str())));
+        changes.push((deployment::Column::Phase, Expr::value(phase)));
     }
     if let Some(message) = message {
         changes.push((
@@ -310,7 +308,7 @@ pub async fn progress(
     }
     if let Some(sha) = sha {
         deployments::validate_sha(&sha)?;
-        let current = deployments::get(&state.db, id).await?;
+        let current = view::get(&state.db, id).await?;
         if let Some(known) = &current.deployment.sha {
             if *known != sha {
                 return Err(ApiError::BadInput(format!(
@@ -321,20 +319,9 @@ pub async fn progress(
         changes.push((deployment::Column::Sha, Expr::value(sha)));
     }
     let row = update_held(state, holder, id, changes).await?;
-    let view = deployments::hydrate_one(&state.db, row).await?;
-    state
-        .events
-        .publish(Event::Deployment(Arc::new(view.clone())));
+    let view = view::hydrate_one(&state.db, row).await?;
+    state.events.deployment_changed(&state.db, &view).await;
     Ok(view)
-}
-
-/// An image a service of the release runs.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, async_graphql::SimpleObject)]
-#[graphql(name = "ReleaseService")]
-pub struct ServiceImage {
-    pub name: String,
-    pub image: String,
-    pub digest: Option<String>,
 }
 
 /// Ends a deployment with a final status.
@@ -355,7 +342,7 @@ pub async fn finish(
     }
     let now = state.clock.now();
     let mut changes = vec![
-        (deployment::Column::Status, Expr::value(status.as_str())),
+        (deployment::Column::Status, Expr::value(status)),
         (deployment::Column::FinishedAt, Expr::value(now)),
     ];
     if let Some(message) = message {
@@ -365,20 +352,19 @@ pub async fn finish(
         ));
     }
     if let Some(services) = services {
-        let json = serde_json::to_string(&services).map_err(ApiError::internal)?;
+        let stored: Vec<StoredService> = services.into_iter().map(StoredService::from).collect();
+        let json = serde_json::to_string(&stored).map_err(ApiError::internal)?;
         changes.push((deployment::Column::Services, Expr::value(json)));
     }
     let row = update_held(state, holder, id, changes).await?;
-    let view = deployments::hydrate_one(&state.db, row).await?;
+    let view = view::hydrate_one(&state.db, row).await?;
     tracing::info!(
         deployment = id,
         %holder,
         status = status.as_str(),
         "deployment finished"
     );
-    state
-        .events
-        .publish(Event::Deployment(Arc::new(view.clone())));
+    state.events.deployment_changed(&state.db, &view).await;
     deployments::publish_next_claimable(state, view.environment.id).await?;
     Ok(view)
 }
@@ -400,7 +386,7 @@ fn limit_message(mut message: String) -> String {
 pub async fn expire(state: &AppState) -> ApiResult<Vec<DeploymentView>> {
     let now = state.clock.now();
     let stale = deployment::Entity::find()
-        .filter(deployment::Column::Status.eq(DeploymentStatus::InProgress.as_str()))
+        .filter(deployment::Column::Status.eq(DeploymentStatus::InProgress))
         .filter(deployment::Column::LeaseExpiresAt.lt(now))
         .all(&state.db)
         .await?;
@@ -420,22 +406,20 @@ pub async fn expire(state: &AppState) -> ApiResult<Vec<DeploymentView>> {
         let row = deployment::Entity::update_many()
             .col_expr(
                 deployment::Column::Status,
-                Expr::value(DeploymentStatus::Failed.as_str()),
+                Expr::value(DeploymentStatus::Failed),
             )
             .col_expr(deployment::Column::FinishedAt, Expr::value(now))
             .col_expr(deployment::Column::Message, Expr::value(message.clone()))
             .filter(deployment::Column::Id.eq(d.id))
-            .filter(deployment::Column::Status.eq(DeploymentStatus::InProgress.as_str()))
+            .filter(deployment::Column::Status.eq(DeploymentStatus::InProgress))
             .filter(deployment::Column::LeaseExpiresAt.lt(now))
             .exec_with_returning(&state.db)
             .await?
             .pop();
         if let Some(row) = row {
             tracing::warn!(deployment = row.id, %message, "lease expired");
-            let view = deployments::hydrate_one(&state.db, row).await?;
-            state
-                .events
-                .publish(Event::Deployment(Arc::new(view.clone())));
+            let view = view::hydrate_one(&state.db, row).await?;
+            state.events.deployment_changed(&state.db, &view).await;
             deployments::publish_next_claimable(state, view.environment.id).await?;
             expired.push(view);
         }
@@ -453,7 +437,7 @@ pub async fn renew_all(state: &AppState) -> ApiResult<u64> {
             deployment::Column::LeaseExpiresAt,
             Expr::value(now + state.settings.lease),
         )
-        .filter(deployment::Column::Status.eq(DeploymentStatus::InProgress.as_str()))
+        .filter(deployment::Column::Status.eq(DeploymentStatus::InProgress))
         .exec(&state.db)
         .await?;
     Ok(renewed.rows_affected)

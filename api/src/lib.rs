@@ -13,12 +13,16 @@
 //!   prices queries.
 //! - [`auth`]: HS256 JWTs and roles.
 //! - Domain modules, each owning its rules and its SQL: [`applications`]
-//!   (and environment locks), [`deployments`] (creation, history, cancel, the
+//!   (and environment locks; [`repository`] keeps credentials out of their
+//!   URLs), [`deployments`] (creation, history, cancel, the
 //!   queue), [`leases`] (claim, heartbeat, progress, finish, expiry), [`logs`],
 //!   [`runners`].
 //! - [`db`]: connection, append-only migrations and entities. Only this crate
 //!   knows the SQL schema.
-//! - [`events`]: the in-process stream behind subscriptions, fed after commit.
+//! - [`view`]: the deployment read model (a deployment with its application
+//!   and environment), which every other module may use.
+//! - [`events`]: the in-process stream behind subscriptions, fed after commit;
+//!   events name what changed by id and carry the rows already loaded.
 //! - [`clock`]: "now", movable in tests.
 
 pub mod applications;
@@ -33,8 +37,10 @@ pub mod graphql;
 pub mod http;
 pub mod leases;
 pub mod logs;
+pub mod repository;
 pub mod runners;
 pub mod state;
+pub mod view;
 
 use std::future::Future;
 use std::time::Duration;

@@ -15,12 +15,13 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::db::entities::{deployment, log_line};
-use crate::deployments::{self, DeploymentStatus};
+use crate::deployments::DeploymentStatus;
 use crate::error::{ApiError, ApiResult};
 use crate::events::Event;
 use crate::leases::{self, Holder};
 use crate::runners;
 use crate::state::AppState;
+use crate::view;
 
 /// Most lines one append may carry.
 pub const MAX_LINES_PER_APPEND: usize = 5000;
@@ -87,7 +88,7 @@ pub async fn append(
             Expr::value(now + state.settings.lease),
         )
         .filter(deployment::Column::Id.eq(id))
-        .filter(deployment::Column::Status.eq(DeploymentStatus::InProgress.as_str()))
+        .filter(deployment::Column::Status.eq(DeploymentStatus::InProgress))
         .filter(holder.holds())
         .exec_with_returning(&txn)
         .await?
@@ -148,10 +149,7 @@ pub async fn append(
         .await?;
     }
     txn.commit().await?;
-    state.events.publish(Event::Logs {
-        deployment_id: id,
-        lines: Arc::new(stored),
-    });
+    state.events.lines_stored(id, Arc::new(stored));
     Ok(held)
 }
 
@@ -182,7 +180,7 @@ pub async fn follow(
     // Subscribing before reading makes the hand-over gap-free: a line stored
     // while the backlog is read arrives on `events` too, and is skipped by seq.
     let events = state.events.subscribe();
-    deployments::get(&state.db, id).await?;
+    view::get(&state.db, id).await?;
     let (tx, rx) = mpsc::channel(256);
     let state = state.clone();
     tokio::spawn(async move {
@@ -217,7 +215,7 @@ async fn forward(
     tx: &mpsc::Sender<log_line::Model>,
 ) -> Result<(), Stop> {
     last = catch_up(state, id, last, tx).await?;
-    if deployments::get(&state.db, id).await?.status().is_final() {
+    if view::get(&state.db, id).await?.status().is_final() {
         // Lines stored between the catch-up and the finish are sent too.
         catch_up(state, id, last, tx).await?;
         return Ok(());
@@ -228,22 +226,25 @@ async fn forward(
             event = events.recv() => event,
         };
         match event {
-            Ok(Event::Logs {
-                deployment_id,
-                lines,
-            }) if deployment_id == id => {
-                if lines.first().is_some_and(|l| l.seq > last + 1) {
-                    last = catch_up(state, id, last, tx).await?;
-                }
-                for line in lines.iter() {
-                    if line.seq > last {
-                        tx.send(line.clone()).await.map_err(|_| Stop::Gone)?;
-                        last = line.seq;
+            Ok(Event::Logs(stored)) if stored.deployment_id == id => match stored.loaded() {
+                Some(lines) => {
+                    if *stored.seqs.start() > last + 1 {
+                        last = catch_up(state, id, last, tx).await?;
+                    }
+                    for line in lines.iter() {
+                        if line.seq > last {
+                            tx.send(line.clone()).await.map_err(|_| Stop::Gone)?;
+                            last = line.seq;
+                        }
                     }
                 }
-            }
-            Ok(Event::Deployment(view)) if view.deployment.id == id => {
-                if view.status().is_final() {
+                None if *stored.seqs.end() > last => {
+                    last = catch_up(state, id, last, tx).await?;
+                }
+                None => {}
+            },
+            Ok(Event::Deployment(changed)) if changed.deployment_id == id => {
+                if changed.view(&state.db).await?.status().is_final() {
                     catch_up(state, id, last, tx).await?;
                     return Ok(());
                 }
@@ -252,7 +253,7 @@ async fn forward(
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 // The finish may be among the missed events: look again.
                 last = catch_up(state, id, last, tx).await?;
-                if deployments::get(&state.db, id).await?.status().is_final() {
+                if view::get(&state.db, id).await?.status().is_final() {
                     catch_up(state, id, last, tx).await?;
                     return Ok(());
                 }

@@ -51,6 +51,66 @@ pub mod environment {
 
 pub mod deployment {
     use sea_orm::entity::prelude::*;
+    use serde::{Deserialize, Serialize};
+
+    /// Where a deployment is in its life. Stored as the text of each value in
+    /// a `TEXT` column; a row with any other text fails to load (an error, not
+    /// a guess).
+    #[derive(Copy, Clone, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+    #[sea_orm(rs_type = "String", db_type = "Text")]
+    pub enum DeploymentStatus {
+        #[sea_orm(string_value = "QUEUED")]
+        Queued,
+        #[sea_orm(string_value = "IN_PROGRESS")]
+        InProgress,
+        #[sea_orm(string_value = "SUCCEEDED")]
+        Succeeded,
+        #[sea_orm(string_value = "FAILED")]
+        Failed,
+        #[sea_orm(string_value = "CANCELLED")]
+        Cancelled,
+    }
+
+    impl DeploymentStatus {
+        pub fn as_str(self) -> &'static str {
+            match self {
+                Self::Queued => "QUEUED",
+                Self::InProgress => "IN_PROGRESS",
+                Self::Succeeded => "SUCCEEDED",
+                Self::Failed => "FAILED",
+                Self::Cancelled => "CANCELLED",
+            }
+        }
+
+        pub fn is_final(self) -> bool {
+            matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+        }
+    }
+
+    /// What an IN_PROGRESS deployment is doing; stored like the status.
+    #[derive(Copy, Clone, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+    #[sea_orm(rs_type = "String", db_type = "Text")]
+    pub enum DeploymentPhase {
+        #[sea_orm(string_value = "CLONING")]
+        Cloning,
+        #[sea_orm(string_value = "PLANNING")]
+        Planning,
+        #[sea_orm(string_value = "UPDATING")]
+        Updating,
+        #[sea_orm(string_value = "VERIFYING")]
+        Verifying,
+        #[sea_orm(string_value = "ROLLING_BACK")]
+        RollingBack,
+    }
+
+    /// One entry of the `services` column, a JSON list: an image a service of
+    /// the release runs. The stored shape, kept apart from what the API shows.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct StoredService {
+        pub name: String,
+        pub image: String,
+        pub digest: Option<String>,
+    }
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "deployments")]
@@ -75,8 +135,8 @@ pub mod deployment {
         /// runner skips it when it would take the environment backwards.
         pub auto_deploy: bool,
         pub created_by: String,
-        pub status: String,
-        pub phase: Option<String>,
+        pub status: DeploymentStatus,
+        pub phase: Option<DeploymentPhase>,
         pub message: Option<String>,
         /// Name of the runner holding (or that last held) the deployment.
         pub runner: Option<String>,
@@ -89,7 +149,7 @@ pub mod deployment {
         pub cancel_requested_by: Option<String>,
         /// Number of log lines stored; the next line gets `log_count + 1`.
         pub log_count: i64,
-        /// JSON list of `{name, image, digest}` recorded when the deployment succeeded.
+        /// JSON list of [`StoredService`], recorded when the deployment succeeded.
         pub services: Option<String>,
         pub created_at: ChronoDateTimeUtc,
         pub started_at: Option<ChronoDateTimeUtc>,

@@ -6,6 +6,7 @@
 //! HTTP layer learns whether it was executed at all ([`Execution`]).
 
 pub mod cost;
+mod enums;
 mod mutation;
 mod query;
 mod subscription;

@@ -3,14 +3,16 @@ use std::sync::Arc;
 use async_graphql::{Context, InputObject, Json, Object, ID};
 use chrono::{DateTime, Utc};
 
+use super::enums::{DeploymentPhase, DeploymentStatus};
 use super::types::{deployment_id, state, Application, Deployment, Environment, Runner};
-use crate::applications::{self, NewApplication, NewEnvironment};
+use crate::applications::{self, ApplicationChange, NewApplication, NewEnvironment};
 use crate::auth::{caller, roles, RoleGuard};
-use crate::deployments::{self, DeploymentPhase, DeploymentStatus, NewDeployment};
+use crate::deployments::{self, NewDeployment};
 use crate::error::ApiResult;
-use crate::leases::{self, Holder, ServiceImage};
+use crate::leases::{self, Holder};
 use crate::logs::{self, NewLine};
 use crate::runners;
+use crate::view::{self, ServiceImage};
 
 pub struct Mutation;
 
@@ -18,7 +20,8 @@ pub struct Mutation;
 pub(super) struct CreateApplicationInput {
     /// Lowercase letters, digits, `-`, `_`, `.`; used in stack names.
     pub name: String,
-    /// Clone URL or path of the repository.
+    /// Clone URL or path of the repository, without credentials (a password
+    /// or token is refused: give the runner `--git-token` or an SSH key).
     pub repository: String,
     /// Path of the deploy spec in the repository (default `slipway.yml`).
     pub spec_path: Option<String>,
@@ -88,6 +91,24 @@ impl Mutation {
             },
         )
         .await?;
+        Ok(Application(Arc::new(app)))
+    }
+
+    /// Changes an application's repository URL or spec path; what is not
+    /// given stays.
+    #[graphql(guard = "RoleGuard::new(roles::ADMIN)")]
+    async fn update_application(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        repository: Option<String>,
+        spec_path: Option<String>,
+    ) -> ApiResult<Application> {
+        let change = ApplicationChange {
+            repository,
+            spec_path,
+        };
+        let app = applications::update(state(ctx), &name, change).await?;
         Ok(Application(Arc::new(app)))
     }
 
@@ -245,7 +266,7 @@ impl Mutation {
             })
             .collect();
         let row = logs::append(state(ctx), holder, id, lines, after).await?;
-        let view = deployments::hydrate_one(&state(ctx).db, row).await?;
+        let view = view::hydrate_one(&state(ctx).db, row).await?;
         Ok(Deployment(Arc::new(view)))
     }
 
@@ -264,7 +285,7 @@ impl Mutation {
             state(ctx),
             Holder::new(&runner, instance.as_deref()),
             deployment_id(&id)?,
-            phase,
+            phase.map(Into::into),
             message,
             sha,
         )
@@ -298,7 +319,7 @@ impl Mutation {
             state(ctx),
             Holder::new(&runner, instance.as_deref()),
             deployment_id(&id)?,
-            status,
+            status.into(),
             message,
             services,
         )

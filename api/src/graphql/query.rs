@@ -3,13 +3,14 @@ use std::sync::Arc;
 use async_graphql::connection::Connection;
 use async_graphql::{Context, Object, ID};
 
+use super::enums::DeploymentStatus;
 use super::types::{
     deployment_id, deployment_page, state, Application, Deployment, Runner, Viewer,
 };
 use crate::auth::{caller, roles, RoleGuard};
-use crate::deployments::{self, DeploymentStatus, Filter};
+use crate::deployments::{self, Filter};
 use crate::error::{ApiError, ApiResult};
-use crate::{applications, runners};
+use crate::{applications, runners, view};
 
 pub struct Query;
 
@@ -39,7 +40,7 @@ impl Query {
 
     #[graphql(guard = "RoleGuard::new(roles::READ)")]
     async fn deployment(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<Deployment>> {
-        match deployments::get(&state(ctx).db, deployment_id(&id)?).await {
+        match view::get(&state(ctx).db, deployment_id(&id)?).await {
             Ok(view) => Ok(Some(Deployment(Arc::new(view)))),
             Err(ApiError::NotFound(_)) => Ok(None),
             Err(err) => Err(err),
@@ -60,7 +61,7 @@ impl Query {
         let filter = Filter {
             application,
             environment,
-            status,
+            status: status.map(Into::into),
         };
         deployment_page(state(ctx), &filter, first, after).await
     }

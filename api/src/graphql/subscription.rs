@@ -1,14 +1,14 @@
-use std::sync::Arc;
-
 use async_graphql::{Context, Subscription, ID};
 use futures_util::{Stream, StreamExt};
+use sea_orm::DatabaseConnection;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
 use super::types::{deployment_id, state, Deployment, LogLine};
+use crate::applications;
 use crate::auth::{roles, RoleGuard};
 use crate::error::ApiError;
-use crate::events::Event;
+use crate::events::{DeploymentChanged, Event};
 use crate::logs;
 
 pub struct Subscription;
@@ -24,11 +24,15 @@ impl Subscription {
         &self,
         ctx: &Context<'_>,
     ) -> impl Stream<Item = async_graphql::Result<Deployment>> {
-        events(ctx).filter_map(|event| async move {
-            match event {
-                Ok(Event::Queued(view)) => Some(Ok(Deployment(view))),
-                Ok(_) => None,
-                Err(err) => Some(Err(err.into_graphql())),
+        let db = state(ctx).db.clone();
+        events(ctx).filter_map(move |event| {
+            let db = db.clone();
+            async move {
+                match event {
+                    Ok(Event::Queued(changed)) => resolve(&db, &changed).await.map(Ok),
+                    Ok(_) => None,
+                    Err(err) => Some(Err(err.into_graphql())),
+                }
             }
         })
     }
@@ -48,19 +52,34 @@ impl Subscription {
             .map(deployment_id)
             .transpose()
             .map_err(ApiError::into_graphql)?;
+        let db = state(ctx).db.clone();
+        let application = match application {
+            None => Applications::All,
+            Some(name) => match applications::find(&db, &name).await {
+                Ok(Some(app)) => Applications::Id(app.id),
+                Ok(None) => Applications::Named(name),
+                Err(err) => return Err(err.into_graphql()),
+            },
+        };
         Ok(events(ctx).filter_map(move |event| {
-            let application = application.clone();
+            let (db, application) = (db.clone(), application.clone());
             async move {
-                let view = match event {
-                    Ok(Event::Deployment(view)) => view,
+                let changed = match event {
+                    Ok(Event::Deployment(changed)) => changed,
                     Ok(_) => return None,
                     Err(err) => return Some(Err(err.into_graphql())),
                 };
-                let wanted = application
-                    .as_ref()
-                    .is_none_or(|name| *name == view.application.name)
-                    && id.is_none_or(|id| id == view.deployment.id);
-                wanted.then(|| Ok(Deployment(Arc::clone(&view))))
+                if id.is_some_and(|id| id != changed.deployment_id) {
+                    return None;
+                }
+                let deployment = match application {
+                    Applications::Id(app) if app != changed.application_id => return None,
+                    Applications::All | Applications::Id(_) => resolve(&db, &changed).await?,
+                    Applications::Named(name) => resolve(&db, &changed)
+                        .await
+                        .filter(|d| d.0.application.name == name)?,
+                };
+                Some(Ok(deployment))
             }
         }))
     }
@@ -77,6 +96,30 @@ impl Subscription {
         let follow = async { logs::follow(state(ctx), deployment_id(&id)?, after_seq).await };
         let lines = follow.await.map_err(ApiError::into_graphql)?;
         Ok(lines.map(LogLine::from))
+    }
+}
+
+/// Which applications' deployments a subscriber wants.
+#[derive(Clone)]
+enum Applications {
+    All,
+    Id(i64),
+    /// One that did not exist when the subscription started, by its name.
+    Named(String),
+}
+
+/// The deployment an event is about, as the event carries it or as read now.
+async fn resolve(db: &DatabaseConnection, changed: &DeploymentChanged) -> Option<Deployment> {
+    match changed.view(db).await {
+        Ok(view) => Some(Deployment(view)),
+        Err(err) => {
+            tracing::warn!(
+                deployment = changed.deployment_id,
+                code = err.code(),
+                "an event's deployment could not be read; the event is skipped"
+            );
+            None
+        }
     }
 }
 

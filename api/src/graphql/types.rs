@@ -6,14 +6,16 @@ use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Json, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 
+use super::enums::{DeploymentPhase, DeploymentStatus};
 use crate::applications;
 use crate::auth::{roles, Role, RoleGuard};
 use crate::db::entities::{application, deployment, environment, log_line, runner};
-use crate::deployments::{self, DeploymentPhase, DeploymentStatus, DeploymentView, Filter};
+use crate::deployments::{self, Filter};
 use crate::error::{ApiError, ApiResult};
-use crate::leases::ServiceImage;
 use crate::logs;
+use crate::repository;
 use crate::state::AppState;
+use crate::view::{DeploymentView, ServiceImage};
 
 pub(crate) fn state<'a>(ctx: &'a Context<'_>) -> &'a AppState {
     ctx.data_unchecked::<AppState>()
@@ -48,9 +50,12 @@ impl Application {
     }
 
     /// Where the runner clones from: a URL (`https://`, `ssh://`, `git://`,
-    /// `file://`) or `git@host:owner/name.git`.
-    async fn repository(&self) -> &str {
-        &self.0.repository
+    /// `file://`) or `git@host:owner/name.git`. Never with credentials: one
+    /// stored with them before they were refused shows them as `***` (the
+    /// runner clones with its own token or key; an admin fixes the URL with
+    /// `updateApplication`).
+    async fn repository(&self) -> std::borrow::Cow<'_, str> {
+        repository::shown(&self.0.repository)
     }
 
     /// Path of the deploy spec in the repository.
@@ -90,7 +95,7 @@ impl Application {
         let filter = Filter {
             application: Some(self.0.name.clone()),
             environment,
-            status,
+            status: status.map(Into::into),
         };
         deployment_page(state(ctx), &filter, first, after).await
     }
@@ -188,26 +193,14 @@ impl Environment {
     /// What runs here: the deployment that last succeeded.
     #[graphql(guard = "RoleGuard::new(roles::READ)")]
     async fn release(&self, ctx: &Context<'_>) -> ApiResult<Option<Release>> {
-        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
-        let row = deployment::Entity::find()
-            .filter(deployment::Column::EnvironmentId.eq(self.model.id))
-            .filter(deployment::Column::Status.eq(DeploymentStatus::Succeeded.as_str()))
-            .order_by_desc(deployment::Column::FinishedAt)
-            .order_by_desc(deployment::Column::Id)
-            .one(&state(ctx).db)
-            .await?;
+        let row = deployments::current_release(&state(ctx).db, self.model.id).await?;
         Ok(row.map(|row| Release(self.view(row))))
     }
 
     /// The deployment running now, if any.
     #[graphql(guard = "RoleGuard::new(roles::READ)")]
     async fn in_progress(&self, ctx: &Context<'_>) -> ApiResult<Option<Deployment>> {
-        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-        let row = deployment::Entity::find()
-            .filter(deployment::Column::EnvironmentId.eq(self.model.id))
-            .filter(deployment::Column::Status.eq(DeploymentStatus::InProgress.as_str()))
-            .one(&state(ctx).db)
-            .await?;
+        let row = deployments::in_progress(&state(ctx).db, self.model.id).await?;
         Ok(row.map(|row| Deployment(Arc::new(self.view(row)))))
     }
 
@@ -250,16 +243,35 @@ impl Release {
     }
 
     /// Per service, the image it runs (with digest where known).
-    async fn services(&self) -> Vec<ServiceImage> {
-        services(&self.0.deployment)
+    async fn services(&self) -> ApiResult<Vec<ReleaseService>> {
+        release_services(&self.0)
     }
 }
 
-fn services(d: &deployment::Model) -> Vec<ServiceImage> {
-    d.services
-        .as_deref()
-        .and_then(|json| serde_json::from_str(json).ok())
-        .unwrap_or_default()
+/// An image a service of the release runs.
+#[derive(SimpleObject)]
+pub struct ReleaseService {
+    pub name: String,
+    pub image: String,
+    pub digest: Option<String>,
+}
+
+impl From<ServiceImage> for ReleaseService {
+    fn from(s: ServiceImage) -> Self {
+        Self {
+            name: s.name,
+            image: s.image,
+            digest: s.digest,
+        }
+    }
+}
+
+fn release_services(view: &DeploymentView) -> ApiResult<Vec<ReleaseService>> {
+    Ok(view
+        .services()?
+        .into_iter()
+        .map(ReleaseService::from)
+        .collect())
 }
 
 pub struct Deployment(pub Arc<DeploymentView>);
@@ -277,7 +289,7 @@ impl Deployment {
 
     /// `application#number`, as people say it.
     async fn name(&self) -> String {
-        format!("{}#{}", self.0.application.name, self.0.deployment.number)
+        self.0.name()
     }
 
     async fn application(&self) -> Application {
@@ -316,15 +328,11 @@ impl Deployment {
     }
 
     async fn status(&self) -> DeploymentStatus {
-        self.0.status()
+        self.0.status().into()
     }
 
     async fn phase(&self) -> Option<DeploymentPhase> {
-        self.0
-            .deployment
-            .phase
-            .as_deref()
-            .and_then(DeploymentPhase::parse)
+        self.0.phase().map(Into::into)
     }
 
     async fn message(&self) -> Option<&str> {
@@ -372,7 +380,7 @@ impl Deployment {
     /// When the runner's claim lapses unless it sends a heartbeat (while in progress).
     async fn lease_expires_at(&self) -> Option<DateTime<Utc>> {
         match self.0.status() {
-            DeploymentStatus::InProgress => self.0.deployment.lease_expires_at,
+            deployments::DeploymentStatus::InProgress => self.0.deployment.lease_expires_at,
             _ => None,
         }
     }
@@ -392,8 +400,8 @@ impl Deployment {
     }
 
     /// Per service, the image the deployment rolled out (set when it succeeded).
-    async fn services(&self) -> Vec<ServiceImage> {
-        services(&self.0.deployment)
+    async fn services(&self) -> ApiResult<Vec<ReleaseService>> {
+        release_services(&self.0)
     }
 
     /// Where people follow it, when the API knows its public URL.

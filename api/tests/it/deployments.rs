@@ -53,6 +53,73 @@ async fn an_external_id_makes_creation_idempotent(backend: Backend) {
     assert_eq!(next["deployment"]["number"], 2);
 }
 
+async fn an_external_id_never_returns_another_deployment(backend: Backend) {
+    let server = TestApi::start(backend).await;
+    server.create_app("web").await;
+    let provider = server.token(Role::Provider, "github");
+    let sha = "3f2c1a90123456789abcdef0123456789abcdef0";
+    let asked = json!({"application": "web", "environment": "production", "ref": "main", "sha": sha, "externalId": "github:12"});
+    let first =
+        server.ok(&provider, CREATE, json!({"input": asked})).await["createDeployment"].clone();
+
+    for (field, other) in [
+        ("environment", json!("staging")),
+        ("ref", json!("release")),
+        ("sha", json!("89abcdef0123456789abcdef0123456789abcdef")),
+    ] {
+        let mut input = asked.clone();
+        input[field] = other;
+        let (code, message) = server.err(&provider, CREATE, json!({"input": input})).await;
+        assert_eq!(code, "CONFLICT", "another {field}: {message}");
+        assert!(
+            message.contains("web#1 (production, main, 3f2c1a9)"),
+            "names the deployment that has the key: {message}"
+        );
+    }
+    // A sha missing on either side is no difference.
+    let mut without_sha = asked.clone();
+    without_sha.as_object_mut().unwrap().remove("sha");
+    let again = server
+        .ok(&provider, CREATE, json!({"input": without_sha}))
+        .await["createDeployment"]
+        .clone();
+    assert_eq!(again, first);
+    let mut unknown_sha = without_sha.clone();
+    unknown_sha["externalId"] = json!("delivery-7");
+    let created = server
+        .ok(&provider, CREATE, json!({"input": unknown_sha}))
+        .await["createDeployment"]
+        .clone();
+    let mut known_now = unknown_sha.clone();
+    known_now["sha"] = json!(sha);
+    let again = server
+        .ok(&provider, CREATE, json!({"input": known_now}))
+        .await["createDeployment"]
+        .clone();
+    assert_eq!(again, created);
+    let mut elsewhere = unknown_sha.clone();
+    elsewhere["environment"] = json!("staging");
+    let (code, message) = server
+        .err(&provider, CREATE, json!({"input": elsewhere}))
+        .await;
+    assert_eq!(code, "CONFLICT");
+    assert!(message.contains("web#2 (production, main)"), "{message}");
+
+    let viewer = server.token(Role::Viewer, "v");
+    let all = server
+        .ok(
+            &viewer,
+            "{ deployments { edges { node { name } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        all["deployments"]["edges"].as_array().unwrap().len(),
+        2,
+        "the refusals created nothing"
+    );
+}
+
 async fn concurrent_redeliveries_create_one_deployment(backend: Backend) {
     let server = TestApi::start(backend).await;
     server.create_app("web").await;
@@ -406,7 +473,62 @@ async fn auto_deploys_are_marked_and_runners_see_the_current_release(backend: Ba
     assert_eq!(stored["deployment"]["autoDeploy"], true, "stored");
 }
 
+async fn an_unknown_stored_status_is_an_error_never_a_failure(backend: Backend) {
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    use slipway_api::db::entities::deployment;
+    let server = TestApi::start(backend).await;
+    server.create_app("web").await;
+    let odd = server.deploy("web", "prod").await;
+    let fine = server.deploy("web", "staging").await;
+    let viewer = server.token(Role::Viewer, "v");
+    let read = "query($id: ID!) { deployment(id: $id) { status phase } }";
+    for (column, text) in [
+        (deployment::Column::Status, "PAUSED"),
+        (deployment::Column::Phase, "WAITING"),
+    ] {
+        // Written by something else than this API (an older or newer one, by hand).
+        deployment::Entity::update_many()
+            .col_expr(column, Expr::value(text))
+            .filter(deployment::Column::Id.eq(odd.parse::<i64>().unwrap()))
+            .exec(&server.state.db)
+            .await
+            .unwrap();
+        let body = server.gql(Some(&viewer), read, json!({"id": odd})).await;
+        let (code, message) = slipway_testkit::api::error_of(&body);
+        assert_eq!(code, "INTERNAL", "{column:?} {text}: {body}");
+        assert!(
+            !message.contains(text),
+            "the cause stays in the log: {message}"
+        );
+        assert!(
+            body["data"]["deployment"].is_null(),
+            "no status is made up: {body}"
+        );
+        let (code, _) = server
+            .err(
+                &viewer,
+                "{ deployments { edges { node { status } } } }",
+                json!({}),
+            )
+            .await;
+        assert_eq!(code, "INTERNAL", "a page with the row fails as a whole");
+        // Other deployments read as ever.
+        let other = server.ok(&viewer, read, json!({"id": fine})).await;
+        assert_eq!(other["deployment"]["status"], "QUEUED");
+        // Put the status back before trying the phase.
+        deployment::Entity::update_many()
+            .col_expr(deployment::Column::Status, Expr::value("QUEUED"))
+            .filter(deployment::Column::Id.eq(odd.parse::<i64>().unwrap()))
+            .exec(&server.state.db)
+            .await
+            .unwrap();
+    }
+}
+
 slipway_testkit::on_both_backends!(
+    an_external_id_never_returns_another_deployment,
+    an_unknown_stored_status_is_an_error_never_a_failure,
     auto_deploys_are_marked_and_runners_see_the_current_release,
     an_external_id_makes_creation_idempotent,
     concurrent_redeliveries_create_one_deployment,

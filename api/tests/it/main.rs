@@ -3,9 +3,11 @@
 //! Integration tests of slipway-api: the real server on 127.0.0.1 over real
 //! SQLite files and real PostgreSQL databases (each `async` test runs on both).
 
+mod applications;
 mod auth;
 mod claims;
 mod deployments;
+mod events;
 mod graphql_http;
 mod heavy;
 mod http;

@@ -10,8 +10,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use slipway_api::auth::Role;
-use slipway_api::events::Event;
-use slipway_api::{deployments, Clock, Settings, Timeouts};
+use slipway_api::{view, Clock, Settings, Timeouts};
 use slipway_client::operations::{deployment_events, DeploymentEvents};
 use slipway_client::{Client, Keepalive};
 use tokio::time::Instant;
@@ -26,15 +25,15 @@ const EVENTS: &str = "subscription($id: ID) { deploymentEvents(id: $id) { id num
 const FLOOD: usize = 100_000;
 
 async fn flood(server: &TestApi, id: &str) {
-    let view = deployments::get(&server.state.db, id.parse().unwrap())
-        .await
-        .unwrap();
-    let view = Arc::new(view);
+    let view = Arc::new(
+        view::get(&server.state.db, id.parse().unwrap())
+            .await
+            .unwrap(),
+    );
+    // Any event fills the stream a subscriber reads; `queued` events are
+    // published as they come, with no turn to wait for.
     for _ in 0..FLOOD {
-        server
-            .state
-            .events
-            .publish(Event::Deployment(Arc::clone(&view)));
+        server.state.events.queued(Arc::clone(&view));
     }
 }
 
@@ -78,14 +77,28 @@ async fn a_subscriber_that_falls_behind_gets_lagged_and_completes(backend: Backe
     assert!(ws.next_while(|| flood_one(&server, &id)).await.is_some());
 }
 
+/// One event of deployment `id`: its message changes, as a runner's
+/// progress would change it, and the change is published.
 async fn flood_one(server: &TestApi, id: &str) {
-    let view = deployments::get(&server.state.db, id.parse().unwrap())
+    use sea_orm::ConnectionTrait as _;
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    server
+        .state
+        .db
+        .execute_unprepared(&format!(
+            "UPDATE deployments SET message = 'event {n}' WHERE id = {id}"
+        ))
+        .await
+        .unwrap();
+    let view = view::get(&server.state.db, id.parse().unwrap())
         .await
         .unwrap();
     server
         .state
         .events
-        .publish(Event::Deployment(Arc::new(view)));
+        .deployment_changed(&server.state.db, &view)
+        .await;
 }
 
 /// The client a runner or the provider uses sees the error and the end of the

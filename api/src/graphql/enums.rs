@@ -1,0 +1,28 @@
+//! The schema's enums: twins of the domain's, converted both ways, so that the
+//! domain does not depend on GraphQL.
+
+use async_graphql::Enum;
+
+use crate::deployments;
+
+/// Where a deployment is in its life.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(remote = "deployments::DeploymentStatus")]
+pub(crate) enum DeploymentStatus {
+    Queued,
+    InProgress,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+/// What an IN_PROGRESS deployment is doing.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(remote = "deployments::DeploymentPhase")]
+pub(crate) enum DeploymentPhase {
+    Cloning,
+    Planning,
+    Updating,
+    Verifying,
+    RollingBack,
+}
