@@ -353,85 +353,84 @@ async fn over_ssh_a_hashed_known_hosts_entry_is_accepted() {
     assert_eq!(fetched.sha, shas[0]);
 }
 
-#[tokio::test]
-async fn over_ssh_an_unknown_host_key_is_refused_saying_how_to_add_it_and_nothing_is_sent() {
+/// Fetches from an sshd whose host key the known_hosts file made of
+/// `lines` does not vouch for: the fetch is refused as `Untrusted` before
+/// any client key was offered, and nothing is fetched. Returns the server,
+/// the file and the message.
+async fn refused_host_key(
+    lines: impl FnOnce(&SshServer) -> String,
+) -> (SshServer, PathBuf, String) {
     let repo = Repo::new();
     let shas = history(&repo, 1);
     let server = SshServer::serve(&repo).await;
-    // The file knows the key, but for another server (port 22, and another port).
-    let other_port = server.known_hosts_line().replace(
-        &format!("]:{}", server.port),
-        &format!("]:{}", server.port.wrapping_add(1)),
-    );
-    let file = known_hosts(
-        &server,
-        &format!("127.0.0.1 {}\n{other_port}", server.host_key.public),
-    );
+    let file = known_hosts(&server, &lines(&server));
     let dir = tempfile::tempdir().unwrap();
     let mirrors = Mirrors::new(
         dir.path(),
         ssh_credentials(&server.client_key.private, &file),
     );
-
     let err = mirrors
         .fetch(&server.url, "main", Some(&shas[0]), TIMEOUT)
         .await
-        .expect_err("an unknown host key is refused");
-    let message = err.to_string();
+        .expect_err("the host key is refused");
     assert!(matches!(err, GitError::Untrusted { .. }), "{err:?}");
-    let host = format!("[127.0.0.1]:{}", server.port);
-    for part in [
-        host.as_str(),
-        "is not in",
-        &file.display().to_string(),
-        &server.host_key.fingerprint(),
-        &format!("ssh-keyscan -t ed25519 -p {} 127.0.0.1 >>", server.port),
-    ] {
-        assert!(message.contains(part), "{part:?} not in: {message}");
-    }
     assert!(!offered_a_key(&server), "{}", server.log());
     assert_eq!(objects_in(&mirrors.path(&server.url)), 0);
+    (server, file, err.to_string())
+}
+
+fn assert_says(message: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(message.contains(part), "{part:?} not in: {message}");
+    }
+}
+
+#[tokio::test]
+async fn over_ssh_an_unknown_host_key_is_refused_saying_how_to_add_it_and_nothing_is_sent() {
+    // The file knows the key, but for other servers: port 22, another port.
+    let (server, file, message) = refused_host_key(|server| {
+        let other_port = server.known_hosts_line().replace(
+            &format!("]:{}", server.port),
+            &format!("]:{}", server.port.wrapping_add(1)),
+        );
+        format!("127.0.0.1 {}\n{other_port}", server.host_key.public)
+    })
+    .await;
+    assert_says(
+        &message,
+        &[
+            &format!("[127.0.0.1]:{}", server.port),
+            "is not in",
+            &file.display().to_string(),
+            &server.host_key.fingerprint(),
+            &format!("ssh-keyscan -t ed25519 -p {} 127.0.0.1 >>", server.port),
+        ],
+    );
 }
 
 #[tokio::test]
 async fn over_ssh_a_changed_host_key_is_refused_as_changed_and_nothing_is_sent() {
-    let repo = Repo::new();
-    let shas = history(&repo, 1);
-    let server = SshServer::serve(&repo).await;
     // The file holds another key for this very server.
-    let before = SshKey::generate(&server.dir().join("old_host_key"));
-    let file = known_hosts(
-        &server,
-        &format!(
+    let (server, file, message) = refused_host_key(|server| {
+        let before = SshKey::generate(&server.dir().join("old_host_key"));
+        format!(
             "# the server's key of before\n[127.0.0.1]:{} {}\n",
             server.port, before.public
-        ),
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let mirrors = Mirrors::new(
-        dir.path(),
-        ssh_credentials(&server.client_key.private, &file),
-    );
-
-    let err = mirrors
-        .fetch(&server.url, "main", Some(&shas[0]), TIMEOUT)
-        .await
-        .expect_err("a changed host key is refused");
-    let message = err.to_string();
-    assert!(matches!(err, GitError::Untrusted { .. }), "{err:?}");
+        )
+    })
+    .await;
     let host = format!("[127.0.0.1]:{}", server.port);
-    for part in [
-        host.as_str(),
-        "has changed",
-        "line 2 of",
-        &file.display().to_string(),
-        &server.host_key.fingerprint(),
-        &format!("ssh-keygen -R '{host}' -f {}", file.display()),
-    ] {
-        assert!(message.contains(part), "{part:?} not in: {message}");
-    }
-    assert!(!offered_a_key(&server), "{}", server.log());
-    assert_eq!(objects_in(&mirrors.path(&server.url)), 0);
+    assert_says(
+        &message,
+        &[
+            &host,
+            "has changed",
+            "line 2 of",
+            &file.display().to_string(),
+            &server.host_key.fingerprint(),
+            &format!("ssh-keygen -R '{host}' -f {}", file.display()),
+        ],
+    );
 }
 
 #[tokio::test]
@@ -450,21 +449,14 @@ async fn over_ssh_a_key_the_server_does_not_know_is_unauthorized() {
         .expect_err("a key not in authorized_keys is refused");
     let message = err.to_string();
     assert!(matches!(err, GitError::Unauthorized { .. }), "{err:?}");
-    let user = server
-        .url
-        .split_once("://")
-        .unwrap()
-        .1
-        .split_once('@')
-        .unwrap()
-        .0;
-    for part in [
-        format!("refused the key {}", stranger.private.display()),
-        format!("for user {user}"),
-        "--git-ssh-key-file".to_owned(),
-    ] {
-        assert!(message.contains(&part), "{part:?} not in: {message}");
-    }
+    assert_says(
+        &message,
+        &[
+            &format!("refused the key {}", stranger.private.display()),
+            &format!("for user {}", server.user),
+            "--git-ssh-key-file",
+        ],
+    );
     assert!(
         server.log().contains("Failed publickey"),
         "{}",

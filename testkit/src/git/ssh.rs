@@ -61,6 +61,8 @@ impl SshKey {
 /// killed when dropped.
 pub struct SshServer {
     pub port: u16,
+    /// The user the server lets in: the current one.
+    pub user: String,
     /// `ssh://USER@127.0.0.1:PORT/.../shop.git`.
     pub url: String,
     /// The server's host key.
@@ -126,6 +128,7 @@ impl SshServer {
         let server = SshServer {
             port,
             url: format!("ssh://{user}@127.0.0.1:{port}{}", bare.display()),
+            user,
             host_key,
             client_key,
             bare,
