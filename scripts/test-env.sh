@@ -200,5 +200,62 @@ root_ready() { psql "$PG_URL" -Atqc 'select 1' >/dev/null 2>&1; }
 wait_for 30 "psql as root at $PG_URL" root_ready || die "cannot connect as root to $PG_URL"
 log "postgres: ready"
 
+# --- 5. git servers: sshd, ssh-keygen, openssl -------------------------------
+# The git tests run servers of their own on 127.0.0.1: an `sshd -D -f CONFIG -p
+# PORT` per test (its own host key and authorized key, made with ssh-keygen)
+# and a TLS server for git's smart HTTP (its CA made with openssl). This only
+# installs the programs and the directory sshd wants; it never starts the
+# system's sshd.
+
+SSHD=/usr/sbin/sshd
+POLICY_RC=/usr/sbin/policy-rc.d
+
+git_servers_missing() {
+  local out=()
+  if [ ! -x "$SSHD" ] || pkg_missing openssh-server; then out+=(openssh-server); fi
+  pkg_missing openssh-client ssh-keygen && out+=(openssh-client)
+  pkg_missing openssl openssl && out+=(openssl)
+  echo "${out[@]}"
+}
+
+# Installs $@ with a policy-rc.d that refuses to start services (as Debian's
+# images have), so that installing openssh-server does not start an sshd on
+# port 22; an existing policy-rc.d is left as it is.
+git_servers_apt_install() (
+  if [ ! -e "$POLICY_RC" ]; then
+    trap 'rm -f "$POLICY_RC"' EXIT
+    printf '#!/bin/sh\n# Added by scripts/test-env.sh while it installs packages.\nexit 101\n' >"$POLICY_RC"
+    chmod 0755 "$POLICY_RC"
+  fi
+  local opts=(-q -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+  apt-get "${opts[@]}" update </dev/null >/dev/null
+  apt-get "${opts[@]}" install -y --no-install-recommends "$@" </dev/null >/dev/null
+)
+
+git_servers_setup() {
+  local missing
+  missing=$(git_servers_missing)
+  if [ -n "$missing" ] && ! no_apt_running; then
+    log "git servers: another apt/dpkg is running, waiting for it"
+    wait_for 900 "the running apt/dpkg process to finish" no_apt_running \
+      || die "apt/dpkg still busy (see: pgrep -a 'apt|dpkg')"
+    missing=$(git_servers_missing)
+  fi
+  if [ -n "$missing" ]; then
+    log "git servers: installing $missing"
+    # shellcheck disable=SC2086
+    git_servers_apt_install $missing || die "apt: installing $missing failed"
+    missing=$(git_servers_missing)
+    [ -z "$missing" ] || die "apt: still missing after install: $missing"
+    log "git servers: installed"
+  else
+    log "git servers: sshd, ssh-keygen and openssl present"
+  fi
+  # sshd's privilege separation directory (systemd's tmpfiles makes it at boot).
+  install -d -m 0755 -o root -g root /run/sshd
+}
+
+git_servers_setup
+
 echo "test-env: ready in ${SECONDS}s"
 echo "DATABASE_URL=$PG_URL"

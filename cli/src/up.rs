@@ -117,6 +117,7 @@ pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> anyhow
             ssh_key: config.git.git_ssh_key_file.clone(),
             token: config.git.git_token.clone(),
             known_hosts: config.git.known_hosts_file.clone(),
+            ca_file: config.git.git_ca_file.clone(),
         },
     )?;
     runner.labels = vec!["local".into()];

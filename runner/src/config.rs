@@ -96,6 +96,10 @@ pub struct GitConfig {
     /// OpenSSH known_hosts file SSH host keys must be in (default ~/.ssh/known_hosts).
     #[arg(long, env = "SLIPWAY_KNOWN_HOSTS_FILE")]
     pub known_hosts_file: Option<PathBuf>,
+    /// CA certificates (PEM) that HTTPS git servers may be signed by,
+    /// trusted besides the system's.
+    #[arg(long, env = "SLIPWAY_GIT_CA_FILE")]
+    pub git_ca_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for GitConfig {
@@ -104,6 +108,7 @@ impl std::fmt::Debug for GitConfig {
             .field("git_ssh_key_file", &self.git_ssh_key_file)
             .field("git_token", &self.git_token)
             .field("known_hosts_file", &self.known_hosts_file)
+            .field("git_ca_file", &self.git_ca_file)
             .finish()
     }
 }

@@ -6,17 +6,28 @@
 //! server allows it, and falls back to the ref (shallow, then whole) where it
 //! does not. Files are read from the commit's tree in the object database: no
 //! checkout, so no workspace is left behind.
+//!
+//! Credentials: an SSH key, offered only to servers whose host key is in the
+//! `known_hosts` file (see `known_hosts.rs`); an HTTPS token, sent only over
+//! `https://` to the repository's own host; extra CAs for HTTPS servers,
+//! which libgit2 holds per process.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use git2::{CertificateCheckStatus, Cred, FetchOptions, Oid, RemoteCallbacks, Repository};
+use git2::{
+    CertificateCheckStatus, Cred, ErrorClass, ErrorCode, FetchOptions, Oid, RemoteCallbacks,
+    Repository,
+};
 use sha2::{Digest, Sha256};
 use slipway_secret::Secret;
 
 use crate::spec::Files;
+
+mod known_hosts;
 
 /// How to authenticate to repositories.
 #[derive(Clone, Default)]
@@ -27,6 +38,10 @@ pub struct Credentials {
     pub token: Option<Secret>,
     /// OpenSSH `known_hosts` file that SSH host keys must be in.
     pub known_hosts: Option<PathBuf>,
+    /// CA certificates (PEM) that HTTPS servers may be signed by, trusted
+    /// besides the system's. libgit2 holds them per process: every
+    /// `Mirrors` of a process must name the same file, or none.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -35,6 +50,7 @@ impl std::fmt::Debug for Credentials {
             .field("ssh_key", &self.ssh_key)
             .field("token", &self.token)
             .field("known_hosts", &self.known_hosts)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -43,8 +59,13 @@ impl std::fmt::Debug for Credentials {
 pub enum GitError {
     #[error("repository {url} cannot be reached: {message}")]
     Unreachable { url: String, message: String },
-    #[error("repository {url} refused the credentials: {message}")]
+    #[error("repository {url} refused access: {message}")]
     Unauthorized { url: String, message: String },
+    /// The server is not the one the runner knows: an SSH host key not in
+    /// `known_hosts` (or another than the one there), a TLS certificate no
+    /// trusted CA signed. Nothing was sent to it.
+    #[error("repository {url} is not trusted: {message}")]
+    Untrusted { url: String, message: String },
     #[error("commit {sha} is not in {url} (fetched {fetched})")]
     UnknownCommit {
         url: String,
@@ -209,7 +230,7 @@ impl Mirrors {
         sha: Option<&str>,
         deadline: Instant,
     ) -> Result<Fetched, GitError> {
-        set_server_timeouts(self.stall);
+        set_process_options(self.stall, self.credentials.ca_file.as_deref())?;
         let started = Instant::now();
         let path = self.path(url);
         // One fetch per mirror at a time: a fetch that timed out keeps running
@@ -295,7 +316,9 @@ impl Mirrors {
                     let refused_shallow = depth != FULL && is_shallow_refusal(&err);
                     let err = classify(url, err);
                     match err {
-                        GitError::Unreachable { .. } | GitError::Unauthorized { .. }
+                        GitError::Unreachable { .. }
+                        | GitError::Unauthorized { .. }
+                        | GitError::Untrusted { .. }
                             if !refused_shallow =>
                         {
                             return Err(err)
@@ -349,22 +372,33 @@ impl Mirrors {
         deadline: Instant,
     ) -> Result<usize, git2::Error> {
         let mut remote = repo.remote_anonymous(url)?;
+        // After `url.<base>.insteadOf`: where libgit2 really connects.
+        let port = ssh_port(remote.url().unwrap_or(url));
         let mut received = 0;
-        {
+        // Why a callback refused: libgit2 replaces some of the callbacks'
+        // messages with its own ("invalid or unknown remote ssh hostkey").
+        let refused: RefCell<Option<git2::Error>> = RefCell::new(None);
+        let refuse = |err: git2::Error| {
+            *refused.borrow_mut() = Some(git2::Error::new(err.code(), err.class(), err.message()));
+            err
+        };
+        let result = {
             let mut callbacks = RemoteCallbacks::new();
-            let credentials = self.credentials.clone();
-            let repository = url.to_owned();
-            let mut tries = 0;
-            callbacks.credentials(move |url, username, allowed| {
-                tries += 1;
-                if tries > 3 {
-                    return Err(git2::Error::from_str("credentials were refused"));
-                }
-                credential(&credentials, &repository, url, username, allowed)
+            let mut offered = Offered::default();
+            callbacks.credentials(|asking, username, allowed| {
+                credential(
+                    &self.credentials,
+                    url,
+                    asking,
+                    username,
+                    allowed,
+                    &mut offered,
+                )
+                .map_err(refuse)
             });
-            let known_hosts = self.credentials.known_hosts.clone();
-            callbacks.certificate_check(move |cert, host| {
-                check_host(known_hosts.as_deref(), cert, host)
+            callbacks.certificate_check(|cert, host| {
+                check_host(self.credentials.known_hosts.as_deref(), port, cert, host)
+                    .map_err(refuse)
             });
             // Returning false stops libgit2 at the deadline while data flows;
             // the server timeouts stop it when none does.
@@ -381,9 +415,13 @@ impl Mirrors {
             } else {
                 depth
             });
-            remote.fetch(refspecs, Some(&mut options), None)?;
+            remote.fetch(refspecs, Some(&mut options), None)
+        };
+        match (result, refused.into_inner()) {
+            (Ok(()), _) => Ok(received),
+            (Err(_), Some(ours)) => Err(ours),
+            (Err(err), None) => Err(err),
         }
-        Ok(received)
     }
 }
 
@@ -407,6 +445,26 @@ fn classify(url: &str, err: git2::Error) -> GitError {
     let url = redact_url(url);
     let url = url.as_str();
     let lower = message.to_lowercase();
+    // The host key checks' own refusals say what to do; libgit2's TLS
+    // ones ("the SSL certificate is invalid") do not.
+    let tls_refused = err.class() == ErrorClass::Ssl && lower.contains("certificate");
+    if err.code() == ErrorCode::Certificate || tls_refused {
+        let message = if !tls_refused {
+            message
+        } else if lower.contains("hostname") {
+            format!("{message}: the server's TLS certificate is not made out to its host name")
+        } else {
+            format!(
+                "{message}: the server's TLS certificate is not signed by a CA the runner \
+                 trusts; if it is signed by a CA of your own, give that CA to the runner with \
+                 --git-ca-file"
+            )
+        };
+        return GitError::Untrusted {
+            url: url.to_owned(),
+            message,
+        };
+    }
     let unreachable = matches!(err.class(), git2::ErrorClass::Net | git2::ErrorClass::Os)
         || lower.contains("failed to connect")
         || lower.contains("could not resolve")
@@ -418,7 +476,6 @@ fn classify(url: &str, err: git2::Error) -> GitError {
     if err.code() == git2::ErrorCode::Auth
         || lower.contains("authentication")
         || lower.contains("credentials")
-        || lower.contains("host key")
         || err.class() == git2::ErrorClass::Ssh && lower.contains("key")
     {
         GitError::Unauthorized {
@@ -455,86 +512,193 @@ fn resolve(repo: &Repository, reference: &str) -> Option<String> {
     None
 }
 
+/// What the credentials callback gave libgit2 during one fetch: asked for
+/// the same again, the server refused it.
+#[derive(Default)]
+struct Offered {
+    username: bool,
+    ssh_key: bool,
+    token: bool,
+}
+
 /// The credentials for a request to `url` while fetching `repository`. The
-/// HTTPS token goes only over `https://`, and only to the repository's own
-/// host: never in clear text, never to a host a redirect names.
+/// SSH key goes only to a server whose host key checked out (libgit2 asks
+/// after [`check_host`]); the HTTPS token only over `https://`, and only to
+/// the repository's own host: never in clear text, never to a host a
+/// redirect names, never as an SSH password.
 fn credential(
     credentials: &Credentials,
     repository: &str,
     url: &str,
     username: Option<&str>,
     allowed: git2::CredentialType,
+    offered: &mut Offered,
 ) -> Result<Cred, git2::Error> {
+    let refused =
+        |message: String| git2::Error::new(ErrorCode::Auth, ErrorClass::Callback, message);
+    let user = username.unwrap_or("git");
+    let shown = redact_url(url);
     if allowed.contains(git2::CredentialType::SSH_KEY) {
-        if let Some(key) = &credentials.ssh_key {
-            return Cred::ssh_key(username.unwrap_or("git"), None, key, None);
+        let Some(key) = &credentials.ssh_key else {
+            return Err(refused(format!(
+                "{shown} asks for an SSH key: give the runner one with --git-ssh-key-file"
+            )));
+        };
+        if std::mem::replace(&mut offered.ssh_key, true) {
+            return Err(refused(format!(
+                "the SSH server refused the key {} for user {user}: add its public key to \
+                 that user's authorized keys on the server, or give the runner the right \
+                 --git-ssh-key-file",
+                key.display()
+            )));
         }
+        return Cred::ssh_key(user, None, key, None);
     }
     if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
-        if let Some(token) = &credentials.token {
-            if token_may_go_to(repository, url) {
-                return Cred::userpass_plaintext("x-access-token", token.expose());
-            }
-            return Err(git2::Error::from_str(&format!(
-                "{} asks for credentials; the --git-token is sent only over https:// to the \
-                 repository's host ({})",
-                redact_url(url),
+        let Some(token) = &credentials.token else {
+            return Err(refused(format!(
+                "{shown} asks for a user name and password: give the runner a token with \
+                 --git-token"
+            )));
+        };
+        if !token_may_go_to(repository, url) {
+            return Err(refused(format!(
+                "{shown} asks for credentials; the --git-token is sent only over https:// to \
+                 the repository's host ({})",
                 host_of(repository).unwrap_or("none")
             )));
         }
+        if std::mem::replace(&mut offered.token, true) {
+            return Err(refused(format!(
+                "{} refused the --git-token (sent as the password of x-access-token): check \
+                 that the token is valid and may read the repository",
+                host_of(url).unwrap_or("the server")
+            )));
+        }
+        return Cred::userpass_plaintext("x-access-token", token.expose());
     }
-    if allowed.contains(git2::CredentialType::USERNAME) {
-        return Cred::username(username.unwrap_or("git"));
+    if allowed.contains(git2::CredentialType::USERNAME) && !offered.username {
+        offered.username = true;
+        return Cred::username(user);
     }
-    Err(git2::Error::from_str(
-        "the repository needs credentials: give --git-ssh-key-file or --git-token",
-    ))
+    Err(refused(format!(
+        "{shown} asks for credentials the runner cannot give ({allowed:?}): give \
+         --git-ssh-key-file for SSH repositories, --git-token for HTTPS ones"
+    )))
 }
 
-/// SSH host keys must be in the known_hosts file; TLS is checked by libgit2.
+/// SSH host keys must be in the known_hosts file (`port` is the server's:
+/// libgit2 gives the host alone); TLS is checked by libgit2.
 fn check_host(
     known_hosts: Option<&Path>,
+    port: u16,
     cert: &git2::cert::Cert<'_>,
     host: &str,
 ) -> Result<CertificateCheckStatus, git2::Error> {
+    use known_hosts::{HostKey, Verdict};
+
     let Some(hostkey) = cert.as_hostkey() else {
         return Ok(CertificateCheckStatus::CertificatePassthrough);
     };
-    let (Some(key), Some(kind)) = (hostkey.hostkey(), hostkey.hostkey_type()) else {
-        return Err(git2::Error::from_str("the SSH server sent no host key"));
+    let name = known_hosts::host_name(host, port);
+    let refuse = |message: String| {
+        Err(git2::Error::new(
+            ErrorCode::Certificate,
+            ErrorClass::Ssh,
+            message,
+        ))
     };
+    let Some(blob) = hostkey.hostkey() else {
+        return refuse(format!("the SSH server {name} sent no host key"));
+    };
+    let key = HostKey {
+        blob,
+        kind: hostkey.hostkey_type().map_or("unknown", |kind| kind.name()),
+    };
+    let (kind, fingerprint) = (key.kind(), key.fingerprint());
     let path = known_hosts.map(Path::to_path_buf).or_else(|| {
         std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".ssh/known_hosts"))
     });
-    let text = path
-        .as_ref()
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .unwrap_or_default();
-    use base64::Engine;
-    let encoded = base64::engine::general_purpose::STANDARD.encode(key);
-    let known = text.lines().any(|line| {
-        let mut parts = line.split_whitespace();
-        let (Some(hosts), Some(kind_name), Some(value)) =
-            (parts.next(), parts.next(), parts.next())
-        else {
-            return false;
-        };
-        hosts
-            .split(',')
-            .any(|h| h == host || h == format!("[{host}]"))
-            && kind_name == kind.name()
-            && value == encoded
-    });
-    if known {
-        Ok(CertificateCheckStatus::CertificateOk)
-    } else {
-        Err(git2::Error::from_str(&format!(
-            "host key of {host} ({}) is not in {}",
-            kind.name(),
-            path.map(|p| p.display().to_string())
-                .unwrap_or_else(|| "known_hosts".into())
-        )))
+    let Some(path) = path else {
+        return refuse(format!(
+            "cannot check the SSH host key of {name} ({kind} {fingerprint}): there is no \
+             known_hosts file; give the runner one with --known-hosts-file"
+        ));
+    };
+    let file = path.display();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(err) => {
+            return refuse(format!(
+                "cannot check the SSH host key of {name} ({kind} {fingerprint}): {file} cannot \
+                 be read ({err}); give --known-hosts-file a file that holds the server's key"
+            ))
+        }
+    };
+    let scan = format!(
+        "ssh-keyscan -t {}{} {host} >> {file}",
+        keyscan_type(kind),
+        if port == 22 {
+            String::new()
+        } else {
+            format!(" -p {port}")
+        }
+    );
+    match known_hosts::check(&text, &name, &key) {
+        Verdict::Known => Ok(CertificateCheckStatus::CertificateOk),
+        Verdict::Unknown => refuse(format!(
+            "the SSH host key of {name} ({kind} {fingerprint}) is not in {file}: if that \
+             fingerprint is the server's (ask its administrator), add the key to {file}, e.g. \
+             with `{scan}`"
+        )),
+        Verdict::OtherTypes { kinds } => refuse(format!(
+            "the SSH host key of {name} ({kind} {fingerprint}) is not in {file}, which holds \
+             only {} keys for it: if that fingerprint is the server's (ask its \
+             administrator), add its {kind} key to {file}, e.g. with `{scan}`",
+            kinds.join(", ")
+        )),
+        Verdict::Changed { line } => refuse(format!(
+            "the SSH host key of {name} has changed: the server offered {kind} {fingerprint}, \
+             but line {line} of {file} holds another {kind} key for it. Someone may be \
+             intercepting the connection, so nothing was sent; if the server's administrator \
+             confirms the new key, replace the old one (`ssh-keygen -R '{name}' -f {file}`, \
+             then `{scan}`)"
+        )),
+        Verdict::Revoked { line } => refuse(format!(
+            "the SSH host key of {name} ({kind} {fingerprint}) is revoked (line {line} of \
+             {file}); the server must use another key"
+        )),
     }
+}
+
+/// `ssh-keyscan -t`'s name of a key type.
+fn keyscan_type(kind: &str) -> &str {
+    match kind {
+        "ssh-ed25519" => "ed25519",
+        "ssh-rsa" => "rsa",
+        "ssh-dss" => "dsa",
+        kind if kind.starts_with("ecdsa-") => "ecdsa",
+        kind => kind,
+    }
+}
+
+/// The port of an SSH URL (`ssh://[user@]host[:port]/path`); 22 for
+/// scp-like ones (`user@host:path`) and when none is given.
+fn ssh_port(url: &str) -> u16 {
+    let Some((_, rest)) = url.split_once("://") else {
+        return 22;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let port = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed
+            .split_once(']')
+            .and_then(|(_, rest)| rest.strip_prefix(':')),
+        None => host.rsplit_once(':').map(|(_, port)| port),
+    };
+    port.and_then(|port| port.parse().ok()).unwrap_or(22)
 }
 
 /// Whether the HTTPS token may be sent to `url` while fetching `repository`.
@@ -578,16 +742,19 @@ fn is_shallow_refusal(err: &git2::Error) -> bool {
     message.contains("shallow")
 }
 
-/// Sets libgit2's server connect and read timeouts, once per process.
+/// Sets libgit2's process-wide options once: the server connect and read
+/// timeouts, and the CA file HTTPS servers may be signed by (added to the
+/// system's CAs).
 ///
 /// libgit2 keeps them in C globals without synchronisation, which is why
 /// git2 marks the setters `unsafe`: the first fetch sets them under a
 /// `OnceLock`, before any git operation of this process can run, and they
-/// are never written again.
+/// are never written again. A later fetch that names another CA file fails:
+/// the process trusts the first one only.
 #[allow(unsafe_code)]
-fn set_server_timeouts(stall: Duration) {
-    static SET: OnceLock<()> = OnceLock::new();
-    SET.get_or_init(|| {
+fn set_process_options(stall: Duration, ca_file: Option<&Path>) -> Result<(), GitError> {
+    static SET: OnceLock<Result<Option<PathBuf>, String>> = OnceLock::new();
+    let set = SET.get_or_init(|| {
         let millis = i32::try_from(stall.as_millis()).unwrap_or(i32::MAX);
         // SAFETY: runs once, before this process's first git operation
         // (every fetch comes through here and waits for the `OnceLock`), so
@@ -596,7 +763,34 @@ fn set_server_timeouts(stall: Duration) {
             let _ = git2::opts::set_server_connect_timeout_in_milliseconds(millis);
             let _ = git2::opts::set_server_timeout_in_milliseconds(millis);
         }
+        let Some(file) = ca_file else {
+            return Ok(None);
+        };
+        // SAFETY: as above.
+        match unsafe { git2::opts::set_ssl_cert_file(file) } {
+            Ok(()) => Ok(Some(file.to_owned())),
+            Err(err) => Err(format!(
+                "the --git-ca-file {} cannot be loaded: {}",
+                file.display(),
+                err.message()
+            )),
+        }
     });
+    match (set, ca_file) {
+        (Err(message), _) => Err(GitError::Other(message.clone())),
+        (Ok(trusted), Some(wanted)) if trusted.as_deref() != Some(wanted) => {
+            Err(GitError::Other(format!(
+                "the --git-ca-file {} cannot be trusted in this process: libgit2 holds one set \
+                 of CAs per process, and it was set up {}",
+                wanted.display(),
+                match trusted {
+                    Some(file) => format!("with {}", file.display()),
+                    None => "without one".into(),
+                }
+            )))
+        }
+        (Ok(_), _) => Ok(()),
+    }
 }
 
 /// The files of one commit, read from a mirror's object database.
@@ -655,5 +849,14 @@ mod tests {
             Some("git.example:8443")
         );
         assert_eq!(host_of("file:///srv/x"), None);
+    }
+
+    #[test]
+    fn the_port_of_an_ssh_url_is_the_one_it_names_or_22() {
+        assert_eq!(ssh_port("ssh://git@127.0.0.1:2222/srv/shop.git"), 2222);
+        assert_eq!(ssh_port("ssh://[::1]:2200/shop.git"), 2200);
+        assert_eq!(ssh_port("ssh://git@github.com/acme/shop.git"), 22);
+        assert_eq!(ssh_port("ssh://[::1]/shop.git"), 22);
+        assert_eq!(ssh_port("git@github.com:acme/shop.git"), 22);
     }
 }

@@ -101,6 +101,7 @@ fn credentials(git: &slipway_runner::config::GitConfig) -> Credentials {
         ssh_key: git.git_ssh_key_file.clone(),
         token: git.git_token.clone(),
         known_hosts: git.known_hosts_file.clone(),
+        ca_file: git.git_ca_file.clone(),
     }
 }
 

@@ -1,4 +1,4 @@
-//! Real git repositories in temp dirs, and `git daemon` serving them on
+//! Real git repositories in temp dirs, and real servers serving them on
 //! 127.0.0.1.
 //!
 //! - [`Repo`]: a working repository to commit to, reachable as `file://`.
@@ -6,6 +6,10 @@
 //! - [`GitServer`]: a bare `acme/shop.git` served by a daemon with
 //!   `uploadpack.allowReachableSHA1InWant`, as GitHub allows fetching by sha,
 //!   and a working copy whose commits are pushed to it.
+//! - [`ssh::SshServer`]: an `sshd` of its own serving a bare copy of a
+//!   [`Repo`], with its own host key and one authorized client key.
+//! - [`http::GitHttp`]: git's smart HTTP (`git http-backend`) over HTTPS and
+//!   plain HTTP, requiring a token, recording what each request carried.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,6 +17,9 @@ use std::time::Duration;
 
 use crate::process::Process;
 use crate::{free_port, wait};
+
+pub mod http;
+pub mod ssh;
 
 /// Runs `git args` in `dir`; returns its trimmed stdout, panicking with its
 /// stderr when it fails.
@@ -109,6 +116,21 @@ fn write(dir: &Path, files: &[(&str, &str)]) {
             .expect("create directories");
         std::fs::write(path, content).expect("write a file");
     }
+}
+
+/// A bare copy of `repo` (its commits so far) at `dir/shop.git`, allowing
+/// fetches by sha as GitHub does; returns its path.
+fn bare_copy(repo: &Repo, dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("a dir for the bare copy");
+    let bare = dir.join(format!("{}.git", repo.name()));
+    let source = repo.path().to_str().expect("a UTF-8 temp path");
+    let target = bare.to_str().expect("a UTF-8 temp path");
+    git(dir, &["clone", "-q", "--bare", source, target]);
+    git(
+        &bare,
+        &["config", "uploadpack.allowReachableSHA1InWant", "true"],
+    );
+    bare
 }
 
 /// `git daemon` exporting every repository under a directory, on a free port

@@ -15,7 +15,10 @@
 //!   put together in-process.
 //! - [`fakes`]: fakes of outside services over real HTTP, strict and
 //!   recording what they receive: GitHub's REST API, and the hooks GitHub sends.
-//! - [`git`]: repositories in temp dirs, and `git daemon` serving them.
+//! - [`git`]: repositories in temp dirs, and real servers serving them:
+//!   `git daemon`, an `sshd` of its own ([`git::ssh`]), git's smart HTTP over
+//!   HTTPS and HTTP ([`git::http`]).
+//! - [`tls`]: a CA made for the tests and the server certificate it signs.
 //! - [`swarm`]: the local engine as `docker` shows it, and a guard that
 //!   removes a test's stack.
 //! - [`wait`]: polling until a deadline; every wait says what it waited for.
@@ -40,6 +43,7 @@ pub mod proxy;
 pub mod runner;
 mod running;
 pub mod swarm;
+pub mod tls;
 pub mod wait;
 
 /// A port on 127.0.0.1 nobody listens on now (bound, then released).

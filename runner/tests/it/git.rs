@@ -1,12 +1,18 @@
-//! Fetching commits into mirrors, against real repositories: `file://` and a
-//! `git daemon` on 127.0.0.1.
+//! Fetching commits into mirrors, against real repositories: `file://`, a
+//! `git daemon`, an `sshd` and git's smart HTTP over HTTPS and HTTP, all on
+//! 127.0.0.1.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use slipway_runner::git::{CommitFiles, Credentials, GitError, Mirrors};
 use slipway_runner::spec::Files;
+use slipway_secret::Secret;
 use slipway_testkit::free_port;
+use slipway_testkit::git::http::GitHttp;
+use slipway_testkit::git::ssh::{SshKey, SshServer};
 use slipway_testkit::git::{GitDaemon, Repo};
+use slipway_testkit::tls::Identity;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -238,4 +244,398 @@ fn passwords_in_repository_urls_never_reach_messages() {
         reference: "main".into(),
     };
     assert!(!err.to_string().contains("hunter2"));
+}
+
+/// How many objects a mirror holds: none when nothing was fetched.
+fn objects_in(mirror: &Path) -> usize {
+    let Ok(repo) = git2::Repository::open_bare(mirror) else {
+        return 0;
+    };
+    let mut count = 0;
+    repo.odb()
+        .unwrap()
+        .foreach(|_| {
+            count += 1;
+            true
+        })
+        .unwrap();
+    count
+}
+
+/// A known_hosts file holding `lines`, in the server's temp dir.
+fn known_hosts(server: &SshServer, lines: &str) -> PathBuf {
+    let path = server.dir().join("known_hosts");
+    std::fs::write(&path, lines).unwrap();
+    path
+}
+
+fn ssh_credentials(key: &Path, known_hosts: &Path) -> Credentials {
+    Credentials {
+        ssh_key: Some(key.to_owned()),
+        known_hosts: Some(known_hosts.to_owned()),
+        ..Credentials::default()
+    }
+}
+
+/// Whether sshd was offered a client key (accepted or not), or started a
+/// session: with `LogLevel VERBOSE` it logs `Accepted publickey`, `Failed
+/// publickey`, `Postponed publickey`.
+fn offered_a_key(server: &SshServer) -> bool {
+    let log = server.log();
+    log.contains("publickey") || log.contains("Starting session")
+}
+
+#[tokio::test]
+async fn over_ssh_a_known_host_key_on_another_port_is_accepted_and_the_key_fetches() {
+    let repo = Repo::new();
+    let shas = history(&repo, 3);
+    let server = SshServer::serve(&repo).await;
+    // What OpenSSH writes for a server on a port other than 22.
+    let file = known_hosts(&server, &server.known_hosts_line());
+    assert!(std::fs::read_to_string(&file)
+        .unwrap()
+        .starts_with(&format!("[127.0.0.1]:{} ssh-ed25519 ", server.port)));
+    let dir = tempfile::tempdir().unwrap();
+    let mirrors = Mirrors::new(
+        dir.path(),
+        ssh_credentials(&server.client_key.private, &file),
+    );
+
+    let fetched = mirrors
+        .fetch(&server.url, "main", Some(&shas[1]), TIMEOUT)
+        .await
+        .unwrap_or_else(|err| panic!("{err}\n{}", server.log()));
+    assert_eq!(
+        read(&fetched.mirror, &shas[1], "slipway.yml").as_deref(),
+        Some("stack: s1\n")
+    );
+    assert!(
+        server.log().contains("Accepted publickey"),
+        "{}",
+        server.log()
+    );
+    let tip = mirrors
+        .fetch(&server.url, "main", None, TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(tip.sha, shas[2]);
+}
+
+#[tokio::test]
+async fn over_ssh_a_hashed_known_hosts_entry_is_accepted() {
+    let repo = Repo::new();
+    let shas = history(&repo, 1);
+    let server = SshServer::serve(&repo).await;
+    let file = known_hosts(&server, &server.known_hosts_line());
+    // Debian's ssh writes hashed names (`HashKnownHosts yes`); `ssh-keygen
+    // -H` hashes an existing file the same way.
+    let hashed = std::process::Command::new("ssh-keygen")
+        .arg("-H")
+        .arg("-f")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(hashed.status.success(), "{hashed:?}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.starts_with("|1|") && !text.contains("127.0.0.1"),
+        "{text}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mirrors = Mirrors::new(
+        dir.path(),
+        ssh_credentials(&server.client_key.private, &file),
+    );
+    let fetched = mirrors
+        .fetch(&server.url, "main", Some(&shas[0]), TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(fetched.sha, shas[0]);
+}
+
+/// Fetches from an sshd whose host key the known_hosts file made of
+/// `lines` does not vouch for: the fetch is refused as `Untrusted` before
+/// any client key was offered, and nothing is fetched. Returns the server,
+/// the file and the message.
+async fn refused_host_key(
+    lines: impl FnOnce(&SshServer) -> String,
+) -> (SshServer, PathBuf, String) {
+    let repo = Repo::new();
+    let shas = history(&repo, 1);
+    let server = SshServer::serve(&repo).await;
+    let file = known_hosts(&server, &lines(&server));
+    let dir = tempfile::tempdir().unwrap();
+    let mirrors = Mirrors::new(
+        dir.path(),
+        ssh_credentials(&server.client_key.private, &file),
+    );
+    let err = mirrors
+        .fetch(&server.url, "main", Some(&shas[0]), TIMEOUT)
+        .await
+        .expect_err("the host key is refused");
+    assert!(matches!(err, GitError::Untrusted { .. }), "{err:?}");
+    assert!(!offered_a_key(&server), "{}", server.log());
+    assert_eq!(objects_in(&mirrors.path(&server.url)), 0);
+    (server, file, err.to_string())
+}
+
+fn assert_says(message: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(message.contains(part), "{part:?} not in: {message}");
+    }
+}
+
+#[tokio::test]
+async fn over_ssh_an_unknown_host_key_is_refused_saying_how_to_add_it_and_nothing_is_sent() {
+    // The file knows the key, but for other servers: port 22, another port.
+    let (server, file, message) = refused_host_key(|server| {
+        let other_port = server.known_hosts_line().replace(
+            &format!("]:{}", server.port),
+            &format!("]:{}", server.port.wrapping_add(1)),
+        );
+        format!("127.0.0.1 {}\n{other_port}", server.host_key.public)
+    })
+    .await;
+    assert_says(
+        &message,
+        &[
+            &format!("[127.0.0.1]:{}", server.port),
+            "is not in",
+            &file.display().to_string(),
+            &server.host_key.fingerprint(),
+            &format!("ssh-keyscan -t ed25519 -p {} 127.0.0.1 >>", server.port),
+        ],
+    );
+}
+
+#[tokio::test]
+async fn over_ssh_a_changed_host_key_is_refused_as_changed_and_nothing_is_sent() {
+    // The file holds another key for this very server.
+    let (server, file, message) = refused_host_key(|server| {
+        let before = SshKey::generate(&server.dir().join("old_host_key"));
+        format!(
+            "# the server's key of before\n[127.0.0.1]:{} {}\n",
+            server.port, before.public
+        )
+    })
+    .await;
+    let host = format!("[127.0.0.1]:{}", server.port);
+    assert_says(
+        &message,
+        &[
+            &host,
+            "has changed",
+            "line 2 of",
+            &file.display().to_string(),
+            &server.host_key.fingerprint(),
+            &format!("ssh-keygen -R '{host}' -f {}", file.display()),
+        ],
+    );
+}
+
+#[tokio::test]
+async fn over_ssh_a_key_the_server_does_not_know_is_unauthorized() {
+    let repo = Repo::new();
+    let shas = history(&repo, 1);
+    let server = SshServer::serve(&repo).await;
+    let file = known_hosts(&server, &server.known_hosts_line());
+    let stranger = SshKey::generate(&server.dir().join("stranger"));
+    let dir = tempfile::tempdir().unwrap();
+    let mirrors = Mirrors::new(dir.path(), ssh_credentials(&stranger.private, &file));
+
+    let err = mirrors
+        .fetch(&server.url, "main", Some(&shas[0]), TIMEOUT)
+        .await
+        .expect_err("a key not in authorized_keys is refused");
+    let message = err.to_string();
+    assert!(matches!(err, GitError::Unauthorized { .. }), "{err:?}");
+    assert_says(
+        &message,
+        &[
+            &format!("refused the key {}", stranger.private.display()),
+            &format!("for user {}", server.user),
+            "--git-ssh-key-file",
+        ],
+    );
+    assert!(
+        server.log().contains("Failed publickey"),
+        "{}",
+        server.log()
+    );
+    assert_eq!(objects_in(&mirrors.path(&server.url)), 0);
+}
+
+const TOKEN: &str = "ghs_slipway-test-token";
+
+fn https_credentials(token: Option<&str>, identity: &Identity) -> Credentials {
+    Credentials {
+        token: token.map(|token| Secret::new(token.to_owned())),
+        ca_file: Some(identity.ca.clone()),
+        ..Credentials::default()
+    }
+}
+
+#[tokio::test]
+async fn over_https_the_token_fetches_from_a_server_signed_by_the_git_ca_file() {
+    let repo = Repo::new();
+    let shas = history(&repo, 3);
+    let server = GitHttp::serve(&repo, TOKEN).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mirrors = Mirrors::new(dir.path(), https_credentials(Some(TOKEN), &server.identity));
+
+    let fetched = mirrors
+        .fetch(&server.https_url(), "main", Some(&shas[1]), TIMEOUT)
+        .await
+        .unwrap();
+    assert!(fetched.how.contains("shallow"), "{}", fetched.how);
+    assert_eq!(
+        read(&fetched.mirror, &shas[1], "slipway.yml").as_deref(),
+        Some("stack: s1\n")
+    );
+    let tip = mirrors
+        .fetch(&server.https_url(), "main", None, TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(tip.sha, shas[2]);
+    let seen = server.seen();
+    assert!(
+        seen.iter()
+            .all(|s| s.https && s.host == format!("127.0.0.1:{}", server.https_port)),
+        "{seen:#?}"
+    );
+    assert!(seen.iter().any(|s| s.authorization.is_some()), "{seen:#?}");
+}
+
+#[tokio::test]
+async fn over_https_no_token_or_a_wrong_one_is_unauthorized() {
+    let repo = Repo::new();
+    let shas = history(&repo, 1);
+    let server = GitHttp::serve(&repo, TOKEN).await;
+    let dir = tempfile::tempdir().unwrap();
+
+    let without = Mirrors::new(
+        dir.path().join("without"),
+        https_credentials(None, &server.identity),
+    );
+    let err = without
+        .fetch(&server.https_url(), "main", Some(&shas[0]), TIMEOUT)
+        .await
+        .expect_err("no token");
+    assert!(matches!(err, GitError::Unauthorized { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("give the runner a token with --git-token"),
+        "{err}"
+    );
+
+    let wrong = "ghs_not-the-token";
+    let mirrors = Mirrors::new(
+        dir.path().join("wrong"),
+        https_credentials(Some(wrong), &server.identity),
+    );
+    let err = mirrors
+        .fetch(&server.https_url(), "main", Some(&shas[0]), TIMEOUT)
+        .await
+        .expect_err("a wrong token");
+    let message = err.to_string();
+    assert!(matches!(err, GitError::Unauthorized { .. }), "{err:?}");
+    assert!(
+        message.contains(&format!(
+            "127.0.0.1:{} refused the --git-token",
+            server.https_port
+        )),
+        "{message}"
+    );
+    assert!(!message.contains(wrong), "{message}");
+    assert_eq!(objects_in(&mirrors.path(&server.https_url())), 0);
+}
+
+#[tokio::test]
+async fn the_token_is_never_sent_over_plain_http() {
+    let repo = Repo::new();
+    let shas = history(&repo, 1);
+    let server = GitHttp::serve(&repo, TOKEN).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mirrors = Mirrors::new(dir.path(), https_credentials(Some(TOKEN), &server.identity));
+
+    let err = mirrors
+        .fetch(&server.http_url(), "main", Some(&shas[0]), TIMEOUT)
+        .await
+        .expect_err("the server wants a token, which does not go over http://");
+    assert!(matches!(err, GitError::Unauthorized { .. }), "{err:?}");
+    assert!(err.to_string().contains("sent only over https://"), "{err}");
+    let seen = server.seen();
+    assert!(
+        seen.iter().any(|s| !s.https),
+        "the server was asked: {seen:#?}"
+    );
+    assert!(seen.iter().all(|s| s.authorization.is_none()), "{seen:#?}");
+}
+
+#[tokio::test]
+async fn the_token_is_never_sent_to_the_host_a_redirect_names() {
+    let repo = Repo::new();
+    let shas = history(&repo, 1);
+    let server = GitHttp::serve(&repo, TOKEN).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mirrors = Mirrors::new(dir.path(), https_credentials(Some(TOKEN), &server.identity));
+
+    // 127.0.0.1 asks for the token, then redirects to localhost.
+    let err = mirrors
+        .fetch(&server.moved_url(), "main", Some(&shas[0]), TIMEOUT)
+        .await
+        .expect_err("localhost wants the token too, which goes to 127.0.0.1 only");
+    assert!(matches!(err, GitError::Unauthorized { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("https://localhost:{}/", server.https_port))
+            && message.contains(&format!(
+                "repository's host (127.0.0.1:{})",
+                server.https_port
+            )),
+        "{message}"
+    );
+    let seen = server.seen();
+    let (original, redirected): (Vec<_>, Vec<_>) =
+        seen.iter().partition(|s| s.host.starts_with("127.0.0.1:"));
+    assert!(
+        original.iter().any(|s| s.authorization.is_some()),
+        "the repository's host got the token: {seen:#?}"
+    );
+    assert!(
+        !redirected.is_empty(),
+        "the redirect was followed: {seen:#?}"
+    );
+    assert!(
+        redirected
+            .iter()
+            .all(|s| s.host.starts_with("localhost:") && s.authorization.is_none()),
+        "{seen:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_tls_certificate_of_an_unknown_ca_is_refused_naming_git_ca_file() {
+    let repo = Repo::new();
+    let shas = history(&repo, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let own = Identity::generate(dir.path());
+    let server = GitHttp::serve_with(&repo, TOKEN, own).await;
+    // Trusting the kit's CA, not the one that signed this server's certificate.
+    let mirrors = Mirrors::new(
+        dir.path().join("mirrors"),
+        https_credentials(Some(TOKEN), &Identity::shared()),
+    );
+
+    let err = mirrors
+        .fetch(&server.https_url(), "main", Some(&shas[0]), TIMEOUT)
+        .await
+        .expect_err("an unknown CA");
+    assert!(matches!(err, GitError::Untrusted { .. }), "{err:?}");
+    assert!(err.to_string().contains("--git-ca-file"), "{err}");
+    assert!(
+        server.seen().is_empty(),
+        "no request got past TLS: {:#?}",
+        server.seen()
+    );
 }
