@@ -80,7 +80,8 @@ pub fn validate_sha(sha: &str) -> ApiResult<()> {
         Ok(())
     } else {
         Err(ApiError::BadInput(format!(
-            "`sha` must be a full commit id of 40 or 64 lowercase hex digits, not `{sha}`"
+            "`sha` must be a full commit id of 40 or 64 lowercase hex digits, not {}",
+            crate::error::quote(sha)
         )))
     }
 }

@@ -74,6 +74,15 @@ pub fn router_with(state: AppState, subscriptions: tokio::runtime::Handle) -> Ro
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(http)
+        // A span per request, so what a handler logs says which request it
+        // served; 5xx answers are logged as failures, the rest at debug.
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |request: &axum::http::Request<axum::body::Body>| {
+                    tracing::info_span!("http", method = %request.method(), path = %request.uri().path())
+                },
+            ),
+        )
 }
 
 /// Serves `router` on the connections of `listener` until `shutdown`, then

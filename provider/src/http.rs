@@ -57,6 +57,14 @@ pub fn router(hooks: Hooks) -> Router {
         // The limit is enforced (with a clear 413) by `read_body`.
         .layer(DefaultBodyLimit::disable())
         .with_state(hooks)
+        // A span per hook, so what its handling logs says which request it was.
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |request: &axum::http::Request<Body>| {
+                    tracing::info_span!("http", method = %request.method(), path = %request.uri().path())
+                },
+            ),
+        )
 }
 
 /// Serves `router` on the connections of `listener` until `shutdown`, then

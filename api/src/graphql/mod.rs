@@ -3,13 +3,15 @@
 //! Every request, over HTTP or WebSocket, passes [`Bounds`]: its cost is
 //! checked against [`MAX_COST`] (see [`cost`]), a heavy one waits for its
 //! turn ([`HEAVY_COST`]), its errors get a code and a bounded size, and the
-//! HTTP layer learns whether it was executed at all ([`Execution`]).
+//! HTTP layer learns whether it was executed at all ([`Execution`]). Each
+//! operation runs in a tracing span of its own (`trace`).
 
 pub mod cost;
 mod enums;
 mod mutation;
 mod query;
 mod subscription;
+mod trace;
 pub mod types;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -59,6 +61,7 @@ fn builder() -> SchemaBuilder<Query, Mutation, Subscription> {
         .extension(Bounds {
             heavy: Arc::new(Semaphore::new(HEAVY_AT_ONCE)),
         })
+        .extension(trace::Traced)
 }
 
 pub fn schema(state: AppState) -> SlipwaySchema {

@@ -23,10 +23,12 @@ pub(crate) fn state<'a>(ctx: &'a Context<'_>) -> &'a AppState {
 
 /// Parses a deployment `ID`.
 pub(crate) fn deployment_id(id: &ID) -> ApiResult<i64> {
-    id.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::BadInput(format!("`{}` is not a deployment id", id.as_str())))
+    id.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+        ApiError::BadInput(format!(
+            "{} is not a deployment id",
+            crate::error::quote(id.as_str())
+        ))
+    })
 }
 
 /// Who is asking.
@@ -120,7 +122,8 @@ pub(crate) async fn deployment_page(
     let before_id = match after {
         Some(cursor) => Some(cursor.parse::<i64>().map_err(|_| {
             ApiError::BadInput(format!(
-                "`after` cursor `{cursor}` is not one this API gave"
+                "`after` cursor {} is not one this API gave",
+                crate::error::quote(&cursor)
             ))
         })?),
         None => None,

@@ -83,6 +83,42 @@ fn the_schema_command_prints_the_sdl() {
     );
 }
 
+/// The router is a service like any other: driven here without a socket.
+async fn the_router_answers_without_a_socket(backend: Backend) {
+    use axum::body::Body;
+    use axum::http::{header, Request, StatusCode};
+    use tower::ServiceExt as _;
+    let server = TestApi::start(backend).await;
+    let router = slipway_api::http::router(server.state.clone());
+    let health = router
+        .clone()
+        .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let query = Request::post("/graphql")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::ACCEPT, "application/json")
+        .header(
+            header::AUTHORIZATION,
+            format!("Bearer {}", server.token(Role::Viewer, "v")),
+        )
+        .body(Body::from(
+            json!({"query": "{ viewer { subject role } }"}).to_string(),
+        ))
+        .unwrap();
+    let answer = router.oneshot(query).await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(answer.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        body["data"]["viewer"],
+        json!({"subject": "v", "role": "VIEWER"})
+    );
+}
+
 async fn health_readiness_and_graphiql(backend: Backend) {
     let server = TestApi::start(backend).await;
     let http = reqwest::Client::new();
@@ -164,6 +200,7 @@ async fn database_errors_do_not_reach_clients(backend: Backend) {
 }
 
 slipway_testkit::on_both_backends!(
+    the_router_answers_without_a_socket,
     health_readiness_and_graphiql,
     oversized_and_too_deep_requests_are_refused,
     database_errors_do_not_reach_clients,
