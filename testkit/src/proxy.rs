@@ -1,11 +1,13 @@
 //! A TCP proxy on 127.0.0.1 that can partition what passes through it: to
 //! the API (a runner cut off from it) or to the Docker engine's socket (an
-//! engine that stops answering for a moment).
+//! engine that stops answering for a moment), or lose the answer to one
+//! request (a request that reached the server whose answer never came back).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
@@ -23,10 +25,22 @@ const HOLD: u8 = 1;
 /// Connections are closed at once: a peer that went away.
 const CUT: u8 = 2;
 
+/// How long the server is given to act on a request whose answer is lost.
+const SERVER_ACTS_WITHIN: Duration = Duration::from_millis(500);
+
+/// What every connection of a proxy shares.
+#[derive(Default)]
+struct Shared {
+    mode: AtomicU8,
+    /// The next request containing this text reaches the server, but its
+    /// connection is closed before the answer comes back.
+    lose_answer_to: Mutex<Option<String>>,
+    connections: Mutex<Vec<AbortHandle>>,
+}
+
 pub struct Proxy {
     pub addr: SocketAddr,
-    mode: Arc<AtomicU8>,
-    connections: Arc<Mutex<Vec<AbortHandle>>>,
+    shared: Arc<Shared>,
     accept: AbortHandle,
 }
 
@@ -34,19 +48,17 @@ impl Proxy {
     pub async fn start(target: Target) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mode = Arc::new(AtomicU8::new(FORWARD));
-        let connections: Arc<Mutex<Vec<AbortHandle>>> = Default::default();
+        let shared = Arc::new(Shared::default());
         let accept = tokio::spawn({
-            let (mode, connections) = (mode.clone(), connections.clone());
+            let shared = shared.clone();
             async move {
                 loop {
                     let Ok((client, _)) = listener.accept().await else {
                         return;
                     };
-                    let mode = mode.clone();
-                    let target = target.clone();
+                    let (connection, target) = (shared.clone(), target.clone());
                     let task = tokio::spawn(async move {
-                        match mode.load(Ordering::SeqCst) {
+                        match connection.mode.load(Ordering::SeqCst) {
                             CUT => drop(client),
                             // Held: read nothing, answer nothing, until aborted.
                             HOLD => {
@@ -56,26 +68,25 @@ impl Proxy {
                             _ => match &target {
                                 Target::Tcp(addr) => {
                                     if let Ok(server) = TcpStream::connect(addr).await {
-                                        pipe(client, server, &mode).await;
+                                        pipe(client, server, &connection).await;
                                     }
                                 }
                                 Target::Unix(path) => {
                                     if let Ok(server) = UnixStream::connect(path).await {
-                                        pipe(client, server, &mode).await;
+                                        pipe(client, server, &connection).await;
                                     }
                                 }
                             },
                         }
                     });
-                    connections.lock().unwrap().push(task.abort_handle());
+                    shared.connections.lock().unwrap().push(task.abort_handle());
                 }
             }
         })
         .abort_handle();
         Proxy {
             addr,
-            mode,
-            connections,
+            shared,
             accept,
         }
     }
@@ -87,23 +98,34 @@ impl Proxy {
     /// From now on nothing passes: open connections go silent (held open,
     /// as a partition leaves them), new ones are accepted and ignored.
     pub fn hold(&self) {
-        self.mode.store(HOLD, Ordering::SeqCst);
+        self.shared.mode.store(HOLD, Ordering::SeqCst);
     }
 
     /// From now on every connection is closed: open ones at once, new ones
     /// as they come.
     pub fn cut(&self) {
-        self.mode.store(CUT, Ordering::SeqCst);
+        self.shared.mode.store(CUT, Ordering::SeqCst);
         self.drop_connections();
     }
 
     /// Lets traffic through again (to new connections).
     pub fn restore(&self) {
-        self.mode.store(FORWARD, Ordering::SeqCst);
+        self.shared.mode.store(FORWARD, Ordering::SeqCst);
+    }
+
+    /// The next request that contains `text` reaches the server, which acts
+    /// on it; then its connection is closed, so its answer is lost.
+    pub fn lose_answer_to(&self, text: &str) {
+        *self.shared.lose_answer_to.lock().unwrap() = Some(text.to_owned());
+    }
+
+    /// Whether the answer [`Proxy::lose_answer_to`] asked to lose is lost.
+    pub fn answer_lost(&self) -> bool {
+        self.shared.lose_answer_to.lock().unwrap().is_none()
     }
 
     fn drop_connections(&self) {
-        for task in self.connections.lock().unwrap().drain(..) {
+        for task in self.shared.connections.lock().unwrap().drain(..) {
             task.abort();
         }
     }
@@ -117,21 +139,45 @@ impl Drop for Proxy {
 }
 
 /// Copies both ways while the mode is `FORWARD`; once it is not, holds both
-/// sockets open and passes nothing more.
-async fn pipe<A, B>(a: A, b: B, mode: &AtomicU8)
+/// sockets open and passes nothing more. A request whose answer is to be
+/// lost ends the connection, once the server had time to act on it.
+async fn pipe<A, B>(a: A, b: B, shared: &Shared)
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut a_read, mut a_write) = tokio::io::split(a);
     let (mut b_read, mut b_write) = tokio::io::split(b);
-    tokio::join!(
-        copy(&mut a_read, &mut b_write, mode),
-        copy(&mut b_read, &mut a_write, mode)
-    );
+    let doomed = AtomicBool::new(false);
+    let both = async {
+        tokio::join!(
+            copy(&mut a_read, &mut b_write, shared, Side::Requests(&doomed)),
+            copy(&mut b_read, &mut a_write, shared, Side::Answers(&doomed))
+        )
+    };
+    let lost = async {
+        while !doomed.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(SERVER_ACTS_WITHIN).await;
+    };
+    tokio::select! {
+        _ = both => {}
+        () = lost => {}
+    }
 }
 
-async fn copy<R, W>(from: &mut R, to: &mut W, mode: &AtomicU8)
+/// Which way a copy goes, with the connection's flag that says its next
+/// answer is to be lost.
+enum Side<'a> {
+    /// Client to server: a request to lose the answer to sets the flag.
+    Requests(&'a AtomicBool),
+    /// Server to client: nothing passes once the flag is set.
+    Answers(&'a AtomicBool),
+}
+
+/// Copies `from` to `to`.
+async fn copy<R, W>(from: &mut R, to: &mut W, shared: &Shared, side: Side<'_>)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -146,8 +192,27 @@ where
             }
             Ok(n) => n,
         };
-        if mode.load(Ordering::SeqCst) != FORWARD {
+        if shared.mode.load(Ordering::SeqCst) != FORWARD {
             std::future::pending::<()>().await;
+        }
+        match side {
+            Side::Requests(doomed) => {
+                let mut lose = shared.lose_answer_to.lock().unwrap();
+                let hit = lose.as_ref().is_some_and(|text| {
+                    buffer[..n]
+                        .windows(text.len())
+                        .any(|window| window == text.as_bytes())
+                });
+                if hit {
+                    *lose = None;
+                    doomed.store(true, Ordering::SeqCst);
+                }
+            }
+            Side::Answers(doomed) => {
+                if doomed.load(Ordering::SeqCst) {
+                    std::future::pending::<()>().await;
+                }
+            }
         }
         if to.write_all(&buffer[..n]).await.is_err() {
             return;

@@ -865,3 +865,34 @@ async fn a_deployment_that_became_claimable_without_an_event_is_claimed_within_t
     let d = api.wait_final(&waiting, Duration::from_secs(60)).await;
     assert_eq!(d["status"], "SUCCEEDED", "{d}");
 }
+
+// ------------------------------------------------------------ retried claims
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_answer_was_lost_is_sent_again_and_the_deployment_goes_on() {
+    let api = TestApi::start(Backend::Sqlite).await;
+    let repo = shop(&api).await;
+    let stack = stack_name("claimagain");
+    let _guard = StackGuard::new(stack.clone());
+    let proxy = Proxy::start(Target::Tcp(api.addr)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let _runner = in_workdir(&api, "runner-1", dir.path(), Some(proxy.url()), None).await;
+    let sha = repo.commit(
+        &[
+            ("slipway.yml", &spec(&stack, "")),
+            (
+                "docker-compose.yml",
+                &web("slipway-test/busybox:latest", SLEEP, FAST, ""),
+            ),
+        ],
+        "first",
+    );
+    // The claim reaches the API, which grants it; its answer never comes back.
+    proxy.lose_answer_to("claimDeployment");
+    let id = api
+        .deploy_ref("shop", "production", "main", Some(&sha))
+        .await;
+    let d = api.wait_final(&id, WITHIN).await;
+    assert!(proxy.answer_lost(), "the claim's answer was lost");
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+}
