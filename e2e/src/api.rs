@@ -6,6 +6,9 @@ use serde_json::{json, Value};
 
 use slipway_testkit::wait;
 
+/// Fields of a deployment in a list.
+const SUMMARY: &str = "id number name ref sha status phase message externalId runner \
+     createdAt startedAt finishedAt logCount environment { name }";
 /// Fields of a deployment the tests and the bench read.
 const DEPLOYMENT: &str = "id number name ref sha status phase message externalId runner \
      createdAt startedAt finishedAt logCount services { name image } \
@@ -115,7 +118,10 @@ impl Api {
     pub async fn deployments(&self) -> Vec<Value> {
         let data = self
             .gql(
-                &format!("{{ deployments(first: 100) {{ nodes {{ {DEPLOYMENT} }} }} }}"),
+                // A page of deployments without their logs: what a page
+                // costs is bounded by the API, and logs are read one
+                // deployment at a time.
+                &format!("{{ deployments(first: 100) {{ nodes {{ {SUMMARY} }} }} }}"),
                 json!({}),
             )
             .await;
