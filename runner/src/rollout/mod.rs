@@ -390,8 +390,8 @@ impl Rollout<'_> {
             self.report.line(format!("warning: {warning}"));
         }
         self.report.line(format!(
-            "images resolved in {} ms",
-            started.elapsed().as_millis()
+            "images resolved in {:.1} ms",
+            started.elapsed().as_secs_f64() * 1000.0
         ));
         Ok(())
     }
