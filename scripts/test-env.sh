@@ -291,8 +291,9 @@ registry_start() {
     log "registry: $name already serving on $addr"
     return
   fi
-  if ss -Htln "sport = :${addr##*:}" | grep -q .; then
-    die "registry: port ${addr##*:} is taken by something that is not the $name registry: $(ss -Htlnp "sport = :${addr##*:}")"
+  # Something else listening there would make the registry fail to start.
+  if (exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}") 2>/dev/null; then
+    die "registry: $addr is taken by something that is not the $name registry"
   fi
   setsid nohup docker-registry serve "$REGISTRY_DIR/$name.yml" >>"$REGISTRY_LOG" 2>&1 </dev/null &
   disown || true

@@ -179,7 +179,7 @@ async fn a_private_image_deploys_with_the_credentials_file_and_the_node_pulls_it
         platforms[0]["OS"], "linux",
         "the registry's platforms: {web}"
     );
-    assert_eq!(running_images(&s.web()), [pinned.clone()]);
+    assert_eq!(running_images(&s.web()), std::slice::from_ref(&pinned));
     assert_eq!(
         services_of(&d),
         serde_json::json!([{"name": s.web(), "image": image, "digest": digest}]),
