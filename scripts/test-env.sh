@@ -257,5 +257,148 @@ git_servers_setup() {
 
 git_servers_setup
 
+# --- 6. container registries on 127.0.0.1 -----------------------------------
+# Debian's docker-registry (distribution 2.8), run by this script without
+# systemd: an open one, and a private one with htpasswd auth over TLS with a CA
+# made here, which the engine trusts through /etc/docker/certs.d. The test
+# images are pushed to both. Their data lives under $REGISTRY_DIR, so a second
+# run finds them as they were. The testkit's `registry` module knows these
+# addresses and the test user.
+
+REGISTRY_DIR=/var/lib/slipway-registry
+REGISTRY_OPEN=127.0.0.1:5000
+REGISTRY_PRIVATE=127.0.0.1:5443
+REGISTRY_USER=slipway
+# A test password only; its characters make a standard base64 encoding of the
+# credentials differ from the URL-safe one the engine reads.
+REGISTRY_PASSWORD='t3st>>>pass???word'
+REGISTRY_LOG=/var/log/slipway-registry.log
+
+registry_packages() {
+  local missing=()
+  pkg_missing docker-registry docker-registry && missing+=(docker-registry)
+  pkg_missing apache2-utils htpasswd && missing+=(apache2-utils)
+  pkg_missing openssl openssl && missing+=(openssl)
+  pkg_missing curl curl && missing+=(curl)
+  if [ ${#missing[@]} -eq 0 ]; then
+    log "registry: packages present"
+    return
+  fi
+  wait_for 900 "the running apt/dpkg process to finish" no_apt_running \
+    || die "apt/dpkg still busy (see: pgrep -a 'apt|dpkg')"
+  log "registry: installing ${missing[*]}"
+  local opts=(-q -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+  apt-get "${opts[@]}" update </dev/null >/dev/null
+  apt-get "${opts[@]}" install -y --no-install-recommends "${missing[@]}" </dev/null >/dev/null
+  # The package's own service (all interfaces, port 5000) is not the one the
+  # tests use: stop it if its init script started it.
+  if [ -f /var/run/docker-registry.pid ] && kill -0 "$(cat /var/run/docker-registry.pid)" 2>/dev/null; then
+    /etc/init.d/docker-registry stop >/dev/null 2>&1 || true
+  fi
+}
+
+# The CA, and the private registry's certificate for 127.0.0.1 signed by it.
+registry_certificates() {
+  local tls=$REGISTRY_DIR/tls
+  mkdir -p "$tls"
+  if [ ! -s "$tls/ca.crt" ] || [ ! -s "$tls/server.crt" ] \
+    || ! openssl verify -CAfile "$tls/ca.crt" "$tls/server.crt" >/dev/null 2>&1; then
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj '/CN=Slipway test registry CA' \
+      -keyout "$tls/ca.key" -out "$tls/ca.crt" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj '/CN=127.0.0.1' \
+      -keyout "$tls/server.key" -out "$tls/server.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >"$tls/server.ext"
+    openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" \
+      -CAcreateserial -days 3650 -extfile "$tls/server.ext" -out "$tls/server.crt" 2>/dev/null
+    log "registry: CA and certificate for $REGISTRY_PRIVATE made"
+  fi
+  # The engine reads certs.d at every connection: no restart needed.
+  local certs_d=/etc/docker/certs.d/$REGISTRY_PRIVATE
+  if ! cmp -s "$tls/ca.crt" "$certs_d/ca.crt"; then
+    mkdir -p "$certs_d"
+    cp "$tls/ca.crt" "$certs_d/ca.crt"
+    log "registry: the engine trusts the CA ($certs_d/ca.crt)"
+  fi
+}
+
+registry_config() {
+  local name=$1 addr=$2 extra=$3
+  mkdir -p "$REGISTRY_DIR/$name"
+  cat >"$REGISTRY_DIR/$name.yml" <<CONFIG
+version: 0.1
+log: {level: warn, accesslog: {disabled: true}}
+storage:
+  filesystem: {rootdirectory: $REGISTRY_DIR/$name}
+  delete: {enabled: true}
+http:
+  addr: $addr
+  secret: slipway-test-registry
+$extra
+CONFIG
+}
+
+registry_open_up() { [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$REGISTRY_OPEN/v2/")" = 200 ]; }
+registry_private_up() {
+  local ca=$REGISTRY_DIR/tls/ca.crt
+  [ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$ca" "https://$REGISTRY_PRIVATE/v2/")" = 401 ] \
+    && [ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$ca" -u "$REGISTRY_USER:$REGISTRY_PASSWORD" "https://$REGISTRY_PRIVATE/v2/")" = 200 ]
+}
+
+# registry_start NAME ADDR CHECK: starts the registry NAME unless CHECK passes.
+registry_start() {
+  local name=$1 addr=$2 check=$3
+  if "$check"; then
+    log "registry: $name already serving on $addr"
+    return
+  fi
+  # Something else listening there would make the registry fail to start.
+  if (exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}") 2>/dev/null; then
+    die "registry: $addr is taken by something that is not the $name registry"
+  fi
+  setsid nohup docker-registry serve "$REGISTRY_DIR/$name.yml" >>"$REGISTRY_LOG" 2>&1 </dev/null &
+  disown || true
+  wait_for 30 "the $name registry on $addr (log: $REGISTRY_LOG)" "$check" \
+    || die "the $name registry did not come up within 30s; see $REGISTRY_LOG"
+  log "registry: $name started on $addr"
+}
+
+# Pushes the test images with a Docker config of the script's own, so that
+# root's ~/.docker/config.json is left alone.
+registry_push_images() {
+  local config=$REGISTRY_DIR/docker-config
+  mkdir -p "$config"
+  printf '{"auths": {"%s": {"auth": "%s"}}}\n' "$REGISTRY_PRIVATE" \
+    "$(printf '%s:%s' "$REGISTRY_USER" "$REGISTRY_PASSWORD" | base64 -w0)" >"$config/config.json"
+  local version registry target
+  for version in latest v2; do
+    for registry in "$REGISTRY_OPEN" "$REGISTRY_PRIVATE"; do
+      target=$registry/$IMAGE_REPO:$version
+      docker tag "$IMAGE_REPO:$version" "$target"
+      DOCKER_CONFIG=$config docker push -q "$target" >/dev/null \
+        || die "registry: pushing $target failed"
+    done
+  done
+  log "registry: $IMAGE_REPO:{latest,v2} pushed to $REGISTRY_OPEN and $REGISTRY_PRIVATE"
+}
+
+registries() {
+  registry_packages
+  registry_certificates
+  mkdir -p "$REGISTRY_DIR"
+  if [ ! -s "$REGISTRY_DIR/htpasswd" ] \
+    || ! htpasswd -vbB "$REGISTRY_DIR/htpasswd" "$REGISTRY_USER" "$REGISTRY_PASSWORD" >/dev/null 2>&1; then
+    htpasswd -Bbn "$REGISTRY_USER" "$REGISTRY_PASSWORD" >"$REGISTRY_DIR/htpasswd"
+  fi
+  registry_config open "$REGISTRY_OPEN" ""
+  registry_config private "$REGISTRY_PRIVATE" "  tls: {certificate: $REGISTRY_DIR/tls/server.crt, key: $REGISTRY_DIR/tls/server.key}
+auth:
+  htpasswd: {realm: slipway-test, path: $REGISTRY_DIR/htpasswd}"
+  registry_start open "$REGISTRY_OPEN" registry_open_up
+  registry_start private "$REGISTRY_PRIVATE" registry_private_up
+  registry_push_images
+}
+
+registries
+
 echo "test-env: ready in ${SECONDS}s"
 echo "DATABASE_URL=$PG_URL"

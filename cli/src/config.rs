@@ -101,6 +101,8 @@ pub struct UpConfig {
     #[command(flatten)]
     pub git: slipway_runner::config::GitConfig,
     #[command(flatten)]
+    pub registry: slipway_runner::config::RegistryConfig,
+    #[command(flatten)]
     pub hooks: slipway_provider::config::Hooks,
 }
 
@@ -116,6 +118,7 @@ impl std::fmt::Debug for UpConfig {
             .field("lease", &self.lease)
             .field("secrets_file", &self.secrets_file)
             .field("git", &self.git)
+            .field("registry", &self.registry)
             .field("hooks", &self.hooks)
             .finish()
     }

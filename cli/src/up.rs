@@ -34,6 +34,8 @@ const STOP_WITHIN: Duration = Duration::from_secs(15);
 /// Runs until `shutdown` resolves. Prints what a person needs to stdout.
 pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let engine = check_engine(config.docker_host.as_deref()).await?;
+    // Read before anything is made: a bad file changes nothing.
+    let registry_auth = config.registry.read().map_err(anyhow::Error::msg)?;
 
     // Only its owner reads the database and the secret.
     std::fs::DirBuilder::new()
@@ -122,6 +124,7 @@ pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> anyhow
     )?;
     runner.labels = vec!["local".into()];
     runner.secrets = secrets;
+    runner.registry_auth = registry_auth;
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let wait = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {

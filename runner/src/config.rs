@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use slipway_secret::Secret;
 
+use crate::registry::RegistryAuth;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "slipway-runner",
@@ -62,6 +64,8 @@ pub struct RunConfig {
     pub docker_host: Option<String>,
     #[command(flatten)]
     pub git: GitConfig,
+    #[command(flatten)]
+    pub registry: RegistryConfig,
     /// A `KEY=value` file: values for Compose interpolation and swarm secrets, masked in every log line.
     #[arg(long, env = "SLIPWAY_SECRETS_FILE")]
     pub secrets_file: Option<PathBuf>,
@@ -79,8 +83,34 @@ impl std::fmt::Debug for RunConfig {
             .field("workdir", &self.workdir)
             .field("docker_host", &self.docker_host)
             .field("git", &self.git)
+            .field("registry", &self.registry)
             .field("secrets_file", &self.secrets_file)
             .finish()
+    }
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct RegistryConfig {
+    /// A Docker `config.json` (what `docker login` writes) with the
+    /// credentials of private registries: used to resolve image tags to
+    /// digests, and sent to the swarm with the services whose images they
+    /// hold, so every node can pull.
+    #[arg(long, env = "SLIPWAY_REGISTRY_AUTH_FILE")]
+    pub registry_auth_file: Option<PathBuf>,
+}
+
+impl RegistryConfig {
+    /// The credentials of `--registry-auth-file`; none without it. What the
+    /// file holds that the runner does not use is logged.
+    pub fn read(&self) -> Result<RegistryAuth, String> {
+        let Some(path) = &self.registry_auth_file else {
+            return Ok(RegistryAuth::none());
+        };
+        let auth = RegistryAuth::read(path).map_err(|err| err.to_string())?;
+        for warning in &auth.warnings {
+            tracing::warn!("{warning}");
+        }
+        Ok(auth)
     }
 }
 
@@ -140,6 +170,9 @@ pub struct PlanConfig {
     pub docker_host: Option<String>,
     #[command(flatten)]
     pub git: GitConfig,
+    /// For `--diff`, which resolves image tags to digests as a deployment does.
+    #[command(flatten)]
+    pub registry: RegistryConfig,
 }
 
 impl RunConfig {

@@ -11,12 +11,14 @@
 //! - [`instance`]: which runner process this is (an id kept in the workdir).
 //! - [`lease`]: heartbeats, and the fence that stops swarm writes once the
 //!   lease may have lapsed.
-//! - [`rollout`]: one deployment as steps — fetch, plan, apply, converge,
-//!   settle — and the record of what it changed, for a restart.
+//! - [`rollout`]: one deployment as steps — fetch, plan, resolve, apply,
+//!   converge, settle — and the record of what it changed, for a restart.
 //! - [`git`]: bare mirrors and fetching the commit.
 //! - [`spec`]: `slipway.yml` and Compose files → [`plan::Plan`].
 //! - [`plan`]: what a deployment creates, as Engine API objects.
-//! - [`swarm`]: applying a plan, watching it converge, rolling it back.
+//! - [`registry`]: image references and registry credentials.
+//! - [`swarm`]: resolving images to digests, applying a plan, watching it
+//!   converge, rolling it back.
 //! - [`report`]: log lines and progress to the API, secrets masked.
 
 pub mod config;
@@ -24,6 +26,7 @@ pub mod git;
 pub mod instance;
 pub mod lease;
 pub mod plan;
+pub mod registry;
 pub mod report;
 pub mod rollout;
 pub mod spec;

@@ -4,7 +4,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use slipway_runner::config::{read_secrets, Cli, Command, PlanConfig, RunConfig};
 use slipway_runner::git::{Credentials, Mirrors};
-use slipway_runner::swarm::Engine;
+use slipway_runner::swarm::{self, Engine};
 use slipway_runner::work::{self, Runner};
 
 #[tokio::main]
@@ -27,6 +27,7 @@ async fn main() -> anyhow::Result<()> {
 async fn run(config: RunConfig) -> anyhow::Result<()> {
     let token = config.token().map_err(anyhow::Error::msg)?;
     let secrets = read_secrets(config.secrets_file.as_ref()).map_err(anyhow::Error::msg)?;
+    let registry_auth = config.registry.read().map_err(anyhow::Error::msg)?;
     let engine = Engine::connect(config.docker_host.as_deref()).await?;
     engine.check_manager().await?;
     let name = config.name.clone().unwrap_or_else(hostname);
@@ -39,6 +40,7 @@ async fn run(config: RunConfig) -> anyhow::Result<()> {
     )?;
     runner.labels = config.labels.clone();
     runner.secrets = secrets;
+    runner.registry_auth = registry_auth;
     runner.concurrency = config.concurrency;
     work::run(runner, shutdown_signal()).await;
     Ok(())
@@ -82,8 +84,18 @@ async fn plan(config: PlanConfig) -> anyhow::Result<()> {
         eprintln!("warning: {warning}");
     }
     if config.diff {
+        let registry_auth = config.registry.read().map_err(anyhow::Error::msg)?;
         let engine = Engine::connect(config.docker_host.as_deref()).await?;
-        let diff = slipway_runner::swarm::diff::diff(&engine, &plan).await?;
+        // Digests as a deployment would pin them now: a tag that moved is a change.
+        let mut plan = plan;
+        let deployed = swarm::apply::snapshot(&engine, &plan.stack).await?;
+        let resolution = swarm::resolve(&engine, &mut plan, &deployed, &registry_auth)
+            .await
+            .map_err(|err| anyhow::anyhow!("{err}"))?;
+        for warning in &resolution.warnings {
+            eprintln!("warning: {warning}");
+        }
+        let diff = swarm::diff::diff(&engine, &plan).await?;
         let out = serde_json::json!({"stack": plan.stack, "services": diff});
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {

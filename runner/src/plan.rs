@@ -8,6 +8,8 @@ use std::time::Duration;
 use bollard::models::ServiceSpec;
 use serde::Serialize;
 
+use crate::registry::Credential;
+
 /// Labels every object of a stack carries, as `docker stack deploy` sets them.
 pub const STACK_NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
 /// The image as written in Compose, before any digest was resolved.
@@ -36,6 +38,49 @@ pub struct Plan {
     /// The environment's URL from the spec, for the deployment status.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// When tags are resolved to digests (`resolve_image:`).
+    #[serde(skip)]
+    pub resolve_image: ResolveImage,
+    /// Whether services are created and updated with the credentials of
+    /// their image's registry, so every node can pull (`with_registry_auth:`).
+    #[serde(skip)]
+    pub with_registry_auth: bool,
+}
+
+/// When an image's tag is resolved to a digest, as `docker stack deploy
+/// --resolve-image` has it (`resolve_image:` in `slipway.yml`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ResolveImage {
+    /// Every deployment asks the registry: a tag that moved rolls out.
+    #[default]
+    Always,
+    /// Only for a new service, or one whose image (as written) changed; an
+    /// unchanged one keeps the digest it runs.
+    Changed,
+    /// Never: an unchanged image keeps what it runs, a new or changed one is
+    /// deployed as written.
+    Never,
+}
+
+impl ResolveImage {
+    pub const NAMES: [&'static str; 3] = ["always", "changed", "never"];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "always" => Some(Self::Always),
+            "changed" => Some(Self::Changed),
+            "never" => Some(Self::Never),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Always => "always",
+            Self::Changed => "changed",
+            Self::Never => "never",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -45,6 +90,32 @@ pub struct ServicePlan {
     /// Exactly what the Engine API receives, with its own field names.
     #[serde(serialize_with = "serialize_engine_json")]
     pub spec: ServiceSpec,
+    /// The registry credentials the service is created or updated with
+    /// (set by `swarm::resolve`): every node that runs a task pulls with them.
+    #[serde(skip)]
+    pub credentials: Option<Credential>,
+}
+
+impl ServicePlan {
+    /// The image as written in Compose, before any digest was resolved.
+    pub fn written_image(&self) -> String {
+        self.spec
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(STACK_IMAGE_LABEL))
+            .cloned()
+            .or_else(|| self.image().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    /// The image its tasks run: pinned to a digest once resolved.
+    pub fn image(&self) -> Option<&str> {
+        self.spec
+            .task_template
+            .as_ref()
+            .and_then(|t| t.container_spec.as_ref())
+            .and_then(|c| c.image.as_deref())
+    }
 }
 
 /// A `ServiceSpec` as the engine itself writes it (`docker service inspect`

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use crate::git::{redact_url, Credentials, Mirrors};
 use crate::instance::{Instance, InstanceError};
 use crate::lease;
+use crate::registry::RegistryAuth;
 use crate::swarm::Engine;
 
 /// A deployment as the runner needs it.
@@ -99,6 +100,9 @@ pub struct Runner {
     pub engine: Engine,
     /// Values of the secrets file: for interpolation and swarm secrets, masked in logs.
     pub secrets: BTreeMap<String, String>,
+    /// Credentials of private registries: to resolve digests, and sent with
+    /// the services whose images they hold (masked in logs too).
+    pub registry_auth: RegistryAuth,
     /// How many deployments (of different environments) it carries out at once.
     pub concurrency: usize,
     /// Longest a fetch may take.
@@ -118,6 +122,7 @@ impl std::fmt::Debug for Runner {
             .field("api", &self.client.base())
             .field("workdir", &self.workdir)
             .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .field("registry_auth", &self.registry_auth)
             .finish_non_exhaustive()
     }
 }
@@ -128,8 +133,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const CLAIM_PATIENCE: Duration = Duration::from_secs(30);
 
 impl Runner {
-    /// A runner with the defaults: no labels, four deployments at once,
-    /// fetches of ten minutes at most, the claimable list read every 30 s.
+    /// A runner with the defaults: no labels, no registry credentials, four
+    /// deployments at once, fetches of ten minutes at most, the claimable
+    /// list read every 30 s.
     /// Takes `workdir`'s instance id and lock (see [`crate::instance`]).
     pub fn open(
         client: Client,
@@ -149,6 +155,7 @@ impl Runner {
             workdir,
             engine,
             secrets: BTreeMap::new(),
+            registry_auth: RegistryAuth::none(),
             concurrency: 4,
             fetch_timeout: Duration::from_secs(600),
             resync_every: Duration::from_secs(30),

@@ -23,6 +23,8 @@
 //!   removes a test's stack.
 //! - [`wait`]: polling until a deadline; every wait says what it waited for.
 //! - [`process`]: a child process killed when dropped, its output kept.
+//! - [`registry`]: the container registries of `scripts/test-env.sh`, pushing
+//!   and moving tags, and the `config.json` a runner is given.
 //! - [`proxy`]: a TCP proxy that can partition what passes through it (to the
 //!   API, or to the Docker engine's socket).
 //! - [`bench`]: the table every bench prints, and its figures' formats.
@@ -39,6 +41,7 @@ pub mod process;
 #[cfg(feature = "provider")]
 pub mod provider;
 pub mod proxy;
+pub mod registry;
 #[cfg(feature = "runner")]
 pub mod runner;
 mod running;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use slipway_api::auth::Role;
 use slipway_runner::git::Credentials;
+use slipway_runner::registry::RegistryAuth;
 use slipway_runner::swarm::Engine;
 use slipway_runner::work::Runner;
 use tokio::runtime::Handle;
@@ -33,6 +34,9 @@ pub struct RunnerOptions {
     pub api_url: Option<String>,
     /// The engine it deploys to; by default the local one.
     pub engine: Option<Engine>,
+    /// A Docker `config.json` with registry credentials
+    /// (`--registry-auth-file`); none by default.
+    pub registry_auth_file: Option<PathBuf>,
 }
 
 impl Default for RunnerOptions {
@@ -45,6 +49,7 @@ impl Default for RunnerOptions {
             workdir: None,
             api_url: None,
             engine: None,
+            registry_auth_file: None,
         }
     }
 }
@@ -73,6 +78,9 @@ pub async fn start_runner_with(api: &TestApi, name: &str, options: RunnerOptions
         Credentials::default(),
     )
     .expect("the runner's workdir");
+    if let Some(file) = &options.registry_auth_file {
+        runner.registry_auth = RegistryAuth::read(file).expect("the registry auth file");
+    }
     runner.labels = options.labels;
     runner.concurrency = options.concurrency;
     runner.fetch_timeout = options.fetch_timeout;

@@ -37,6 +37,40 @@ fn up_without_an_engine_says_how_to_fix_it() {
     assert!(!data.path().join("jwt-secret").exists());
 }
 
+#[test]
+fn up_with_a_registry_auth_file_that_is_not_a_docker_config_names_it_but_not_its_content() {
+    slipway_testkit::swarm::require_swarm();
+    let dir = tempfile::tempdir().unwrap();
+    let auth = dir.path().join("registry-auth.json");
+    std::fs::write(&auth, r#"{"auths": "hunter2-secret"}"#).unwrap();
+    let data = dir.path().join("data");
+    let out = crate::harness::Out::from(
+        command()
+            .args([
+                "up",
+                "--listen",
+                "127.0.0.1:0",
+                "--hooks-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--registry-auth-file")
+            .arg(&auth)
+            .output()
+            .unwrap(),
+    )
+    .failed();
+    assert!(
+        out.stderr.contains(&auth.display().to_string())
+            && out.stderr.contains("not a Docker config.json"),
+        "{out:#?}"
+    );
+    assert!(!out.stderr.contains("hunter2"), "{out:#?}");
+    assert!(out.stdout.is_empty(), "nothing is served: {out:#?}");
+    assert!(!data.exists(), "nothing was made");
+}
+
 /// An engine that answers like one outside a swarm (the real engine of the
 /// test machine is a manager and cannot be made to stop being one).
 fn fake_engine_outside_a_swarm() -> u16 {

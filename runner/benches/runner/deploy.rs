@@ -30,7 +30,7 @@ const REMOVE_WAIT: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(20);
 const STACK_LABEL: &str = "com.docker.stack.namespace";
 
-const SERVICES: [(&str, u32); 5] = [
+pub(crate) const SERVICES: [(&str, u32); 5] = [
     ("web", 2),
     ("api", 2),
     ("worker", 1),
@@ -111,7 +111,7 @@ async fn last_task_running(engine: &Engine, stack: &str) -> Result<DateTime<Utc>
 
 /// `docker stack rm`, then waits until the stack's services, containers and
 /// networks are gone. Returns how long that took.
-async fn remove_stack(engine: &Engine, stack: &str) -> Result<Duration> {
+pub(crate) async fn remove_stack(engine: &Engine, stack: &str) -> Result<Duration> {
     let started = Instant::now();
     run("docker", &["stack", "rm", stack], None, REMOVE_WAIT).await?;
     loop {
@@ -167,14 +167,14 @@ struct Breakdown {
     converged_at: DateTime<Utc>,
 }
 
-fn parse_time(value: &Value) -> Result<DateTime<Utc>> {
+pub(crate) fn parse_time(value: &Value) -> Result<DateTime<Utc>> {
     let text = value.as_str().context("a timestamp")?;
     Ok(DateTime::parse_from_rfc3339(text)
         .with_context(|| format!("timestamp {text}"))?
         .with_timezone(&Utc))
 }
 
-fn between(from: DateTime<Utc>, to: DateTime<Utc>) -> Duration {
+pub(crate) fn between(from: DateTime<Utc>, to: DateTime<Utc>) -> Duration {
     (to - from).to_std().unwrap_or_default()
 }
 
@@ -220,7 +220,7 @@ const DETAILS: &str = "query($id: ID!) { deployment(id: $id) { status message cr
 
 /// One deployment by the runner: from sending `createDeployment` until the
 /// bench sees `SUCCEEDED`.
-async fn deploy_with_runner(
+pub(crate) async fn deploy_with_runner(
     api: &TestApi,
     deployer: &str,
     viewer: &str,

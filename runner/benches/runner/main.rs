@@ -9,7 +9,10 @@
 //!   against `docker stack deploy --detach=false` of the same Compose file on
 //!   the same engine;
 //! - `memory`: resident memory of the `slipway-runner` binary, as its own
-//!   process, idle after it has registered with an in-process API.
+//!   process, idle after it has registered with an in-process API;
+//! - `resolve`: resolving image tags to digests against the local registries
+//!   (per image, open and private registry and a local image; five images
+//!   together), and the resolve step's share of a deployment's time.
 //!
 //! ```text
 //! cargo bench -p slipway-runner --bench runner                  # everything
@@ -18,8 +21,9 @@
 //! SLIPWAY_BENCH_RUNS=3 cargo bench -p slipway-runner --bench runner   # 3 runs of each
 //! ```
 //!
-//! `deploy` and `memory` need a Docker engine in swarm mode and the local
-//! images `slipway-test/busybox:latest` (`scripts/test-env.sh`). Every wait
+//! `deploy`, `memory` and `resolve` need a Docker engine in swarm mode and
+//! the local images `slipway-test/busybox:latest`; `resolve` also the
+//! registries on 127.0.0.1 (`scripts/test-env.sh`). Every wait
 //! has a time limit. The bench exits non-zero when a bench fails, not when a
 //! target is missed: the table's `met` column says that.
 //!
@@ -28,6 +32,7 @@
 mod deploy;
 mod fetch;
 mod memory;
+mod resolve;
 
 use std::path::Path;
 use std::process::{ExitCode, Stdio};
@@ -41,7 +46,7 @@ use slipway_testkit::bench::{self, Row};
 use tokio::process::Command;
 use tokio::time::timeout;
 
-const BENCHES: [&str; 3] = ["fetch", "deploy", "memory"];
+const BENCHES: [&str; 4] = ["fetch", "deploy", "memory", "resolve"];
 /// Longest a process may take to start, answer or register.
 const START_WAIT: Duration = Duration::from_secs(30);
 const IMAGE: &str = "slipway-test/busybox:latest";
@@ -51,6 +56,8 @@ struct Counts {
     fetch: usize,
     deploy: usize,
     idle: Duration,
+    /// Resolutions of each kind of image.
+    resolve: usize,
 }
 
 fn counts() -> Counts {
@@ -60,12 +67,14 @@ fn counts() -> Counts {
             fetch: 3,
             deploy: 2,
             idle: Duration::from_secs(3),
+            resolve: 20,
         }
     } else {
         Counts {
             fetch: 10,
             deploy: 5,
             idle: Duration::from_secs(5),
+            resolve: 100,
         }
     };
     if let Some(runs) = std::env::var("SLIPWAY_BENCH_RUNS")
@@ -103,6 +112,7 @@ fn main() -> ExitCode {
             match name {
                 "fetch" => fetch::bench(counts).await,
                 "deploy" => deploy::bench(counts).await,
+                "resolve" => resolve::bench(counts).await,
                 _ => memory::bench(counts).await,
             }
         });

@@ -1,5 +1,5 @@
 //! Carrying one claimed deployment out, as a sequence of steps — fetch, plan,
-//! apply, converge, settle — each returning `Result<_, Stop>`.
+//! resolve, apply, converge, settle — each returning `Result<_, Stop>`.
 //!
 //! A step that cannot go on says why with a [`Stop`]: the deployment
 //! `Failed` (what was changed has been rolled back), was `Cancelled`, or was
@@ -27,9 +27,10 @@ use tracing::Instrument as _;
 use crate::git::{CommitFiles, Fetched};
 use crate::lease::{Lease, DEFAULT_LEASE};
 use crate::plan::Plan;
+use crate::registry::reference::digest_of;
 use crate::report::{Mask, Reporter};
 use crate::spec::{self, Context};
-use crate::swarm::{self, Applied, ChangeKind, EngineError, Outcome};
+use crate::swarm::{self, Applied, Baseline, ChangeKind, EngineError, Outcome};
 use crate::work::{Runner, Work};
 use record::RecordFile;
 
@@ -78,7 +79,13 @@ pub(crate) async fn execute(runner: &Runner, work: Work, sent: Option<Instant>) 
 }
 
 async fn carry_out(runner: &Runner, work: Work, sent: Option<Instant>) {
-    let mask = Mask::new(runner.secrets.values().cloned());
+    let mask = Mask::new(
+        runner
+            .secrets
+            .values()
+            .cloned()
+            .chain(runner.registry_auth.secret_values()),
+    );
     let reporter = Reporter::start(
         runner.client.clone(),
         work.id.clone(),
@@ -239,7 +246,8 @@ impl Rollout<'_> {
     async fn run(&mut self) -> Result<Release, Stop> {
         let fetched = self.fetch().await?;
         self.refuse_going_back(&fetched).await?;
-        let plan = self.plan(&fetched).await?;
+        let mut plan = self.plan(&fetched).await?;
+        self.resolve(&mut plan).await?;
         let applied = self.apply(&plan).await?;
         self.converge(&plan, &applied).await?;
         self.settle(&plan, &applied, &fetched).await
@@ -355,6 +363,55 @@ impl Rollout<'_> {
         Ok(plan)
     }
 
+    /// Resolve: each image's tag pinned to the digest its registry has now,
+    /// and the registry credentials each service is sent with. An image that
+    /// cannot be resolved fails the deployment before anything changed.
+    async fn resolve(&mut self, plan: &mut Plan) -> Result<(), Stop> {
+        self.phase(
+            DeploymentPhase::PLANNING,
+            &format!("resolving images ({} services)", plan.services.len()),
+            None,
+        )
+        .await;
+        let baseline = self.baseline(&plan.stack).await?;
+        let started = Instant::now();
+        let resolution = swarm::resolve(
+            &self.runner.engine,
+            plan,
+            &baseline,
+            &self.runner.registry_auth,
+        )
+        .await
+        .map_err(|err| Stop::Failed(format!("nothing was changed: {err}")))?;
+        for line in resolution.lines {
+            self.report.line(line);
+        }
+        for warning in resolution.warnings {
+            self.report.line(format!("warning: {warning}"));
+        }
+        self.report.line(format!(
+            "images resolved in {:.1} ms",
+            started.elapsed().as_secs_f64() * 1000.0
+        ));
+        Ok(())
+    }
+
+    /// The stack as it was before this deployment's first write: recorded
+    /// (a resumed deployment has it), or read now and recorded.
+    async fn baseline(&mut self, stack: &str) -> Result<Baseline, Stop> {
+        match &self.record.record.baseline {
+            Some(baseline) if baseline.stack == stack => Ok(baseline.clone()),
+            _ => {
+                let baseline = swarm::apply::snapshot(&self.runner.engine, stack)
+                    .await
+                    .map_err(|err| Stop::Failed(format!("reading stack {stack}: {err}")))?;
+                self.record.record.baseline = Some(baseline.clone());
+                self.save()?;
+                Ok(baseline)
+            }
+        }
+    }
+
     /// Apply: networks, configs, secrets and services, after a look at who
     /// owns the stack. A failure midway rolls back what was done.
     async fn apply(&mut self, plan: &Plan) -> Result<Applied, Stop> {
@@ -377,18 +434,8 @@ impl Rollout<'_> {
             None,
         )
         .await;
+        let baseline = self.baseline(&plan.stack).await?;
         let engine = &self.runner.engine;
-        let baseline = match self.record.record.baseline.clone() {
-            Some(baseline) if baseline.stack == plan.stack => baseline,
-            _ => {
-                let baseline = swarm::apply::snapshot(engine, &plan.stack)
-                    .await
-                    .map_err(|err| Stop::Failed(format!("reading stack {}: {err}", plan.stack)))?;
-                self.record.record.baseline = Some(baseline.clone());
-                self.save()?;
-                baseline
-            }
-        };
         if let Some(owner) = baseline.owned_by_other(&self.work.application, &self.work.environment)
         {
             return Err(Stop::Failed(format!("nothing was changed: {owner}")));
@@ -503,22 +550,16 @@ impl Rollout<'_> {
                 "warning: removing unused configs and secrets: {err}"
             ));
         }
-        let mut services = Vec::new();
-        for service in &plan.services {
-            let image = service
-                .spec
-                .task_template
-                .as_ref()
-                .and_then(|t| t.container_spec.as_ref())
-                .and_then(|c| c.image.clone())
-                .unwrap_or_default();
-            let digest = swarm::image_digest(engine, &image).await;
-            services.push(ServiceImage {
+        // The image as written, and the digest it was pinned to: what runs.
+        let services = plan
+            .services
+            .iter()
+            .map(|service| ServiceImage {
                 name: service.name.clone(),
-                image,
-                digest,
-            });
-        }
+                image: service.written_image(),
+                digest: service.image().and_then(digest_of).map(str::to_owned),
+            })
+            .collect();
         let unchanged = applied
             .changes
             .iter()

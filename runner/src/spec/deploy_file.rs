@@ -14,8 +14,10 @@
 //!     rollback: true                # default true
 //!   staging:
 //!     stack: shop-staging
+//!     resolve_image: changed        # always (default), changed, never
 //! variables:
 //!   TAG: ${SLIPWAY_SHA}
+//! with_registry_auth: true          # default true; per environment too
 //! ```
 
 use std::collections::BTreeMap;
@@ -27,6 +29,7 @@ use super::interpolate::Interpolator;
 use super::scalar::{Bool, OneOrMany, Text};
 use super::yaml::{self, KeyPath, PathError, Source};
 use super::{normalize_path, Context, Files, SpecError};
+use crate::plan::ResolveImage;
 
 /// How long a rollout may take when the spec does not say.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -42,6 +45,8 @@ struct RawSpec {
     environments: BTreeMap<String, Option<RawEnvironment>>,
     #[serde(default)]
     variables: BTreeMap<String, Text>,
+    resolve_image: Option<Text>,
+    with_registry_auth: Option<Bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -54,6 +59,8 @@ struct RawEnvironment {
     url: Option<Text>,
     timeout: Option<Text>,
     rollback: Option<Bool>,
+    resolve_image: Option<Text>,
+    with_registry_auth: Option<Bool>,
 }
 
 /// `slipway.yml` resolved for one environment.
@@ -73,6 +80,10 @@ pub struct DeploySpec {
     pub url: Option<String>,
     pub timeout: Duration,
     pub rollback: bool,
+    /// When image tags are resolved to digests.
+    pub resolve_image: ResolveImage,
+    /// Whether services are sent the registry credentials of their image.
+    pub with_registry_auth: bool,
     /// Unset variables and the like.
     pub warnings: Vec<String>,
 }
@@ -212,6 +223,30 @@ pub fn read(files: &dyn Files, path: &str, ctx: &Context) -> Result<DeploySpec, 
         None => None,
     };
 
+    // An environment's setting wins over the top-level one.
+    let resolve_image = match (&env.resolve_image, &raw.resolve_image) {
+        (Some(Text(mode)), _) => Some((mode, env_key.key("resolve_image"))),
+        (None, Some(Text(mode))) => Some((mode, KeyPath::default().key("resolve_image"))),
+        (None, None) => None,
+    };
+    let resolve_image = match resolve_image {
+        None => ResolveImage::default(),
+        Some((mode, key)) => ResolveImage::parse(mode).ok_or_else(|| {
+            source.error(PathError::new(
+                &key,
+                format!(
+                    "unknown mode {mode:?} (one of {})",
+                    ResolveImage::NAMES.join(", ")
+                ),
+            ))
+        })?,
+    };
+    let with_registry_auth = env
+        .with_registry_auth
+        .or(raw.with_registry_auth)
+        .map(|Bool(b)| b)
+        .unwrap_or(true);
+
     Ok(DeploySpec {
         source,
         stack,
@@ -221,6 +256,8 @@ pub fn read(files: &dyn Files, path: &str, ctx: &Context) -> Result<DeploySpec, 
         url,
         timeout,
         rollback: env.rollback.map(|Bool(b)| b).unwrap_or(true),
+        resolve_image,
+        with_registry_auth,
         warnings,
     })
 }

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use base64::Engine as _;
+use bollard::auth::DockerCredentials;
 use bollard::models::{ConfigSpec, NetworkCreateRequest, SecretSpec, ServiceSpec};
 use bollard::query_parameters::{
     InspectNetworkOptions, ListConfigsOptions, ListSecretsOptions, ListServicesOptions,
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{filter, is_not_found, Engine, EngineError, Fence};
 use crate::plan::{DataPlan, Plan, APPLICATION_LABEL, ENVIRONMENT_LABEL, STACK_NAMESPACE_LABEL};
+use crate::registry::Credential;
 
 /// What applying did to one service.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -273,16 +275,22 @@ pub async fn apply(
         let mut spec = service.spec.clone();
         resolve_references(&mut spec, &config_ids, &secret_ids)?;
         let before = baseline.services.get(&service.name);
+        // Sent with every create and update, as `--with-registry-auth` does,
+        // so that every node can pull.
+        let credentials = service.credentials.as_ref().map(Credential::docker);
         let change = match existing.get(&service.name) {
             None => {
                 fence.check()?;
-                let created = docker.create_service(spec, None).await.map_err(|err| {
-                    EngineError::Api(format!(
-                        "creating service {}: {}",
-                        service.name,
-                        super::engine_message(&err)
-                    ))
-                })?;
+                let created = docker
+                    .create_service(spec, credentials)
+                    .await
+                    .map_err(|err| {
+                        EngineError::Api(format!(
+                            "creating service {}: {}",
+                            service.name,
+                            super::engine_message(&err)
+                        ))
+                    })?;
                 let id = created.id.unwrap_or_default();
                 let since = docker
                     .inspect_service(&id, None)
@@ -299,7 +307,8 @@ pub async fn apply(
                 }
             }
             Some(id) => {
-                let updated = update(engine, fence, id, &service.name, &spec, before).await?;
+                let updated =
+                    update(engine, fence, id, &service.name, &spec, before, credentials).await?;
                 match applied.change_of(&service.name) {
                     // The record of a resumed deployment knows better when it changed.
                     Some(recorded) => recorded.clone(),
@@ -414,6 +423,7 @@ async fn update(
     name: &str,
     spec: &ServiceSpec,
     baseline: Option<&Before>,
+    credentials: Option<DockerCredentials>,
 ) -> Result<Change, EngineError> {
     let docker = &engine.docker;
     let mut attempt = 0;
@@ -441,7 +451,10 @@ async fn update(
             ..Default::default()
         };
         fence.check()?;
-        match docker.update_service(id, next, options, None).await {
+        match docker
+            .update_service(id, next, options, credentials.clone())
+            .await
+        {
             Ok(_) => {
                 let after = docker.inspect_service(id, None).await?;
                 let after_spec = after.spec.unwrap_or_default();

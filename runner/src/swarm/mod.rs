@@ -1,5 +1,5 @@
-//! Docker Swarm through the Engine API (bollard): applying a [`Plan`] and
-//! watching it converge.
+//! Docker Swarm through the Engine API (bollard): resolving a plan's images
+//! to digests, applying a [`Plan`] and watching it converge.
 //!
 //! Slipway follows `docker stack deploy`'s conventions, so its stacks show in
 //! `docker stack ls/ps/services` and an operator can switch either way.
@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod converge;
 pub mod diff;
+pub mod resolve;
 
 use std::collections::HashMap;
 
@@ -14,6 +15,7 @@ use bollard::Docker;
 
 pub use apply::{apply, Applied, Baseline, Change, ChangeKind};
 pub use converge::{converge, rollback, Outcome};
+pub use resolve::{resolve, Resolution, ResolveError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -92,7 +94,8 @@ impl Engine {
             Some(addr) => Docker::connect_with_http(addr, 120, bollard::API_DEFAULT_VERSION),
             None => Docker::connect_with_defaults(),
         }
-        .map_err(|err| unreachable(err.to_string()))?;
+        .map_err(|err| unreachable(err.to_string()))?
+        .with_request_modifier(url_safe_registry_auth);
         let docker = docker
             .negotiate_version()
             .await
@@ -123,29 +126,35 @@ pub(crate) fn filter(key: &str, value: impl Into<String>) -> HashMap<String, Vec
     HashMap::from([(key.to_owned(), vec![value.into()])])
 }
 
-/// The content digest of `image` where it is known: pinned in the reference
-/// (`name@sha256:...`), or recorded by the engine when the image came from a
-/// registry. Images built or imported locally have none.
-pub async fn image_digest(engine: &Engine, image: &str) -> Option<String> {
-    if let Some((_, digest)) = image.split_once('@') {
-        return Some(digest.to_owned());
+/// bollard encodes `X-Registry-Auth` in standard base64, while the engine
+/// (and every node pulling with the credentials a service was given) reads
+/// the URL-safe alphabet: credentials whose encoding has a `+` or `/` would
+/// be silently dropped. Same bits, two characters swapped.
+fn url_safe_registry_auth(mut request: bollard::BollardRequest) -> bollard::BollardRequest {
+    const HEADER: &str = "x-registry-auth";
+    let fixed = request
+        .headers()
+        .get(HEADER)
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| value.contains(['+', '/']))
+        .map(|value| value.replace('+', "-").replace('/', "_"));
+    if let Some(value) = fixed.and_then(|v| v.try_into().ok()) {
+        request.headers_mut().insert(HEADER, value);
     }
-    let inspected = engine.docker.inspect_image(image).await.ok()?;
-    let repository = image.rsplit_once(':').map_or(image, |(name, tag)| {
-        // `host:5000/name` has a colon that is not a tag.
-        if tag.contains('/') {
-            image
-        } else {
-            name
-        }
-    });
-    inspected
-        .repo_digests
-        .unwrap_or_default()
-        .into_iter()
-        .find_map(|reference| {
-            let (name, digest) = reference.split_once('@')?;
-            (name == repository || name.ends_with(&format!("/{repository}")))
-                .then(|| digest.to_owned())
-        })
+    request
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_safe_registry_auth;
+
+    #[test]
+    fn registry_auth_is_sent_in_the_url_safe_alphabet() {
+        let mut request = bollard::BollardRequest::new(bollard::body_full(Default::default()));
+        request
+            .headers_mut()
+            .insert("x-registry-auth", "eyJ+Pz8/In0=".try_into().unwrap());
+        let request = url_safe_registry_auth(request);
+        assert_eq!(request.headers()["x-registry-auth"], "eyJ-Pz8_In0=");
+    }
 }

@@ -6,4 +6,5 @@ mod spec;
 
 mod deploy;
 mod git;
+mod registry;
 mod truth;

@@ -24,9 +24,12 @@
 //!   names.
 //! - Mounts are sorted by target: Slipway sorts them, the CLI keeps file
 //!   order.
-//! - `docker stack deploy --resolve-image never`: the CLI would otherwise
-//!   try to pin the image to a registry digest (no registry is reachable
-//!   here); Slipway resolves digests in the apply step, not in the plan.
+//! - Local images: `docker stack deploy --resolve-image never`, as the plan
+//!   leaves images as written. Images in a registry: the plan goes through
+//!   the runner's resolve step (`swarm::resolve`) and the CLI runs with
+//!   `--with-registry-auth --resolve-image always`, each pinning the digest
+//!   itself; the planned services are then created with the credentials
+//!   the resolve step gave them.
 //! - Network `Options`: the engine adds `...overlay.vxlanid_list`.
 //!
 //! Each test uses its own stack name and host ports; a guard removes the
@@ -40,7 +43,12 @@ use std::time::{Duration, Instant};
 use bollard::models::ServiceSpec;
 use serde_json::Value;
 use slipway_runner::plan::Plan;
+use slipway_runner::registry::{Credential, RegistryAuth};
 use slipway_runner::spec::{self, Context, DirFiles};
+use slipway_runner::swarm::{self, Baseline, Engine};
+use slipway_testkit::registry::{
+    auth_file, push, repository, require_registries, LocalTags, PRIVATE,
+};
 use slipway_testkit::swarm::{require_swarm, stack_name, StackGuard};
 
 /// Runs `docker` and returns stdout; panics with the command and stderr.
@@ -226,6 +234,19 @@ async fn compare(
     files: &[(&str, &str)],
     external_networks: &[&str],
 ) {
+    compare_with(stack, compose, files, external_networks, None).await
+}
+
+/// [`compare`], with the images resolved through their registries when
+/// `docker_config` (a directory holding a `config.json`) is given: the CLI
+/// reads the credentials from it, the runner from its `config.json`.
+async fn compare_with(
+    stack: &str,
+    compose: &[&str],
+    files: &[(&str, &str)],
+    external_networks: &[&str],
+    docker_config: Option<&Path>,
+) {
     require_swarm();
     let dir = tempfile::tempdir().unwrap();
     let compose_list = compose
@@ -244,8 +265,20 @@ async fn compare(
         std::fs::write(p, content).unwrap();
     }
     let ctx = context(stack);
-    let plan: Plan = spec::load(&DirFiles(dir.path().to_owned()), "slipway.yml", &ctx).unwrap();
+    let mut plan: Plan = spec::load(&DirFiles(dir.path().to_owned()), "slipway.yml", &ctx).unwrap();
     assert_eq!(plan.stack, stack);
+    let mut cli_env = slipway_env(&ctx);
+    let mut resolve = vec!["--resolve-image", "never"];
+    if let Some(config) = docker_config {
+        let engine = Engine::connect(None).await.expect("the engine answers");
+        let auth = RegistryAuth::read(&config.join("config.json")).unwrap();
+        let nothing_deployed = Baseline::default();
+        swarm::resolve(&engine, &mut plan, &nothing_deployed, &auth)
+            .await
+            .unwrap();
+        cli_env.push(("DOCKER_CONFIG".into(), config.display().to_string()));
+        resolve = vec!["--with-registry-auth", "--resolve-image", "always"];
+    }
 
     let _guard =
         StackGuard::new(stack).with_networks(external_networks.iter().map(|n| (*n).to_owned()));
@@ -256,12 +289,13 @@ async fn compare(
             &[],
         );
     }
-    let mut args = vec!["stack", "deploy", "--resolve-image", "never"];
+    let mut args = vec!["stack", "deploy"];
+    args.extend(resolve);
     for c in compose {
         args.extend(["-c", c]);
     }
     args.push(stack);
-    docker(Some(dir.path()), &args, &slipway_env(&ctx));
+    docker(Some(dir.path()), &args, &cli_env);
 
     // Planned config/secret versions → the CLI's names.
     let mut names = HashMap::new();
@@ -411,8 +445,12 @@ async fn compare(
         }
         // Ports published by the removed service are freed asynchronously.
         let deadline = Instant::now() + Duration::from_secs(20);
+        let credentials = svc.credentials.as_ref().map(Credential::docker);
         loop {
-            match engine.create_service(spec.clone(), None).await {
+            match engine
+                .create_service(spec.clone(), credentials.clone())
+                .await
+            {
                 Ok(_) => break,
                 Err(e) if Instant::now() < deadline && e.to_string().contains("port") => {
                     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -646,6 +684,44 @@ services:
             ),
         ],
         &[],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn registry_images_are_pinned_as_docker_stack_deploy_pins_them() {
+    require_registries();
+    let stack = stack_name("pvreg");
+    let private = repository(PRIVATE, &stack);
+    let _tags = LocalTags::new(private.clone());
+    push("slipway-test/busybox:latest", &format!("{private}:main"));
+    // What an image without a tag means.
+    push("slipway-test/busybox:v2", &format!("{private}:latest"));
+    let config = tempfile::tempdir().unwrap();
+    auth_file(config.path());
+    let compose = format!(
+        r#"
+services:
+  web:
+    image: {private}:main
+    command: ["sleep", "3600"]
+    deploy:
+      placement:
+        constraints: [node.role == manager]
+  untagged:
+    image: {private}
+    command: ["sleep", "3600"]
+  local:
+    image: slipway-test/busybox:latest
+    command: ["sleep", "3600"]
+"#
+    );
+    compare_with(
+        &stack,
+        &["docker-compose.yml"],
+        &[("docker-compose.yml", &compose)],
+        &[],
+        Some(config.path()),
     )
     .await;
 }

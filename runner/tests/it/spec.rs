@@ -686,3 +686,52 @@ fn environment_settings_have_defaults_and_can_be_set() {
         "{err}"
     );
 }
+
+#[test]
+fn image_settings_default_to_resolving_and_sending_credentials_and_environments_override_them() {
+    use slipway_runner::plan::ResolveImage;
+    let compose = ("docker-compose.yml", "services: {web: {image: a}}\n");
+    let spec = "resolve_image: changed\nwith_registry_auth: false\nenvironments:\n  \
+                production: {}\n  staging: {resolve_image: never, with_registry_auth: true}\n  \
+                default: {}\n";
+    let production = load(&[("slipway.yml", spec), compose], "production").unwrap();
+    assert_eq!(
+        (production.resolve_image, production.with_registry_auth),
+        (ResolveImage::Changed, false),
+        "the top level's"
+    );
+    let staging = load(&[("slipway.yml", spec), compose], "staging").unwrap();
+    assert_eq!(
+        (staging.resolve_image, staging.with_registry_auth),
+        (ResolveImage::Never, true),
+        "the environment's"
+    );
+    let plain = load(
+        &[
+            ("slipway.yml", "environments:\n  production: {}\n"),
+            compose,
+        ],
+        "production",
+    )
+    .unwrap();
+    assert_eq!(
+        (plain.resolve_image, plain.with_registry_auth),
+        (ResolveImage::Always, true),
+        "the defaults, as `docker stack deploy --with-registry-auth` has them"
+    );
+
+    let err = load(
+        &[(
+            "slipway.yml",
+            "environments:\n  production:\n    resolve_image: sometimes\n",
+        )],
+        "production",
+    )
+    .unwrap_err();
+    assert_eq!(
+        (err.line, err.key.as_deref()),
+        (Some(3), Some("environments.production.resolve_image")),
+        "{err}"
+    );
+    assert!(err.message.contains("always, changed, never"), "{err}");
+}

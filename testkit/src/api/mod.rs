@@ -436,7 +436,7 @@ impl TestApi {
     pub async fn deployment(&self, id: &str) -> Value {
         self.ok_as(
             Role::Viewer,
-            "query($id: ID!) { deployment(id: $id) { id status phase message sha runner services { name image } logs(first: 10000) { seq stream text } } }",
+            "query($id: ID!) { deployment(id: $id) { id status phase message sha runner services { name image digest } logs(first: 10000) { seq stream text } } }",
             json!({"id": id}),
         )
         .await["deployment"]

@@ -150,5 +150,7 @@ pub fn plan(
         timeout: spec.timeout,
         rollback_on_failure: spec.rollback,
         url: spec.url.clone(),
+        resolve_image: spec.resolve_image,
+        with_registry_auth: spec.with_registry_auth,
     })
 }

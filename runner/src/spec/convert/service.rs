@@ -170,6 +170,7 @@ pub fn convert(
     Ok(ServicePlan {
         name: scope.scoped(name),
         spec,
+        credentials: None,
     })
 }
 
