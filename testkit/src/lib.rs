@@ -22,6 +22,7 @@
 //! - [`swarm`]: the local engine as `docker` shows it, and a guard that
 //!   removes a test's stack.
 //! - [`wait`]: polling until a deadline; every wait says what it waited for.
+//! - [`net`]: raw sockets, for tests of slow and idle clients.
 //! - [`process`]: a child process killed when dropped, its output kept.
 //! - [`registry`]: the container registries of `scripts/test-env.sh`, pushing
 //!   and moving tags, and the `config.json` a runner is given.
@@ -37,6 +38,7 @@ pub mod api;
 pub mod bench;
 pub mod fakes;
 pub mod git;
+pub mod net;
 pub mod process;
 #[cfg(feature = "provider")]
 pub mod provider;

@@ -34,34 +34,13 @@ async fn server() -> TestApi {
     TestApi::start_with(Backend::Sqlite, Clock::system(), short_timeouts()).await
 }
 
-/// Reads until the server closes the connection; returns what it sent and
-/// when it closed, or fails when it is still open after `TIMEOUT + SLACK`.
+/// Reads until the server closes the connection (see the test kit's
+/// `read_until_closed`), within the timeout and some slack.
 pub(crate) async fn read_until_closed(
     stream: &mut TcpStream,
     since: Instant,
 ) -> (String, Duration) {
-    let mut answer = Vec::new();
-    let mut buffer = [0u8; 4096];
-    loop {
-        let read = tokio::time::timeout_at(since + TIMEOUT + SLACK, stream.read(&mut buffer))
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "the connection is still open {:?} after its last byte; it sent {:?}",
-                    since.elapsed(),
-                    String::from_utf8_lossy(&answer)
-                )
-            });
-        match read {
-            Ok(0) | Err(_) => {
-                return (
-                    String::from_utf8_lossy(&answer).into_owned(),
-                    since.elapsed(),
-                )
-            }
-            Ok(n) => answer.extend_from_slice(&buffer[..n]),
-        }
-    }
+    slipway_testkit::net::read_until_closed(stream, since, TIMEOUT + SLACK).await
 }
 
 /// Thirty connections that each stop sending part way (ten mid request line,

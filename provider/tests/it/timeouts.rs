@@ -29,30 +29,13 @@ async fn provider(data_dir: &std::path::Path) -> Provider {
     Provider::start(config).await
 }
 
-/// Reads until the provider closes the connection; what it sent and when.
-async fn read_until_closed(stream: &mut TcpStream, since: Instant) -> (String, Duration) {
-    let mut answer = Vec::new();
-    let mut buffer = [0u8; 4096];
-    loop {
-        let read = tokio::time::timeout_at(since + TIMEOUT + SLACK, stream.read(&mut buffer))
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "the connection is still open {:?} after its last byte; it sent {:?}",
-                    since.elapsed(),
-                    String::from_utf8_lossy(&answer)
-                )
-            });
-        match read {
-            Ok(0) | Err(_) => {
-                return (
-                    String::from_utf8_lossy(&answer).into_owned(),
-                    since.elapsed(),
-                )
-            }
-            Ok(n) => answer.extend_from_slice(&buffer[..n]),
-        }
-    }
+/// Reads until the server closes the connection (see the test kit's
+/// `read_until_closed`), within the timeout and some slack.
+pub(crate) async fn read_until_closed(
+    stream: &mut TcpStream,
+    since: Instant,
+) -> (String, Duration) {
+    slipway_testkit::net::read_until_closed(stream, since, TIMEOUT + SLACK).await
 }
 
 /// Thirty connections, ten each mid request line, mid body and before the
