@@ -6,7 +6,18 @@
 #
 # Idempotent: every step checks first and does nothing when already done.
 # Prints the PostgreSQL URL the tests should use at the end.
+#
+# `scripts/test-env.sh --for-up` sets up only what `slipway up` needs to do its
+# job (the Docker engine in swarm mode, git, and the example's local image):
+# scripts/start.sh runs it.
 set -euo pipefail
+
+FOR_UP=false
+case "${1:-}" in
+  --for-up) FOR_UP=true ;;
+  "") ;;
+  *) echo "usage: scripts/test-env.sh [--for-up]" >&2; exit 2 ;;
+esac
 
 export DEBIAN_FRONTEND=noninteractive
 # The Docker CLI (28.x) is newer than Debian's engine (20.10, API 1.41); the
@@ -55,14 +66,18 @@ missing_pkgs() {
   local out=()
   pkg_missing docker.io dockerd && out+=(docker.io)
   pkg_missing busybox-static && out+=(busybox-static)
-  pkg_missing postgresql && out+=(postgresql)
-  pkg_missing mold mold && out+=(mold)
   pkg_missing git git && out+=(git)
-  pkg_missing nodejs node && out+=(nodejs)
-  pkg_missing npm npm && out+=(npm)
   # git2 builds libgit2 with HTTPS (OpenSSL) and SSH support.
   pkg_missing libssl-dev && out+=(libssl-dev)
   pkg_missing pkg-config pkg-config && out+=(pkg-config)
+  if $FOR_UP; then
+    echo "${out[@]}"
+    return
+  fi
+  pkg_missing postgresql && out+=(postgresql)
+  pkg_missing mold mold && out+=(mold)
+  pkg_missing nodejs node && out+=(nodejs)
+  pkg_missing npm npm && out+=(npm)
   echo "${out[@]}"
 }
 
@@ -167,6 +182,11 @@ for version in latest v2; do
     log "image: $tag built"
   fi
 done
+
+if $FOR_UP; then
+  echo "test-env: ready for slipway up in ${SECONDS}s"
+  exit 0
+fi
 
 # --- 4. PostgreSQL ----------------------------------------------------------
 
