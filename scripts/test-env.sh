@@ -23,6 +23,7 @@ export DEBIAN_FRONTEND=noninteractive
 # The Docker CLI (28.x) is newer than Debian's engine (20.10, API 1.41); the
 # CLI negotiates the API version by itself, so DOCKER_API_VERSION is not set.
 
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PG_VERSION=15
 PG_CLUSTER=main
 PG_URL='postgres://root@%2Fvar%2Frun%2Fpostgresql/postgres'
@@ -419,6 +420,29 @@ auth:
 }
 
 registries
+
+# --- 7. images for Slipway's own stack --------------------------------------
+# e2e/tests/it/on_swarm.rs runs deploy/stack.yml on the swarm. Its image is
+# built by the test from the binaries under test (deploy/image.sh), on the
+# base deploy/base.sh makes here with debootstrap; its database runs
+# testkit/images/postgres, since `postgres:15` cannot be pulled.
+
+POSTGRES_IMAGE=slipway-test/postgres:15
+
+stack_images() {
+  local base
+  base=$("$ROOT/deploy/base.sh") || die "deploy/base.sh could not make the base image"
+  log "image: base $base ready"
+  if image_present "$POSTGRES_IMAGE"; then
+    log "image: $POSTGRES_IMAGE already present"
+  else
+    docker build -q --build-arg "BASE=$base" -t "$POSTGRES_IMAGE" "$ROOT/testkit/images/postgres" >/dev/null 2>&1 \
+      || die "building $POSTGRES_IMAGE from testkit/images/postgres failed"
+    log "image: $POSTGRES_IMAGE built"
+  fi
+}
+
+stack_images
 
 echo "test-env: ready in ${SECONDS}s"
 echo "DATABASE_URL=$PG_URL"

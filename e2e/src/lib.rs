@@ -15,4 +15,5 @@
 
 pub mod api;
 pub mod bins;
+pub mod on_swarm;
 pub mod system;

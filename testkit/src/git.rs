@@ -11,6 +11,7 @@
 //! - [`http::GitHttp`]: git's smart HTTP (`git http-backend`) over HTTPS and
 //!   plain HTTP, requiring a token, recording what each request carried.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -134,8 +135,9 @@ fn bare_copy(repo: &Repo, dir: &Path) -> PathBuf {
 }
 
 /// `git daemon` exporting every repository under a directory, on a free port
-/// of 127.0.0.1; killed when dropped.
+/// of 127.0.0.1 (or another address of this machine); killed when dropped.
 pub struct GitDaemon {
+    pub ip: IpAddr,
     pub port: u16,
     _daemon: Process,
     _log: tempfile::TempDir,
@@ -144,6 +146,12 @@ pub struct GitDaemon {
 impl GitDaemon {
     /// Serves the repositories under `base`; returns once it answers.
     pub async fn serve(base: &Path) -> GitDaemon {
+        GitDaemon::serve_on(base, Ipv4Addr::LOCALHOST.into()).await
+    }
+
+    /// Serves the repositories under `base` on `ip`, e.g. the address the
+    /// swarm's containers reach this machine at.
+    pub async fn serve_on(base: &Path, ip: IpAddr) -> GitDaemon {
         let port = free_port();
         // `git-daemon` itself: `git daemon` would run it as a child of its
         // own, which killing `git` leaves behind.
@@ -153,7 +161,7 @@ impl GitDaemon {
             .args([
                 "--reuseaddr",
                 "--export-all",
-                "--listen=127.0.0.1",
+                &format!("--listen={ip}"),
                 &format!("--port={port}"),
             ])
             .arg(format!("--base-path={}", base.display()))
@@ -161,13 +169,14 @@ impl GitDaemon {
         let log = tempfile::tempdir().expect("temp dir");
         let daemon = Process::spawn("git-daemon", command, &log.path().join("git-daemon.log"));
         let daemon = GitDaemon {
+            ip,
             port,
             _daemon: daemon,
             _log: log,
         };
         // Serving once it answers a connection.
         wait::until("git daemon to listen", Duration::from_secs(10), || async {
-            std::net::TcpStream::connect(("127.0.0.1", port)).map(|_| ())
+            std::net::TcpStream::connect((ip, port)).map(|_| ())
         })
         .await;
         daemon
@@ -175,7 +184,7 @@ impl GitDaemon {
 
     /// `git://` URL of the repository at `path` under the served directory.
     pub fn url(&self, path: &str) -> String {
-        format!("git://127.0.0.1:{}/{path}", self.port)
+        format!("git://{}/{path}", SocketAddr::new(self.ip, self.port))
     }
 }
 
@@ -183,7 +192,7 @@ impl GitDaemon {
 /// `uploadpack.allowReachableSHA1InWant`, and a working copy whose commits
 /// are pushed to it.
 pub struct GitServer {
-    /// `git://127.0.0.1:PORT/acme/shop.git`.
+    /// `git://IP:PORT/acme/shop.git`.
     pub url: String,
     bare: PathBuf,
     work: PathBuf,
@@ -193,6 +202,11 @@ pub struct GitServer {
 impl GitServer {
     /// Creates `acme/shop.git` (and a working copy) under `dir` and serves it.
     pub async fn start(dir: &Path) -> GitServer {
+        GitServer::start_on(dir, Ipv4Addr::LOCALHOST.into()).await
+    }
+
+    /// [`GitServer::start`], served on `ip`.
+    pub async fn start_on(dir: &Path, ip: IpAddr) -> GitServer {
         let base = dir.join("git");
         let bare = base.join("acme/shop.git");
         let work = dir.join("work");
@@ -208,7 +222,7 @@ impl GitServer {
         git(&work, &["config", "user.name", "Slipway Tests"]);
         let origin = bare.to_str().expect("a UTF-8 temp path");
         git(&work, &["remote", "add", "origin", origin]);
-        let daemon = GitDaemon::serve(&base).await;
+        let daemon = GitDaemon::serve_on(&base, ip).await;
         GitServer {
             url: daemon.url("acme/shop.git"),
             bare,

@@ -5,4 +5,5 @@
 
 mod deploy_files;
 mod github;
+mod on_swarm;
 mod restarts;

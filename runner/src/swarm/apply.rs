@@ -11,7 +11,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use base64::Engine as _;
 use bollard::auth::DockerCredentials;
-use bollard::models::{ConfigSpec, NetworkCreateRequest, SecretSpec, ServiceSpec};
+use bollard::models::{
+    ConfigSpec, NetworkCreateRequest, SecretSpec, Service, ServiceSpec,
+    ServiceUpdateStatusStateEnum as UpdateState,
+};
 use bollard::query_parameters::{
     InspectNetworkOptions, ListConfigsOptions, ListSecretsOptions, ListServicesOptions,
     UpdateServiceOptions,
@@ -306,15 +309,26 @@ pub async fn apply(
                     since,
                 }
             }
-            Some(id) => {
-                let updated =
-                    update(engine, fence, id, &service.name, &spec, before, credentials).await?;
-                match applied.change_of(&service.name) {
-                    // The record of a resumed deployment knows better when it changed.
-                    Some(recorded) => recorded.clone(),
-                    None => updated,
+            Some(id) => match applied.change_of(&service.name).cloned() {
+                // A resumed deployment whose update swarm has rolled back (a
+                // runner that updated itself to an image that fails, say)
+                // must not make it again: converging judges the rollback.
+                Some(recorded)
+                    if rolled_back_by_swarm(
+                        &docker.inspect_service(id, None).await?,
+                        &recorded,
+                    ) =>
+                {
+                    recorded
                 }
-            }
+                recorded => {
+                    let updated =
+                        update(engine, fence, id, &service.name, &spec, before, credentials)
+                            .await?;
+                    // The record of a resumed deployment knows better when it changed.
+                    recorded.unwrap_or(updated)
+                }
+            },
         };
         applied.changes.retain(|c| c.name != change.name);
         applied.changes.push(change);
@@ -488,6 +502,16 @@ async fn update(
             }
         }
     }
+}
+
+/// Whether swarm rolls back, or has rolled back, the update `change` made
+/// (`update_config.failure_action: rollback`), rather than an earlier one.
+pub(super) fn rolled_back_by_swarm(current: &Service, change: &Change) -> bool {
+    let status = current.update_status.as_ref();
+    matches!(
+        status.and_then(|s| s.state),
+        Some(UpdateState::ROLLBACK_COMPLETED | UpdateState::ROLLBACK_STARTED)
+    ) && status.and_then(|s| s.started_at.clone()) != change.update_started_before
 }
 
 /// The task template of `spec`, with its `ForceUpdate` left out: the update

@@ -11,7 +11,7 @@ use bollard::models::{ServiceUpdateStatusStateEnum as UpdateState, Task, TaskSpe
 use bollard::query_parameters::{ListTasksOptions, UpdateServiceOptions};
 use tokio::time::Instant;
 
-use super::apply::{Applied, Change, ChangeKind};
+use super::apply::{rolled_back_by_swarm, Applied, Change, ChangeKind};
 use super::{filter, Engine, EngineError, Fence};
 
 /// How a rollout ended.
@@ -428,7 +428,14 @@ async fn last_failure(
         .iter()
         .filter(|t| matches!(state(t), Some(TaskState::FAILED | TaskState::REJECTED)))
         .max_by_key(|t| t.updated_at.clone())
-        .map(|t| format!(" (task: {})", task_error(t)))
+        .map(|t| {
+            // The engine words a container's exit as "task: non-zero exit (1)".
+            let error = task_error(t);
+            format!(
+                " (task: {})",
+                error.strip_prefix("task: ").unwrap_or(&error)
+            )
+        })
         .unwrap_or_default())
 }
 
@@ -501,13 +508,7 @@ async fn restore(
             Err(err) if super::is_not_found(&err) => return Ok(()),
             Err(err) => return Err(err.into()),
         };
-        let status = current.update_status.as_ref();
-        let swarm_rolls_back = matches!(
-            status.and_then(|s| s.state),
-            Some(UpdateState::ROLLBACK_COMPLETED | UpdateState::ROLLBACK_STARTED)
-        ) && status.and_then(|s| s.started_at.clone())
-            != change.update_started_before;
-        if swarm_rolls_back {
+        if rolled_back_by_swarm(&current, change) {
             return Ok(());
         }
         let version = current.version.and_then(|v| v.index).unwrap_or_default();

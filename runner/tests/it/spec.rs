@@ -504,10 +504,18 @@ fn stack_conventions_and_slipway_labels() {
         container_labels["com.docker.stack.namespace"],
         "shop-staging"
     );
-    assert!(
-        container_labels.get("io.slipway.deployment").is_none(),
-        "a per-deployment label in the task template would restart every task on each deploy"
-    );
+    for label in [
+        "io.slipway.deployment",
+        "io.slipway.application",
+        "io.slipway.environment",
+    ] {
+        assert!(
+            container_labels.get(label).is_none(),
+            "{label}: Slipway's labels in the task template would restart every task of a stack \
+             `docker stack deploy` made when Slipway takes it over (and on each deploy, for the \
+             deployment's)"
+        );
+    }
     assert_eq!(
         web["TaskTemplate"]["Networks"],
         json!([{"Target": "shop-staging_default", "Aliases": ["web"]}])

@@ -4,7 +4,7 @@
 //! GitHub sends, signed as GitHub signs them.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -76,6 +76,12 @@ pub struct FakeGithub {
 
 impl FakeGithub {
     pub async fn start() -> FakeGithub {
+        FakeGithub::start_on(Ipv4Addr::LOCALHOST.into()).await
+    }
+
+    /// Serves on `ip`, e.g. the address the swarm's containers reach this
+    /// machine at.
+    pub async fn start_on(ip: IpAddr) -> FakeGithub {
         let recorded = Arc::new(Recorded {
             // Real deployment ids exceed 32 bits.
             next_id: AtomicU64::new(9_000_000_001),
@@ -91,7 +97,7 @@ impl FakeGithub {
                 post(create_status),
             )
             .with_state(recorded.clone());
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = TcpListener::bind((ip, 0)).await.expect("bind");
         let addr = listener.local_addr().expect("address");
         let server = Running::spawn(
             "the fake GitHub",

@@ -48,9 +48,20 @@ impl Scope<'_> {
         format!("{}_{}", self.stack, name)
     }
 
-    /// Labels with the stack namespace, and Slipway's application and
-    /// environment labels, added. These two are stable for an environment,
-    /// so they may go where changing them would restart tasks.
+    /// Labels of a service's containers: the stack namespace added, as
+    /// `docker stack deploy` does, and nothing of Slipway's, so a stack that
+    /// `docker stack deploy` made is taken over without restarting a task.
+    pub fn container_labels(
+        &self,
+        labels: &BTreeMap<String, Option<Text>>,
+    ) -> HashMap<String, String> {
+        let mut out = plain_labels(labels);
+        out.insert(STACK_NAMESPACE_LABEL.into(), self.stack.to_owned());
+        out
+    }
+
+    /// Labels of the stack's networks, configs and secrets: the stack
+    /// namespace, and Slipway's application and environment labels, added.
     pub fn object_labels(
         &self,
         labels: &BTreeMap<String, Option<Text>>,

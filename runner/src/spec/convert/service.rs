@@ -61,7 +61,7 @@ pub fn convert(
 
     let container = TaskSpecContainerSpec {
         image: Some(image),
-        labels: Some(scope.object_labels(&svc.labels)),
+        labels: Some(scope.container_labels(&svc.labels)),
         command: command(svc.entrypoint.as_ref(), &path.key("entrypoint"))?,
         args: command(svc.command.as_ref(), &path.key("command"))?,
         hostname: text(&svc.hostname),
