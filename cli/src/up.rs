@@ -208,9 +208,16 @@ pub async fn check_engine(host: Option<&str>) -> anyhow::Result<Engine> {
         Ok(engine) => engine,
         Err(err) => bail!(
             "{err}\n\nSlipway deploys to Docker Swarm and needs a Docker engine that is a swarm \
-             manager. Start Docker (e.g. `systemctl start docker`, or `dockerd &`), or point \
-             --docker-host / DOCKER_HOST at one; then, if it is not in a swarm yet, run \
-             `docker swarm init`."
+             manager. {} Or point --docker-host / DOCKER_HOST at a manager of an existing swarm.",
+            if docker_installed() {
+                "Start Docker (e.g. `systemctl start docker`, or `dockerd &`); then, if it is \
+                 not in a swarm yet, run `docker swarm init`."
+            } else {
+                "Docker is not installed here. On Debian, `scripts/start.sh` in Slipway's \
+                 repository installs and starts it, makes it a single-node swarm and starts \
+                 `slipway up`; by hand: `apt-get install docker.io`, `dockerd &` (or \
+                 `systemctl start docker`), `docker swarm init`."
+            }
         ),
     };
     match engine.check_manager().await {
@@ -223,6 +230,12 @@ pub async fn check_engine(host: Option<&str>) -> anyhow::Result<Engine> {
         ),
         Err(err) => bail!("cannot ask the Docker engine whether it is a swarm manager: {err}"),
     }
+}
+
+/// Whether a Docker engine is installed: `dockerd` on the `PATH`.
+fn docker_installed() -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("dockerd").is_file()))
 }
 
 fn provider_config(

@@ -32,9 +32,40 @@ fn up_without_an_engine_says_how_to_fix_it() {
     );
     assert!(out.stderr.contains("cannot be reached"), "{out:#?}");
     assert!(out.stderr.contains("docker swarm init"), "{out:#?}");
+    assert!(
+        out.stderr.contains("Start Docker"),
+        "dockerd is installed: {out:#?}"
+    );
     assert!(out.stdout.is_empty(), "nothing is served: {out:#?}");
     // The engine is checked before anything else is made.
     assert!(!data.path().join("jwt-secret").exists());
+}
+
+#[test]
+fn up_where_docker_is_not_installed_says_which_command_sets_it_up() {
+    let data = tempfile::tempdir().unwrap();
+    let out = crate::harness::Out::from(
+        command()
+            .args([
+                "up",
+                "--listen",
+                "127.0.0.1:0",
+                "--hooks-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(["--docker-host", "unix:///nonexistent/docker.sock"])
+            // A machine where no `dockerd` is installed.
+            .env("PATH", data.path())
+            .output()
+            .unwrap(),
+    )
+    .failed();
+    assert!(out.stderr.contains("Docker is not installed"), "{out:#?}");
+    assert!(out.stderr.contains("scripts/start.sh"), "{out:#?}");
+    assert!(out.stderr.contains("apt-get install docker.io"), "{out:#?}");
+    assert!(out.stdout.is_empty(), "nothing is served: {out:#?}");
 }
 
 #[test]
