@@ -28,6 +28,8 @@ pub struct NewDeployment {
     pub description: Option<String>,
     /// Made by a hook for a push or a pipeline (see `deployment::Model::auto_deploy`).
     pub auto_deploy: bool,
+    /// A rollback: the release it restores, and why. It pauses auto-deploys.
+    pub rollback_of: Option<(i64, String)>,
 }
 
 const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
@@ -160,6 +162,8 @@ pub async fn create(
         )));
     }
 
+    let env = auto_deploy_pause(&txn, env, &app, &input).await?;
+
     let row = deployment::ActiveModel {
         application_id: Set(app.id),
         environment_id: Set(env.id),
@@ -171,6 +175,7 @@ pub async fn create(
         description: Set(input.description),
         external_id: Set(input.external_id),
         auto_deploy: Set(input.auto_deploy),
+        rollback_of: Set(input.rollback_of.as_ref().map(|(target, _)| *target)),
         created_by: Set(created_by.to_owned()),
         status: Set(DeploymentStatus::Queued),
         cancel_requested: Set(false),
@@ -180,6 +185,12 @@ pub async fn create(
     }
     .insert(&txn)
     .await?;
+    let env = match &input.rollback_of {
+        Some((_, reason)) => {
+            crate::releases::pause(&txn, env.id, created_by, reason, now, row.id).await?
+        }
+        None => env,
+    };
     txn.commit().await?;
 
     let view = DeploymentView {
@@ -202,6 +213,40 @@ pub async fn create(
         state.events.queued(Arc::new(view.clone()));
     }
     Ok(view)
+}
+
+/// Auto-deploys and the pause a rollback puts on them: while paused, a push
+/// or a pipeline deploys nothing (`CONFLICT`, saying why), and a person who
+/// deploys explicitly ends the pause. (A rollback starts it, once its row
+/// exists.)
+async fn auto_deploy_pause(
+    txn: &impl ConnectionTrait,
+    env: environment::Model,
+    app: &application::Model,
+    input: &NewDeployment,
+) -> ApiResult<environment::Model> {
+    let Some(paused_by) = &env.auto_deploy_paused_by else {
+        return Ok(env);
+    };
+    if input.auto_deploy {
+        return Err(ApiError::Conflict(format!(
+            "auto-deploy of `{}` of `{}` is paused since {} rolled it back{}: {}; \
+             deploy explicitly or resume auto-deploy (resumeAutoDeploy) first",
+            env.name,
+            app.name,
+            paused_by,
+            env.auto_deploy_paused_at
+                .map(|at| format!(" at {}", at.to_rfc3339()))
+                .unwrap_or_default(),
+            env.auto_deploy_pause_reason
+                .as_deref()
+                .unwrap_or("no reason given")
+        )));
+    }
+    if input.rollback_of.is_some() {
+        return Ok(env);
+    }
+    crate::releases::clear_pause(txn, env.id).await
 }
 
 /// Whether `existing` is what `input` asks for: the same environment and ref,

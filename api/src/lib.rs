@@ -37,6 +37,7 @@ pub mod graphql;
 pub mod http;
 pub mod leases;
 pub mod logs;
+pub mod releases;
 pub mod repository;
 pub mod runners;
 pub mod state;

@@ -27,6 +27,8 @@ pub struct ServiceImage {
     pub name: String,
     pub image: String,
     pub digest: Option<String>,
+    /// SHA-256 of the ServiceSpec the runner applied, hex.
+    pub spec_hash: Option<String>,
 }
 
 impl From<StoredService> for ServiceImage {
@@ -35,6 +37,7 @@ impl From<StoredService> for ServiceImage {
             name: s.name,
             image: s.image,
             digest: s.digest,
+            spec_hash: s.spec_hash,
         }
     }
 }
@@ -45,6 +48,7 @@ impl From<ServiceImage> for StoredService {
             name: s.name,
             image: s.image,
             digest: s.digest,
+            spec_hash: s.spec_hash,
         }
     }
 }

@@ -40,6 +40,12 @@ pub mod environment {
         pub locked_by: Option<String>,
         pub locked_at: Option<ChronoDateTimeUtc>,
         pub lock_reason: Option<String>,
+        /// Who paused auto-deploys (a rollback does); `None` when they run.
+        pub auto_deploy_paused_by: Option<String>,
+        pub auto_deploy_paused_at: Option<ChronoDateTimeUtc>,
+        pub auto_deploy_pause_reason: Option<String>,
+        /// The rollback deployment that paused them.
+        pub auto_deploy_paused_for: Option<i64>,
         pub created_at: ChronoDateTimeUtc,
     }
 
@@ -110,6 +116,9 @@ pub mod deployment {
         pub name: String,
         pub image: String,
         pub digest: Option<String>,
+        /// SHA-256 of the ServiceSpec the runner applied, hex.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub spec_hash: Option<String>,
     }
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -151,6 +160,8 @@ pub mod deployment {
         pub log_count: i64,
         /// JSON list of [`StoredService`], recorded when the deployment succeeded.
         pub services: Option<String>,
+        /// For a rollback (task `rollback`): the release it restores.
+        pub rollback_of: Option<i64>,
         pub created_at: ChronoDateTimeUtc,
         pub started_at: Option<ChronoDateTimeUtc>,
         pub finished_at: Option<ChronoDateTimeUtc>,

@@ -11,6 +11,7 @@ use crate::deployments::{self, NewDeployment};
 use crate::error::ApiResult;
 use crate::leases::{self, Holder};
 use crate::logs::{self, NewLine};
+use crate::releases;
 use crate::runners;
 use crate::view::{self, ServiceImage};
 
@@ -72,6 +73,8 @@ pub(super) struct ServiceImageInput {
     pub name: String,
     pub image: String,
     pub digest: Option<String>,
+    /// SHA-256 of the ServiceSpec the runner applied, hex.
+    pub spec_hash: Option<String>,
 }
 
 #[Object]
@@ -179,10 +182,55 @@ impl Mutation {
                 external_id: input.external_id,
                 description: input.description,
                 auto_deploy: input.auto_deploy.unwrap_or(false),
+                rollback_of: None,
             },
         )
         .await?;
         Ok(Deployment(Arc::new(view)))
+    }
+
+    /// Queues a deployment (task `rollback`) that restores a release of the
+    /// environment exactly: its commit's spec and the image digests it ran,
+    /// not what the tags point at now. `to` is the release's number (`41` or
+    /// `web#41`); the release before the current one when left out. It waits
+    /// in the queue and respects the lock like any deployment, becomes a
+    /// release of its own when it succeeds, and pauses the environment's
+    /// auto-deploys until a person deploys explicitly or resumes them.
+    #[graphql(guard = "RoleGuard::new(roles::DEPLOY)")]
+    async fn rollback_deployment(
+        &self,
+        ctx: &Context<'_>,
+        application: String,
+        environment: String,
+        to: Option<String>,
+        reason: String,
+    ) -> ApiResult<Deployment> {
+        let by = caller(ctx)?.sub.clone();
+        let view = releases::rollback(
+            state(ctx),
+            &by,
+            releases::Rollback {
+                application,
+                environment,
+                to,
+                reason,
+            },
+        )
+        .await?;
+        Ok(Deployment(Arc::new(view)))
+    }
+
+    /// Lets pushes and pipelines deploy the environment again after a
+    /// rollback paused them.
+    #[graphql(guard = "RoleGuard::new(roles::DEPLOY)")]
+    async fn resume_auto_deploy(
+        &self,
+        ctx: &Context<'_>,
+        application: String,
+        environment: String,
+    ) -> ApiResult<Environment> {
+        let (env, app) = releases::resume(state(ctx), &application, &environment).await?;
+        Ok(Environment::new(env, Arc::new(app)))
     }
 
     /// Cancels a queued deployment at once, or asks the runner of one in
@@ -312,6 +360,7 @@ impl Mutation {
                     name: s.name,
                     image: s.image,
                     digest: s.digest,
+                    spec_hash: s.spec_hash,
                 })
                 .collect()
         });

@@ -13,6 +13,7 @@ use crate::db::entities::{application, deployment, environment, log_line, runner
 use crate::deployments::{self, Filter};
 use crate::error::{ApiError, ApiResult};
 use crate::logs;
+use crate::releases;
 use crate::repository;
 use crate::state::AppState;
 use crate::view::{DeploymentView, ServiceImage};
@@ -107,12 +108,8 @@ impl Application {
 const PAGE: i32 = 20;
 const MAX_PAGE: i32 = 100;
 
-pub(crate) async fn deployment_page(
-    state: &AppState,
-    filter: &Filter,
-    first: Option<i32>,
-    after: Option<String>,
-) -> ApiResult<Connection<String, Deployment>> {
+/// `first` (checked) and the id the page starts below, from `after`.
+fn page_arguments(first: Option<i32>, after: Option<String>) -> ApiResult<(i32, Option<i64>)> {
     let first = first.unwrap_or(PAGE);
     if !(0..=MAX_PAGE).contains(&first) {
         return Err(ApiError::BadInput(format!(
@@ -128,6 +125,16 @@ pub(crate) async fn deployment_page(
         })?),
         None => None,
     };
+    Ok((first, before_id))
+}
+
+pub(crate) async fn deployment_page(
+    state: &AppState,
+    filter: &Filter,
+    first: Option<i32>,
+    after: Option<String>,
+) -> ApiResult<Connection<String, Deployment>> {
+    let (first, before_id) = page_arguments(first, after)?;
     let (rows, more) = deployments::list(&state.db, filter, first as u64, before_id).await?;
     let mut connection = Connection::new(before_id.is_some(), more);
     connection.edges.extend(
@@ -200,6 +207,48 @@ impl Environment {
         Ok(row.map(|row| Release(self.view(row))))
     }
 
+    /// Every release, newest first: the deployments that succeeded here.
+    #[graphql(guard = "RoleGuard::new(roles::READ)")]
+    async fn releases(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> ApiResult<Connection<String, Release>> {
+        let (first, before_id) = page_arguments(first, after)?;
+        let (rows, more) =
+            releases::list(&state(ctx).db, self.model.id, first as u64, before_id).await?;
+        let mut connection = Connection::new(before_id.is_some(), more);
+        connection.edges.extend(
+            rows.into_iter()
+                .map(|row| Edge::new(row.id.to_string(), Release(self.view(row)))),
+        );
+        Ok(connection)
+    }
+
+    /// Set while auto-deploys are paused (a rollback pauses them): pushes and
+    /// pipelines deploy nothing until a person deploys explicitly or resumes
+    /// them (`resumeAutoDeploy`).
+    #[graphql(guard = "RoleGuard::new(roles::READ)")]
+    async fn auto_deploy_pause(&self, ctx: &Context<'_>) -> ApiResult<Option<AutoDeployPause>> {
+        let m = &self.model;
+        let Some(paused_by) = m.auto_deploy_paused_by.clone() else {
+            return Ok(None);
+        };
+        let rollback = match m.auto_deploy_paused_for {
+            Some(id) => releases::deployment(&state(ctx).db, id)
+                .await?
+                .map(|row| Deployment(Arc::new(self.view(row)))),
+            None => None,
+        };
+        Ok(Some(AutoDeployPause {
+            paused_by,
+            paused_at: m.auto_deploy_paused_at.unwrap_or(m.created_at),
+            reason: m.auto_deploy_pause_reason.clone().unwrap_or_default(),
+            rollback,
+        }))
+    }
+
     /// The deployment running now, if any.
     #[graphql(guard = "RoleGuard::new(roles::READ)")]
     async fn in_progress(&self, ctx: &Context<'_>) -> ApiResult<Option<Deployment>> {
@@ -222,8 +271,30 @@ impl Environment {
     }
 }
 
-/// What runs in an environment.
+/// Why auto-deploys of an environment are paused.
+#[derive(SimpleObject)]
+pub struct AutoDeployPause {
+    pub paused_by: String,
+    pub paused_at: DateTime<Utc>,
+    pub reason: String,
+    /// The rollback that paused them.
+    pub rollback: Option<Deployment>,
+}
+
+/// A release of an environment: a deployment that succeeded there, serving
+/// from when it finished until the next release replaced it.
 pub struct Release(DeploymentView);
+
+impl Release {
+    /// A release of the same environment as this one.
+    fn sibling(&self, row: deployment::Model) -> Release {
+        Release(DeploymentView {
+            deployment: row,
+            application: self.0.application.clone(),
+            environment: self.0.environment.clone(),
+        })
+    }
+}
 
 #[Object]
 impl Release {
@@ -240,9 +311,56 @@ impl Release {
         &self.0.deployment.ref_name
     }
 
-    /// When it finished rolling out.
+    /// `deploy`, `rollback`, or the task the deployment was asked for.
+    async fn task(&self) -> &str {
+        &self.0.deployment.task
+    }
+
+    /// Who asked for it (the subject of the token that created it).
+    async fn created_by(&self) -> &str {
+        &self.0.deployment.created_by
+    }
+
+    /// When it finished rolling out and started serving.
     async fn deployed_at(&self) -> Option<DateTime<Utc>> {
         self.0.deployment.finished_at
+    }
+
+    /// When it stopped serving: when the next release finished; null while
+    /// it serves.
+    #[graphql(guard = "RoleGuard::new(roles::READ)")]
+    async fn replaced_at(&self, ctx: &Context<'_>) -> ApiResult<Option<DateTime<Utc>>> {
+        let d = &self.0.deployment;
+        let next = releases::after(&state(ctx).db, d.environment_id, d.id).await?;
+        Ok(next.and_then(|next| next.finished_at))
+    }
+
+    /// The release that replaced it; a rollback when it was rolled back.
+    #[graphql(guard = "RoleGuard::new(roles::READ)")]
+    async fn replaced_by(&self, ctx: &Context<'_>) -> ApiResult<Option<Release>> {
+        let d = &self.0.deployment;
+        let next = releases::after(&state(ctx).db, d.environment_id, d.id).await?;
+        Ok(next.map(|row| self.sibling(row)))
+    }
+
+    /// The release before it in the environment.
+    #[graphql(guard = "RoleGuard::new(roles::READ)")]
+    async fn previous(&self, ctx: &Context<'_>) -> ApiResult<Option<Release>> {
+        let d = &self.0.deployment;
+        let before = releases::before(&state(ctx).db, d.environment_id, d.id).await?;
+        Ok(before.map(|row| self.sibling(row)))
+    }
+
+    /// For a repository on GitHub or GitLab: the page of the commits between
+    /// the previous release and this one.
+    #[graphql(guard = "RoleGuard::new(roles::READ)")]
+    async fn compare_url(&self, ctx: &Context<'_>) -> ApiResult<Option<String>> {
+        let d = &self.0.deployment;
+        let Some(sha) = &d.sha else { return Ok(None) };
+        let before = releases::before(&state(ctx).db, d.environment_id, d.id).await?;
+        Ok(before
+            .and_then(|b| b.sha)
+            .and_then(|from| releases::compare_url(&self.0.application.repository, &from, sha)))
     }
 
     /// Per service, the image it runs (with digest where known).
@@ -257,6 +375,9 @@ pub struct ReleaseService {
     pub name: String,
     pub image: String,
     pub digest: Option<String>,
+    /// SHA-256 (hex) of the ServiceSpec the runner applied: equal hashes,
+    /// equal services.
+    pub spec_hash: Option<String>,
 }
 
 impl From<ServiceImage> for ReleaseService {
@@ -265,6 +386,7 @@ impl From<ServiceImage> for ReleaseService {
             name: s.name,
             image: s.image,
             digest: s.digest,
+            spec_hash: s.spec_hash,
         }
     }
 }
@@ -278,6 +400,17 @@ fn release_services(view: &DeploymentView) -> ApiResult<Vec<ReleaseService>> {
 }
 
 pub struct Deployment(pub Arc<DeploymentView>);
+
+impl Deployment {
+    /// A release of this deployment's environment.
+    fn release_of(&self, row: deployment::Model) -> Release {
+        Release(DeploymentView {
+            deployment: row,
+            application: self.0.application.clone(),
+            environment: self.0.environment.clone(),
+        })
+    }
+}
 
 #[Object]
 impl Deployment {
@@ -405,6 +538,34 @@ impl Deployment {
     /// Per service, the image the deployment rolled out (set when it succeeded).
     async fn services(&self) -> ApiResult<Vec<ReleaseService>> {
         release_services(&self.0)
+    }
+
+    /// The release this deployment made, once it succeeded.
+    async fn release(&self) -> Option<Release> {
+        (self.0.status() == deployments::DeploymentStatus::Succeeded)
+            .then(|| Release((*self.0).clone()))
+    }
+
+    /// The release this deployment replaced (or, before it succeeds, would
+    /// replace): the environment's release before it.
+    #[graphql(guard = "RoleGuard::new(roles::READ)")]
+    async fn previous_release(&self, ctx: &Context<'_>) -> ApiResult<Option<Release>> {
+        let d = &self.0.deployment;
+        let before = releases::before(&state(ctx).db, d.environment_id, d.id).await?;
+        Ok(before.map(|row| self.release_of(row)))
+    }
+
+    /// For a rollback: the release it restores (its commit and the image
+    /// digests it ran).
+    #[graphql(guard = "RoleGuard::new(roles::READ)")]
+    async fn restores(&self, ctx: &Context<'_>) -> ApiResult<Option<Release>> {
+        let Some(id) = self.0.deployment.rollback_of else {
+            return Ok(None);
+        };
+        let row = releases::deployment(&state(ctx).db, id)
+            .await?
+            .ok_or_else(|| ApiError::internal(format!("release {id} vanished")))?;
+        Ok(Some(self.release_of(row)))
     }
 
     /// Where people follow it, when the API knows its public URL.

@@ -14,5 +14,6 @@ mod http;
 mod instances;
 mod limits;
 mod logs;
+mod releases;
 mod sockets;
 mod timeouts;
