@@ -45,6 +45,19 @@ pub struct Plan {
     /// their image's registry, so every node can pull (`with_registry_auth:`).
     #[serde(skip)]
     pub with_registry_auth: bool,
+    /// For a rollback: the images the restored release ran, pinned to its
+    /// digests instead of what the tags point at now.
+    #[serde(skip)]
+    pub restore: Option<Restore>,
+}
+
+/// The release a rollback restores: per service, the image as written and
+/// the digest that release ran.
+#[derive(Clone, Debug, Default)]
+pub struct Restore {
+    /// The release's deployment (`web#41`).
+    pub release: String,
+    pub digests: BTreeMap<String, (String, String)>,
 }
 
 /// When an image's tag is resolved to a digest, as `docker stack deploy
@@ -182,5 +195,84 @@ impl std::fmt::Debug for DataPlan {
             .field("data", &format_args!("<{} bytes>", self.data.len()))
             .field("labels", &self.labels)
             .finish()
+    }
+}
+
+/// SHA-256 (hex) of a ServiceSpec as canonical JSON (object keys sorted, no
+/// space): two releases whose service has the same hash ran the same spec.
+pub fn spec_hash(spec: &ServiceSpec) -> String {
+    use sha2::Digest as _;
+    let value = serde_json::to_value(spec).unwrap_or(serde_json::Value::Null);
+    let mut text = String::new();
+    canonical(&value, &mut text);
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+fn canonical(value: &serde_json::Value, out: &mut String) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                canonical(&map[key], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical(item, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use bollard::models::ServiceSpec;
+
+    use super::spec_hash;
+
+    fn spec(labels: &[(&str, &str)]) -> ServiceSpec {
+        ServiceSpec {
+            name: Some("shop_web".into()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<HashMap<_, _>>(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_spec_hash_is_the_same_for_the_same_spec_whatever_the_order_of_its_maps() {
+        let many: Vec<(String, String)> = (0..50)
+            .map(|i| (format!("k{i}"), format!("v{i}")))
+            .collect();
+        let forward: Vec<(&str, &str)> =
+            many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let backward: Vec<(&str, &str)> = forward.iter().rev().copied().collect();
+        let hash = spec_hash(&spec(&forward));
+        assert_eq!(hash.len(), 64);
+        assert_eq!(hash, spec_hash(&spec(&backward)));
+        let mut changed = forward.clone();
+        changed[7].1 = "other";
+        assert_ne!(hash, spec_hash(&spec(&changed)));
     }
 }

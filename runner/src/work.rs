@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use crate::git::{redact_url, Credentials, Mirrors};
 use crate::instance::{Instance, InstanceError};
 use crate::lease;
+use crate::plan::Restore;
 use crate::registry::RegistryAuth;
 use crate::swarm::Engine;
 
@@ -38,6 +39,8 @@ pub struct Work {
     pub auto_deploy: bool,
     /// What the environment runs now, if anything.
     pub release: Option<CurrentRelease>,
+    /// For a rollback: the release it restores, whose digests it pins.
+    pub restores: Option<Restore>,
     /// The runner instance that holds it, if any.
     pub runner_instance: Option<String>,
     /// The lease the API grants, as its last answer said.
@@ -72,6 +75,14 @@ macro_rules! work_from {
                             sha: r.sha?,
                             name: r.deployment.name,
                         })
+                    }),
+                    restores: w.restores.map(|r| Restore {
+                        release: r.deployment.name,
+                        digests: r
+                            .services
+                            .into_iter()
+                            .filter_map(|s| Some((s.name, (s.image, s.digest?))))
+                            .collect(),
                     }),
                     runner_instance: w.runner_instance,
                     lease: lease::granted(w.last_heartbeat_at, w.lease_expires_at),

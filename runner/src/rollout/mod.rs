@@ -59,6 +59,8 @@ pub struct ServiceImage {
     pub name: String,
     pub image: String,
     pub digest: Option<String>,
+    /// SHA-256 (hex) of the ServiceSpec applied: see [`crate::plan::spec_hash`].
+    pub spec_hash: String,
 }
 
 /// How long the end of a deployment is retried while the API cannot be reached.
@@ -206,6 +208,7 @@ impl Ending {
                             name: s.name.clone(),
                             image: s.image.clone(),
                             digest: s.digest.clone(),
+                            spec_hash: Some(s.spec_hash.clone()),
                         })
                         .collect(),
                 ),
@@ -374,6 +377,18 @@ impl Rollout<'_> {
         )
         .await;
         let baseline = self.baseline(&plan.stack).await?;
+        plan.restore = self.work.restores.clone();
+        if let Some(restore) = &plan.restore {
+            self.report.line(format!(
+                "restoring {}: its images pinned to the digests it ran ({} of {} services)",
+                restore.release,
+                plan.services
+                    .iter()
+                    .filter(|s| restore.digests.contains_key(&s.name))
+                    .count(),
+                plan.services.len()
+            ));
+        }
         let started = Instant::now();
         let resolution = swarm::resolve(
             &self.runner.engine,
@@ -558,6 +573,7 @@ impl Rollout<'_> {
                 name: service.name.clone(),
                 image: service.written_image(),
                 digest: service.image().and_then(digest_of).map(str::to_owned),
+                spec_hash: crate::plan::spec_hash(&service.spec),
             })
             .collect();
         let unchanged = applied

@@ -71,8 +71,9 @@ pub struct ResolveError(pub Vec<Unresolved>);
 
 /// What to do with one service's image.
 enum Action {
-    /// Ask the registry.
-    Resolve,
+    /// Ask the registry for this reference: the image as written, or for a
+    /// rollback the image pinned to the digest the restored release ran.
+    Resolve(String),
     /// Keep what the deployed service runs (its image and platforms).
     Keep,
     /// Deploy the image as written.
@@ -120,13 +121,22 @@ pub async fn resolve(
             .and_then(|spec| spec.labels.as_ref())
             .and_then(|labels| labels.get(STACK_IMAGE_LABEL))
             .is_some_and(|label| *label == written);
-        let action = match (plan.resolve_image, unchanged) {
-            (ResolveImage::Always, _) | (ResolveImage::Changed, false) => Action::Resolve,
-            (ResolveImage::Changed | ResolveImage::Never, true) => Action::Keep,
-            (ResolveImage::Never, false) => Action::AsWritten,
+        let restored = plan
+            .restore
+            .as_ref()
+            .and_then(|r| r.digests.get(&service.name))
+            .filter(|(was, _)| *was == written);
+        let action = match (restored, plan.resolve_image, unchanged) {
+            // Asked for pinned: the registry must still have that digest.
+            (Some((_, digest)), _, _) => Action::Resolve(image.pinned(digest)),
+            (None, ResolveImage::Always, _) | (None, ResolveImage::Changed, false) => {
+                Action::Resolve(written.clone())
+            }
+            (None, ResolveImage::Changed | ResolveImage::Never, true) => Action::Keep,
+            (None, ResolveImage::Never, false) => Action::AsWritten,
         };
-        if let Action::Resolve = action {
-            wanted.insert(written, (image, credential));
+        if let Action::Resolve(query) = &action {
+            wanted.insert(query.clone(), (image, credential));
         }
         actions.push(action);
     }
@@ -187,18 +197,29 @@ pub async fn resolve(
                     plan.resolve_image.name()
                 ));
             }
-            Action::Resolve => {
-                let (image, credential) = &wanted[&written];
-                let (answer, took) = &answers[&written];
+            Action::Resolve(query) => {
+                let (image, credential) = &wanted[&query];
+                let (answer, took) = &answers[&query];
+                let restoring = (query != written)
+                    .then(|| plan.restore.as_ref().map(|r| r.release.as_str()))
+                    .flatten();
                 match answer {
                     Ok(inspect) => match &inspect.descriptor.digest {
                         Some(digest) => {
                             pin(service, &image.pinned(digest), &inspect.platforms);
-                            resolution.lines.push(format!(
-                                "{}: {written} resolved to {digest} ({} ms)",
-                                service.name,
-                                took.as_millis()
-                            ));
+                            resolution.lines.push(match restoring {
+                                Some(release) => format!(
+                                    "{}: {written} restored to {digest}, the digest {release} ran \
+                                     ({} ms)",
+                                    service.name,
+                                    took.as_millis()
+                                ),
+                                None => format!(
+                                    "{}: {written} resolved to {digest} ({} ms)",
+                                    service.name,
+                                    took.as_millis()
+                                ),
+                            });
                         }
                         None => unresolved.push(Unresolved {
                             service: service.name.clone(),
@@ -208,7 +229,7 @@ pub async fn resolve(
                             credentials: sent(auth, image, credential.as_ref()),
                         }),
                     },
-                    Err(_) if local.get(&written) == Some(&true) => {
+                    Err(_) if local.get(&query) == Some(&true) => {
                         if warned.insert(written.clone(), ()).is_none() {
                             resolution.warnings.push(format!(
                                 "{written} is not in a registry the engine can reach, but the \
@@ -222,7 +243,7 @@ pub async fn resolve(
                     }
                     Err(answer) => unresolved.push(Unresolved {
                         service: service.name.clone(),
-                        image: written.clone(),
+                        image: query.clone(),
                         registry: image.registry.clone(),
                         answer: answer.trim().to_owned(),
                         credentials: sent(auth, image, credential.as_ref()),

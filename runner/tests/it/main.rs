@@ -7,4 +7,5 @@ mod spec;
 mod deploy;
 mod git;
 mod registry;
+mod releases;
 mod truth;

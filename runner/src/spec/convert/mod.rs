@@ -163,5 +163,6 @@ pub fn plan(
         url: spec.url.clone(),
         resolve_image: spec.resolve_image,
         with_registry_auth: spec.with_registry_auth,
+        restore: None,
     })
 }

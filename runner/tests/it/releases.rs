@@ -1,0 +1,145 @@
+//! Rolling back to a release on the real swarm: the release's commit and the
+//! image digests it ran, whatever the tags point at now.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use slipway_api::auth::Role;
+use slipway_testkit::api::{Backend, TestApi};
+use slipway_testkit::git::Repo;
+use slipway_testkit::registry::{push, repository, require_registries, LocalTags, OPEN};
+use slipway_testkit::runner::start_runner;
+use slipway_testkit::swarm::{
+    inspect_service, running_images, service_env, stack_name, StackGuard,
+};
+
+const WITHIN: Duration = Duration::from_secs(180);
+
+fn spec(stack: &str) -> String {
+    format!("stack: {stack}\ncompose: docker-compose.yml\nenvironments:\n  production:\n    timeout: 2m\n")
+}
+
+fn compose(image: &str, greeting: &str) -> String {
+    format!(
+        r#"version: "3.8"
+services:
+  web:
+    image: {image}
+    command: ["sleep", "3600"]
+    environment:
+      GREETING: {greeting}
+    stop_grace_period: 1s
+    deploy:
+      update_config: {{parallelism: 1, delay: 1s, monitor: 1s}}
+      restart_policy: {{delay: 1s}}
+"#
+    )
+}
+
+fn spec_image(service: &Value) -> String {
+    service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn rollback_to(api: &TestApi, to: Option<&str>, reason: &str) -> String {
+    let data = api
+        .ok_as(
+            Role::Deployer,
+            "mutation($to: String, $r: String!) { rollbackDeployment(application: \"shop\", environment: \"production\", to: $to, reason: $r) { id } }",
+            json!({"to": to, "r": reason}),
+        )
+        .await;
+    data["rollbackDeployment"]["id"]
+        .as_str()
+        .expect("an id")
+        .to_owned()
+}
+
+fn log_text(d: &Value) -> String {
+    d["logs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["text"].as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_restores_the_commit_and_the_digests_its_release_ran() {
+    require_registries();
+    let stack = stack_name("rollback");
+    let _guard = StackGuard::new(stack.clone());
+    let image = format!("{}:main", repository(OPEN, &stack));
+    let _tags = LocalTags::new(repository(OPEN, &stack));
+    let api = TestApi::start(Backend::Sqlite).await;
+    let repo = Repo::new();
+    api.app("shop", &repo.url(), &[]).await;
+    let _runner = start_runner(&api, "runner-1").await;
+    let web = format!("{stack}_web");
+
+    // Release 1: the tag on one image; release 2: the tag moved, a new commit.
+    let first_digest = push("slipway-test/busybox:latest", &image);
+    let first = repo.commit(
+        &[
+            ("slipway.yml", &spec(&stack)),
+            ("docker-compose.yml", &compose(&image, "one")),
+        ],
+        "first",
+    );
+    let id = api
+        .deploy_ref("shop", "production", "main", Some(&first))
+        .await;
+    assert_eq!(api.wait_final(&id, WITHIN).await["status"], "SUCCEEDED");
+    let second_digest = push("slipway-test/busybox:v2", &image);
+    assert_ne!(first_digest, second_digest);
+    let second = repo.commit(&[("docker-compose.yml", &compose(&image, "two"))], "second");
+    let id = api
+        .deploy_ref("shop", "production", "main", Some(&second))
+        .await;
+    assert_eq!(api.wait_final(&id, WITHIN).await["status"], "SUCCEEDED");
+    assert_eq!(
+        spec_image(&inspect_service(&web).unwrap()),
+        format!("{image}@{second_digest}")
+    );
+
+    // Back to release 1: its spec and its digest, though the tag points at
+    // the second image now.
+    let id = rollback_to(&api, None, "the second release is broken").await;
+    let d = api.wait_final(&id, WITHIN).await;
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+    assert_eq!(d["sha"], first.as_str());
+    let pinned = format!("{image}@{first_digest}");
+    assert_eq!(spec_image(&inspect_service(&web).unwrap()), pinned);
+    assert_eq!(running_images(&web), std::slice::from_ref(&pinned));
+    assert!(service_env(&web).contains(&"GREETING=one".to_owned()));
+    let log = log_text(&d);
+    assert!(
+        log.contains("restoring shop#1: its images pinned to the digests it ran"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "{web}: {image} restored to {first_digest}, the digest shop#1 ran"
+        )),
+        "{log}"
+    );
+    assert_eq!(
+        d["services"],
+        json!([{"name": web, "image": image, "digest": first_digest}]),
+        "the rollback is a release of its own, on the first digest"
+    );
+
+    // And forward again to release 2 by its number: its digest, not the tag's.
+    push("slipway-test/busybox:latest", &image);
+    let id = rollback_to(&api, Some("shop#2"), "it was fine after all").await;
+    let d = api.wait_final(&id, WITHIN).await;
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+    assert_eq!(
+        spec_image(&inspect_service(&web).unwrap()),
+        format!("{image}@{second_digest}")
+    );
+    assert!(service_env(&web).contains(&"GREETING=two".to_owned()));
+}
