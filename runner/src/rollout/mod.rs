@@ -528,7 +528,9 @@ impl Rollout<'_> {
                 self.phase(DeploymentPhase::ROLLING_BACK, &why, None).await;
                 self.report.line(format!("rolling back: {why}"));
                 Err(match self.undo(plan, applied).await {
-                    Ok(_) => Stop::Failed(format!("rolled back: {why}")),
+                    Ok(undone) => {
+                        Stop::Failed(format!("rolled back: {why}; {}: {undone}", self.back_on()))
+                    }
                     Err(Stop::Failed(err)) => {
                         Stop::Failed(format!("{why}; the rollback failed too: {err}"))
                     }
@@ -585,6 +587,18 @@ impl Rollout<'_> {
             message: format!("{} {verb} at {}", plan.stack, short(&fetched.sha)),
             services,
         })
+    }
+
+    /// Where a rollback leaves the stack: on the environment's release.
+    fn back_on(&self) -> String {
+        match &self.work.release {
+            Some(release) => format!(
+                "the stack is back on release {} ({})",
+                release.name,
+                short(&release.sha)
+            ),
+            None => "the stack is back as it was (the environment had no release yet)".into(),
+        }
     }
 
     /// The stop of a cancelled deployment, after undoing what it changed.

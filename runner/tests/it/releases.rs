@@ -143,3 +143,99 @@ async fn a_rollback_restores_the_commit_and_the_digests_its_release_ran() {
     );
     assert!(service_env(&web).contains(&"GREETING=two".to_owned()));
 }
+
+/// Four services; `crash` makes `worker`'s command exit at once.
+fn four_services(greeting: &str, crash: bool) -> String {
+    let mut out = String::from("version: \"3.8\"\nservices:\n");
+    for name in ["web", "api", "worker", "cache"] {
+        let command = if crash && name == "worker" {
+            r#"["sh", "-c", "echo worker cannot start >&2; exit 3"]"#
+        } else {
+            r#"["sleep", "3600"]"#
+        };
+        out.push_str(&format!(
+            r#"  {name}:
+    image: slipway-test/busybox:latest
+    command: {command}
+    environment:
+      GREETING: {greeting}
+    stop_grace_period: 1s
+    deploy:
+      update_config: {{parallelism: 1, delay: 1s, monitor: 2s}}
+      restart_policy: {{delay: 1s}}
+"#
+        ));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_service_that_crash_loops_takes_the_whole_stack_back_to_its_release() {
+    let stack = stack_name("allornothing");
+    let _guard = StackGuard::new(stack.clone());
+    let api = TestApi::start(Backend::Sqlite).await;
+    let repo = Repo::new();
+    api.app("shop", &repo.url(), &[]).await;
+    let _runner = start_runner(&api, "runner-1").await;
+
+    let good = repo.commit(
+        &[
+            ("slipway.yml", &spec(&stack)),
+            ("docker-compose.yml", &four_services("one", false)),
+        ],
+        "four services",
+    );
+    let id = api
+        .deploy_ref("shop", "production", "main", Some(&good))
+        .await;
+    assert_eq!(api.wait_final(&id, WITHIN).await["status"], "SUCCEEDED");
+    let before: Vec<(String, Value)> = ["web", "api", "worker", "cache"]
+        .iter()
+        .map(|s| {
+            let name = format!("{stack}_{s}");
+            let spec =
+                inspect_service(&name).unwrap()["Spec"]["TaskTemplate"]["ContainerSpec"].clone();
+            (name, spec)
+        })
+        .collect();
+
+    // Every service changes; the worker's new spec crash-loops.
+    let bad = repo.commit(
+        &[("docker-compose.yml", &four_services("two", true))],
+        "the worker cannot start",
+    );
+    let id = api
+        .deploy_ref("shop", "production", "main", Some(&bad))
+        .await;
+    let d = api.wait_final(&id, WITHIN).await;
+    assert_eq!(d["status"], "FAILED", "{d}");
+    let message = d["message"].as_str().unwrap_or_default();
+    let worker = format!("{stack}_worker");
+    assert!(
+        message.contains(&format!("{worker}: ")),
+        "names the service: {message}"
+    );
+    assert!(
+        message.contains("exit (3)") || message.contains("exit code 3"),
+        "the task's error: {message}"
+    );
+    assert!(
+        message.contains(&format!(
+            "the stack is back on release shop#1 ({})",
+            &good[..7]
+        )),
+        "{message}"
+    );
+    for (name, spec) in &before {
+        assert_eq!(
+            &inspect_service(name).unwrap()["Spec"]["TaskTemplate"]["ContainerSpec"],
+            spec,
+            "{name} runs its previous spec"
+        );
+        assert!(
+            service_env(name).contains(&"GREETING=one".to_owned()),
+            "{name}"
+        );
+        slipway_testkit::swarm::wait_running(name, "slipway-test/busybox:latest", 1, WITHIN).await;
+    }
+}
