@@ -28,8 +28,11 @@ pub struct NewDeployment {
     pub description: Option<String>,
     /// Made by a hook for a push or a pipeline (see `deployment::Model::auto_deploy`).
     pub auto_deploy: bool,
-    /// A rollback: the release it restores, and why. It pauses auto-deploys.
-    pub rollback_of: Option<(i64, String)>,
+    /// A rollback or a promotion: the release it deploys exactly.
+    pub restores: Option<i64>,
+    /// A rollback: why; auto-deploys of the environment pause until a person
+    /// deploys or resumes them.
+    pub pause_auto_deploy: Option<String>,
 }
 
 const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
@@ -175,7 +178,7 @@ pub async fn create(
         description: Set(input.description),
         external_id: Set(input.external_id),
         auto_deploy: Set(input.auto_deploy),
-        rollback_of: Set(input.rollback_of.as_ref().map(|(target, _)| *target)),
+        restores: Set(input.restores),
         created_by: Set(created_by.to_owned()),
         status: Set(DeploymentStatus::Queued),
         cancel_requested: Set(false),
@@ -185,8 +188,8 @@ pub async fn create(
     }
     .insert(&txn)
     .await?;
-    let env = match &input.rollback_of {
-        Some((_, reason)) => {
+    let env = match &input.pause_auto_deploy {
+        Some(reason) => {
             crate::releases::pause(&txn, env.id, created_by, reason, now, row.id).await?
         }
         None => env,
@@ -243,7 +246,7 @@ async fn auto_deploy_pause(
                 .unwrap_or("no reason given")
         )));
     }
-    if input.rollback_of.is_some() {
+    if input.pause_auto_deploy.is_some() {
         return Ok(env);
     }
     crate::releases::clear_pause(txn, env.id).await

@@ -1,7 +1,8 @@
 //! Releases: every deployment that succeeded is a release of its environment,
 //! serving from when it finished until the next release replaced it. Rolling
 //! back creates a deployment (task `rollback`) that restores an earlier
-//! release exactly, and pauses the environment's auto-deploys.
+//! release exactly, and pauses the environment's auto-deploys; promoting
+//! deploys another environment's release exactly.
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
@@ -164,7 +165,74 @@ pub async fn rollback(state: &AppState, by: &str, ask: Rollback) -> ApiResult<De
             external_id: None,
             description: Some(description),
             auto_deploy: false,
-            rollback_of: Some((target.id, reason.to_owned())),
+            restores: Some(target.id),
+            pause_auto_deploy: Some(reason.to_owned()),
+        },
+    )
+    .await
+}
+
+/// Queues a deployment to environment `to` of exactly the release running
+/// in `from`: its commit and the image digests it ran, nothing re-resolved.
+pub async fn promote(
+    state: &AppState,
+    by: &str,
+    application: &str,
+    from: &str,
+    to: &str,
+) -> ApiResult<DeploymentView> {
+    if from == to {
+        return Err(ApiError::BadInput(format!(
+            "`from` and `to` are both `{from}`: promote from one environment to another"
+        )));
+    }
+    let db = &state.db;
+    let app = applications::find(db, application)
+        .await?
+        .ok_or_else(|| applications::not_found(application))?;
+    let source = applications::find_environment(db, app.id, from)
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "environment `{from}` of `{application}` does not exist"
+            ))
+        })?;
+    let release = deployments::current_release(db, source.id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::Conflict(format!(
+                "`{from}` of `{application}` has no release to promote"
+            ))
+        })?;
+    let sha = release.sha.clone().ok_or_else(|| {
+        ApiError::internal(format!(
+            "release {application}#{} has no commit recorded",
+            release.number
+        ))
+    })?;
+    let description = format!(
+        "promote {application}#{} ({}) from {from} to {to}",
+        release.number,
+        &sha[..sha.len().min(7)]
+    );
+    deployments::create(
+        state,
+        by,
+        NewDeployment {
+            application: app.name.clone(),
+            environment: to.to_owned(),
+            ref_name: release.ref_name.clone(),
+            sha: Some(sha),
+            task: None,
+            payload: release
+                .payload
+                .as_deref()
+                .and_then(|p| serde_json::from_str(p).ok()),
+            external_id: None,
+            description: Some(description),
+            auto_deploy: false,
+            restores: Some(release.id),
+            pause_auto_deploy: None,
         },
     )
     .await

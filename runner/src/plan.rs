@@ -51,13 +51,35 @@ pub struct Plan {
     pub restore: Option<Restore>,
 }
 
-/// The release a rollback restores: per service, the image as written and
-/// the digest that release ran.
+/// The release a rollback restores, or a promotion deploys: per service
+/// (its full name in that release's stack), the image as written and the
+/// digest that release ran.
 #[derive(Clone, Debug, Default)]
 pub struct Restore {
     /// The release's deployment (`web#41`).
     pub release: String,
     pub digests: BTreeMap<String, (String, String)>,
+}
+
+impl Restore {
+    /// What the release ran for service `name` (`<stack>_<service>`) of a
+    /// plan for `stack`: the same service, or for a release of another
+    /// environment (another stack) the one service of the same Compose name.
+    pub fn of(&self, stack: &str, name: &str) -> Option<&(String, String)> {
+        if let Some(found) = self.digests.get(name) {
+            return Some(found);
+        }
+        let short = name.strip_prefix(&format!("{stack}_"))?;
+        let suffix = format!("_{short}");
+        let mut matches = self
+            .digests
+            .iter()
+            .filter(|(other, _)| other.ends_with(&suffix));
+        match (matches.next(), matches.next()) {
+            (Some((_, found)), None) => Some(found),
+            _ => None,
+        }
+    }
 }
 
 /// When an image's tag is resolved to a digest, as `docker stack deploy

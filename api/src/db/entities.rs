@@ -160,8 +160,10 @@ pub mod deployment {
         pub log_count: i64,
         /// JSON list of [`StoredService`], recorded when the deployment succeeded.
         pub services: Option<String>,
-        /// For a rollback (task `rollback`): the release it restores.
-        pub rollback_of: Option<i64>,
+        /// The release it deploys exactly (its commit and image digests): of
+        /// its own environment for a rollback (task `rollback`), of another
+        /// for a promotion.
+        pub restores: Option<i64>,
         pub created_at: ChronoDateTimeUtc,
         pub started_at: Option<ChronoDateTimeUtc>,
         pub finished_at: Option<ChronoDateTimeUtc>,

@@ -173,9 +173,9 @@ ALTER TABLE runners ADD COLUMN last_instance TEXT;
     },
     Migration {
         version: 3,
-        name: "releases: rollbacks, the auto-deploy pause",
+        name: "releases: rollbacks and promotions, the auto-deploy pause",
         sqlite: r#"
-ALTER TABLE deployments ADD COLUMN rollback_of BIGINT;
+ALTER TABLE deployments ADD COLUMN restores BIGINT;
 ALTER TABLE environments ADD COLUMN auto_deploy_paused_by TEXT;
 ALTER TABLE environments ADD COLUMN auto_deploy_paused_at TEXT;
 ALTER TABLE environments ADD COLUMN auto_deploy_pause_reason TEXT;
@@ -183,7 +183,7 @@ ALTER TABLE environments ADD COLUMN auto_deploy_paused_for BIGINT;
 CREATE INDEX deployments_releases ON deployments (environment_id, status, id);
 "#,
         postgres: r#"
-ALTER TABLE deployments ADD COLUMN rollback_of BIGINT;
+ALTER TABLE deployments ADD COLUMN restores BIGINT;
 ALTER TABLE environments ADD COLUMN auto_deploy_paused_by TEXT;
 ALTER TABLE environments ADD COLUMN auto_deploy_paused_at TIMESTAMPTZ;
 ALTER TABLE environments ADD COLUMN auto_deploy_pause_reason TEXT;

@@ -182,7 +182,8 @@ impl Mutation {
                 external_id: input.external_id,
                 description: input.description,
                 auto_deploy: input.auto_deploy.unwrap_or(false),
-                rollback_of: None,
+                restores: None,
+                pause_auto_deploy: None,
             },
         )
         .await?;
@@ -217,6 +218,22 @@ impl Mutation {
             },
         )
         .await?;
+        Ok(Deployment(Arc::new(view)))
+    }
+
+    /// Queues a deployment to environment `to` of exactly the release that
+    /// runs in `from` (staging to production): its commit and the image
+    /// digests it ran, nothing rebuilt or re-resolved.
+    #[graphql(guard = "RoleGuard::new(roles::DEPLOY)")]
+    async fn promote_deployment(
+        &self,
+        ctx: &Context<'_>,
+        application: String,
+        from: String,
+        to: String,
+    ) -> ApiResult<Deployment> {
+        let by = caller(ctx)?.sub.clone();
+        let view = releases::promote(state(ctx), &by, &application, &from, &to).await?;
         Ok(Deployment(Arc::new(view)))
     }
 

@@ -555,17 +555,19 @@ impl Deployment {
         Ok(before.map(|row| self.release_of(row)))
     }
 
-    /// For a rollback: the release it restores (its commit and the image
-    /// digests it ran).
+    /// For a rollback or a promotion: the release it deploys exactly (its
+    /// commit and the image digests it ran).
     #[graphql(guard = "RoleGuard::new(roles::READ)")]
     async fn restores(&self, ctx: &Context<'_>) -> ApiResult<Option<Release>> {
-        let Some(id) = self.0.deployment.rollback_of else {
+        let Some(id) = self.0.deployment.restores else {
             return Ok(None);
         };
-        let row = releases::deployment(&state(ctx).db, id)
+        let db = &state(ctx).db;
+        let row = releases::deployment(db, id)
             .await?
             .ok_or_else(|| ApiError::internal(format!("release {id} vanished")))?;
-        Ok(Some(self.release_of(row)))
+        // A promotion's release is another environment's.
+        Ok(Some(Release(crate::view::hydrate_one(db, row).await?)))
     }
 
     /// Where people follow it, when the API knows its public URL.

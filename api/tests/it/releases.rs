@@ -342,8 +342,103 @@ async fn a_rollback_to_what_is_no_release_is_refused_and_changes_nothing(backend
     assert!(environment(&server, 20, None).await["autoDeployPause"].is_null());
 }
 
+const PROMOTE: &str = "mutation($f: String!, $t: String!) {
+    promoteDeployment(application: \"web\", from: $f, to: $t) {
+        number task ref sha status description environment { name }
+        restores { deployment { number environment { name } } services { name digest } }
+    }
+}";
+
+async fn a_promotion_deploys_another_environments_release_exactly(backend: Backend) {
+    let server = TestApi::start(backend).await;
+    github_app(&server).await;
+    let deployer = server.token(Role::Deployer, "alice");
+    let (code, message) = server
+        .err(
+            &deployer,
+            PROMOTE,
+            json!({"f": "staging", "t": "production"}),
+        )
+        .await;
+    assert_eq!(code, "NOT_FOUND", "{message}");
+    server
+        .ok_as(
+            Role::Admin,
+            "mutation { createEnvironment(input: {application: \"web\", name: \"staging\"}) { name } }",
+            json!({}),
+        )
+        .await;
+    let (code, message) = server
+        .err(
+            &deployer,
+            PROMOTE,
+            json!({"f": "staging", "t": "production"}),
+        )
+        .await;
+    assert_eq!(code, "CONFLICT", "{message}");
+    assert!(
+        message.contains("`staging` of `web` has no release to promote"),
+        "{message}"
+    );
+
+    let staging = server
+        .deploy_ref("web", "staging", "v1.2", Some(&sha(7)))
+        .await;
+    server.claim_ok(RUNNER, &staging).await;
+    server
+        .ok(
+            &server.token(Role::Runner, RUNNER),
+            "mutation($id: ID!) { finishDeployment(id: $id, status: SUCCEEDED, services: [{name: \"web-staging_app\", image: \"r/web:main\", digest: \"sha256:aaaa\"}]) { id } }",
+            json!({"id": staging}),
+        )
+        .await;
+    let (code, message) = server
+        .err(&deployer, PROMOTE, json!({"f": "staging", "t": "staging"}))
+        .await;
+    assert_eq!(code, "BAD_USER_INPUT", "{message}");
+
+    let p = server
+        .ok(
+            &deployer,
+            PROMOTE,
+            json!({"f": "staging", "t": "production"}),
+        )
+        .await["promoteDeployment"]
+        .clone();
+    assert_eq!(p["environment"]["name"], "production");
+    assert_eq!(p["task"], "deploy");
+    assert_eq!(p["status"], "QUEUED");
+    assert_eq!(p["sha"], sha(7));
+    assert_eq!(p["ref"], "v1.2");
+    assert_eq!(
+        p["description"],
+        format!(
+            "promote web#1 ({}) from staging to production",
+            &sha(7)[..7]
+        )
+    );
+    assert_eq!(
+        p["restores"],
+        json!({"deployment": {"number": 1, "environment": {"name": "staging"}},
+               "services": [{"name": "web-staging_app", "digest": "sha256:aaaa"}]})
+    );
+    // A promotion is no rollback: auto-deploys of production go on.
+    let pause = server
+        .ok_as(
+            Role::Viewer,
+            "{ application(name: \"web\") { environment(name: \"production\") { autoDeployPause { reason } } } }",
+            json!({}),
+        )
+        .await;
+    assert!(
+        pause["application"]["environment"]["autoDeployPause"].is_null(),
+        "{pause}"
+    );
+}
+
 slipway_testkit::on_both_backends!(
     releases_are_the_deployments_that_succeeded_newest_first,
     a_rollback_restores_a_release_and_pauses_auto_deploys,
     a_rollback_to_what_is_no_release_is_refused_and_changes_nothing,
+    a_promotion_deploys_another_environments_release_exactly,
 );

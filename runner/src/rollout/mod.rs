@@ -380,11 +380,12 @@ impl Rollout<'_> {
         plan.restore = self.work.restores.clone();
         if let Some(restore) = &plan.restore {
             self.report.line(format!(
-                "restoring {}: its images pinned to the digests it ran ({} of {} services)",
+                "deploying {} exactly: its images pinned to the digests it ran ({} of {} \
+                 services)",
                 restore.release,
                 plan.services
                     .iter()
-                    .filter(|s| restore.digests.contains_key(&s.name))
+                    .filter(|s| restore.of(&plan.stack, &s.name).is_some())
                     .count(),
                 plan.services.len()
             ));

@@ -124,7 +124,7 @@ pub async fn resolve(
         let restored = plan
             .restore
             .as_ref()
-            .and_then(|r| r.digests.get(&service.name))
+            .and_then(|r| r.of(&plan.stack, &service.name))
             .filter(|(was, _)| *was == written);
         let action = match (restored, plan.resolve_image, unchanged) {
             // Asked for pinned: the registry must still have that digest.
@@ -209,7 +209,7 @@ pub async fn resolve(
                             pin(service, &image.pinned(digest), &inspect.platforms);
                             resolution.lines.push(match restoring {
                                 Some(release) => format!(
-                                    "{}: {written} restored to {digest}, the digest {release} ran \
+                                    "{}: {written} pinned to {digest}, the digest {release} ran \
                                      ({} ms)",
                                     service.name,
                                     took.as_millis()

@@ -117,12 +117,14 @@ async fn a_rollback_restores_the_commit_and_the_digests_its_release_ran() {
     assert!(service_env(&web).contains(&"GREETING=one".to_owned()));
     let log = log_text(&d);
     assert!(
-        log.contains("restoring shop#1: its images pinned to the digests it ran"),
+        log.contains(
+            "deploying shop#1 exactly: its images pinned to the digests it ran (1 of 1 services)"
+        ),
         "{log}"
     );
     assert!(
         log.contains(&format!(
-            "{web}: {image} restored to {first_digest}, the digest shop#1 ran"
+            "{web}: {image} pinned to {first_digest}, the digest shop#1 ran"
         )),
         "{log}"
     );
@@ -238,4 +240,61 @@ async fn one_service_that_crash_loops_takes_the_whole_stack_back_to_its_release(
         );
         slipway_testkit::swarm::wait_running(name, "slipway-test/busybox:latest", 1, WITHIN).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_runs_the_digest_staging_ran_though_the_tag_moved() {
+    require_registries();
+    let stack = stack_name("promote");
+    let (staging_stack, production_stack) = (format!("{stack}-s"), format!("{stack}-p"));
+    let _guards = [
+        StackGuard::new(staging_stack.clone()),
+        StackGuard::new(production_stack.clone()),
+    ];
+    let image = format!("{}:main", repository(OPEN, &stack));
+    let _tags = LocalTags::new(repository(OPEN, &stack));
+    let api = TestApi::start(Backend::Sqlite).await;
+    let repo = Repo::new();
+    api.app("shop", &repo.url(), &[]).await;
+    let _runner = start_runner(&api, "runner-1").await;
+
+    let staged = push("slipway-test/busybox:latest", &image);
+    let sha = repo.commit(
+        &[
+            (
+                "slipway.yml",
+                &format!(
+                    "compose: docker-compose.yml\nenvironments:\n  staging:\n    stack: {staging_stack}\n    timeout: 2m\n  production:\n    stack: {production_stack}\n    timeout: 2m\n"
+                ),
+            ),
+            ("docker-compose.yml", &compose(&image, "staged")),
+        ],
+        "a release candidate",
+    );
+    let id = api.deploy_ref("shop", "staging", "main", Some(&sha)).await;
+    assert_eq!(api.wait_final(&id, WITHIN).await["status"], "SUCCEEDED");
+    // CI pushes the next build under the same tag meanwhile.
+    assert_ne!(push("slipway-test/busybox:v2", &image), staged);
+
+    let data = api
+        .ok_as(
+            Role::Deployer,
+            "mutation { promoteDeployment(application: \"shop\", from: \"staging\", to: \"production\") { id } }",
+            json!({}),
+        )
+        .await;
+    let id = data["promoteDeployment"]["id"].as_str().unwrap().to_owned();
+    let d = api.wait_final(&id, WITHIN).await;
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+    let web = format!("{production_stack}_web");
+    let pinned = format!("{image}@{staged}");
+    assert_eq!(spec_image(&inspect_service(&web).unwrap()), pinned);
+    assert_eq!(running_images(&web), std::slice::from_ref(&pinned));
+    assert!(
+        log_text(&d).contains(&format!(
+            "{web}: {image} pinned to {staged}, the digest shop#1 ran"
+        )),
+        "{}",
+        log_text(&d)
+    );
 }
