@@ -6,6 +6,7 @@ use sea_orm::{
     Set, SqlErr,
 };
 
+use crate::db::entities::environment::QueuePolicy;
 use crate::db::entities::{application, environment};
 use crate::error::{quote, ApiError, ApiResult};
 use crate::repository;
@@ -171,12 +172,54 @@ pub async fn update(
         .ok_or_else(|| not_found(name))
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct NewEnvironment {
     pub application: String,
     pub name: String,
     pub auto_deploy_ref: Option<String>,
     pub url: Option<String>,
+    pub queue_policy: QueuePolicy,
+    pub max_queued: Option<i64>,
+}
+
+/// The most a queue cap may be.
+const MAX_QUEUED: i64 = 1000;
+
+fn validate_max_queued(max_queued: Option<i64>) -> ApiResult<()> {
+    match max_queued {
+        Some(n) if !(1..=MAX_QUEUED).contains(&n) => Err(ApiError::BadInput(format!(
+            "`maxQueued` must be between 1 and {MAX_QUEUED}, not {n}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Sets how environment `name` of `application` queues deployments.
+pub async fn set_queue_policy(
+    state: &AppState,
+    application: &str,
+    name: &str,
+    policy: QueuePolicy,
+    max_queued: Option<i64>,
+) -> ApiResult<(environment::Model, application::Model)> {
+    validate_max_queued(max_queued)?;
+    let app = get(&state.db, application).await?;
+    let env = find_environment(&state.db, app.id, name)
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "environment `{name}` of `{application}` does not exist"
+            ))
+        })?;
+    let env = environment::ActiveModel {
+        id: Set(env.id),
+        queue_policy: Set(policy),
+        max_queued: Set(max_queued),
+        ..Default::default()
+    }
+    .update(&state.db)
+    .await?;
+    Ok((env, app))
 }
 
 pub async fn create_environment(
@@ -201,12 +244,15 @@ pub async fn create_environment(
             "`autoDeployRef` must be a branch name of 1 to 255 characters".into(),
         ));
     }
+    validate_max_queued(input.max_queued)?;
     let app = get(&state.db, &input.application).await?;
     let created = environment::ActiveModel {
         application_id: Set(app.id),
         name: Set(input.name.clone()),
         auto_deploy_ref: Set(input.auto_deploy_ref),
         url: Set(input.url),
+        queue_policy: Set(input.queue_policy),
+        max_queued: Set(input.max_queued),
         created_at: Set(state.clock.now()),
         ..Default::default()
     }
@@ -247,8 +293,7 @@ pub async fn set_lock(
                 NewEnvironment {
                     application: application.to_owned(),
                     name: environment.to_owned(),
-                    auto_deploy_ref: None,
-                    url: None,
+                    ..NewEnvironment::default()
                 },
             )
             .await?

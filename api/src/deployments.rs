@@ -4,12 +4,13 @@ use std::sync::Arc;
 
 use sea_orm::sea_query::{Alias, Expr, Query, SimpleExpr};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 
 use crate::applications::{self, validate_name};
 pub use crate::db::entities::deployment::{DeploymentPhase, DeploymentStatus};
+use crate::db::entities::environment::QueuePolicy;
 use crate::db::entities::{application, deployment, environment};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -166,6 +167,20 @@ pub async fn create(
     }
 
     let env = auto_deploy_pause(&txn, env, &app, &input).await?;
+    if let (QueuePolicy::Fifo, Some(max)) = (env.queue_policy, env.max_queued) {
+        let queued = deployment::Entity::find()
+            .filter(deployment::Column::EnvironmentId.eq(env.id))
+            .filter(deployment::Column::Status.eq(DeploymentStatus::Queued))
+            .count(&txn)
+            .await?;
+        if queued as i64 >= max {
+            return Err(ApiError::Conflict(format!(
+                "`{}` of `{}` has {queued} deployment(s) queued, the most it takes \
+                 (maxQueued {max}); cancel one, wait for the queue to move, or raise the cap",
+                env.name, app.name
+            )));
+        }
+    }
 
     let row = deployment::ActiveModel {
         application_id: Set(app.id),
@@ -194,12 +209,27 @@ pub async fn create(
         }
         None => env,
     };
+    let superseded = match env.queue_policy {
+        QueuePolicy::Latest => supersede(&txn, &env, &app, &row, now).await?,
+        QueuePolicy::Fifo => Vec::new(),
+    };
     txn.commit().await?;
 
+    let app = Arc::new(app);
+    let env = Arc::new(env);
+    for row in superseded {
+        let view = DeploymentView {
+            deployment: row,
+            application: app.clone(),
+            environment: env.clone(),
+        };
+        tracing::info!(deployment = view.deployment.id, "superseded");
+        state.events.deployment_changed(&state.db, &view).await;
+    }
     let view = DeploymentView {
         deployment: row,
-        application: Arc::new(app),
-        environment: Arc::new(env),
+        application: app,
+        environment: env,
     };
     tracing::info!(
         deployment = view.deployment.id,
@@ -216,6 +246,39 @@ pub async fn create(
         state.events.queued(Arc::new(view.clone()));
     }
     Ok(view)
+}
+
+/// Queue policy `LATEST`: the deployments of the environment queued before
+/// `newer` end CANCELLED, naming it.
+async fn supersede(
+    txn: &impl ConnectionTrait,
+    env: &environment::Model,
+    app: &application::Model,
+    newer: &deployment::Model,
+    now: chrono::DateTime<chrono::Utc>,
+) -> ApiResult<Vec<deployment::Model>> {
+    let sha = newer
+        .sha
+        .as_deref()
+        .map(|sha| format!(", {}", &sha[..sha.len().min(7)]))
+        .unwrap_or_default();
+    let message = format!(
+        "superseded by {}#{} ({}{sha}) before it started: `{}` deploys only the latest \
+         (queue policy LATEST)",
+        app.name, newer.number, newer.ref_name, env.name
+    );
+    Ok(deployment::Entity::update_many()
+        .col_expr(
+            deployment::Column::Status,
+            Expr::value(DeploymentStatus::Cancelled),
+        )
+        .col_expr(deployment::Column::FinishedAt, Expr::value(now))
+        .col_expr(deployment::Column::Message, Expr::value(message))
+        .filter(deployment::Column::EnvironmentId.eq(env.id))
+        .filter(deployment::Column::Status.eq(DeploymentStatus::Queued))
+        .filter(deployment::Column::Id.lt(newer.id))
+        .exec_with_returning(txn)
+        .await?)
 }
 
 /// Auto-deploys and the pause a rollback puts on them: while paused, a push

@@ -46,7 +46,23 @@ pub mod environment {
         pub auto_deploy_pause_reason: Option<String>,
         /// The rollback deployment that paused them.
         pub auto_deploy_paused_for: Option<i64>,
+        pub queue_policy: QueuePolicy,
+        /// The most deployments that may wait in the queue (`Fifo` only).
+        pub max_queued: Option<i64>,
         pub created_at: ChronoDateTimeUtc,
+    }
+
+    /// What a new deployment does to the ones queued before it.
+    #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+    #[sea_orm(rs_type = "String", db_type = "Text")]
+    pub enum QueuePolicy {
+        /// They run first, in order.
+        #[default]
+        #[sea_orm(string_value = "FIFO")]
+        Fifo,
+        /// It supersedes them: they end CANCELLED, naming it.
+        #[sea_orm(string_value = "LATEST")]
+        Latest,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -173,13 +173,15 @@ ALTER TABLE runners ADD COLUMN last_instance TEXT;
     },
     Migration {
         version: 3,
-        name: "releases: rollbacks and promotions, the auto-deploy pause",
+        name: "releases: rollbacks and promotions, the auto-deploy pause, queue policies",
         sqlite: r#"
 ALTER TABLE deployments ADD COLUMN restores BIGINT;
 ALTER TABLE environments ADD COLUMN auto_deploy_paused_by TEXT;
 ALTER TABLE environments ADD COLUMN auto_deploy_paused_at TEXT;
 ALTER TABLE environments ADD COLUMN auto_deploy_pause_reason TEXT;
 ALTER TABLE environments ADD COLUMN auto_deploy_paused_for BIGINT;
+ALTER TABLE environments ADD COLUMN queue_policy TEXT NOT NULL DEFAULT 'FIFO';
+ALTER TABLE environments ADD COLUMN max_queued BIGINT;
 CREATE INDEX deployments_releases ON deployments (environment_id, status, id);
 "#,
         postgres: r#"
@@ -188,6 +190,8 @@ ALTER TABLE environments ADD COLUMN auto_deploy_paused_by TEXT;
 ALTER TABLE environments ADD COLUMN auto_deploy_paused_at TIMESTAMPTZ;
 ALTER TABLE environments ADD COLUMN auto_deploy_pause_reason TEXT;
 ALTER TABLE environments ADD COLUMN auto_deploy_paused_for BIGINT;
+ALTER TABLE environments ADD COLUMN queue_policy TEXT NOT NULL DEFAULT 'FIFO';
+ALTER TABLE environments ADD COLUMN max_queued BIGINT;
 CREATE INDEX deployments_releases ON deployments (environment_id, status, id);
 "#,
     },

@@ -3,6 +3,7 @@
 
 use async_graphql::Enum;
 
+use crate::db::entities::environment;
 use crate::deployments;
 
 /// Where a deployment is in its life.
@@ -14,6 +15,16 @@ pub(crate) enum DeploymentStatus {
     Succeeded,
     Failed,
     Cancelled,
+}
+
+/// What a new deployment does to the ones queued before it in its environment.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(remote = "environment::QueuePolicy")]
+pub(crate) enum QueuePolicy {
+    /// They run first, in order (the default).
+    Fifo,
+    /// It supersedes them: they end CANCELLED, naming it.
+    Latest,
 }
 
 /// What an IN_PROGRESS deployment is doing.

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use async_graphql::{Context, InputObject, Json, Object, ID};
 use chrono::{DateTime, Utc};
 
-use super::enums::{DeploymentPhase, DeploymentStatus};
+use super::enums::{DeploymentPhase, DeploymentStatus, QueuePolicy};
 use super::types::{deployment_id, state, Application, Deployment, Environment, Runner};
 use crate::applications::{self, ApplicationChange, NewApplication, NewEnvironment};
 use crate::auth::{caller, roles, RoleGuard};
@@ -35,6 +35,10 @@ pub(super) struct CreateEnvironmentInput {
     /// Branch whose pushes deploy here automatically.
     pub auto_deploy_ref: Option<String>,
     pub url: Option<String>,
+    /// What a new deployment does to the queued ones (`FIFO` unless told).
+    pub queue_policy: Option<QueuePolicy>,
+    /// The most deployments that may wait (`FIFO` only); no cap unless told.
+    pub max_queued: Option<i64>,
 }
 
 #[derive(InputObject)]
@@ -128,6 +132,8 @@ impl Mutation {
                 name: input.name,
                 auto_deploy_ref: input.auto_deploy_ref,
                 url: input.url,
+                queue_policy: input.queue_policy.map(Into::into).unwrap_or_default(),
+                max_queued: input.max_queued,
             },
         )
         .await?;
@@ -188,6 +194,29 @@ impl Mutation {
         )
         .await?;
         Ok(Deployment(Arc::new(view)))
+    }
+
+    /// How the environment queues deployments: `FIFO` (each waits its turn,
+    /// at most `maxQueued` waiting when set) or `LATEST` (a new deployment
+    /// supersedes the queued ones, which end CANCELLED naming it).
+    #[graphql(guard = "RoleGuard::new(roles::ADMIN)")]
+    async fn set_queue_policy(
+        &self,
+        ctx: &Context<'_>,
+        application: String,
+        environment: String,
+        policy: QueuePolicy,
+        max_queued: Option<i64>,
+    ) -> ApiResult<Environment> {
+        let (env, app) = applications::set_queue_policy(
+            state(ctx),
+            &application,
+            &environment,
+            policy.into(),
+            max_queued,
+        )
+        .await?;
+        Ok(Environment::new(env, Arc::new(app)))
     }
 
     /// Queues a deployment (task `rollback`) that restores a release of the

@@ -6,7 +6,7 @@ use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Json, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 
-use super::enums::{DeploymentPhase, DeploymentStatus};
+use super::enums::{DeploymentPhase, DeploymentStatus, QueuePolicy};
 use crate::applications;
 use crate::auth::{roles, Role, RoleGuard};
 use crate::db::entities::{application, deployment, environment, log_line, runner};
@@ -205,6 +205,16 @@ impl Environment {
     async fn release(&self, ctx: &Context<'_>) -> ApiResult<Option<Release>> {
         let row = deployments::current_release(&state(ctx).db, self.model.id).await?;
         Ok(row.map(|row| Release(self.view(row))))
+    }
+
+    /// What a new deployment does to the queued ones.
+    async fn queue_policy(&self) -> QueuePolicy {
+        self.model.queue_policy.into()
+    }
+
+    /// The most deployments that may wait in the queue (`FIFO`), if capped.
+    async fn max_queued(&self) -> Option<i64> {
+        self.model.max_queued
     }
 
     /// Every release, newest first: the deployments that succeeded here.

@@ -14,6 +14,7 @@ mod http;
 mod instances;
 mod limits;
 mod logs;
+mod queue;
 mod releases;
 mod sockets;
 mod timeouts;
