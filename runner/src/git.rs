@@ -223,6 +223,42 @@ impl Mirrors {
         }
     }
 
+    /// The paths that differ between commits `from` and `to` of the
+    /// repository at `url` (added, removed or changed files), fetching `from`
+    /// into the mirror when it is missing. `to` must have been fetched.
+    pub async fn changed_paths(
+        &self,
+        url: &str,
+        from: &str,
+        to: &str,
+        timeout: Duration,
+    ) -> Result<Vec<String>, GitError> {
+        let fetched = self.fetch(url, from, Some(from), timeout).await?;
+        let (from, to) = (from.to_owned(), to.to_owned());
+        let diff = tokio::task::spawn_blocking(move || -> Result<Vec<String>, GitError> {
+            let repo = Repository::open_bare(&fetched.mirror).map_err(other)?;
+            let tree = |sha: &str| -> Result<git2::Tree<'_>, GitError> {
+                let oid = Oid::from_str(sha).map_err(other)?;
+                repo.find_commit(oid).and_then(|c| c.tree()).map_err(other)
+            };
+            let diff = repo
+                .diff_tree_to_tree(Some(&tree(&from)?), Some(&tree(&to)?), None)
+                .map_err(other)?;
+            let mut paths = Vec::new();
+            for delta in diff.deltas() {
+                for file in [delta.old_file(), delta.new_file()] {
+                    if let Some(path) = file.path().and_then(|p| p.to_str()) {
+                        if !paths.iter().any(|p| p == path) {
+                            paths.push(path.to_owned());
+                        }
+                    }
+                }
+            }
+            Ok(paths)
+        });
+        diff.await.map_err(|err| GitError::Other(err.to_string()))?
+    }
+
     fn fetch_blocking(
         &self,
         url: &str,

@@ -49,6 +49,9 @@ pub struct Plan {
     /// digests instead of what the tags point at now.
     #[serde(skip)]
     pub restore: Option<Restore>,
+    /// Paths whose changes auto-deploy the environment (`watch:`).
+    #[serde(skip)]
+    pub watch: Vec<String>,
 }
 
 /// The release a rollback restores, or a promotion deploys: per service

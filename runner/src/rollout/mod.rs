@@ -250,6 +250,7 @@ impl Rollout<'_> {
         let fetched = self.fetch().await?;
         self.refuse_going_back(&fetched).await?;
         let mut plan = self.plan(&fetched).await?;
+        self.skip_unwatched(&fetched, &plan).await?;
         self.resolve(&mut plan).await?;
         let applied = self.apply(&plan).await?;
         self.converge(&plan, &applied).await?;
@@ -333,6 +334,65 @@ impl Rollout<'_> {
                      deploying it",
                     short(&fetched.sha),
                     short(&release.sha)
+                ));
+                Ok(())
+            }
+        }
+    }
+
+    /// An auto-deploy of an environment that watches paths (`watch:`) whose
+    /// commits since the release touch none of them deploys nothing.
+    async fn skip_unwatched(&self, fetched: &Fetched, plan: &Plan) -> Result<(), Stop> {
+        let work = self.work;
+        let (true, false, Some(release)) = (work.auto_deploy, plan.watch.is_empty(), &work.release)
+        else {
+            return Ok(());
+        };
+        let changed = self
+            .runner
+            .mirrors
+            .changed_paths(
+                &work.repository,
+                &release.sha,
+                &fetched.sha,
+                self.runner.fetch_timeout,
+            )
+            .await;
+        match changed {
+            Ok(paths) => {
+                let touched: Vec<&String> = paths
+                    .iter()
+                    .filter(|p| spec::watch::any_matches(&plan.watch, p))
+                    .collect();
+                if touched.is_empty() {
+                    return Err(Stop::Cancelled(format!(
+                        "{} changes nothing {} watches ({}) since {} ({}): {} path(s) changed, \
+                         none of them watched, so nothing was deployed",
+                        short(&fetched.sha),
+                        work.environment,
+                        plan.watch.join(", "),
+                        release.name,
+                        short(&release.sha),
+                        paths.len()
+                    )));
+                }
+                self.report.line(format!(
+                    "{} watched path(s) changed since {}: {}",
+                    touched.len(),
+                    release.name,
+                    touched
+                        .iter()
+                        .take(5)
+                        .map(|p| p.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+                Ok(())
+            }
+            Err(err) => {
+                self.report.line(format!(
+                    "warning: cannot tell which paths changed since {} ({err}); deploying",
+                    release.name
                 ));
                 Ok(())
             }

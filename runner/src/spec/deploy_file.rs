@@ -12,6 +12,7 @@
 //!     url: https://shop.example.com
 //!     timeout: 15m                  # default 10m
 //!     rollback: true                # default true
+//!     watch: [services/api/**, libs/**]   # pushes that touch none of these deploy nothing
 //!   staging:
 //!     stack: shop-staging
 //!     resolve_image: changed        # always (default), changed, never
@@ -61,6 +62,7 @@ struct RawEnvironment {
     rollback: Option<Bool>,
     resolve_image: Option<Text>,
     with_registry_auth: Option<Bool>,
+    watch: Option<OneOrMany>,
 }
 
 /// `slipway.yml` resolved for one environment.
@@ -84,6 +86,9 @@ pub struct DeploySpec {
     pub resolve_image: ResolveImage,
     /// Whether services are sent the registry credentials of their image.
     pub with_registry_auth: bool,
+    /// Paths whose changes auto-deploy the environment (globs); every path
+    /// when empty.
+    pub watch: Vec<String>,
     /// Unset variables and the like.
     pub warnings: Vec<String>,
 }
@@ -258,6 +263,7 @@ pub fn read(files: &dyn Files, path: &str, ctx: &Context) -> Result<DeploySpec, 
         rollback: env.rollback.map(|Bool(b)| b).unwrap_or(true),
         resolve_image,
         with_registry_auth,
+        watch: env.watch.clone().map(|w| w.0).unwrap_or_default(),
         warnings,
     })
 }

@@ -29,6 +29,7 @@ pub mod interpolate;
 pub mod merge;
 pub mod scalar;
 pub mod units;
+pub mod watch;
 pub mod yaml;
 
 /// Reads files of the repository at the deployment's commit.

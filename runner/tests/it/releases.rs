@@ -298,3 +298,87 @@ async fn a_promotion_runs_the_digest_staging_ran_though_the_tag_moved() {
         log_text(&d)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_deploy_that_touches_no_watched_path_deploys_nothing() {
+    let stack = stack_name("watch");
+    let _guard = StackGuard::new(stack.clone());
+    let api = TestApi::start(Backend::Sqlite).await;
+    let repo = Repo::new();
+    api.app("shop", &repo.url(), &[]).await;
+    let _runner = start_runner(&api, "runner-1").await;
+    let auto_deploy = |sha: String| {
+        let api = &api;
+        async move {
+            let data = api
+                .ok_as(
+                    Role::Provider,
+                    "mutation($sha: String) { createDeployment(input: {application: \"shop\", environment: \"production\", ref: \"main\", sha: $sha, autoDeploy: true}) { id } }",
+                    json!({"sha": sha}),
+                )
+                .await;
+            let id = data["createDeployment"]["id"].as_str().unwrap().to_owned();
+            api.wait_final(&id, WITHIN).await
+        }
+    };
+
+    let spec = format!(
+        "stack: {stack}\ncompose: services/api/docker-compose.yml\nenvironments:\n  production:\n    timeout: 2m\n    watch: [services/api/**, libs/**]\n"
+    );
+    let first = repo.commit(
+        &[
+            ("slipway.yml", &spec),
+            (
+                "services/api/docker-compose.yml",
+                &compose("slipway-test/busybox:latest", "one"),
+            ),
+            ("services/web/index.html", "<p>web</p>\n"),
+        ],
+        "api and web",
+    );
+    let d = auto_deploy(first.clone()).await;
+    assert_eq!(d["status"], "SUCCEEDED", "the first release deploys: {d}");
+
+    // Only the other service's files change: nothing is deployed.
+    let elsewhere = repo.commit(
+        &[
+            ("services/web/index.html", "<p>web, changed</p>\n"),
+            ("README.md", "notes\n"),
+        ],
+        "web only",
+    );
+    let d = auto_deploy(elsewhere.clone()).await;
+    assert_eq!(d["status"], "CANCELLED", "{d}");
+    let message = d["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!(
+            "{} changes nothing production watches (services/api/**, libs/**) since shop#1 ({}): \
+             2 path(s) changed, none of them watched, so nothing was deployed",
+            &elsewhere[..7],
+            &first[..7]
+        )),
+        "{message}"
+    );
+    let web = format!("{stack}_web");
+    assert!(service_env(&web).contains(&"GREETING=one".to_owned()));
+
+    // A watched path changes (a library): it deploys.
+    let library = repo.commit(
+        &[
+            ("libs/db/schema.sql", "create table t (id int);\n"),
+            (
+                "services/api/docker-compose.yml",
+                &compose("slipway-test/busybox:latest", "two"),
+            ),
+        ],
+        "the api and a library",
+    );
+    let d = auto_deploy(library).await;
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+    assert!(service_env(&web).contains(&"GREETING=two".to_owned()));
+    assert!(
+        log_text(&d).contains("2 watched path(s) changed since shop#1"),
+        "{}",
+        log_text(&d)
+    );
+}

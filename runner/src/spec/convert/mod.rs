@@ -164,5 +164,6 @@ pub fn plan(
         resolve_image: spec.resolve_image,
         with_registry_auth: spec.with_registry_auth,
         restore: None,
+        watch: spec.watch.clone(),
     })
 }
