@@ -79,6 +79,8 @@ pub async fn env_create(args: EnvCreateArgs, output: Output) -> anyhow::Result<E
                 name: args.environment,
                 auto_deploy_ref: args.auto_deploy_ref,
                 url: args.url,
+                queue_policy: None,
+                max_queued: None,
             },
         })
         .await?;
