@@ -32,9 +32,9 @@ pub struct Plan {
     /// How long the rollout may take before the deployment fails.
     #[serde(skip)]
     pub timeout: Duration,
-    /// Whether a failed update is rolled back (the default).
+    /// What a failed rollout rolls back (`rollback:`).
     #[serde(skip)]
-    pub rollback_on_failure: bool,
+    pub rollback: Rollback,
     /// The environment's URL from the spec, for the deployment status.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
@@ -52,6 +52,19 @@ pub struct Plan {
     /// Paths whose changes auto-deploy the environment (`watch:`).
     #[serde(skip)]
     pub watch: Vec<String>,
+}
+
+/// What a failed rollout rolls back (`rollback:` in `slipway.yml`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Rollback {
+    /// Every service the deployment changed: the stack is one unit (`true`,
+    /// the default, or `stack`).
+    #[default]
+    Stack,
+    /// Only the service that failed; the others keep the new spec.
+    Service,
+    /// Nothing: what swarm's own `failure_action` does is all (`false`).
+    Off,
 }
 
 /// The release a rollback restores, or a promotion deploys: per service

@@ -26,7 +26,7 @@ use tracing::Instrument as _;
 
 use crate::git::{CommitFiles, Fetched};
 use crate::lease::{Lease, DEFAULT_LEASE};
-use crate::plan::Plan;
+use crate::plan::{Plan, Rollback};
 use crate::registry::reference::digest_of;
 use crate::report::{Mask, Reporter};
 use crate::spec::{self, Context};
@@ -578,14 +578,17 @@ impl Rollout<'_> {
             &mut progress,
         )
         .await
-        .unwrap_or_else(|err| Outcome::Failed(err.to_string()));
+        .unwrap_or_else(|err| Outcome::Failed {
+            why: err.to_string(),
+            service: None,
+        });
         if let Some(why) = self.lease.lapsed() {
             // Another runner may hold the environment now: leave the swarm alone.
             return Err(Stop::Lost(why));
         }
-        match outcome {
-            Outcome::Converged => Ok(()),
-            Outcome::Failed(why) if plan.rollback_on_failure => {
+        match (outcome, plan.rollback) {
+            (Outcome::Converged, _) => Ok(()),
+            (Outcome::Failed { why, .. }, Rollback::Stack) => {
                 self.phase(DeploymentPhase::ROLLING_BACK, &why, None).await;
                 self.report.line(format!("rolling back: {why}"));
                 Err(match self.undo(plan, applied).await {
@@ -598,8 +601,47 @@ impl Rollout<'_> {
                     Err(other) => other,
                 })
             }
-            Outcome::Failed(why) => Err(Stop::Failed(why)),
-            Outcome::Cancelled => Err(self.cancelled(plan, applied).await),
+            (
+                Outcome::Failed {
+                    why,
+                    service: Some(service),
+                },
+                Rollback::Service,
+            ) => {
+                self.phase(DeploymentPhase::ROLLING_BACK, &why, None).await;
+                self.report.line(format!(
+                    "rolling back {service} alone (rollback: service): {why}"
+                ));
+                let alone = Applied {
+                    changes: applied
+                        .changes
+                        .iter()
+                        .filter(|c| c.name == service)
+                        .cloned()
+                        .collect(),
+                    ..Applied::default()
+                };
+                Err(match self.undo(plan, &alone).await {
+                    Ok(_) => Stop::Failed(format!(
+                        "{why}; {service} was rolled back alone (rollback: service), the other \
+                         services keep the new spec"
+                    )),
+                    Err(Stop::Failed(err)) => {
+                        Stop::Failed(format!("{why}; rolling back {service} failed too: {err}"))
+                    }
+                    Err(other) => other,
+                })
+            }
+            (Outcome::Failed { why, .. }, Rollback::Service | Rollback::Off) => {
+                Err(Stop::Failed(format!(
+                    "{why}; nothing was rolled back (rollback: {})",
+                    match plan.rollback {
+                        Rollback::Service => "service, and no one service failed",
+                        _ => "false",
+                    }
+                )))
+            }
+            (Outcome::Cancelled, _) => Err(self.cancelled(plan, applied).await),
         }
     }
 

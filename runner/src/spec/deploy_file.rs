@@ -11,7 +11,7 @@
 //!     variables: { REPLICAS: "3" }
 //!     url: https://shop.example.com
 //!     timeout: 15m                  # default 10m
-//!     rollback: true                # default true
+//!     rollback: true                # stack (= true, the default), service, false
 //!     watch: [services/api/**, libs/**]   # pushes that touch none of these deploy nothing
 //!   staging:
 //!     stack: shop-staging
@@ -27,10 +27,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::interpolate::Interpolator;
-use super::scalar::{Bool, OneOrMany, Text};
+use super::scalar::{Bool, OneOrMany, RollbackSetting, Text};
 use super::yaml::{self, KeyPath, PathError, Source};
 use super::{normalize_path, Context, Files, SpecError};
-use crate::plan::ResolveImage;
+use crate::plan::{ResolveImage, Rollback};
 
 /// How long a rollout may take when the spec does not say.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -59,7 +59,7 @@ struct RawEnvironment {
     variables: BTreeMap<String, Text>,
     url: Option<Text>,
     timeout: Option<Text>,
-    rollback: Option<Bool>,
+    rollback: Option<RollbackSetting>,
     resolve_image: Option<Text>,
     with_registry_auth: Option<Bool>,
     watch: Option<OneOrMany>,
@@ -81,7 +81,7 @@ pub struct DeploySpec {
     pub variables: BTreeMap<String, String>,
     pub url: Option<String>,
     pub timeout: Duration,
-    pub rollback: bool,
+    pub rollback: Rollback,
     /// When image tags are resolved to digests.
     pub resolve_image: ResolveImage,
     /// Whether services are sent the registry credentials of their image.
@@ -260,7 +260,7 @@ pub fn read(files: &dyn Files, path: &str, ctx: &Context) -> Result<DeploySpec, 
         variables,
         url,
         timeout,
-        rollback: env.rollback.map(|Bool(b)| b).unwrap_or(true),
+        rollback: env.rollback.map(|r| r.0).unwrap_or_default(),
         resolve_image,
         with_registry_auth,
         watch: env.watch.clone().map(|w| w.0).unwrap_or_default(),

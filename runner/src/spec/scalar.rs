@@ -98,6 +98,43 @@ impl<'de> Deserialize<'de> for Bool {
     }
 }
 
+/// `rollback:` of an environment: `true` (or `stack`), `service`, `false`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RollbackSetting(pub crate::plan::Rollback);
+
+impl<'de> Deserialize<'de> for RollbackSetting {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use crate::plan::Rollback;
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RollbackSetting;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("true (or stack), service, or false")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<RollbackSetting, E> {
+                Ok(RollbackSetting(if v {
+                    Rollback::Stack
+                } else {
+                    Rollback::Off
+                }))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RollbackSetting, E> {
+                match v.trim().to_ascii_lowercase().as_str() {
+                    "stack" => Ok(RollbackSetting(Rollback::Stack)),
+                    "service" => Ok(RollbackSetting(Rollback::Service)),
+                    _ => match Bool::deserialize(de::value::StrDeserializer::<E>::new(v)) {
+                        Ok(Bool(b)) => self.visit_bool(b),
+                        Err(_) => Err(E::custom(format!(
+                            "expected true (or stack), service, or false, found {v:?}"
+                        ))),
+                    },
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// One string or a list of them (`compose: a.yml` or `compose: [a.yml, b.yml]`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OneOrMany(pub Vec<String>);

@@ -18,8 +18,12 @@ use super::{filter, Engine, EngineError, Fence};
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
     Converged,
-    /// Why it failed: the task's error, a paused update, a timeout...
-    Failed(String),
+    /// Why it failed: the task's error, a paused update, a timeout...; and
+    /// the service that failed, when one did.
+    Failed {
+        why: String,
+        service: Option<String>,
+    },
     Cancelled,
 }
 
@@ -135,7 +139,10 @@ pub async fn converge(
                 Judgement::Done => {}
                 Judgement::Pending(what) => pending.push(format!("{}: {what}", change.name)),
                 Judgement::Failed(why) => {
-                    return Ok(Outcome::Failed(format!("{}: {why}", change.name)))
+                    return Ok(Outcome::Failed {
+                        why: format!("{}: {why}", change.name),
+                        service: Some(change.name.clone()),
+                    })
                 }
                 Judgement::Stuck(..) => {}
             }
@@ -158,10 +165,13 @@ pub async fn converge(
                 (None, true) => "the services to stay up".to_owned(),
                 (None, false) => pending.join("; "),
             };
-            return Ok(Outcome::Failed(format!(
-                "timed out after {}s waiting for {waited_for}",
-                timeout.as_secs(),
-            )));
+            return Ok(Outcome::Failed {
+                why: format!(
+                    "timed out after {}s waiting for {waited_for}",
+                    timeout.as_secs(),
+                ),
+                service: None,
+            });
         }
         tokio::time::sleep(POLL).await;
     }
@@ -484,7 +494,7 @@ pub async fn rollback(
     let mut quiet = |_: &str, _: &str| {};
     match converge(engine, &remaining, timeout, &never, &mut quiet).await? {
         Outcome::Converged => Ok(()),
-        Outcome::Failed(why) => Err(EngineError::Api(format!(
+        Outcome::Failed { why, .. } => Err(EngineError::Api(format!(
             "rollback did not converge: {why}"
         ))),
         Outcome::Cancelled => Ok(()),

@@ -382,3 +382,54 @@ async fn an_auto_deploy_that_touches_no_watched_path_deploys_nothing() {
         log_text(&d)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_service_takes_back_only_the_service_that_failed() {
+    let stack = stack_name("perservice");
+    let _guard = StackGuard::new(stack.clone());
+    let api = TestApi::start(Backend::Sqlite).await;
+    let repo = Repo::new();
+    api.app("shop", &repo.url(), &[]).await;
+    let _runner = start_runner(&api, "runner-1").await;
+    let spec = format!(
+        "stack: {stack}\ncompose: docker-compose.yml\nenvironments:\n  production:\n    timeout: 2m\n    rollback: service\n"
+    );
+    let good = repo.commit(
+        &[
+            ("slipway.yml", &spec),
+            ("docker-compose.yml", &four_services("one", false)),
+        ],
+        "four services",
+    );
+    let id = api
+        .deploy_ref("shop", "production", "main", Some(&good))
+        .await;
+    assert_eq!(api.wait_final(&id, WITHIN).await["status"], "SUCCEEDED");
+
+    let bad = repo.commit(
+        &[("docker-compose.yml", &four_services("two", true))],
+        "the worker cannot start",
+    );
+    let id = api
+        .deploy_ref("shop", "production", "main", Some(&bad))
+        .await;
+    let d = api.wait_final(&id, WITHIN).await;
+    assert_eq!(d["status"], "FAILED", "{d}");
+    let worker = format!("{stack}_worker");
+    let message = d["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!(
+            "{worker} was rolled back alone (rollback: service), the other services keep the new spec"
+        )),
+        "{message}"
+    );
+    assert!(service_env(&worker).contains(&"GREETING=one".to_owned()));
+    slipway_testkit::swarm::wait_running(&worker, "slipway-test/busybox:latest", 1, WITHIN).await;
+    for other in ["web", "api", "cache"] {
+        let name = format!("{stack}_{other}");
+        assert!(
+            service_env(&name).contains(&"GREETING=two".to_owned()),
+            "{name} keeps the new spec"
+        );
+    }
+}

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
-use slipway_runner::plan::Plan;
+use slipway_runner::plan::{Plan, Rollback};
 use slipway_runner::spec::{self, Context, SpecError};
 
 fn repo(files: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
@@ -89,7 +89,7 @@ fn the_design_example_parses_for_each_environment() {
     assert_eq!(prod.stack, "shop");
     assert_eq!(prod.url.as_deref(), Some("https://shop.example.com"));
     assert_eq!(prod.timeout, std::time::Duration::from_secs(600));
-    assert!(prod.rollback_on_failure);
+    assert_eq!(prod.rollback, Rollback::Stack, "the whole stack by default");
     let web = service(&prod, "shop_web");
     assert_eq!(
         web["TaskTemplate"]["ContainerSpec"]["Image"],
@@ -664,6 +664,45 @@ fn env_file_errors_name_the_env_file_line() {
 }
 
 #[test]
+fn rollback_is_the_stack_one_service_or_nothing() {
+    for (written, want) in [
+        ("true", Rollback::Stack),
+        ("stack", Rollback::Stack),
+        ("service", Rollback::Service),
+        ("false", Rollback::Off),
+        ("\"no\"", Rollback::Off),
+    ] {
+        let spec = format!("environments:\n  staging: {{rollback: {written}}}\n");
+        let plan = load(
+            &[
+                ("slipway.yml", &spec),
+                ("docker-compose.yml", "services: {web: {image: a}}\n"),
+            ],
+            "staging",
+        )
+        .unwrap_or_else(|err| panic!("{written}: {err}"));
+        assert_eq!(plan.rollback, want, "{written}");
+    }
+    let err = load(
+        &[
+            (
+                "slipway.yml",
+                "environments:\n  staging:\n    rollback: services\n",
+            ),
+            ("docker-compose.yml", "services: {web: {image: a}}\n"),
+        ],
+        "staging",
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("expected true (or stack), service, or false, found \"services\""),
+        "{text}"
+    );
+    assert_eq!(err.line, Some(3), "{err}");
+}
+
+#[test]
 fn environment_settings_have_defaults_and_can_be_set() {
     let plan = load(
         &[
@@ -677,7 +716,7 @@ fn environment_settings_have_defaults_and_can_be_set() {
     )
     .unwrap();
     assert_eq!(plan.timeout, std::time::Duration::from_secs(90));
-    assert!(!plan.rollback_on_failure);
+    assert_eq!(plan.rollback, Rollback::Off);
     assert_eq!(
         plan.stack, "shop-staging",
         "<application>-<environment> by default"

@@ -159,7 +159,7 @@ pub fn plan(
         secrets,
         warnings,
         timeout: spec.timeout,
-        rollback_on_failure: spec.rollback,
+        rollback: spec.rollback,
         url: spec.url.clone(),
         resolve_image: spec.resolve_image,
         with_registry_auth: spec.with_registry_auth,
