@@ -17,13 +17,22 @@ use crate::config::{
     ApiArgs, AppCreateArgs, CancelArgs, DeployArgs, DeploymentsArgs, EnvArgs, EnvCreateArgs,
     EnvLockArgs, LogsArgs, Output, StatusArgs,
 };
-use crate::follow;
 use crate::view::{self, short, table, time};
+use crate::{follow, releases};
 
 /// A client for the API the flags name.
 pub fn client(api: &ApiArgs) -> anyhow::Result<Client> {
     let token = api.token().map_err(anyhow::Error::msg)?;
     Ok(Client::new(&api.api_url, &token))
+}
+
+/// The error of something the API does not have, as the API would say it.
+pub fn not_found(message: String) -> anyhow::Error {
+    slipway_client::Error::Api {
+        code: slipway_client::Code::NotFound,
+        message,
+    }
+    .into()
 }
 
 /// Prints `value` as pretty JSON.
@@ -184,11 +193,27 @@ pub async fn status(args: StatusArgs, output: Output) -> anyhow::Result<ExitCode
         data.applications.retain(|app| &app.name == name);
         data.queued.nodes.retain(|d| &d.application.name == name);
         if data.applications.is_empty() {
-            anyhow::bail!("NOT_FOUND: no application named {name:?}");
+            return Err(not_found(format!("no application named {name:?}")));
         }
     }
+    let against = match (&args.against, data.applications.first()) {
+        (Some(base), Some(app)) => Some(
+            releases::against(
+                &client,
+                &app.name,
+                base,
+                &view::read::<_, Vec<view::Placed>>(&app.environments),
+            )
+            .await?,
+        ),
+        _ => None,
+    };
     if output == Output::Json {
-        print_json(&data);
+        let mut value = serde_json::to_value(&data)?;
+        if let Some(against) = &against {
+            value["against"] = serde_json::to_value(against)?;
+        }
+        print_json(&value);
         return Ok(ExitCode::SUCCESS);
     }
     if data.applications.is_empty() {
@@ -269,6 +294,37 @@ pub async fn status(args: StatusArgs, output: Output) -> anyhow::Result<ExitCode
         row.resize(header.len(), String::new());
     }
     print!("{}", table(&header, &rows));
+    let pauses: Vec<String> = data
+        .applications
+        .iter()
+        .flat_map(|app| {
+            app.environments.iter().filter_map(move |env| {
+                let pause = env.auto_deploy_pause.as_ref()?;
+                let rollback = pause
+                    .rollback
+                    .as_ref()
+                    .map(|d| format!(" (rollback {})", d.name))
+                    .unwrap_or_default();
+                Some(format!(
+                    "{} {}: auto-deploys paused by {} at {}{rollback}: {}; \
+                     `slipway resume {} {}` lets them deploy again",
+                    app.name,
+                    env.name,
+                    pause.paused_by,
+                    pause.paused_at.format("%Y-%m-%d %H:%M:%S"),
+                    pause.reason,
+                    app.name,
+                    env.name
+                ))
+            })
+        })
+        .collect();
+    if !pauses.is_empty() {
+        println!("\n{}", pauses.join("\n"));
+    }
+    if let Some(against) = &against {
+        releases::print_against(against);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -353,7 +409,7 @@ pub async fn logs(args: LogsArgs, output: Output) -> anyhow::Result<ExitCode> {
             })
             .await?;
         let Some(deployment) = data.deployment else {
-            anyhow::bail!("NOT_FOUND: no deployment with id {}", args.id);
+            return Err(not_found(format!("no deployment with id {}", args.id)));
         };
         let count = deployment.logs.len() as i64;
         for line in &deployment.logs {

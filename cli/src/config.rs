@@ -52,10 +52,20 @@ pub enum Command {
     Env(EnvCommand),
     /// Deploy a branch, tag or commit to an environment.
     Deploy(DeployArgs),
-    /// What runs where: per environment the release, the lock and what is in progress.
+    /// What runs where: per environment the release, the lock, what is in progress
+    /// and a paused auto-deploy; `--against ENV` compares the others with ENV.
     Status(StatusArgs),
     /// The deployment history of an application, newest first.
     Deployments(DeploymentsArgs),
+    /// What ran in an environment, newest first: per release the images it
+    /// changed, who deployed it, when, and for how long it served.
+    Releases(ReleasesArgs),
+    /// Queue a deployment that restores an earlier release of an environment
+    /// exactly (its commit and image digests); pauses auto-deploys there.
+    Rollback(RollbackArgs),
+    /// Let pushes and pipelines deploy an environment again after a rollback
+    /// paused them.
+    Resume(EnvArgs),
     /// The log of a deployment.
     Logs(LogsArgs),
     /// Cancel a deployment: a queued one at once; one in progress is stopped and rolled back.
@@ -250,6 +260,10 @@ pub struct DeployArgs {
 pub struct StatusArgs {
     /// Only this application.
     pub application: Option<String>,
+    /// Compare every other environment of the application with this one:
+    /// which services run other images, and whether the commit differs.
+    #[arg(long, value_name = "ENV", requires = "application")]
+    pub against: Option<String>,
     #[command(flatten)]
     pub api: ApiArgs,
 }
@@ -263,6 +277,39 @@ pub struct DeploymentsArgs {
     /// How many, newest first.
     #[arg(long, default_value_t = 20)]
     pub limit: i64,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ReleasesArgs {
+    /// The application's name.
+    pub application: String,
+    /// The environment's name (`production`, `staging`, ...).
+    pub environment: String,
+    /// How many, newest first (at most 100).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=100))]
+    pub limit: i64,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct RollbackArgs {
+    /// The application's name.
+    pub application: String,
+    /// The environment's name (`production`, `staging`, ...).
+    pub environment: String,
+    /// The release to restore, by number (`41` or `web#41`, as `slipway
+    /// releases` shows them); default the one before the current release.
+    #[arg(long, value_name = "N")]
+    pub to: Option<String>,
+    /// Why: shown with the rollback and on the auto-deploy pause it sets.
+    #[arg(long)]
+    pub reason: String,
+    /// Follow the rollback until it ends; exit non-zero unless it succeeds.
+    #[arg(long, short)]
+    pub follow: bool,
     #[command(flatten)]
     pub api: ApiArgs,
 }

@@ -34,7 +34,9 @@ pub async fn current(client: &Client, id: &str) -> anyhow::Result<Deployment> {
         .await?;
     match data.deployment {
         Some(d) => Ok(view::read(&d)),
-        None => anyhow::bail!("NOT_FOUND: no deployment with id {id}"),
+        None => Err(crate::commands::not_found(format!(
+            "no deployment with id {id}"
+        ))),
     }
 }
 

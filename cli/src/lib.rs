@@ -10,6 +10,8 @@
 //! - [`commands`]: the client commands, one GraphQL operation each (they live
 //!   in `client/graphql/cli.graphql`).
 //! - [`follow`]: following a deployment's phases and log lines to its end.
+//! - [`releases`]: an environment's releases, rolling back to one, resuming
+//!   the auto-deploys a rollback paused, and how environments differ.
 //! - [`view`]: what the commands print, and plain tables.
 //!
 //! Errors end as one sentence on stderr (the API's code and message when the
@@ -18,6 +20,7 @@
 pub mod commands;
 pub mod config;
 pub mod follow;
+pub mod releases;
 pub mod secret;
 pub mod up;
 pub mod view;
@@ -41,6 +44,9 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> anyhow::Result
         Command::Deploy(args) => commands::deploy(args, output).await,
         Command::Status(args) => commands::status(args, output).await,
         Command::Deployments(args) => commands::deployments(args, output).await,
+        Command::Releases(args) => releases::list(args, output).await,
+        Command::Rollback(args) => releases::rollback(args, output).await,
+        Command::Resume(args) => releases::resume(args, output).await,
         Command::Logs(args) => commands::logs(args, output).await,
         Command::Cancel(args) => commands::cancel(args, output).await,
         Command::Token(config) => token(config, output),

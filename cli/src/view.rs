@@ -75,6 +75,60 @@ pub struct LogLine {
     pub text: String,
 }
 
+/// A release as `slipway releases` reads it.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct Release {
+    pub deployment: Named,
+    pub sha: Option<String>,
+    pub task: String,
+    pub created_by: String,
+    pub deployed_at: Option<String>,
+    pub replaced_at: Option<String>,
+    pub services: Vec<Service>,
+}
+
+/// An image a service of a release runs.
+#[derive(Deserialize, Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    pub name: String,
+    pub image: String,
+    pub digest: Option<String>,
+}
+
+/// An environment's current release, as `status` reads it.
+#[derive(Deserialize, Debug, Clone)]
+pub struct Placed {
+    pub name: String,
+    pub release: Option<Current>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+pub struct Current {
+    pub deployment: IdName,
+    pub sha: Option<String>,
+    pub services: Vec<Service>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+pub struct IdName {
+    pub id: String,
+    pub name: String,
+}
+
+/// What a rollback answer adds to a deployment.
+#[derive(Deserialize, Debug, Clone)]
+pub struct Rollback {
+    pub description: Option<String>,
+    pub restores: Option<Restored>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+pub struct Restored {
+    pub deployment: Named,
+    pub sha: Option<String>,
+}
+
 /// Short form of a commit id.
 pub fn short(sha: &str) -> &str {
     &sha[..sha.len().min(7)]
@@ -88,6 +142,33 @@ pub fn time(at: &str) -> String {
             .format("%Y-%m-%d %H:%M:%S")
             .to_string(),
         Err(_) => at.to_owned(),
+    }
+}
+
+/// How long from `from` to `to` (RFC 3339), to the minute once it is long:
+/// `45s`, `12m 5s`, `5h 12m`, `3d 4h`.
+pub fn duration(from: &str, to: &str) -> String {
+    let (Ok(from), Ok(to)) = (
+        chrono::DateTime::parse_from_rfc3339(from),
+        chrono::DateTime::parse_from_rfc3339(to),
+    ) else {
+        return "-".into();
+    };
+    let secs = (to - from).num_seconds().max(0);
+    let (d, h, m, s) = (
+        secs / 86_400,
+        secs % 86_400 / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+    );
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m {s}s")
+    } else {
+        format!("{s}s")
     }
 }
 

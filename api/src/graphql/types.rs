@@ -362,13 +362,31 @@ impl Release {
     }
 
     /// For a repository on GitHub or GitLab: the page of the commits between
-    /// the previous release and this one.
+    /// the previous release and this one; with `from`, between that
+    /// deployment of the same application (another environment's release,
+    /// say) and this one.
     #[graphql(guard = "RoleGuard::new(roles::READ)")]
-    async fn compare_url(&self, ctx: &Context<'_>) -> ApiResult<Option<String>> {
+    async fn compare_url(&self, ctx: &Context<'_>, from: Option<ID>) -> ApiResult<Option<String>> {
         let d = &self.0.deployment;
         let Some(sha) = &d.sha else { return Ok(None) };
-        let before = releases::before(&state(ctx).db, d.environment_id, d.id).await?;
-        Ok(before
+        let db = &state(ctx).db;
+        let base = match from {
+            Some(id) => {
+                let row = releases::deployment(db, deployment_id(&id)?)
+                    .await?
+                    .filter(|row| row.application_id == d.application_id)
+                    .ok_or_else(|| {
+                        ApiError::NotFound(format!(
+                            "`{}` has no deployment with id {}",
+                            self.0.application.name,
+                            crate::error::quote(id.as_str())
+                        ))
+                    })?;
+                Some(row)
+            }
+            None => releases::before(db, d.environment_id, d.id).await?,
+        };
+        Ok(base
             .and_then(|b| b.sha)
             .and_then(|from| releases::compare_url(&self.0.application.repository, &from, sha)))
     }

@@ -436,8 +436,63 @@ async fn a_promotion_deploys_another_environments_release_exactly(backend: Backe
     );
 }
 
+async fn a_compare_url_from_another_environments_release(backend: Backend) {
+    let server = TestApi::start(backend).await;
+    github_app(&server).await;
+    server
+        .ok_as(
+            Role::Admin,
+            "mutation { createEnvironment(input: {application: \"web\", name: \"staging\"}) { name } }",
+            json!({}),
+        )
+        .await;
+    server
+        .app(
+            "api",
+            "https://github.com/acme/api.git",
+            &[("production", None, None)],
+        )
+        .await;
+    deployed(&server, &sha(1), "SUCCEEDED").await;
+    let production = deployed(&server, &sha(2), "SUCCEEDED").await;
+    let staging = server
+        .deploy_ref("web", "staging", "main", Some(&sha(3)))
+        .await;
+    server.claim_ok(RUNNER, &staging).await;
+    server.finish(RUNNER, &staging, "SUCCEEDED").await;
+    let other_app = server.deploy_ref("api", "production", "main", None).await;
+
+    let query = "query($from: ID) { application(name: \"web\") { environment(name: \"staging\") {
+        release { compareUrl(from: $from) } } } }";
+    let url = |data: Value| data["application"]["environment"]["release"]["compareUrl"].clone();
+    let from_production = server
+        .ok_as(Role::Viewer, query, json!({"from": production}))
+        .await;
+    assert_eq!(
+        url(from_production),
+        format!(
+            "https://github.com/acme/web/compare/{}...{}",
+            sha(2),
+            sha(3)
+        )
+    );
+    // Without `from`: the previous release of staging, which has none.
+    assert!(url(server.ok_as(Role::Viewer, query, json!({})).await).is_null());
+
+    let viewer = server.token(Role::Viewer, "v");
+    for from in [other_app.as_str(), "999"] {
+        let (code, message) = server.err(&viewer, query, json!({"from": from})).await;
+        assert_eq!(code, "NOT_FOUND", "{from}: {message}");
+        assert!(
+            message.contains(&format!("`web` has no deployment with id `{from}`")),
+            "{message}"
+        );
+    }
+}
+
 slipway_testkit::on_both_backends!(
     releases_are_the_deployments_that_succeeded_newest_first,
+    a_compare_url_from_another_environments_release,
     a_rollback_restores_a_release_and_pauses_auto_deploys,
     a_rollback_to_what_is_no_release_is_refused_and_changes_nothing,
     a_promotion_deploys_another_environments_release_exactly,
