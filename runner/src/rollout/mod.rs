@@ -32,7 +32,7 @@ use crate::report::{Mask, Reporter};
 use crate::spec::{self, Context};
 use crate::swarm::{self, Applied, Baseline, ChangeKind, EngineError, Outcome};
 use crate::work::{Runner, Work};
-use record::RecordFile;
+use record::{RecordFile, RollingBack};
 
 /// Why a rollout stopped before it succeeded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,6 +250,9 @@ impl Rollout<'_> {
         let fetched = self.fetch().await?;
         self.refuse_going_back(&fetched).await?;
         let mut plan = self.plan(&fetched).await?;
+        if let Some(rolling) = self.record.record.rolling_back.clone() {
+            return Err(self.resume_rollback(&plan, rolling).await);
+        }
         self.skip_unwatched(&fetched, &plan).await?;
         self.resolve(&mut plan).await?;
         let applied = self.apply(&plan).await?;
@@ -522,6 +525,7 @@ impl Rollout<'_> {
             let record = record::Record {
                 baseline: Some(baseline.clone()),
                 applied: applied.clone(),
+                rolling_back: None,
             };
             record::save(&path, &record).map_err(|err| {
                 EngineError::Api(format!(
@@ -559,7 +563,7 @@ impl Rollout<'_> {
 
     /// Converge: every changed service runs its new spec, up and stable;
     /// otherwise the stack goes back.
-    async fn converge(&self, plan: &Plan, applied: &Applied) -> Result<(), Stop> {
+    async fn converge(&mut self, plan: &Plan, applied: &Applied) -> Result<(), Stop> {
         self.phase(
             DeploymentPhase::VERIFYING,
             "waiting for services to converge",
@@ -589,17 +593,12 @@ impl Rollout<'_> {
         match (outcome, plan.rollback) {
             (Outcome::Converged, _) => Ok(()),
             (Outcome::Failed { why, .. }, Rollback::Stack) => {
-                self.phase(DeploymentPhase::ROLLING_BACK, &why, None).await;
-                self.report.line(format!("rolling back: {why}"));
-                Err(match self.undo(plan, applied).await {
-                    Ok(undone) => {
-                        Stop::Failed(format!("rolled back: {why}; {}: {undone}", self.back_on()))
-                    }
-                    Err(Stop::Failed(err)) => {
-                        Stop::Failed(format!("{why}; the rollback failed too: {err}"))
-                    }
-                    Err(other) => other,
-                })
+                let rolling = RollingBack {
+                    why,
+                    only: None,
+                    cancel: false,
+                };
+                Err(self.roll_back(plan, applied, rolling).await)
             }
             (
                 Outcome::Failed {
@@ -608,29 +607,12 @@ impl Rollout<'_> {
                 },
                 Rollback::Service,
             ) => {
-                self.phase(DeploymentPhase::ROLLING_BACK, &why, None).await;
-                self.report.line(format!(
-                    "rolling back {service} alone (rollback: service): {why}"
-                ));
-                let alone = Applied {
-                    changes: applied
-                        .changes
-                        .iter()
-                        .filter(|c| c.name == service)
-                        .cloned()
-                        .collect(),
-                    ..Applied::default()
+                let rolling = RollingBack {
+                    why,
+                    only: Some(service),
+                    cancel: false,
                 };
-                Err(match self.undo(plan, &alone).await {
-                    Ok(_) => Stop::Failed(format!(
-                        "{why}; {service} was rolled back alone (rollback: service), the other \
-                         services keep the new spec"
-                    )),
-                    Err(Stop::Failed(err)) => {
-                        Stop::Failed(format!("{why}; rolling back {service} failed too: {err}"))
-                    }
-                    Err(other) => other,
-                })
+                Err(self.roll_back(plan, applied, rolling).await)
             }
             (Outcome::Failed { why, .. }, Rollback::Service | Rollback::Off) => {
                 Err(Stop::Failed(format!(
@@ -705,19 +687,96 @@ impl Rollout<'_> {
     }
 
     /// The stop of a cancelled deployment, after undoing what it changed.
-    async fn cancelled(&self, plan: &Plan, applied: &Applied) -> Stop {
+    async fn cancelled(&mut self, plan: &Plan, applied: &Applied) -> Stop {
         if !applied.touched_anything() {
             return Stop::Cancelled("cancelled before anything changed".into());
         }
-        self.phase(DeploymentPhase::ROLLING_BACK, "cancel requested", None)
-            .await;
-        match self.undo(plan, applied).await {
-            Ok(undone) => Stop::Cancelled(format!("cancelled; {undone}")),
-            Err(Stop::Failed(why)) => {
-                Stop::Cancelled(format!("cancelled; the rollback failed: {why}"))
-            }
-            Err(other) => other,
+        let rolling = RollingBack {
+            why: "cancel requested".into(),
+            only: None,
+            cancel: true,
+        };
+        self.roll_back(plan, applied, rolling).await
+    }
+
+    /// Puts back what a failed or cancelled rollout changed — every change,
+    /// or `rolling.only` — recording first that it does, and says how it
+    /// ended.
+    async fn roll_back(&mut self, plan: &Plan, applied: &Applied, rolling: RollingBack) -> Stop {
+        self.record.record.rolling_back = Some(rolling.clone());
+        if let Err(err) = self.record.save() {
+            self.report.line(format!(
+                "warning: cannot record the rollback in {} ({err}); a restart now would apply \
+                 the deployment again",
+                self.record.path().display()
+            ));
         }
+        let why = &rolling.why;
+        self.phase(DeploymentPhase::ROLLING_BACK, why, None).await;
+        match (&rolling.only, rolling.cancel) {
+            (_, true) => match self.undo(plan, applied).await {
+                Ok(undone) => Stop::Cancelled(format!("cancelled; {undone}")),
+                Err(Stop::Failed(why)) => {
+                    Stop::Cancelled(format!("cancelled; the rollback failed: {why}"))
+                }
+                Err(other) => other,
+            },
+            (Some(service), false) => {
+                self.report.line(format!(
+                    "rolling back {service} alone (rollback: service): {why}"
+                ));
+                let alone = Applied {
+                    changes: applied
+                        .changes
+                        .iter()
+                        .filter(|c| c.name == *service)
+                        .cloned()
+                        .collect(),
+                    ..Applied::default()
+                };
+                match self.undo(plan, &alone).await {
+                    Ok(_) => Stop::Failed(format!(
+                        "{why}; {service} was rolled back alone (rollback: service), the other \
+                         services keep the new spec"
+                    )),
+                    Err(Stop::Failed(err)) => {
+                        Stop::Failed(format!("{why}; rolling back {service} failed too: {err}"))
+                    }
+                    Err(other) => other,
+                }
+            }
+            (None, false) => {
+                self.report.line(format!("rolling back: {why}"));
+                match self.undo(plan, applied).await {
+                    Ok(undone) => {
+                        Stop::Failed(format!("rolled back: {why}; {}: {undone}", self.back_on()))
+                    }
+                    Err(Stop::Failed(err)) => {
+                        Stop::Failed(format!("{why}; the rollback failed too: {err}"))
+                    }
+                    Err(other) => other,
+                }
+            }
+        }
+    }
+
+    /// A runner restarted while its deployment was rolling back (the
+    /// runner's own service may be among those put back) goes on with the
+    /// rollback: applying the deployment again would undo it.
+    async fn resume_rollback(&mut self, plan: &Plan, rolling: RollingBack) -> Stop {
+        if !self.lease.renewed(RENEW_WITHIN).await {
+            return Stop::Lost(
+                self.lease
+                    .lapsed()
+                    .unwrap_or_else(|| "the lease could not be renewed after the restart".into()),
+            );
+        }
+        self.report.line(format!(
+            "the rollback begun before the restart goes on ({})",
+            rolling.why
+        ));
+        let applied = self.record.record.applied.clone();
+        self.roll_back(plan, &applied, rolling).await
     }
 
     /// Puts back what `applied` changed; says what it did.

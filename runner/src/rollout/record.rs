@@ -19,6 +19,22 @@ pub struct Record {
     /// The stack before the deployment's first write; `None` until then.
     pub baseline: Option<Baseline>,
     pub applied: Applied,
+    /// Set once the deployment started putting things back: a runner
+    /// restarted meanwhile (its own service may be among those put back)
+    /// goes on with the rollback instead of applying the deployment again.
+    #[serde(default)]
+    pub rolling_back: Option<RollingBack>,
+}
+
+/// A rollback under way.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RollingBack {
+    /// Why: what failed, or the cancel.
+    pub why: String,
+    /// Only this service (`rollback: service`); every change when `None`.
+    pub only: Option<String>,
+    /// A cancel rather than a failure.
+    pub cancel: bool,
 }
 
 /// The record of one deployment and where it lives.

@@ -433,3 +433,93 @@ async fn rollback_service_takes_back_only_the_service_that_failed() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_restarted_while_rolling_back_goes_on_with_the_rollback() {
+    let stack = stack_name("midrollback");
+    let _guard = StackGuard::new(stack.clone());
+    let api = TestApi::start(Backend::Sqlite).await;
+    let repo = Repo::new();
+    api.app("shop", &repo.url(), &[]).await;
+    let runner = start_runner(&api, "runner-1").await;
+    // `slow` has three replicas that go back one at a time, 4 s apart: the
+    // rollback takes long enough to stop the runner in the middle of it.
+    let stack_file = |greeting: &str, crash: bool| {
+        format!(
+            r#"version: "3.8"
+services:
+  web:
+    image: slipway-test/busybox:latest
+    command: {}
+    environment:
+      GREETING: {greeting}
+    stop_grace_period: 1s
+    deploy:
+      update_config: {{parallelism: 1, delay: 1s, monitor: 2s}}
+      restart_policy: {{delay: 1s}}
+  slow:
+    image: slipway-test/busybox:latest
+    command: ["sleep", "3600"]
+    environment:
+      GREETING: {greeting}
+    stop_grace_period: 1s
+    deploy:
+      replicas: 3
+      update_config: {{parallelism: 3, delay: 0s, monitor: 1s}}
+      rollback_config: {{parallelism: 1, delay: 4s, monitor: 1s}}
+      restart_policy: {{delay: 1s}}
+"#,
+            if crash {
+                r#"["sh", "-c", "exit 3"]"#
+            } else {
+                r#"["sleep", "3600"]"#
+            }
+        )
+    };
+    let good = repo.commit(
+        &[
+            ("slipway.yml", &spec(&stack)),
+            ("docker-compose.yml", &stack_file("one", false)),
+        ],
+        "good",
+    );
+    let id = api
+        .deploy_ref("shop", "production", "main", Some(&good))
+        .await;
+    assert_eq!(api.wait_final(&id, WITHIN).await["status"], "SUCCEEDED");
+
+    let bad = repo.commit(&[("docker-compose.yml", &stack_file("two", true))], "bad");
+    let id = api
+        .deploy_ref("shop", "production", "main", Some(&bad))
+        .await;
+    api.wait_phase(&id, "ROLLING_BACK", WITHIN).await;
+    runner.stop().await;
+    let _again = start_runner(&api, "runner-1").await;
+    let d = api.wait_final(&id, WITHIN).await;
+    assert_eq!(d["status"], "FAILED", "{d}");
+    let log = log_text(&d);
+    let restarted = log
+        .find("restarted; reconciling")
+        .unwrap_or_else(|| panic!("the runner restarted mid-rollback: {log}"));
+    let after = &log[restarted..];
+    assert!(
+        after.contains("the rollback begun before the restart goes on"),
+        "{log}"
+    );
+    assert!(
+        !after.contains(": updated"),
+        "nothing is applied again after the restart: {log}"
+    );
+    let message = d["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("the stack is back on release shop#1"),
+        "{message}"
+    );
+    for service in ["web", "slow"] {
+        let name = format!("{stack}_{service}");
+        assert!(
+            service_env(&name).contains(&"GREETING=one".to_owned()),
+            "{name}"
+        );
+    }
+}
