@@ -12,7 +12,11 @@
 //!   process, idle after it has registered with an in-process API;
 //! - `resolve`: resolving image tags to digests against the local registries
 //!   (per image, open and private registry and a local image; five images
-//!   together), and the resolve step's share of a deployment's time.
+//!   together), and the resolve step's share of a deployment's time;
+//! - `update`: the same stack on images of the open registry updated after
+//!   a commit, by the runner and by `docker stack deploy --detach=false
+//!   --resolve-image always`, and how far each finishes after the floor (the
+//!   last task RUNNING plus the monitor period).
 //!
 //! ```text
 //! cargo bench -p slipway-runner --bench runner                  # everything
@@ -33,6 +37,7 @@ mod deploy;
 mod fetch;
 mod memory;
 mod resolve;
+mod update;
 
 use std::path::Path;
 use std::process::{ExitCode, Stdio};
@@ -46,7 +51,7 @@ use slipway_testkit::bench::{self, Row};
 use tokio::process::Command;
 use tokio::time::timeout;
 
-const BENCHES: [&str; 4] = ["fetch", "deploy", "memory", "resolve"];
+const BENCHES: [&str; 5] = ["fetch", "deploy", "memory", "resolve", "update"];
 /// Longest a process may take to start, answer or register.
 const START_WAIT: Duration = Duration::from_secs(30);
 const IMAGE: &str = "slipway-test/busybox:latest";
@@ -113,6 +118,7 @@ fn main() -> ExitCode {
                 "fetch" => fetch::bench(counts).await,
                 "deploy" => deploy::bench(counts).await,
                 "resolve" => resolve::bench(counts).await,
+                "update" => update::bench(counts).await,
                 _ => memory::bench(counts).await,
             }
         });

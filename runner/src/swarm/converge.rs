@@ -77,7 +77,9 @@ pub async fn converge(
         .filter(|c| c.kind != ChangeKind::Removed)
         .collect();
     let mut said: HashMap<String, String> = HashMap::new();
-    let mut stable_since: Option<Instant> = None;
+    // When every replica will have been up for its monitor period, if none
+    // goes down meanwhile.
+    let mut stable_until: Option<Instant> = None;
     let mut stuck: HashMap<String, Instant> = HashMap::new();
     // The last engine error: one failed look is not the engine's verdict.
     let mut trouble: Option<String> = None;
@@ -147,16 +149,24 @@ pub async fn converge(
                 Judgement::Stuck(..) => {}
             }
         }
+        let mut nap = POLL;
         if looked {
             trouble = None;
             if pending.is_empty() {
-                // Every replica is up: it must stay up for the monitor period.
-                let since = *stable_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= monitor {
+                // Every replica is up: it must stay up for the monitor
+                // period, counted from when the engine saw the last one start
+                // (`monitor` is what remains of it). A task that restarted
+                // meanwhile pushes the end further.
+                let candidate = Instant::now() + monitor;
+                let until = stable_until.map_or(candidate, |until| until.max(candidate));
+                stable_until = Some(until);
+                let now = Instant::now();
+                if now >= until {
                     return Ok(Outcome::Converged);
                 }
+                nap = nap.min(until - now);
             } else {
-                stable_since = None;
+                stable_until = None;
             }
         }
         if Instant::now() >= deadline {
@@ -173,7 +183,7 @@ pub async fn converge(
                 service: None,
             });
         }
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(nap).await;
     }
 }
 
@@ -251,15 +261,16 @@ async fn judge(engine: &Engine, change: &Change) -> Result<(Judgement, Duration)
     let template = spec.task_template.clone();
 
     let mut swarm_watched = false;
+    let mut updating = None;
     if change.kind == ChangeKind::Updated {
         let status = service.update_status.clone().unwrap_or_default();
         let ours = status.started_at.is_some() && status.started_at != change.update_started_before;
         if ours {
             let message = status.message.clone().unwrap_or_default();
             match status.state {
-                Some(UpdateState::UPDATING) => {
-                    return Ok((Judgement::Pending(format!("updating: {message}")), monitor))
-                }
+                // Swarm goes on after the last task (`delay`, its own
+                // monitor); the tasks below say when the rollout converged.
+                Some(UpdateState::UPDATING) => updating = Some(message),
                 Some(UpdateState::PAUSED) => {
                     let reason = last_failure(engine, &change.id, &template).await?;
                     return Ok((
@@ -413,14 +424,31 @@ async fn judge(engine: &Engine, change: &Change) -> Result<(Judgement, Duration)
             Judgement::Pending(format!("{running} running, {starting} starting"))
         }
     };
-    Ok((
-        judgement,
-        if swarm_watched {
-            Duration::ZERO
-        } else {
-            monitor
-        },
-    ))
+    let judgement = match (judgement, updating) {
+        (Judgement::Pending(what), Some(message)) => {
+            Judgement::Pending(format!("updating: {message} ({what})"))
+        }
+        (judgement, _) => judgement,
+    };
+    // What remains of the monitor period since the engine saw the newest
+    // running task start (the runner's and the engine's clocks are the
+    // host's: the runner runs on a manager).
+    let remaining = if swarm_watched {
+        Duration::ZERO
+    } else {
+        current
+            .iter()
+            .filter(|t| state(t) == Some(TaskState::RUNNING))
+            .filter_map(|t| t.status.as_ref()?.timestamp.as_deref().and_then(parse_time))
+            .max()
+            .map_or(monitor, |started| {
+                let up = (chrono::Utc::now() - started.with_timezone(&chrono::Utc))
+                    .to_std()
+                    .unwrap_or_default();
+                monitor.saturating_sub(up)
+            })
+    };
+    Ok((judgement, remaining))
 }
 
 fn parse_time(text: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
