@@ -92,6 +92,22 @@ async fn last_running_of(engine: &Engine, stack: &str, release: &str) -> Result<
     last.context("no running task")
 }
 
+/// Removes `stack`, again when the engine refuses because a task that was
+/// just replaced still holds the stack's network.
+async fn remove(engine: &Engine, stack: &str) -> Result<()> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match remove_stack(engine, stack).await {
+            Ok(_) => return Ok(()),
+            Err(err) if attempt < 5 && err.to_string().contains("is in use by task") => {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
 /// `docker stack deploy` as the issue measures it.
 async fn stack_deploy(file: &str, stack: &str) -> Result<String> {
     let args = [
@@ -217,7 +233,7 @@ pub(crate) async fn bench(counts: Counts) -> Result<Vec<Row>> {
                     by_runner.push(took);
                     runner_lags.push(lagged);
                 }
-                remove_stack(&engine, stack).await?;
+                remove(&engine, stack).await?;
             } else {
                 let stack = &docker_stacks[i];
                 stack_deploy(&first_file, stack).await?;
@@ -238,7 +254,7 @@ pub(crate) async fn bench(counts: Counts) -> Result<Vec<Row>> {
                     by_docker.push(took);
                     docker_lags.push(lagged);
                 }
-                remove_stack(&engine, stack).await?;
+                remove(&engine, stack).await?;
             }
         }
     }
