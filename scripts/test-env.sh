@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install and start everything the Slipway test suite needs on a Debian 12
 # machine, as root: Docker engine in swarm mode, local busybox test images,
-# PostgreSQL with a superuser role `root`, mold, git, and Node with npm (the
-# API's tests run the GraphQL-over-HTTP audit suite, graphql-http, with them).
+# PostgreSQL with a superuser role `root`, mold, git, Node with npm (the API's
+# tests run the GraphQL-over-HTTP audit suite, graphql-http, with them) and
+# Chromium (the web UI's tests drive it with Playwright).
 #
 # Idempotent: every step checks first and does nothing when already done.
 # Prints the PostgreSQL URL the tests should use at the end.
@@ -79,6 +80,8 @@ missing_pkgs() {
   pkg_missing mold mold && out+=(mold)
   pkg_missing nodejs node && out+=(nodejs)
   pkg_missing npm npm && out+=(npm)
+  # The web UI's tests drive Debian's Chromium with Playwright.
+  pkg_missing chromium chromium && out+=(chromium)
   echo "${out[@]}"
 }
 

@@ -35,7 +35,7 @@ pub fn not_found(name: &str) -> ApiError {
     ApiError::NotFound(format!("application {} does not exist", quote(name)))
 }
 
-fn environment_not_found(application: &str, name: &str) -> ApiError {
+pub fn environment_not_found(application: &str, name: &str) -> ApiError {
     ApiError::NotFound(format!(
         "application {} has no environment {}",
         quote(application),
@@ -75,6 +75,19 @@ pub async fn find_environment(
         .filter(environment::Column::Name.eq(name))
         .one(db)
         .await?)
+}
+
+/// Application `application` and its environment `name`, both of which must exist.
+pub async fn get_environment(
+    db: &impl ConnectionTrait,
+    application: &str,
+    name: &str,
+) -> ApiResult<(application::Model, environment::Model)> {
+    let app = get(db, application).await?;
+    let env = find_environment(db, app.id, name)
+        .await?
+        .ok_or_else(|| environment_not_found(application, name))?;
+    Ok((app, env))
 }
 
 pub async fn environments(
@@ -319,7 +332,10 @@ pub async fn set_lock(
         update = update.filter(environment::Column::LockedBy.is_null());
     }
     match update.exec_with_returning(&state.db).await?.pop() {
-        Some(updated) => Ok((updated, app)),
+        Some(updated) => {
+            state.events.environment_changed(&updated);
+            Ok((updated, app))
+        }
         None => {
             let current = find_environment(&state.db, app.id, environment)
                 .await?

@@ -49,6 +49,10 @@ pub struct ServeConfig {
     /// Where people reach the API, for links to deployments (e.g. https://slipway.example.com).
     #[arg(long, env = "SLIPWAY_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Where the provider takes hooks (e.g. https://hooks.slipway.example.com),
+    /// shown on the web UI's setup page.
+    #[arg(long, env = "SLIPWAY_HOOKS_URL")]
+    pub hooks_url: Option<String>,
     /// How long a runner's claim holds without a heartbeat (e.g. 30s, 2m).
     #[arg(long, env = "SLIPWAY_LEASE", default_value = "30s", value_parser = crate::auth::parse_ttl)]
     pub lease: chrono::Duration,

@@ -386,6 +386,27 @@ pub async fn in_progress(
         .await?)
 }
 
+/// How many deployments of an environment wait in its queue.
+pub async fn queued_count(db: &impl ConnectionTrait, environment_id: i64) -> ApiResult<u64> {
+    Ok(deployment::Entity::find()
+        .filter(deployment::Column::EnvironmentId.eq(environment_id))
+        .filter(deployment::Column::Status.eq(DeploymentStatus::Queued))
+        .count(db)
+        .await?)
+}
+
+/// The newest deployment of an environment, whatever its status.
+pub async fn newest(
+    db: &impl ConnectionTrait,
+    environment_id: i64,
+) -> ApiResult<Option<deployment::Model>> {
+    Ok(deployment::Entity::find()
+        .filter(deployment::Column::EnvironmentId.eq(environment_id))
+        .order_by_desc(deployment::Column::Id)
+        .one(db)
+        .await?)
+}
+
 /// Tells runners about the deployment of `environment_id` that became claimable, if any.
 pub async fn publish_next_claimable(state: &AppState, environment_id: i64) -> ApiResult<()> {
     if let Some(next) = next_claimable(&state.db, environment_id).await? {

@@ -17,9 +17,9 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use sea_orm::ConnectionTrait;
-use tokio::sync::{broadcast, Mutex};
+use tokio::sync::{broadcast, watch, Mutex};
 
-use crate::db::entities::{deployment, log_line};
+use crate::db::entities::{deployment, environment, log_line};
 use crate::error::ApiResult;
 use crate::view::{self, DeploymentView};
 
@@ -32,6 +32,11 @@ pub enum Event {
     Queued(DeploymentChanged),
     /// Log lines of a deployment were stored.
     Logs(LinesStored),
+    /// An environment was locked or unlocked, or its auto-deploys resumed.
+    Environment {
+        application_id: i64,
+        environment_id: i64,
+    },
 }
 
 /// Which deployment an event is about.
@@ -114,6 +119,9 @@ pub struct Events {
     /// Per group of deployments, the lock a publisher holds while it reads
     /// the deployment and publishes it, and the row it published last.
     turns: Arc<[Mutex<Option<deployment::Model>>]>,
+    /// Set when the API shuts down: streams that never end by themselves
+    /// (the web UI's live pages) end then.
+    closing: Arc<watch::Sender<bool>>,
 }
 
 impl Events {
@@ -121,6 +129,7 @@ impl Events {
         Self {
             sender: broadcast::channel(capacity).0,
             turns: (0..TURNS).map(|_| Mutex::new(None)).collect(),
+            closing: Arc::new(watch::channel(false).0),
         }
     }
 
@@ -164,6 +173,25 @@ impl Events {
             }
         };
         self.publish(Event::Deployment(event));
+    }
+
+    /// Publishes that an environment changed.
+    pub fn environment_changed(&self, env: &environment::Model) {
+        self.publish(Event::Environment {
+            application_id: env.application_id,
+            environment_id: env.id,
+        });
+    }
+
+    /// Ends the streams that wait for [`Events::closed`]: the API is stopping.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves once [`Events::close`] was called.
+    pub async fn closed(&self) {
+        let mut closing = self.closing.subscribe();
+        let _ = closing.wait_for(|closed| *closed).await;
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {

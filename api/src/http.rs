@@ -1,7 +1,8 @@
 //! The HTTP surface: `/graphql` (GraphQL over HTTP: POST, GET for queries,
-//! GraphiQL for browsers), `/graphql/ws` (subscriptions), the deployment
-//! page, `/healthz` and `/readyz`; and the connections they arrive on, with
-//! the timeouts that keep a slow or silent client from holding one.
+//! GraphiQL for browsers), `/graphql/ws` (subscriptions), `/healthz` and
+//! `/readyz`, with the web UI's routes ([`crate::web`]) merged in; and the
+//! connections they arrive on, with the timeouts that keep a slow or silent
+//! client from holding one.
 //!
 //! `/graphql` follows the GraphQL-over-HTTP specification: answers are
 //! `application/json` unless the client asks for
@@ -13,7 +14,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_graphql::http::GraphiQLSource;
 use async_graphql::http::{WebSocketProtocols, WsMessage};
 use async_graphql::parser::types::OperationType;
 use async_graphql::{Data, Variables};
@@ -25,7 +25,7 @@ use axum::http::header::{
     ACCEPT, ALLOW, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, SEC_WEBSOCKET_PROTOCOL,
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
@@ -62,6 +62,7 @@ pub fn router(state: AppState) -> Router {
 /// of their own keeps a crowd of log followers from slowing down the requests
 /// that runners depend on (claims, heartbeats, log appends).
 pub fn router_with(state: AppState, subscriptions: tokio::runtime::Handle) -> Router {
+    let state_for_web = state.clone();
     let http = Http {
         schema: graphql::schema(state.clone()),
         state,
@@ -70,10 +71,10 @@ pub fn router_with(state: AppState, subscriptions: tokio::runtime::Handle) -> Ro
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/graphql/ws", get(graphql_ws))
-        .route("/deployments/{id}", get(deployment_page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(http)
+        .merge(crate::web::router(state_for_web))
         // A span per request, so what a handler logs says which request it
         // served; 5xx answers are logged as failures, the rest at debug.
         .layer(
@@ -662,24 +663,12 @@ fn authenticate(http: &Http, headers: &HeaderMap) -> Auth {
     http.state.keys.authenticate(header)
 }
 
-fn graphiql() -> Html<String> {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql/ws")
-            .title("Slipway GraphQL")
-            .finish(),
-    )
+/// GraphiQL, from assets embedded in the binary.
+fn graphiql() -> Response {
+    crate::web::graphiql_page()
 }
 
-// --- Pages and probes --------------------------------------------------------
-
-/// A deployment's page (`Deployment.url`, GitHub's `log_url`): status and a
-/// live log. It reads through the GraphQL API with a token the reader gives
-/// it, so it shows nothing the token may not see.
-async fn deployment_page() -> Html<&'static str> {
-    Html(include_str!("pages/deployment.html"))
-}
+// --- Probes ------------------------------------------------------------------
 
 async fn healthz() -> &'static str {
     "ok\n"

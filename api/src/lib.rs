@@ -40,8 +40,10 @@ pub mod logs;
 pub mod releases;
 pub mod repository;
 pub mod runners;
+pub mod sessions;
 pub mod state;
 pub mod view;
+pub mod web;
 
 use std::future::Future;
 use std::time::Duration;
@@ -78,8 +80,10 @@ pub async fn serve(
         }
     }));
     let router = http::router_with(state.clone(), subscriptions.handle.clone());
+    let events = state.events.clone();
     let result = http::serve_connections(listener, router, &state.settings.timeouts, async move {
         shutdown.await;
+        events.close();
         let _ = stop.send(true);
     })
     .await;

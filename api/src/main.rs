@@ -55,6 +55,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let settings = Settings {
         lease: config.lease,
         public_url: config.public_url.clone(),
+        hooks_url: config.hooks_url.clone(),
         ..Settings::default()
     };
     let state = AppState::new(db, Keys::new(&secret), Clock::system(), settings);

@@ -106,17 +106,7 @@ pub async fn rollback(state: &AppState, by: &str, ask: Rollback) -> ApiResult<De
         )));
     }
     let db = &state.db;
-    let app = applications::find(db, &ask.application)
-        .await?
-        .ok_or_else(|| applications::not_found(&ask.application))?;
-    let env = applications::find_environment(db, app.id, &ask.environment)
-        .await?
-        .ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "environment `{}` of `{}` does not exist",
-                ask.environment, app.name
-            ))
-        })?;
+    let (app, env) = applications::get_environment(db, &ask.application, &ask.environment).await?;
     let target = match &ask.to {
         Some(to) => release_numbered(db, &app, &env, to).await?,
         None => {
@@ -187,16 +177,7 @@ pub async fn promote(
         )));
     }
     let db = &state.db;
-    let app = applications::find(db, application)
-        .await?
-        .ok_or_else(|| applications::not_found(application))?;
-    let source = applications::find_environment(db, app.id, from)
-        .await?
-        .ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "environment `{from}` of `{application}` does not exist"
-            ))
-        })?;
+    let (app, source) = applications::get_environment(db, application, from).await?;
     let release = deployments::current_release(db, source.id)
         .await?
         .ok_or_else(|| {
@@ -330,17 +311,9 @@ pub async fn resume(
     application: &str,
     environment: &str,
 ) -> ApiResult<(environment::Model, application::Model)> {
-    let app = applications::find(&state.db, application)
-        .await?
-        .ok_or_else(|| applications::not_found(application))?;
-    let env = applications::find_environment(&state.db, app.id, environment)
-        .await?
-        .ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "environment `{environment}` of `{application}` does not exist"
-            ))
-        })?;
+    let (app, env) = applications::get_environment(&state.db, application, environment).await?;
     let env = clear_pause(&state.db, env.id).await?;
+    state.events.environment_changed(&env);
     tracing::info!(application, environment, "auto-deploy resumed");
     Ok((env, app))
 }
@@ -348,18 +321,42 @@ pub async fn resume(
 /// Where a forge shows the commits between two releases: GitHub's
 /// `compare/A...B`, GitLab's `-/compare/A...B`; `None` for other hosts.
 pub fn compare_url(repository: &str, from: &str, to: &str) -> Option<String> {
+    let (forge, base) = forge(repository)?;
+    Some(match forge {
+        Forge::GitHub => format!("{base}/compare/{from}...{to}"),
+        Forge::GitLab => format!("{base}/-/compare/{from}...{to}"),
+    })
+}
+
+/// Where a forge shows one commit; `None` for other hosts.
+pub fn commit_url(repository: &str, sha: &str) -> Option<String> {
+    let (forge, base) = forge(repository)?;
+    Some(match forge {
+        Forge::GitHub => format!("{base}/commit/{sha}"),
+        Forge::GitLab => format!("{base}/-/commit/{sha}"),
+    })
+}
+
+enum Forge {
+    GitHub,
+    GitLab,
+}
+
+/// The forge of a repository and its web address (`https://host/owner/name`).
+fn forge(repository: &str) -> Option<(Forge, String)> {
     let (host, path) = forge_path(repository)?;
     let path = path.trim_end_matches('/').trim_end_matches(".git");
     if path.split('/').filter(|p| !p.is_empty()).count() < 2 {
         return None;
     }
-    if host == "github.com" || host.starts_with("github.") {
-        Some(format!("https://{host}/{path}/compare/{from}...{to}"))
+    let forge = if host == "github.com" || host.starts_with("github.") {
+        Forge::GitHub
     } else if host == "gitlab.com" || host.starts_with("gitlab.") {
-        Some(format!("https://{host}/{path}/-/compare/{from}...{to}"))
+        Forge::GitLab
     } else {
-        None
-    }
+        return None;
+    };
+    Some((forge, format!("https://{host}/{path}")))
 }
 
 /// `(host, owner/name)` of `https://host/owner/name(.git)`,
@@ -385,7 +382,7 @@ fn forge_path(repository: &str) -> Option<(&str, &str)> {
 
 #[cfg(test)]
 mod tests {
-    use super::compare_url;
+    use super::{commit_url, compare_url};
 
     #[test]
     fn compare_urls_of_github_and_gitlab_repositories() {
@@ -416,5 +413,18 @@ mod tests {
                 "{repository}"
             );
         }
+    }
+
+    #[test]
+    fn commit_urls_of_github_and_gitlab_repositories() {
+        assert_eq!(
+            commit_url("git@github.com:acme/shop.git", "abc").as_deref(),
+            Some("https://github.com/acme/shop/commit/abc")
+        );
+        assert_eq!(
+            commit_url("https://gitlab.com/group/shop", "abc").as_deref(),
+            Some("https://gitlab.com/group/shop/-/commit/abc")
+        );
+        assert_eq!(commit_url("git://127.0.0.1/acme/shop.git", "abc"), None);
     }
 }

@@ -26,6 +26,8 @@ pub struct Settings {
     pub lease: Duration,
     /// Where people reach this API (for links in answers), if known.
     pub public_url: Option<String>,
+    /// Where the provider takes hooks, if known (the setup page shows it).
+    pub hooks_url: Option<String>,
     /// How long clients may take, so a slow or silent one cannot hold a
     /// connection for ever.
     pub timeouts: Timeouts,
@@ -36,6 +38,7 @@ impl Default for Settings {
         Self {
             lease: Duration::seconds(30),
             public_url: None,
+            hooks_url: None,
             timeouts: Timeouts::default(),
         }
     }

@@ -100,8 +100,16 @@ pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> anyhow
         Settings {
             lease: config.lease,
             public_url: public_url.clone(),
+            hooks_url: Some(format!("http://{hooks_addr}")),
             ..Settings::default()
         },
+    );
+    let (code, _) = slipway_api::sessions::create_code(&state, "admin", Role::Admin, "slipway up")
+        .await
+        .map_err(|err| anyhow::anyhow!("cannot make a sign-in link: {}", err.message()))?;
+    let sign_in = format!(
+        "{}/login?code={code}",
+        public_url.as_deref().unwrap_or(&api_url)
     );
     let provider_config = provider_config(
         &config,
@@ -151,6 +159,7 @@ pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> anyhow
         docker_host: config.docker_host.as_deref(),
         admin_token: &admin_token,
         admin_ttl: config.admin_token_ttl,
+        sign_in: &sign_in,
     });
 
     // Any part that ends on its own ends `up`: a half-running Slipway would
@@ -262,6 +271,7 @@ struct Banner<'a> {
     docker_host: Option<&'a str>,
     admin_token: &'a str,
     admin_ttl: chrono::Duration,
+    sign_in: &'a str,
 }
 
 fn print_banner(b: &Banner<'_>) {
@@ -292,6 +302,8 @@ fn print_banner(b: &Banner<'_>) {
     println!(
         "Slipway is up.\n\
          \n\
+         \x20 web UI   {api}/  — sign in with this link (once, within {code_ttl}):\n\
+         \x20          {sign_in}\n\
          \x20 API      {api}/graphql  (GraphiQL in a browser; send the token as \
          {{\"Authorization\": \"Bearer <token>\"}})\n\
          \x20 events   {ws}/graphql/ws\n\
@@ -310,6 +322,8 @@ fn print_banner(b: &Banner<'_>) {
         data = b.data_dir.display(),
         ttl = human(b.admin_ttl),
         token = b.admin_token,
+        sign_in = b.sign_in,
+        code_ttl = human(slipway_api::sessions::CODE_TTL),
     );
 }
 

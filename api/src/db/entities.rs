@@ -236,3 +236,53 @@ pub mod runner {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod session {
+    use sea_orm::entity::prelude::*;
+
+    /// A browser's sign-in. The cookie holds a secret; the row is keyed by
+    /// its SHA-256, so the table alone signs nobody in.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sessions")]
+    pub struct Model {
+        /// SHA-256 (hex) of the cookie's secret.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub subject: String,
+        pub role: String,
+        /// The token every form of this session carries.
+        pub csrf: String,
+        pub created_at: ChronoDateTimeUtc,
+        pub expires_at: ChronoDateTimeUtc,
+        /// When it was signed out; `None` while it lasts.
+        pub ended_at: Option<ChronoDateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod sign_in_code {
+    use sea_orm::entity::prelude::*;
+
+    /// A one-time sign-in link's code, keyed by its SHA-256 like a session.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sign_in_codes")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub subject: String,
+        pub role: String,
+        pub created_by: String,
+        pub created_at: ChronoDateTimeUtc,
+        pub expires_at: ChronoDateTimeUtc,
+        pub used_at: Option<ChronoDateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -195,6 +195,50 @@ ALTER TABLE environments ADD COLUMN max_queued BIGINT;
 CREATE INDEX deployments_releases ON deployments (environment_id, status, id);
 "#,
     },
+    Migration {
+        version: 5,
+        name: "web sessions and one-time sign-in codes",
+        sqlite: r#"
+CREATE TABLE sessions (
+    id TEXT PRIMARY KEY,
+    subject TEXT NOT NULL,
+    role TEXT NOT NULL,
+    csrf TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    ended_at TEXT
+);
+CREATE TABLE sign_in_codes (
+    id TEXT PRIMARY KEY,
+    subject TEXT NOT NULL,
+    role TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    used_at TEXT
+);
+"#,
+        postgres: r#"
+CREATE TABLE sessions (
+    id TEXT PRIMARY KEY,
+    subject TEXT NOT NULL,
+    role TEXT NOT NULL,
+    csrf TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL,
+    ended_at TIMESTAMPTZ
+);
+CREATE TABLE sign_in_codes (
+    id TEXT PRIMARY KEY,
+    subject TEXT NOT NULL,
+    role TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL,
+    used_at TIMESTAMPTZ
+);
+"#,
+    },
 ];
 
 /// Applies every migration the database does not have yet, in order, and

@@ -38,8 +38,10 @@ pub use subscription::Subscription;
 
 pub type SlipwaySchema = Schema<Query, Mutation, Subscription>;
 
-/// Deepest query accepted.
-const MAX_DEPTH: usize = 12;
+/// Deepest query accepted: deep enough for the introspection query of
+/// GraphiQL and graphql-js (`__schema` down nine `ofType`s is 15), while
+/// [`cost`] bounds what any query may ask for.
+const MAX_DEPTH: usize = 16;
 /// Dearest query accepted, in [`cost`]'s units (about one per value in the
 /// answer): 10,000 log lines with every field of each cost 40,001, and
 /// `slipway status` about 6,000. BENCHMARKS.md has what the dearest query

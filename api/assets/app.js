@@ -1,0 +1,91 @@
+// Slipway's pages work without this script; with it they are live.
+//
+// - An element with `data-live="URL"` listens to the server-sent events of
+//   URL: a `swap` event carries HTML whose elements replace the ones of the
+//   same id; a `line` event carries log lines for the element marked
+//   `data-log`; `end` says nothing more will come. After a dropped connection
+//   the browser reconnects by itself and sends the id of the last event it
+//   had (Last-Event-ID), so the log resumes without a gap or a duplicate.
+// - `<time data-relative>` elements say "4 min ago" and keep saying it right.
+"use strict";
+
+(function () {
+  const template = document.createElement("template");
+
+  function fragments(html) {
+    template.innerHTML = html;
+    return Array.from(template.content.children);
+  }
+
+  function swap(html) {
+    for (const element of fragments(html)) {
+      const old = element.id && document.getElementById(element.id);
+      if (old) old.replaceWith(element);
+    }
+    relativeTimes();
+  }
+
+  // Following the log: new lines keep the bottom in view while it was in
+  // view; scrolling up stops that until the reader scrolls back down.
+  function atBottom() {
+    const doc = document.documentElement;
+    return window.innerHeight + window.scrollY >= doc.scrollHeight - 40;
+  }
+
+  function append(log, html) {
+    const follow = atBottom();
+    for (const element of fragments(html)) {
+      if (element.id && document.getElementById(element.id)) continue;
+      log.appendChild(element);
+    }
+    const empty = log.querySelector("[data-empty]");
+    if (empty && log.children.length > 1) empty.remove();
+    if (follow && !location.hash) window.scrollTo(0, document.documentElement.scrollHeight);
+  }
+
+  function listen(element) {
+    const source = new EventSource(element.dataset.live);
+    const state = document.querySelector("[data-connection]");
+    source.addEventListener("open", () => { if (state) state.hidden = true; });
+    source.addEventListener("error", () => { if (state && source.readyState !== 2) state.hidden = false; });
+    source.addEventListener("swap", (event) => swap(event.data));
+    source.addEventListener("line", (event) => {
+      const log = document.querySelector("[data-log]");
+      if (log) append(log, event.data);
+    });
+    source.addEventListener("end", () => {
+      source.close();
+      if (state) state.hidden = true;
+    });
+  }
+
+  const units = [
+    ["year", 365 * 86400], ["month", 30 * 86400], ["day", 86400],
+    ["hour", 3600], ["min", 60],
+  ];
+
+  function relative(seconds) {
+    const ago = seconds >= 0;
+    seconds = Math.abs(seconds);
+    if (seconds < 45) return ago ? "just now" : "in a moment";
+    for (const [unit, size] of units) {
+      if (seconds >= size || unit === "min") {
+        const n = Math.max(1, Math.round(seconds / size));
+        const label = unit === "min" ? "min" : n === 1 ? unit : unit + "s";
+        return ago ? `${n} ${label} ago` : `in ${n} ${label}`;
+      }
+    }
+  }
+
+  function relativeTimes() {
+    const now = Date.now();
+    for (const time of document.querySelectorAll("time[data-relative]")) {
+      const at = Date.parse(time.getAttribute("datetime"));
+      if (!Number.isNaN(at)) time.textContent = relative((now - at) / 1000);
+    }
+  }
+
+  document.querySelectorAll("[data-live]").forEach(listen);
+  relativeTimes();
+  setInterval(relativeTimes, 30000);
+})();

@@ -1,0 +1,392 @@
+//! A deployment's page (`/deployments/{id}`, where GitHub's `log_url`
+//! points): its status and phases, what it rolled out, its log (live, with
+//! line permalinks, and raw as `.txt`), and Cancel, Redeploy or Rollback.
+
+use axum::extract::{Path, Query, State};
+use axum::http::header::{self, HeaderMap};
+use axum::response::sse::Event as SseEvent;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use maud::{html, Markup};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::auth::{roles, Auth};
+use crate::db::entities::deployment::{DeploymentPhase, DeploymentStatus};
+use crate::db::entities::log_line;
+use crate::deployments::{self, NewDeployment};
+use crate::error::{ApiError, ApiResult};
+use crate::events::Event;
+use crate::logs;
+use crate::state::AppState;
+use crate::view::{self, DeploymentView};
+
+use super::layout::{self, commit, csrf, log_line, page, status, time, Section};
+use super::live::{self, swap};
+use super::{encode, SignedIn, WebResult};
+
+/// Most lines a page shows; the raw log has them all.
+const PAGE_LINES: u64 = 20_000;
+
+fn parse_id(id: &str) -> Result<i64, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::NotFound(format!("no deployment has the id {id:?}")))
+}
+
+/// `GET /deployments/{id}`.
+pub(super) async fn show(
+    State(state): State<AppState>,
+    who: SignedIn,
+    Path(id): Path<String>,
+) -> WebResult<Markup> {
+    let id = parse_id(&id)?;
+    let view = view::get(&state.db, id).await?;
+    let lines = logs::read(&state.db, id, 0, PAGE_LINES).await?;
+    let last = lines.last().map_or(0, |l| l.seq);
+    let now = state.clock.now();
+    let title = format!("{} → {}", view.name(), view.environment.name);
+    let body = html! {
+        (summary(&view, &who, now))
+        h2 { "Log "
+            a.muted href={ "/deployments/" (id) "/log.txt" } { "raw" } }
+        div.log data-log data-live={ "/deployments/" (id) "/live?after=" (last) } role="log" aria-label="Deployment log" {
+            @if lines.is_empty() { div data-empty { "No log line yet." } }
+            @for line in &lines { (log_line(line)) }
+        }
+        @if lines.len() as u64 == PAGE_LINES {
+            p.muted { "The page shows the first " (PAGE_LINES) " lines; the " a href={ "/deployments/" (id) "/log.txt" } { "raw log" } " has them all." }
+        }
+    };
+    Ok(page(&title, Some(&who), Section::Overview, body))
+}
+
+/// The part of the page that changes as the deployment does.
+fn summary(view: &DeploymentView, who: &SignedIn, now: DateTime<Utc>) -> Markup {
+    let d = &view.deployment;
+    let app = &view.application.name;
+    let env = &view.environment.name;
+    let env_path = format!("/apps/{}/{}", encode(app), encode(env));
+    html! {
+        section #summary {
+            p.muted {
+                a href={ "/apps/" (encode(app)) } { (app) } " / "
+                a href=(env_path) { (env) }
+            }
+            div.actions {
+                h1 { (view.name()) " → " (env) }
+                (status(d.status))
+                @if d.status == DeploymentStatus::InProgress {
+                    @if let Some(phase) = d.phase { span.muted { (layout::phase_name(phase)) } }
+                }
+            }
+            @if let Some(message) = &d.message {
+                p class=(if d.status == DeploymentStatus::Failed { "error" } else { "" }) { (message) }
+            }
+            (timeline(d.status, d.phase))
+            div.grid2 {
+                div.panel {
+                    dl.facts {
+                        dt { "Commit" } dd { code { (d.ref_name) } " " (commit(&view.application.repository, d.sha.as_deref())) }
+                        dt { "Task" } dd { (d.task) }
+                        dt { "Asked by" } dd { (d.created_by) @if d.auto_deploy { " (auto-deploy)" } }
+                        dt { "Created" } dd { (time(d.created_at, now)) }
+                        @if let Some(started) = d.started_at {
+                            dt { "Started" } dd { (time(started, now)) }
+                        }
+                        @if let (Some(started), Some(finished)) = (d.started_at, d.finished_at) {
+                            dt { "Took" } dd { (layout::duration(finished - started)) }
+                        }
+                        @if let Some(runner) = &d.runner { dt { "Runner" } dd { (runner) } }
+                        @if let Some(by) = &d.cancel_requested_by { dt { "Cancelled by" } dd { (by) } }
+                        @if let Some(description) = &d.description { dt { "Description" } dd { (description) } }
+                    }
+                }
+                div.panel {
+                    @match view.services() {
+                        Ok(services) if !services.is_empty() => {
+                            table {
+                                thead { tr { th { "Service" } th { "Image" } } }
+                                tbody { @for s in &services { tr {
+                                    td { (s.name) }
+                                    td { code { (s.image) } @if let Some(digest) = &s.digest { br; code.muted title=(digest) { (digest.get(..19).unwrap_or(digest)) "…" } } }
+                                } } }
+                            }
+                        }
+                        _ => { p.muted { "The services and images it rolled out are listed once it succeeds." } }
+                    }
+                }
+            }
+            (actions(view, who))
+        }
+    }
+}
+
+/// The phases a deployment goes through, and where this one is.
+fn timeline(status: DeploymentStatus, phase: Option<DeploymentPhase>) -> Markup {
+    const STEPS: [(&str, Option<DeploymentPhase>); 5] = [
+        ("queued", None),
+        ("cloning", Some(DeploymentPhase::Cloning)),
+        ("planning", Some(DeploymentPhase::Planning)),
+        ("updating", Some(DeploymentPhase::Updating)),
+        ("verifying", Some(DeploymentPhase::Verifying)),
+    ];
+    let reached = match (status, phase) {
+        (DeploymentStatus::Queued, _) => 0,
+        (_, Some(DeploymentPhase::RollingBack)) => STEPS.len(),
+        (_, Some(p)) => STEPS.iter().position(|(_, s)| *s == Some(p)).unwrap_or(0),
+        (DeploymentStatus::Succeeded, None) => STEPS.len(),
+        (_, None) => 0,
+    };
+    let finished = status.is_final();
+    html! {
+        ol.timeline aria-label="Phases" {
+            @for (i, (name, _)) in STEPS.iter().enumerate() {
+                @let class = if i < reached || (finished && status == DeploymentStatus::Succeeded) {
+                    "done"
+                } else if i == reached && !finished {
+                    "now"
+                } else {
+                    ""
+                };
+                li class=(class) { (name) }
+            }
+            @if phase == Some(DeploymentPhase::RollingBack) {
+                li class=(if finished { "failed" } else { "now" }) { "rolling back" }
+            }
+            @match status {
+                DeploymentStatus::Succeeded => li.done { "succeeded" },
+                DeploymentStatus::Failed => li.failed { "failed" },
+                DeploymentStatus::Cancelled => li.failed { "cancelled" },
+                _ => {},
+            }
+        }
+    }
+}
+
+/// Cancel while it runs; Redeploy, and Rollback to a release, once finished.
+fn actions(view: &DeploymentView, who: &SignedIn) -> Markup {
+    let d = &view.deployment;
+    let id = d.id;
+    let env_path = format!(
+        "/apps/{}/{}",
+        encode(&view.application.name),
+        encode(&view.environment.name)
+    );
+    html! {
+        @if who.may(roles::OPERATE) {
+            div.actions {
+                @if !d.status.is_final() {
+                    form.inline method="post" action={ "/deployments/" (id) "/cancel" } {
+                        (csrf(who))
+                        button.danger type="submit" disabled[d.cancel_requested] {
+                            @if d.cancel_requested { "Cancel requested" } @else { "Cancel" }
+                        }
+                    }
+                } @else {
+                    form.inline method="post" action={ "/deployments/" (id) "/redeploy" } {
+                        (csrf(who))
+                        button type="submit" { "Redeploy " code { (d.ref_name) } }
+                    }
+                    @if d.status == DeploymentStatus::Succeeded {
+                        form.inline method="post" action={ (env_path) "/rollback" } {
+                            (csrf(who))
+                            input type="hidden" name="to" value=(d.number);
+                            input type="text" name="reason" required maxlength="1000" placeholder="why" aria-label="Why roll back to this release";
+                            button.danger type="submit" { "Roll back to " (view.name()) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct LiveQuery {
+    after: Option<i64>,
+}
+
+/// `GET /deployments/{id}/live`: the summary as it changes (`swap`) and the
+/// log lines after `after` — or after the `Last-Event-ID` a reconnecting
+/// browser sends, each line's event id being its number — then `end`.
+pub(super) async fn live(
+    State(state): State<AppState>,
+    who: SignedIn,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<LiveQuery>,
+) -> WebResult<Response> {
+    let id = parse_id(&id)?;
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .or(query.after)
+        .unwrap_or(0);
+    // Subscribed before the lines are read, so no change falls between.
+    let mut events = state.events.subscribe();
+    let lines = logs::follow(&state, id, after).await?;
+    let (tx, rx) = mpsc::channel::<SseEvent>(64);
+    tokio::spawn(async move {
+        let send_summary = |tx: mpsc::Sender<SseEvent>, state: AppState| {
+            let who = &who;
+            async move {
+                let view = view::get(&state.db, id).await?;
+                let _ = tx.send(swap(summary(&view, who, state.clock.now()))).await;
+                ApiResult::Ok(())
+            }
+        };
+        if send_summary(tx.clone(), state.clone()).await.is_err() {
+            return;
+        }
+        let mut lines = std::pin::pin!(lines);
+        loop {
+            tokio::select! {
+                line = lines.next() => match line {
+                    Some(line) => {
+                        if tx.send(line_event(&line)).await.is_err() { return; }
+                    }
+                    None => break,
+                },
+                event = events.recv() => {
+                    let changed = match event {
+                        Ok(Event::Deployment(changed)) => changed.deployment_id == id,
+                        Ok(_) => false,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    };
+                    if changed && send_summary(tx.clone(), state.clone()).await.is_err() {
+                        return;
+                    }
+                }
+                () = tx.closed() => return,
+                () = state.events.closed() => return,
+            }
+        }
+        // Finished, every line sent: the last word on its state, then `end`.
+        let _ = send_summary(tx.clone(), state.clone()).await;
+        let _ = tx.send(SseEvent::default().event("end").data("end")).await;
+    });
+    Ok(live::sse(ReceiverStream::new(rx)))
+}
+
+fn line_event(line: &log_line::Model) -> SseEvent {
+    SseEvent::default()
+        .event("line")
+        .id(line.seq.to_string())
+        .data(log_line(line).into_string())
+}
+
+/// `GET /deployments/{id}/log.txt`: the whole log as text, for a signed-in
+/// browser or a bearer token.
+pub(super) async fn raw(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if token.is_some() {
+        match state.keys.authenticate(token) {
+            Auth::Valid(claims) if roles::READ.contains(&claims.role) => {}
+            Auth::Valid(_) => return forbidden(),
+            Auth::Invalid(reason) => {
+                return (axum::http::StatusCode::UNAUTHORIZED, reason).into_response()
+            }
+            Auth::Anonymous => {}
+        }
+    } else if let Some(secret) = super::cookie(&headers, super::SESSION_COOKIE) {
+        match crate::sessions::find(&state, secret).await {
+            Ok(Some(_)) => {}
+            _ => {
+                return Redirect::to(&format!("/login?next=/deployments/{id}/log.txt"))
+                    .into_response()
+            }
+        }
+    } else {
+        return Redirect::to(&format!("/login?next=/deployments/{}/log.txt", encode(&id)))
+            .into_response();
+    }
+    match raw_text(&state, &id).await {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response(),
+        Err(err) => super::WebError(err).into_response(),
+    }
+}
+
+fn forbidden() -> Response {
+    (
+        axum::http::StatusCode::FORBIDDEN,
+        "this token may not read logs",
+    )
+        .into_response()
+}
+
+async fn raw_text(state: &AppState, id: &str) -> ApiResult<String> {
+    let id = parse_id(id)?;
+    view::get(&state.db, id).await?;
+    let mut text = String::new();
+    let mut after = 0;
+    loop {
+        let lines = logs::read(&state.db, id, after, 5000).await?;
+        let Some(last) = lines.last() else { break };
+        after = last.seq;
+        for line in &lines {
+            text.push_str(&line.text);
+            text.push('\n');
+        }
+    }
+    Ok(text)
+}
+
+#[derive(Deserialize)]
+pub(super) struct ActionForm {
+    csrf: String,
+}
+
+/// `POST /deployments/{id}/cancel`.
+pub(super) async fn cancel(
+    State(state): State<AppState>,
+    who: SignedIn,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<ActionForm>,
+) -> WebResult<Response> {
+    who.check_form(&headers, &form.csrf)?;
+    who.require(roles::OPERATE)?;
+    let id = parse_id(&id)?;
+    deployments::cancel(&state, id, who.subject()).await?;
+    Ok(Redirect::to(&format!("/deployments/{id}")).into_response())
+}
+
+/// `POST /deployments/{id}/redeploy`: the same commit again.
+pub(super) async fn redeploy(
+    State(state): State<AppState>,
+    who: SignedIn,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<ActionForm>,
+) -> WebResult<Response> {
+    who.check_form(&headers, &form.csrf)?;
+    who.require(roles::OPERATE)?;
+    let id = parse_id(&id)?;
+    let view = view::get(&state.db, id).await?;
+    let d = &view.deployment;
+    let created = deployments::create(
+        &state,
+        who.subject(),
+        NewDeployment {
+            application: view.application.name.clone(),
+            environment: view.environment.name.clone(),
+            ref_name: d.ref_name.clone(),
+            sha: d.sha.clone(),
+            description: Some(format!("redeploy of {}", view.name())),
+            ..NewDeployment::default()
+        },
+    )
+    .await?;
+    Ok(Redirect::to(&format!("/deployments/{}", created.deployment.id)).into_response())
+}

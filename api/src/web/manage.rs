@@ -1,0 +1,382 @@
+//! Acting on environments (deploy, lock, unlock, resume, roll back), the
+//! runners, and setting applications up. Every action is a form carrying the
+//! session's CSRF token, refused on the server for a role that may not take
+//! it (whatever the page showed), and calls the same code as its mutation.
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use maud::{html, Markup};
+use serde::Deserialize;
+
+use crate::applications::{self, NewApplication, NewEnvironment};
+use crate::auth::roles;
+use crate::db::entities::deployment::DeploymentStatus;
+use crate::deployments::{self, Filter, NewDeployment};
+use crate::releases::{self, Rollback};
+use crate::runners;
+use crate::state::AppState;
+
+use super::layout::{csrf, page, time, Section};
+use super::{encode, SignedIn, WebResult};
+
+fn environment_path(app: &str, env: &str) -> String {
+    format!("/apps/{}/{}", encode(app), encode(env))
+}
+
+/// `GET /apps/{app}/{env}/deploy`: what to deploy.
+pub(super) async fn deploy_page(
+    State(state): State<AppState>,
+    who: SignedIn,
+    Path((app, env)): Path<(String, String)>,
+) -> WebResult<Markup> {
+    who.require(roles::OPERATE)?;
+    let (app, env) = applications::get_environment(&state.db, &app, &env).await?;
+    let release = deployments::current_release(&state.db, env.id).await?;
+    let tracked = env.auto_deploy_ref.clone().unwrap_or_else(|| "main".into());
+    let path = environment_path(&app.name, &env.name);
+    let body = html! {
+        p.muted { a href={ "/apps/" (encode(&app.name)) } { (app.name) } " / " a href=(path) { (env.name) } }
+        h1 { "Deploy to " (env.name) }
+        @if let Some(by) = &env.locked_by {
+            div.banner.lock role="status" { span { strong { "Locked" } " by " (by) ": " (env.lock_reason.as_deref().unwrap_or("")) ". A deployment is refused until it is unlocked." } }
+        }
+        div.panel {
+            p {
+                "Runs now: "
+                @if let Some(release) = &release {
+                    a href={ "/deployments/" (release.id) } { (app.name) "#" (release.number) }
+                    " (" code { (release.ref_name) } " " code { (release.sha.as_deref().map(|s| &s[..s.len().min(7)]).unwrap_or("?")) } ")"
+                } @else { "nothing yet" }
+            }
+            p.muted { "The runner resolves the ref, plans the stack against what runs and rolls it out; the deployment's page shows the plan and follows it live." }
+            form method="post" action={ (path) "/deploy" } {
+                (csrf(&who))
+                div.field {
+                    label for="ref" { "Branch, tag or commit" }
+                    input #ref type="text" name="ref" value=(tracked) required maxlength="255";
+                }
+                div.field {
+                    label for="description" { "Note " small { "optional, shown with the deployment" } }
+                    input #description type="text" name="description" maxlength="4096";
+                }
+                button.primary type="submit" { "Deploy" }
+            }
+        }
+    };
+    Ok(page(
+        &format!("Deploy {} / {}", app.name, env.name),
+        Some(&who),
+        Section::Overview,
+        body,
+    ))
+}
+
+#[derive(Deserialize)]
+pub(super) struct DeployForm {
+    csrf: String,
+    r#ref: String,
+    description: Option<String>,
+}
+
+/// `POST /apps/{app}/{env}/deploy`.
+pub(super) async fn deploy(
+    State(state): State<AppState>,
+    who: SignedIn,
+    headers: HeaderMap,
+    Path((app, env)): Path<(String, String)>,
+    Form(form): Form<DeployForm>,
+) -> WebResult<Response> {
+    who.check_form(&headers, &form.csrf)?;
+    who.require(roles::OPERATE)?;
+    let created = deployments::create(
+        &state,
+        who.subject(),
+        NewDeployment {
+            application: app,
+            environment: env,
+            ref_name: form.r#ref.trim().to_owned(),
+            description: form.description.filter(|d| !d.trim().is_empty()),
+            ..NewDeployment::default()
+        },
+    )
+    .await?;
+    Ok(Redirect::to(&format!("/deployments/{}", created.deployment.id)).into_response())
+}
+
+#[derive(Deserialize)]
+pub(super) struct ReasonForm {
+    csrf: String,
+    reason: String,
+}
+
+#[derive(Deserialize)]
+pub(super) struct ActionForm {
+    csrf: String,
+}
+
+/// `POST /apps/{app}/{env}/lock`.
+pub(super) async fn lock(
+    State(state): State<AppState>,
+    who: SignedIn,
+    headers: HeaderMap,
+    Path((app, env)): Path<(String, String)>,
+    Form(form): Form<ReasonForm>,
+) -> WebResult<Response> {
+    who.check_form(&headers, &form.csrf)?;
+    who.require(roles::OPERATE)?;
+    let reason = form.reason.trim();
+    applications::set_lock(&state, &app, &env, Some((who.subject(), reason))).await?;
+    Ok(Redirect::to(&environment_path(&app, &env)).into_response())
+}
+
+/// `POST /apps/{app}/{env}/unlock`.
+pub(super) async fn unlock(
+    State(state): State<AppState>,
+    who: SignedIn,
+    headers: HeaderMap,
+    Path((app, env)): Path<(String, String)>,
+    Form(form): Form<ActionForm>,
+) -> WebResult<Response> {
+    who.check_form(&headers, &form.csrf)?;
+    who.require(roles::OPERATE)?;
+    applications::set_lock(&state, &app, &env, None).await?;
+    Ok(Redirect::to(&environment_path(&app, &env)).into_response())
+}
+
+/// `POST /apps/{app}/{env}/resume`: auto-deploys run again.
+pub(super) async fn resume(
+    State(state): State<AppState>,
+    who: SignedIn,
+    headers: HeaderMap,
+    Path((app, env)): Path<(String, String)>,
+    Form(form): Form<ActionForm>,
+) -> WebResult<Response> {
+    who.check_form(&headers, &form.csrf)?;
+    who.require(roles::OPERATE)?;
+    releases::resume(&state, &app, &env).await?;
+    Ok(Redirect::to(&environment_path(&app, &env)).into_response())
+}
+
+#[derive(Deserialize)]
+pub(super) struct RollbackForm {
+    csrf: String,
+    to: Option<String>,
+    reason: String,
+}
+
+/// `POST /apps/{app}/{env}/rollback`: restores a release; the new
+/// deployment's page follows it.
+pub(super) async fn rollback(
+    State(state): State<AppState>,
+    who: SignedIn,
+    headers: HeaderMap,
+    Path((app, env)): Path<(String, String)>,
+    Form(form): Form<RollbackForm>,
+) -> WebResult<Response> {
+    who.check_form(&headers, &form.csrf)?;
+    who.require(roles::OPERATE)?;
+    let created = releases::rollback(
+        &state,
+        who.subject(),
+        Rollback {
+            application: app,
+            environment: env,
+            to: form.to.filter(|t| !t.trim().is_empty()),
+            reason: form.reason,
+        },
+    )
+    .await?;
+    Ok(Redirect::to(&format!("/deployments/{}", created.deployment.id)).into_response())
+}
+
+/// `GET /runners`: each runner, what it says of itself and what it holds.
+pub(super) async fn runners(State(state): State<AppState>, who: SignedIn) -> WebResult<Markup> {
+    let runners = runners::list(&state).await?;
+    let (running, _) = deployments::list(
+        &state.db,
+        &Filter {
+            status: Some(DeploymentStatus::InProgress),
+            ..Filter::default()
+        },
+        200,
+        None,
+    )
+    .await?;
+    let now = state.clock.now();
+    let body = html! {
+        h1 { "Runners" }
+        @if runners.is_empty() {
+            div.panel { p.muted { "No runner has registered yet. " code { "slipway up" } " runs one; on a swarm, the stack in " code { "deploy/" } " does." } }
+        } @else {
+            table.responsive {
+                thead { tr { th { "Runner" } th { "Labels" } th { "Version" } th { "Last heard from" } th { "Holds" } } }
+                tbody {
+                    @for runner in &runners {
+                        @let labels: Vec<String> = serde_json::from_str(&runner.labels).unwrap_or_default();
+                        tr {
+                            td data-label="Runner" { strong { (runner.name) }
+                                @if let Some(instance) = &runner.last_instance { br; code.muted { (instance) } } }
+                            td data-label="Labels" { div.chips { @for label in &labels { span.chip { (label) } } } }
+                            td data-label="Version" { (runner.version.as_deref().unwrap_or("—")) }
+                            td data-label="Last heard from" { (time(runner.last_seen_at, now)) }
+                            td data-label="Holds" {
+                                @let held: Vec<_> = running.iter().filter(|d| d.deployment.runner.as_deref() == Some(runner.name.as_str())).collect();
+                                @if held.is_empty() { span.muted { "nothing" } }
+                                @for d in held {
+                                    a href={ "/deployments/" (d.deployment.id) } { (d.name()) } " → " (d.environment.name) br;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(page("Runners", Some(&who), Section::Runners, body))
+}
+
+/// `GET /setup` (admins): applications and environments, the hooks that
+/// deploy them.
+pub(super) async fn setup(State(state): State<AppState>, who: SignedIn) -> WebResult<Markup> {
+    who.require(roles::ADMIN)?;
+    let apps = applications::list(&state.db).await?;
+    let mut listed = Vec::new();
+    for app in &apps {
+        listed.push((app, applications::environments(&state.db, app.id).await?));
+    }
+    let hooks = state
+        .settings
+        .hooks_url
+        .clone()
+        .unwrap_or_else(|| "http://HOOKS-ADDRESS".into());
+    let body = html! {
+        h1 { "Setup" }
+        div.grid2 {
+            div.panel {
+                h2 { "New application" }
+                form method="post" action="/setup/applications" {
+                    (csrf(&who))
+                    div.field { label for="app-name" { "Name" } input #app-name type="text" name="name" required maxlength="63" pattern="[a-z0-9][a-z0-9_.-]*" placeholder="shop"; small { "Lowercase letters, digits, " code { "-" } ", " code { "_" } ", " code { "." } } }
+                    div.field { label for="repository" { "Repository" } input #repository type="text" name="repository" required placeholder="https://github.com/acme/shop.git"; small { "https, ssh or git URL; credentials are the runner's, never part of the URL" } }
+                    div.field { label for="spec-path" { "Deploy spec" } input #spec-path type="text" name="spec_path" value="slipway.yml"; }
+                    button.primary type="submit" { "Create application" }
+                }
+            }
+            div.panel {
+                h2 { "New environment" }
+                @if apps.is_empty() {
+                    p.muted { "Create an application first." }
+                } @else {
+                    form method="post" action="/setup/environments" {
+                        (csrf(&who))
+                        div.field { label for="env-app" { "Application" }
+                            select #env-app name="application" { @for app in &apps { option value=(app.name) { (app.name) } } } }
+                        div.field { label for="env-name" { "Name" } input #env-name type="text" name="name" required maxlength="63" placeholder="production"; }
+                        div.field { label for="tracked" { "Auto-deploy branch " small { "pushes to it deploy here; leave empty for none" } } input #tracked type="text" name="auto_deploy_ref" placeholder="main"; }
+                        div.field { label for="env-url" { "URL " small { "where people reach it" } } input #env-url type="url" name="url" placeholder="https://shop.example.com"; }
+                        button.primary type="submit" { "Create environment" }
+                    }
+                }
+            }
+        }
+        h2 { "Hooks" }
+        div.panel {
+            p { "The provider turns these hooks into deployments; each route is on when its secret is set." }
+            table.responsive {
+                thead { tr { th { "Source" } th { "URL" } th { "Secret" } } }
+                tbody {
+                    tr { td { "GitHub" } td { code { (hooks) "/hooks/github" } } td { code { "--github-webhook-secret" } " (events " em { "Deployments" } " and " em { "Pushes" } ", content type JSON)" } }
+                    tr { td { "GitLab" } td { code { (hooks) "/hooks/gitlab" } } td { code { "--gitlab-webhook-token" } " (push and pipeline events)" } }
+                    tr { td { "Any CI" } td { code { (hooks) "/hooks/generic" } } td { code { "--generic-token" } " as " code { "Authorization: Bearer" } } }
+                }
+            }
+        }
+        h2 { "Applications" }
+        @if listed.is_empty() {
+            div.panel { p.muted { "None yet." } }
+        } @else {
+            table.responsive {
+                thead { tr { th { "Application" } th { "Repository" } th { "Spec" } th { "Environments" } } }
+                tbody {
+                    @for (app, envs) in &listed {
+                        tr {
+                            td { a href={ "/apps/" (encode(&app.name)) } { (app.name) } }
+                            td { code { (app.repository) } }
+                            td { code { (app.spec_path) } }
+                            td { div.chips { @for env in envs {
+                                a.chip href=(environment_path(&app.name, &env.name)) { (env.name)
+                                    @if let Some(tracked) = &env.auto_deploy_ref { " ← " (tracked) } }
+                            } } }
+                        }
+                    }
+                }
+            }
+        }
+        p.muted { "Check a spec before the first deployment with " code { "slipway plan APP ENV --ref REF" } "." }
+    };
+    Ok(page("Setup", Some(&who), Section::Setup, body))
+}
+
+#[derive(Deserialize)]
+pub(super) struct ApplicationForm {
+    csrf: String,
+    name: String,
+    repository: String,
+    spec_path: Option<String>,
+}
+
+/// `POST /setup/applications`.
+pub(super) async fn create_application(
+    State(state): State<AppState>,
+    who: SignedIn,
+    headers: HeaderMap,
+    Form(form): Form<ApplicationForm>,
+) -> WebResult<Response> {
+    who.check_form(&headers, &form.csrf)?;
+    who.require(roles::ADMIN)?;
+    let app = applications::create(
+        &state,
+        NewApplication {
+            name: form.name.trim().to_owned(),
+            repository: form.repository.trim().to_owned(),
+            spec_path: form.spec_path.filter(|p| !p.trim().is_empty()),
+        },
+    )
+    .await?;
+    Ok(Redirect::to(&format!("/apps/{}", encode(&app.name))).into_response())
+}
+
+#[derive(Deserialize)]
+pub(super) struct EnvironmentForm {
+    csrf: String,
+    application: String,
+    name: String,
+    auto_deploy_ref: Option<String>,
+    url: Option<String>,
+}
+
+/// `POST /setup/environments`.
+pub(super) async fn create_environment(
+    State(state): State<AppState>,
+    who: SignedIn,
+    headers: HeaderMap,
+    Form(form): Form<EnvironmentForm>,
+) -> WebResult<Response> {
+    who.check_form(&headers, &form.csrf)?;
+    who.require(roles::ADMIN)?;
+    let non_empty = |v: Option<String>| v.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    let (env, app) = applications::create_environment(
+        &state,
+        NewEnvironment {
+            application: form.application,
+            name: form.name.trim().to_owned(),
+            auto_deploy_ref: non_empty(form.auto_deploy_ref),
+            url: non_empty(form.url),
+            ..NewEnvironment::default()
+        },
+    )
+    .await?;
+    Ok(Redirect::to(&environment_path(&app.name, &env.name)).into_response())
+}

@@ -1,0 +1,547 @@
+//! What runs where: the overview (`/`), an application (`/apps/{app}`) and
+//! an environment (`/apps/{app}/{env}`), each live.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use maud::{html, Markup};
+use serde::Deserialize;
+
+use crate::applications;
+use crate::auth::roles;
+use crate::db::entities::deployment::{self, DeploymentStatus};
+use crate::db::entities::{application, environment};
+use crate::deployments::{self, Filter};
+use crate::error::ApiResult;
+use crate::releases;
+use crate::state::AppState;
+use crate::view::{DeploymentView, ServiceImage};
+
+use super::layout::{self, commit, csrf, page, status, time, Section};
+use super::{encode, live, SignedIn, WebResult};
+
+/// What the overview shows of one environment.
+pub(super) struct Row {
+    pub app: Arc<application::Model>,
+    pub env: environment::Model,
+    /// Its release: the deployment that last succeeded there.
+    pub release: Option<deployment::Model>,
+    pub running: Option<deployment::Model>,
+    pub queued: u64,
+    /// The newest deployment, when it failed.
+    pub failure: Option<deployment::Model>,
+}
+
+pub(super) async fn row(
+    state: &AppState,
+    app: Arc<application::Model>,
+    env: environment::Model,
+) -> ApiResult<Row> {
+    let db = &state.db;
+    let release = deployments::current_release(db, env.id).await?;
+    let running = deployments::in_progress(db, env.id).await?;
+    let queued = deployments::queued_count(db, env.id).await?;
+    let failure = deployments::newest(db, env.id)
+        .await?
+        .filter(|d| d.status == DeploymentStatus::Failed);
+    Ok(Row {
+        app,
+        env,
+        release,
+        running,
+        queued,
+        failure,
+    })
+}
+
+/// The rows of every environment of `apps`.
+async fn rows(state: &AppState, apps: Vec<application::Model>) -> ApiResult<Vec<Row>> {
+    let mut rows = Vec::new();
+    for app in apps {
+        let app = Arc::new(app);
+        for env in applications::environments(&state.db, app.id).await? {
+            rows.push(row(state, app.clone(), env).await?);
+        }
+    }
+    Ok(rows)
+}
+
+/// The environment of a change, as a row, when `apps` shows it.
+async fn changed_row(
+    state: &AppState,
+    only: Option<i64>,
+    environment_id: i64,
+) -> ApiResult<Option<Row>> {
+    use sea_orm::EntityTrait;
+    let Some(env) = environment::Entity::find_by_id(environment_id)
+        .one(&state.db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    if only.is_some_and(|id| id != env.application_id) {
+        return Ok(None);
+    }
+    let Some(app) = application::Entity::find_by_id(env.application_id)
+        .one(&state.db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(row(state, Arc::new(app), env).await?))
+}
+
+#[derive(Deserialize)]
+pub(super) struct OverviewQuery {
+    app: Option<String>,
+}
+
+/// `GET /`: every application × environment.
+pub(super) async fn overview(
+    State(state): State<AppState>,
+    who: SignedIn,
+    Query(query): Query<OverviewQuery>,
+) -> WebResult<Markup> {
+    let all = applications::list(&state.db).await?;
+    let names: Vec<String> = all.iter().map(|a| a.name.clone()).collect();
+    let shown = match query.app.as_deref().filter(|a| !a.is_empty()) {
+        Some(name) => vec![applications::get(&state.db, name).await?],
+        None => all,
+    };
+    let rows = rows(&state, shown).await?;
+    let now = state.clock.now();
+    let live = match &query.app {
+        Some(app) if !app.is_empty() => format!("/live?app={}", encode(app)),
+        _ => "/live".to_owned(),
+    };
+    let body = html! {
+        h1 { "What runs where" }
+        @if names.is_empty() {
+            div.panel {
+                p { "No application yet." }
+                @if who.may(roles::ADMIN) {
+                    p { a.button.primary href="/setup" { "Set up an application" } }
+                } @else {
+                    p.muted { "An admin sets applications up." }
+                }
+            }
+        } @else {
+            form.filter method="get" action="/" {
+                label.muted for="app" { "Application" }
+                select #app name="app" {
+                    option value="" { "All" }
+                    @for name in &names {
+                        option value=(name) selected[query.app.as_deref() == Some(name.as_str())] { (name) }
+                    }
+                }
+                button type="submit" { "Filter" }
+            }
+            (environments_table(&rows, now, &live))
+        }
+    };
+    Ok(page("Overview", Some(&who), Section::Overview, body))
+}
+
+/// The table of environments, live from `live`.
+fn environments_table(rows: &[Row], now: DateTime<Utc>, live: &str) -> Markup {
+    html! {
+        table.responsive #environments data-live=(live) {
+            thead { tr {
+                th { "Environment" } th { "Runs" } th { "Now" } th { "Lock" } th { "Last failure" }
+            } }
+            tbody #environment-rows {
+                @for row in rows { (environment_row(row, now)) }
+            }
+        }
+    }
+}
+
+/// One environment's row: what runs, what is in progress, the lock, the
+/// failure of the newest deployment.
+pub(super) fn environment_row(row: &Row, now: DateTime<Utc>) -> Markup {
+    let app = &row.app.name;
+    let env = &row.env.name;
+    html! {
+        tr id={ "env-" (row.env.id) } {
+            td data-label="Environment" {
+                a href={ "/apps/" (encode(app)) } { (app) } " / "
+                a href={ "/apps/" (encode(app)) "/" (encode(env)) } { strong { (env) } }
+                @if let Some(url) = &row.env.url {
+                    br; a.muted href=(url) rel="noopener" { (url) }
+                }
+            }
+            td data-label="Runs" {
+                @if let Some(release) = &row.release {
+                    a href={ "/deployments/" (release.id) } { (app) "#" (release.number) }
+                    " " (commit(&row.app.repository, release.sha.as_deref()))
+                    br;
+                    span.muted { (release.created_by) ", " (time(release.finished_at.unwrap_or(release.created_at), now)) }
+                } @else {
+                    span.muted { "nothing yet" }
+                }
+            }
+            td data-label="Now" {
+                @if let Some(running) = &row.running {
+                    (status(running.status)) " "
+                    a href={ "/deployments/" (running.id) } { (app) "#" (running.number) }
+                    @if let Some(phase) = running.phase { " " span.muted { (layout::phase_name(phase)) } }
+                } @else {
+                    span.muted { "idle" }
+                }
+                @if row.queued > 0 { br; span.chip { (row.queued) " queued" } }
+                @if row.env.auto_deploy_paused_by.is_some() { br; span.chip { "auto-deploy paused" } }
+            }
+            td data-label="Lock" {
+                @if let Some(by) = &row.env.locked_by {
+                    strong { "🔒 " (by) } br;
+                    span.muted { (row.env.lock_reason.as_deref().unwrap_or("")) }
+                } @else {
+                    span.muted { "unlocked" }
+                }
+            }
+            td data-label="Last failure" {
+                @if let Some(failed) = &row.failure {
+                    a href={ "/deployments/" (failed.id) } { (app) "#" (failed.number) } " "
+                    span.error { (failed.message.as_deref().unwrap_or("failed")) }
+                } @else {
+                    span.muted { "—" }
+                }
+            }
+        }
+    }
+}
+
+/// `GET /live`: the overview's rows as they change.
+pub(super) async fn live(
+    State(state): State<AppState>,
+    _who: SignedIn,
+    Query(query): Query<OverviewQuery>,
+) -> WebResult<Response> {
+    let only = match query.app.as_deref().filter(|a| !a.is_empty()) {
+        Some(name) => Some(applications::get(&state.db, name).await?),
+        None => None,
+    };
+    let live_url = match &only {
+        Some(app) => format!("/live?app={}", encode(&app.name)),
+        None => "/live".to_owned(),
+    };
+    let only_id = only.as_ref().map(|a| a.id);
+    let render_state = state.clone();
+    Ok(live::swaps(state, move |change| {
+        let state = render_state.clone();
+        let only = only.clone();
+        let live_url = live_url.clone();
+        async move {
+            let now = state.clock.now();
+            match change {
+                None => {
+                    let apps = match only {
+                        Some(app) => vec![app],
+                        None => applications::list(&state.db).await?,
+                    };
+                    let rows = rows(&state, apps).await?;
+                    Ok(Some(environments_table(&rows, now, &live_url)))
+                }
+                Some((_, environment_id)) => Ok(changed_row(&state, only_id, environment_id)
+                    .await?
+                    .map(|row| environment_row(&row, now))),
+            }
+        }
+    }))
+}
+
+/// `GET /apps/{app}`: an application's environments and latest deployments.
+pub(super) async fn application(
+    State(state): State<AppState>,
+    who: SignedIn,
+    Path(name): Path<String>,
+) -> WebResult<Markup> {
+    let app = applications::get(&state.db, &name).await?;
+    let rows = rows(&state, vec![app.clone()]).await?;
+    let (recent, _) = deployments::list(
+        &state.db,
+        &Filter {
+            application: Some(app.name.clone()),
+            ..Filter::default()
+        },
+        20,
+        None,
+    )
+    .await?;
+    let now = state.clock.now();
+    let body = html! {
+        h1 { (app.name) }
+        p.muted { code { (app.repository) } " · spec " code { (app.spec_path) } }
+        h2 { "Environments" }
+        @if rows.is_empty() {
+            div.panel { p.muted { "No environment yet: the first deployment or lock makes one, or an admin adds one in Setup." } }
+        } @else {
+            (environments_table(&rows, now, &format!("/live?app={}", encode(&app.name))))
+        }
+        h2 { "Latest deployments" }
+        (deployments_table(&recent, now))
+    };
+    Ok(page(&app.name, Some(&who), Section::Overview, body))
+}
+
+/// A table of deployments, newest first.
+pub(super) fn deployments_table(deployments: &[DeploymentView], now: DateTime<Utc>) -> Markup {
+    html! {
+        @if deployments.is_empty() {
+            div.panel { p.muted { "No deployment yet." } }
+        } @else {
+            table.responsive {
+                thead { tr { th { "Deployment" } th { "Status" } th { "Commit" } th { "Task" } th { "By" } th { "Created" } } }
+                tbody {
+                    @for d in deployments {
+                        tr {
+                            td data-label="Deployment" {
+                                a href={ "/deployments/" (d.deployment.id) } { (d.name()) }
+                                " → " (d.environment.name)
+                            }
+                            td data-label="Status" {
+                                (status(d.status()))
+                                @if let Some(message) = &d.deployment.message { br; span.muted { (message) } }
+                            }
+                            td data-label="Commit" {
+                                code { (d.deployment.ref_name) } " "
+                                (commit(&d.application.repository, d.deployment.sha.as_deref()))
+                            }
+                            td data-label="Task" { (d.deployment.task) }
+                            td data-label="By" { (d.deployment.created_by) }
+                            td data-label="Created" { (time(d.deployment.created_at, now)) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `GET /apps/{app}/{env}`: an environment: its lock, auto-deploy, what
+/// runs, its releases (with Rollback) and latest deployments.
+pub(super) async fn environment(
+    State(state): State<AppState>,
+    who: SignedIn,
+    Path((app, env)): Path<(String, String)>,
+) -> WebResult<Markup> {
+    let (app, env) = applications::get_environment(&state.db, &app, &env).await?;
+    let title = format!("{} / {}", app.name, env.name);
+    let live = environment_live_part(&state, &who, Arc::new(app.clone()), env.clone()).await?;
+    let body = html! {
+        p.muted { a href={ "/apps/" (encode(&app.name)) } { (app.name) } " / " }
+        div.actions {
+            h1 { (env.name) }
+            @if who.may(roles::OPERATE) {
+                a.button.primary href={ "/apps/" (encode(&app.name)) "/" (encode(&env.name)) "/deploy" } { "Deploy…" }
+            }
+        }
+        @if let Some(url) = &env.url { p { a href=(url) rel="noopener" { (url) } } }
+        (live)
+    };
+    Ok(page(&title, Some(&who), Section::Overview, body))
+}
+
+/// The live part of an environment's page.
+async fn environment_live_part(
+    state: &AppState,
+    who: &SignedIn,
+    app: Arc<application::Model>,
+    env: environment::Model,
+) -> ApiResult<Markup> {
+    let now = state.clock.now();
+    let row = row(state, app.clone(), env.clone()).await?;
+    let (releases, more) = releases::list(&state.db, env.id, 25, None).await?;
+    let (recent, _) = deployments::list(
+        &state.db,
+        &Filter {
+            application: Some(app.name.clone()),
+            environment: Some(env.name.clone()),
+            ..Filter::default()
+        },
+        10,
+        None,
+    )
+    .await?;
+    let base = format!("/apps/{}/{}", encode(&app.name), encode(&env.name));
+    let operate = who.may(roles::OPERATE);
+    let current = row.release.as_ref().map(|r| r.id);
+    Ok(html! {
+        div #environment data-live={ (base) "/live" } {
+            @if let Some(by) = &env.locked_by {
+                div.banner.lock role="status" {
+                    span { strong { "Locked" } " by " (by)
+                        @if let Some(at) = env.locked_at { ", " (time(at, now)) } ": "
+                        (env.lock_reason.as_deref().unwrap_or("")) }
+                    @if operate {
+                        form.inline method="post" action={ (base) "/unlock" } {
+                            (csrf(who)) button type="submit" { "Unlock" }
+                        }
+                    }
+                }
+            } @else if operate {
+                form.inline.panel method="post" action={ (base) "/lock" } {
+                    (csrf(who))
+                    label for="lock-reason" { "Lock" }
+                    input #lock-reason type="text" name="reason" required maxlength="1000" placeholder="why (shown to everyone)";
+                    button type="submit" { "Lock" }
+                }
+            }
+            @if let Some(by) = &env.auto_deploy_paused_by {
+                div.banner.paused role="status" {
+                    span { strong { "Auto-deploy paused" } " by " (by)
+                        @if let Some(at) = env.auto_deploy_paused_at { ", " (time(at, now)) }
+                        @if let Some(reason) = &env.auto_deploy_pause_reason { ": " (reason) }
+                        ". Pushes do not deploy here until someone deploys or resumes." }
+                    @if operate {
+                        form.inline method="post" action={ (base) "/resume" } {
+                            (csrf(who)) button type="submit" { "Resume auto-deploy" }
+                        }
+                    }
+                }
+            }
+            @if let Some(failed) = &row.failure {
+                div.banner.failure role="status" {
+                    span { "The newest deployment, " a href={ "/deployments/" (failed.id) } { (app.name) "#" (failed.number) }
+                        ", failed: " (failed.message.as_deref().unwrap_or("")) }
+                }
+            }
+            div.grid2 {
+                div.panel {
+                    h2 { "Runs" }
+                    @if let Some(release) = &row.release {
+                        dl.facts {
+                            dt { "Release" } dd { a href={ "/deployments/" (release.id) } { (app.name) "#" (release.number) } }
+                            dt { "Commit" } dd { code { (release.ref_name) } " " (commit(&app.repository, release.sha.as_deref())) }
+                            dt { "By" } dd { (release.created_by) }
+                            dt { "Since" } dd { (time(release.finished_at.unwrap_or(release.created_at), now)) }
+                        }
+                        (services(release))
+                        @if let (Some(sha), Some(tracked)) = (&release.sha, &env.auto_deploy_ref) {
+                            @if let Some(url) = releases::compare_url(&app.repository, sha, tracked) {
+                                p { a href=(url) rel="noopener" { "Commits on " (tracked) " not deployed here" } }
+                            }
+                        }
+                    } @else {
+                        p.muted { "Nothing has been deployed here yet." }
+                    }
+                }
+                div.panel {
+                    h2 { "Now" }
+                    @if let Some(running) = &row.running {
+                        p { (status(running.status)) " " a href={ "/deployments/" (running.id) } { (app.name) "#" (running.number) }
+                            @if let Some(phase) = running.phase { " " span.muted { (layout::phase_name(phase)) } } }
+                    } @else {
+                        p.muted { "No deployment in progress." }
+                    }
+                    p { (row.queued) " queued · auto-deploys from "
+                        @if let Some(tracked) = &env.auto_deploy_ref { code { (tracked) } } @else { "no branch" } }
+                }
+            }
+            h2 { "Releases" }
+            @if releases.is_empty() {
+                div.panel { p.muted { "No release yet: a deployment that succeeds here is one." } }
+            } @else {
+                table.responsive {
+                    thead { tr { th { "Release" } th { "Commit" } th { "Task" } th { "By" } th { "Served" } @if operate { th { "" } } } }
+                    tbody {
+                        @for (i, release) in releases.iter().enumerate() {
+                            @let until = if i == 0 { None } else { releases[i - 1].finished_at };
+                            tr {
+                                td data-label="Release" {
+                                    a href={ "/deployments/" (release.id) } { (app.name) "#" (release.number) }
+                                    @if Some(release.id) == current { " " span.chip { "running" } }
+                                }
+                                td data-label="Commit" { code { (release.ref_name) } " " (commit(&app.repository, release.sha.as_deref())) }
+                                td data-label="Task" { (release.task) }
+                                td data-label="By" { (release.created_by) }
+                                td data-label="Served" {
+                                    @if let Some(from) = release.finished_at {
+                                        (time(from, now))
+                                        @if let Some(until) = until { span.muted { ", for " (layout::duration(until - from)) } }
+                                    }
+                                }
+                                @if operate {
+                                    td {
+                                        @if Some(release.id) != current {
+                                            form.inline method="post" action={ (base) "/rollback" } {
+                                                (csrf(who))
+                                                input type="hidden" name="to" value=(release.number);
+                                                input type="text" name="reason" required maxlength="1000" placeholder="why" aria-label={ "Why roll back to " (app.name) "#" (release.number) };
+                                                button.danger type="submit" { "Roll back to " (app.name) "#" (release.number) }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                @if more { p.muted { "Older releases: " code { "slipway releases " (app.name) " " (env.name) } } }
+            }
+            h2 { "Latest deployments" }
+            (deployments_table(&recent, now))
+        }
+    })
+}
+
+/// The services of a release and the images they run.
+fn services(release: &deployment::Model) -> Markup {
+    let services: Vec<ServiceImage> = release
+        .services
+        .as_deref()
+        .and_then(|json| serde_json::from_str::<Vec<deployment::StoredService>>(json).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .map(ServiceImage::from)
+        .collect();
+    html! {
+        @if !services.is_empty() {
+            table {
+                thead { tr { th { "Service" } th { "Image" } } }
+                tbody {
+                    @for s in &services {
+                        tr {
+                            td { (s.name) }
+                            td { code { (s.image) }
+                                @if let Some(digest) = &s.digest { br; code.muted title=(digest) { (digest.get(..19).unwrap_or(digest)) "…" } } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `GET /apps/{app}/{env}/live`: the environment's page as it changes.
+pub(super) async fn environment_live(
+    State(state): State<AppState>,
+    who: SignedIn,
+    Path((app, env)): Path<(String, String)>,
+) -> WebResult<Response> {
+    let (app, env) = applications::get_environment(&state.db, &app, &env).await?;
+    let app = Arc::new(app);
+    let env_id = env.id;
+    let render_state = state.clone();
+    let who = Arc::new(who);
+    Ok(live::swaps(state, move |change| {
+        let state = render_state.clone();
+        let app = app.clone();
+        let who = who.clone();
+        async move {
+            if change.is_some_and(|(_, env)| env != env_id) {
+                return Ok(None);
+            }
+            use sea_orm::EntityTrait;
+            let Some(env) = environment::Entity::find_by_id(env_id)
+                .one(&state.db)
+                .await?
+            else {
+                return Ok(None);
+            };
+            Ok(Some(environment_live_part(&state, &who, app, env).await?))
+        }
+    }))
+}
