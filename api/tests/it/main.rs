@@ -18,3 +18,4 @@ mod queue;
 mod releases;
 mod sockets;
 mod timeouts;
+mod web;

@@ -1,0 +1,686 @@
+//! The web UI without a browser: sign-in and sessions, every page for each
+//! role, CSRF and role refusals, escaping, security headers, assets, and the
+//! live log's server-sent events.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use reqwest::header::{HeaderMap, COOKIE, LOCATION, SET_COOKIE};
+use reqwest::{redirect, Client, StatusCode};
+use serde_json::json;
+use slipway_api::auth::Role;
+use slipway_api::{Clock, Settings};
+
+use slipway_testkit::api::{Backend, TestApi};
+
+const APPEND: &str = "mutation($id: ID!, $lines: [LogLineInput!]!) { appendDeploymentLogs(id: $id, lines: $lines) { logCount } }";
+
+fn client() -> Client {
+    Client::builder()
+        .redirect(redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The value of cookie `name` that an answer sets, with its attributes.
+fn set_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
+}
+
+/// `name=value` of a Set-Cookie line.
+fn pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().to_owned()
+}
+
+/// A browser signed in as `subject` with `role`, through a sign-in link.
+struct Browser<'a> {
+    server: &'a TestApi,
+    client: Client,
+    cookie: String,
+}
+
+impl<'a> Browser<'a> {
+    async fn sign_in(server: &'a TestApi, role: Role, subject: &str) -> Browser<'a> {
+        let (code, _) = slipway_api::sessions::create_code(&server.state, subject, role, "test")
+            .await
+            .unwrap();
+        let client = client();
+        let answer = client
+            .get(server.url(&format!("/login?code={code}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+        let cookie = set_cookie(answer.headers(), "slipway_session").expect("a session cookie");
+        Browser {
+            server,
+            client,
+            cookie: pair(&cookie),
+        }
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.server.url(path))
+            .header(COOKIE, &self.cookie)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A page's status and HTML.
+    async fn page(&self, path: &str) -> (StatusCode, String) {
+        let answer = self.get(path).await;
+        (answer.status(), answer.text().await.unwrap())
+    }
+
+    /// The CSRF token the session's forms carry, read from a page.
+    async fn csrf(&self) -> String {
+        let (_, html) = self.page("/runners").await;
+        let at = html.find("name=\"csrf\" value=\"").expect("a form") + 19;
+        html[at..at + html[at..].find('"').unwrap()].to_owned()
+    }
+
+    async fn post(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.client
+            .post(self.server.url(path))
+            .header(COOKIE, &self.cookie)
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+async fn locked_by(server: &TestApi, app: &str, env: &str) -> serde_json::Value {
+    let data = server
+        .ok_as(
+            Role::Viewer,
+            "query($a: String!) { application(name: $a) { environments { name lock { lockedBy } } } }",
+            json!({"a": app}),
+        )
+        .await;
+    data["application"]["environments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == env)
+        .map(|e| e["lock"]["lockedBy"].clone())
+        .unwrap_or_default()
+}
+
+async fn a_sign_in_link_opens_a_session_once(backend: Backend) {
+    let server = TestApi::start(backend).await;
+    let (code, _) =
+        slipway_api::sessions::create_code(&server.state, "ada", Role::Deployer, "slipway up")
+            .await
+            .unwrap();
+    let client = client();
+    let link = server.url(&format!("/login?code={code}&next=/runners"));
+    let answer = client.get(&link).send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    assert_eq!(answer.headers()[LOCATION], "/runners");
+    let cookie = set_cookie(answer.headers(), "slipway_session").unwrap();
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("SameSite=Lax"), "{cookie}");
+    assert!(!cookie.contains(&code), "the cookie is not the code");
+
+    let page = client
+        .get(server.url("/"))
+        .header(COOKIE, pair(&cookie))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("What runs where"), "{html}");
+    assert!(html.contains("ada · deployer"), "{html}");
+
+    let again = client.get(&link).send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
+    assert!(set_cookie(again.headers(), "slipway_session").is_none());
+    assert!(again
+        .text()
+        .await
+        .unwrap()
+        .contains("this sign-in link has been used or has expired"));
+}
+
+async fn a_token_becomes_a_session_and_is_not_kept_in_the_browser(backend: Backend) {
+    let server = TestApi::start(backend).await;
+    let client = client();
+    let form = client.get(server.url("/login")).send().await.unwrap();
+    assert_eq!(form.status(), StatusCode::OK);
+    let login = pair(&set_cookie(form.headers(), "slipway_login").unwrap());
+    let nonce = login.split_once('=').unwrap().1.to_owned();
+    let html = form.text().await.unwrap();
+    assert!(html.contains(&format!("value=\"{nonce}\"")));
+
+    let submit = |token: String, cookie: Option<String>| {
+        let client = client.clone();
+        let url = server.url("/login");
+        let nonce = nonce.clone();
+        async move {
+            let mut request = client.post(url).form(&[
+                ("token", token.as_str()),
+                ("login", nonce.as_str()),
+                ("next", "/setup"),
+            ]);
+            if let Some(cookie) = cookie {
+                request = request.header(COOKIE, cookie);
+            }
+            request.send().await.unwrap()
+        }
+    };
+
+    let wrong = submit("not-a-token".into(), Some(login.clone())).await;
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert!(set_cookie(wrong.headers(), "slipway_session").is_none());
+
+    let runner = submit(server.token(Role::Runner, "r1"), Some(login.clone())).await;
+    assert_eq!(runner.status(), StatusCode::UNAUTHORIZED);
+    assert!(runner
+        .text()
+        .await
+        .unwrap()
+        .contains("a runner token cannot sign in"));
+
+    // A form posted from elsewhere has no login cookie of this browser.
+    let forged = submit(server.token(Role::Admin, "root"), None).await;
+    assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
+    assert!(set_cookie(forged.headers(), "slipway_session").is_none());
+
+    let token = server.token(Role::Admin, "root");
+    let ok = submit(token.clone(), Some(login)).await;
+    assert_eq!(ok.status(), StatusCode::SEE_OTHER);
+    assert_eq!(ok.headers()[LOCATION], "/setup");
+    let session = set_cookie(ok.headers(), "slipway_session").unwrap();
+    assert!(!session.contains(&token));
+    let setup = client
+        .get(server.url("/setup"))
+        .header(COOKIE, pair(&session))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(setup.status(), StatusCode::OK);
+}
+
+async fn every_page_renders_for_each_role_with_only_the_actions_it_may_take(backend: Backend) {
+    let server = TestApi::start(backend).await;
+    server
+        .app(
+            "web",
+            "https://github.com/acme/web.git",
+            &[("production", Some("main"), Some("https://web.example"))],
+        )
+        .await;
+    let first = server
+        .deploy_ref("web", "production", "main", Some(&"a".repeat(40)))
+        .await;
+    server.claim_ok("r1", &first).await;
+    server.finish("r1", &first, "SUCCEEDED").await;
+    let second = server
+        .deploy_ref("web", "production", "main", Some(&"b".repeat(40)))
+        .await;
+    server.claim_ok("r1", &second).await;
+    server.finish("r1", &second, "SUCCEEDED").await;
+    let running = server.deploy("web", "production").await;
+    server.claim_ok("r1", &running).await;
+
+    let pages = [
+        "/".to_owned(),
+        "/?app=web".into(),
+        "/apps/web".into(),
+        "/apps/web/production".into(),
+        "/apps/web/production/deploy".into(),
+        format!("/deployments/{first}"),
+        format!("/deployments/{running}"),
+        "/runners".into(),
+        "/setup".into(),
+    ];
+    for role in [Role::Admin, Role::Deployer, Role::Viewer] {
+        let browser = Browser::sign_in(&server, role, "someone").await;
+        for path in &pages {
+            let (status, html) = browser.page(path).await;
+            let expected = match (role, path.as_str()) {
+                (Role::Admin, _) => StatusCode::OK,
+                (_, "/setup") => StatusCode::FORBIDDEN,
+                (Role::Viewer, "/apps/web/production/deploy") => StatusCode::FORBIDDEN,
+                _ => StatusCode::OK,
+            };
+            assert_eq!(status, expected, "{role:?} {path}: {html}");
+            assert!(html.starts_with("<!DOCTYPE html>"), "{path}");
+        }
+        let (_, environment) = browser.page("/apps/web/production").await;
+        let (_, deployment) = browser.page(&format!("/deployments/{running}")).await;
+        let (_, release) = browser.page(&format!("/deployments/{first}")).await;
+        let acts = role != Role::Viewer;
+        assert_eq!(environment.contains(">Lock</button>"), acts, "{role:?}");
+        assert_eq!(environment.contains("Roll back to web#1"), acts, "{role:?}");
+        assert_eq!(environment.contains("Deploy…"), acts, "{role:?}");
+        assert_eq!(deployment.contains(">Cancel</button>"), acts, "{role:?}");
+        assert_eq!(release.contains("Redeploy"), acts, "{role:?}");
+        assert_eq!(
+            environment.contains("href=\"/setup\""),
+            role == Role::Admin,
+            "{role:?}"
+        );
+        // What runs, linked to the forge; the release it replaced.
+        assert!(environment.contains("https://github.com/acme/web/commit/bbbbbbb"));
+        assert!(environment.contains("web#2"));
+        let (_, overview) = browser.page("/").await;
+        assert!(overview.contains("web#3"), "the deployment in progress");
+        assert!(overview.contains("https://web.example"));
+    }
+}
+
+async fn a_viewer_s_forged_post_is_refused_and_changes_nothing(backend: Backend) {
+    let server = TestApi::start(backend).await;
+    server
+        .app(
+            "web",
+            "file:///srv/git/web.git",
+            &[("production", None, None)],
+        )
+        .await;
+    let id = server.deploy("web", "production").await;
+    let viewer = Browser::sign_in(&server, Role::Viewer, "vic").await;
+    let csrf = viewer.csrf().await;
+    let lock = viewer
+        .post(
+            "/apps/web/production/lock",
+            &[("csrf", &csrf), ("reason", "mine now")],
+        )
+        .await;
+    assert_eq!(lock.status(), StatusCode::FORBIDDEN);
+    assert!(lock
+        .text()
+        .await
+        .unwrap()
+        .contains("the viewer role may not"));
+    assert!(locked_by(&server, "web", "production").await.is_null());
+    let cancel = viewer
+        .post(&format!("/deployments/{id}/cancel"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(cancel.status(), StatusCode::FORBIDDEN);
+    assert_eq!(server.status(&id).await["status"], "QUEUED");
+    let deploy = viewer
+        .post(
+            "/apps/web/production/deploy",
+            &[("csrf", &csrf), ("ref", "main")],
+        )
+        .await;
+    assert_eq!(deploy.status(), StatusCode::FORBIDDEN);
+    assert_eq!(server.deployments().await.len(), 1);
+
+    // Without a session a POST is sent to sign in, and nothing happens.
+    let anonymous = client()
+        .post(server.url("/apps/web/production/lock"))
+        .form(&[("csrf", csrf.as_str()), ("reason", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::SEE_OTHER);
+    assert!(locked_by(&server, "web", "production").await.is_null());
+}
+
+async fn a_form_without_the_session_s_token_or_from_another_site_is_refused(backend: Backend) {
+    let server = TestApi::start(backend).await;
+    server
+        .app(
+            "web",
+            "file:///srv/git/web.git",
+            &[("production", None, None)],
+        )
+        .await;
+    let admin = Browser::sign_in(&server, Role::Admin, "root").await;
+    let csrf = admin.csrf().await;
+
+    let forged = admin
+        .post(
+            "/apps/web/production/lock",
+            &[("csrf", "guessed"), ("reason", "x")],
+        )
+        .await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    assert!(forged
+        .text()
+        .await
+        .unwrap()
+        .contains("reload it and try again"));
+    let elsewhere = admin
+        .client
+        .post(server.url("/apps/web/production/lock"))
+        .header(COOKIE, &admin.cookie)
+        .header("origin", "https://evil.example")
+        .form(&[("csrf", csrf.as_str()), ("reason", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), StatusCode::FORBIDDEN);
+    assert!(locked_by(&server, "web", "production").await.is_null());
+
+    let locked = admin
+        .post(
+            "/apps/web/production/lock",
+            &[("csrf", &csrf), ("reason", "release freeze")],
+        )
+        .await;
+    assert_eq!(locked.status(), StatusCode::SEE_OTHER);
+    assert_eq!(locked.headers()[LOCATION], "/apps/web/production");
+    assert_eq!(locked_by(&server, "web", "production").await, "root");
+    let (_, html) = admin.page("/apps/web/production").await;
+    assert!(html.contains("release freeze"));
+    assert!(html.contains(">Unlock</button>"));
+
+    // Bad input is said on the page, and changes nothing.
+    let empty = admin
+        .post(
+            "/apps/web/production/rollback",
+            &[("csrf", &csrf), ("reason", " ")],
+        )
+        .await;
+    assert_eq!(empty.status(), StatusCode::BAD_REQUEST);
+    assert!(empty
+        .text()
+        .await
+        .unwrap()
+        .contains("`reason` must say why"));
+    assert!(server.deployments().await.is_empty());
+}
+
+async fn hostile_names_refs_and_log_lines_are_escaped(backend: Backend) {
+    let server = TestApi::start(backend).await;
+    server
+        .app(
+            "web",
+            "file:///srv/git/web.git",
+            &[("production", None, None)],
+        )
+        .await;
+    let hostile = "<script>alert(1)</script>";
+    let id = server.deploy_ref("web", "production", hostile, None).await;
+    server.claim_ok("r1", &id).await;
+    server
+        .ok(
+            &server.token(Role::Runner, "r1"),
+            APPEND,
+            json!({"id": id, "lines": [{"text": "\u{1b}[31m<img src=x onerror=alert(2)>\u{1b}[0m \"quoted\""}]}),
+        )
+        .await;
+    server
+        .lock("web", "production", "\"><script>alert(3)</script>")
+        .await;
+    let admin = Browser::sign_in(&server, Role::Admin, "<b>root</b>").await;
+    for path in [
+        "/".to_owned(),
+        "/apps/web/production".into(),
+        format!("/deployments/{id}"),
+    ] {
+        let (status, html) = admin.page(&path).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(!html.contains("<script>alert"), "{path}: {html}");
+        assert!(!html.contains("<img src=x"), "{path}");
+        assert!(!html.contains("<b>root</b>"), "{path}");
+        assert!(html.contains("&lt;b&gt;root&lt;/b&gt;"), "{path}");
+    }
+    let (_, deployment) = admin.page(&format!("/deployments/{id}")).await;
+    assert!(deployment.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(deployment.contains(
+        "<span class=\"ansi-fg-31\">&lt;img src=x onerror=alert(2)&gt;</span> &quot;quoted&quot;"
+    ));
+    let (_, environment) = admin.page("/apps/web/production").await;
+    assert!(environment.contains("&quot;&gt;&lt;script&gt;alert(3)&lt;/script&gt;"));
+    // The raw log is the text as it was logged, as plain text.
+    let raw = admin.get(&format!("/deployments/{id}/log.txt")).await;
+    assert_eq!(raw.headers()["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(raw.headers()["x-content-type-options"], "nosniff");
+    assert!(raw.text().await.unwrap().contains("<img src=x"));
+}
+
+async fn a_session_expires_and_signing_out_ends_it(backend: Backend) {
+    let clock = Clock::manual(Utc::now());
+    let server = TestApi::start_with(backend, clock.clone(), Settings::default()).await;
+    let browser = Browser::sign_in(&server, Role::Viewer, "vic").await;
+    assert_eq!(browser.page("/").await.0, StatusCode::OK);
+    clock.advance(slipway_api::sessions::SESSION_TTL + chrono::Duration::seconds(1));
+    let expired = browser.get("/runners").await;
+    assert_eq!(expired.status(), StatusCode::SEE_OTHER);
+    assert_eq!(expired.headers()[LOCATION], "/login?next=%2Frunners");
+
+    // A sign-in link that waited too long opens nothing.
+    let (code, _) = slipway_api::sessions::create_code(&server.state, "x", Role::Viewer, "t")
+        .await
+        .unwrap();
+    clock.advance(slipway_api::sessions::CODE_TTL + chrono::Duration::seconds(1));
+    let late = client()
+        .get(server.url(&format!("/login?code={code}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(late.status(), StatusCode::UNAUTHORIZED);
+
+    let browser = Browser::sign_in(&server, Role::Viewer, "vic").await;
+    let csrf = browser.csrf().await;
+    let out = browser.post("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    let cleared = set_cookie(out.headers(), "slipway_session").unwrap();
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    // The old cookie no longer signs anyone in.
+    assert_eq!(browser.get("/").await.status(), StatusCode::SEE_OTHER);
+}
+
+async fn pages_send_security_headers_and_assets_are_kept_for_good(backend: Backend) {
+    let server = TestApi::start(backend).await;
+    let browser = Browser::sign_in(&server, Role::Viewer, "vic").await;
+    for answer in [
+        browser.get("/").await,
+        client().get(server.url("/login")).send().await.unwrap(),
+    ] {
+        let headers = answer.headers();
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'"), "{csp}");
+        assert!(!csp.contains("unsafe-inline") || !csp.contains("script-src 'self' 'unsafe"));
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert_eq!(headers["referrer-policy"], "same-origin");
+        let html = answer.text().await.unwrap();
+        assert!(!html.contains("<script>"), "no inline script");
+        assert!(!html.contains(" style=\""), "no inline style");
+    }
+    let (_, html) = browser.page("/").await;
+    let at = html.find("/assets/app.").unwrap();
+    let css = &html[at..at + html[at..].find('"').unwrap()];
+    assert!(css.ends_with(".css"), "{css}");
+    let asset = client().get(server.url(css)).send().await.unwrap();
+    assert_eq!(asset.status(), StatusCode::OK);
+    assert_eq!(
+        asset.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    assert_eq!(asset.headers()["content-type"], "text/css; charset=utf-8");
+    let stale = client()
+        .get(server.url("/assets/app.000000000000.css"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), StatusCode::NOT_FOUND);
+
+    // GraphiQL for a browser, from this origin's assets.
+    let graphiql = client()
+        .get(server.url("/graphql"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    let csp = graphiql.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("script-src 'self';"), "{csp}");
+    let page = graphiql.text().await.unwrap();
+    assert!(page.contains("/assets/graphiql-ui."), "{page}");
+    assert!(!page.contains("https://"), "nothing from a CDN: {page}");
+}
+
+/// Reads server-sent events from `answer` until one of type `until` arrives;
+/// returns `(event, id, data)` of each.
+async fn events_until(
+    answer: &mut reqwest::Response,
+    until: &str,
+) -> Vec<(String, Option<String>, String)> {
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), answer.chunk())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .expect("the stream goes on");
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let (mut event, mut id, mut data) = (String::from("message"), None, Vec::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("id:") {
+                    id = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push(v.strip_prefix(' ').unwrap_or(v).to_owned());
+                }
+            }
+            if data.is_empty() {
+                continue; // a keep-alive comment
+            }
+            let done = event == until;
+            events.push((event, id, data.join("\n")));
+            if done {
+                return events;
+            }
+        }
+    }
+}
+
+async fn the_live_log_resumes_after_the_last_event_id_and_ends_with_the_deployment(
+    backend: Backend,
+) {
+    let server = TestApi::start(backend).await;
+    server
+        .app(
+            "web",
+            "file:///srv/git/web.git",
+            &[("production", None, None)],
+        )
+        .await;
+    let id = server.deploy("web", "production").await;
+    server.claim_ok("r1", &id).await;
+    let runner = server.token(Role::Runner, "r1");
+    let lines =
+        |texts: &[&str]| json!(texts.iter().map(|t| json!({"text": t})).collect::<Vec<_>>());
+    server
+        .ok(
+            &runner,
+            APPEND,
+            json!({"id": id, "lines": lines(&["one", "two", "three"])}),
+        )
+        .await;
+    let browser = Browser::sign_in(&server, Role::Viewer, "vic").await;
+    let mut live = browser
+        .client
+        .get(server.url(&format!("/deployments/{id}/live?after=0")))
+        .header(COOKIE, &browser.cookie)
+        .header("last-event-id", "2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.headers()["content-type"], "text/event-stream");
+    let first = events_until(&mut live, "line").await;
+    assert_eq!(first[0].0, "swap", "the state first: {first:?}");
+    assert!(first[0].2.contains("id=\"summary\""));
+    assert_eq!(
+        first[1].1.as_deref(),
+        Some("3"),
+        "after line 2 comes line 3 only"
+    );
+    assert!(first[1].2.contains("three"));
+
+    server
+        .ok(
+            &runner,
+            APPEND,
+            json!({"id": id, "lines": lines(&["four"])}),
+        )
+        .await;
+    let more = events_until(&mut live, "line").await;
+    assert_eq!(more.len(), 1, "{more:?}");
+    assert_eq!(more[0].1.as_deref(), Some("4"));
+    assert!(more[0].2.contains("id=\"L4\""));
+
+    server.finish("r1", &id, "SUCCEEDED").await;
+    let last = events_until(&mut live, "end").await;
+    let swaps: Vec<_> = last
+        .iter()
+        .filter(|(event, _, _)| event == "swap")
+        .collect();
+    assert!(
+        swaps.last().unwrap().2.contains("succeeded"),
+        "the last word is the final state: {last:?}"
+    );
+    assert!(
+        last.iter().all(|(event, _, _)| event != "line"),
+        "no line twice"
+    );
+}
+
+async fn the_overview_is_live(backend: Backend) {
+    let server = TestApi::start(backend).await;
+    server
+        .app(
+            "web",
+            "file:///srv/git/web.git",
+            &[("production", None, None)],
+        )
+        .await;
+    let browser = Browser::sign_in(&server, Role::Viewer, "vic").await;
+    let mut live = browser.get("/live").await;
+    let first = events_until(&mut live, "swap").await;
+    assert!(first[0].2.contains("id=\"environments\""), "{first:?}");
+    let id = server.deploy("web", "production").await;
+    server.claim_ok("r1", &id).await;
+    let changed = loop {
+        let swap = events_until(&mut live, "swap").await.pop().unwrap();
+        if swap.2.contains("in progress") {
+            break swap;
+        }
+    };
+    assert!(
+        changed.2.starts_with("<tr id=\"env-"),
+        "one row: {changed:?}"
+    );
+    server.lock("web", "production", "freeze").await;
+    loop {
+        let swap = events_until(&mut live, "swap").await.pop().unwrap();
+        if swap.2.contains("freeze") {
+            break;
+        }
+    }
+}
+
+slipway_testkit::on_both_backends!(
+    a_sign_in_link_opens_a_session_once,
+    a_token_becomes_a_session_and_is_not_kept_in_the_browser,
+    every_page_renders_for_each_role_with_only_the_actions_it_may_take,
+    a_viewer_s_forged_post_is_refused_and_changes_nothing,
+    a_form_without_the_session_s_token_or_from_another_site_is_refused,
+    hostile_names_refs_and_log_lines_are_escaped,
+    a_session_expires_and_signing_out_ends_it,
+    pages_send_security_headers_and_assets_are_kept_for_good,
+    the_live_log_resumes_after_the_last_event_id_and_ends_with_the_deployment,
+    the_overview_is_live,
+);
