@@ -17,10 +17,32 @@
     return Array.from(template.content.children);
   }
 
+  // What a person typed or focused survives a swap: the new element's
+  // fields with the same id get the old values, and focus goes back.
+  function carryOver(old, element) {
+    const focused = document.activeElement;
+    for (const field of old.querySelectorAll("input[id], textarea[id], select[id]")) {
+      const twin = element.querySelector(`#${CSS.escape(field.id)}`);
+      if (twin && field.type !== "hidden") twin.value = field.value;
+    }
+    return focused && old.contains(focused) && focused.id ? focused : null;
+  }
+
   function swap(html) {
     for (const element of fragments(html)) {
       const old = element.id && document.getElementById(element.id);
-      if (old) old.replaceWith(element);
+      if (!old || old.isEqualNode(element)) continue;
+      const focused = carryOver(old, element);
+      old.replaceWith(element);
+      if (focused) {
+        const twin = document.getElementById(focused.id);
+        if (twin) {
+          twin.focus();
+          if (typeof focused.selectionStart === "number" && twin.setSelectionRange) {
+            twin.setSelectionRange(focused.selectionStart, focused.selectionEnd);
+          }
+        }
+      }
     }
     relativeTimes();
   }

@@ -194,7 +194,7 @@ fn actions(view: &DeploymentView, who: &SignedIn) -> Markup {
                         form.inline method="post" action={ (env_path) "/rollback" } {
                             (csrf(who))
                             input type="hidden" name="to" value=(d.number);
-                            input type="text" name="reason" required maxlength="1000" placeholder="why" aria-label="Why roll back to this release";
+                            input #rollback-reason type="text" name="reason" required maxlength="1000" placeholder="why" aria-label="Why roll back to this release";
                             button.danger type="submit" { "Roll back to " (view.name()) }
                         }
                     }

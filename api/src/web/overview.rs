@@ -469,7 +469,7 @@ async fn environment_live_part(
                                             form.inline method="post" action={ (base) "/rollback" } {
                                                 (csrf(who))
                                                 input type="hidden" name="to" value=(release.number);
-                                                input type="text" name="reason" required maxlength="1000" placeholder="why" aria-label={ "Why roll back to " (app.name) "#" (release.number) };
+                                                input type="text" id={ "reason-" (release.number) } name="reason" required maxlength="1000" placeholder="why" aria-label={ "Why roll back to " (app.name) "#" (release.number) };
                                                 button.danger type="submit" { "Roll back to " (app.name) "#" (release.number) }
                                             }
                                         }

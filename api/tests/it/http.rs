@@ -134,7 +134,11 @@ async fn health_readiness_and_graphiql(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(graphiql.status(), 200);
-    assert!(graphiql.text().await.unwrap().contains("data-endpoint=\"/graphql\""));
+    assert!(graphiql
+        .text()
+        .await
+        .unwrap()
+        .contains("data-endpoint=\"/graphql\""));
     // Deployment pages (GitHub's log_url) ask a browser without a session to
     // sign in, and come back after.
     let page = reqwest::Client::builder()
@@ -146,7 +150,10 @@ async fn health_readiness_and_graphiql(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(page.status(), 303);
-    assert_eq!(page.headers()["location"], "/login?next=%2Fdeployments%2F42");
+    assert_eq!(
+        page.headers()["location"],
+        "/login?next=%2Fdeployments%2F42"
+    );
 
     server.state.db.clone().close().await.unwrap();
     let readyz = http.get(server.url("/readyz")).send().await.unwrap();

@@ -13,3 +13,4 @@ mod follow;
 mod quickstart;
 mod releases;
 mod up;
+mod web;
