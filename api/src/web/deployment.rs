@@ -47,9 +47,10 @@ pub(super) async fn show(
     let lines = logs::read(&state.db, id, 0, PAGE_LINES).await?;
     let last = lines.last().map_or(0, |l| l.seq);
     let now = state.clock.now();
+    let current = deployments::current_release(&state.db, view.environment.id).await?;
     let title = format!("{} → {}", view.name(), view.environment.name);
     let body = html! {
-        (summary(&view, &who, now))
+        (summary(&view, current.map(|r| r.id), &who, now))
         h2 { "Log "
             a.muted href={ "/deployments/" (id) "/log.txt" } { "raw" } }
         div.log data-log data-live={ "/deployments/" (id) "/live?after=" (last) } role="log" aria-label="Deployment log" {
@@ -63,8 +64,14 @@ pub(super) async fn show(
     Ok(page(&title, Some(&who), Section::Overview, body))
 }
 
-/// The part of the page that changes as the deployment does.
-fn summary(view: &DeploymentView, who: &SignedIn, now: DateTime<Utc>) -> Markup {
+/// The part of the page that changes as the deployment does; `current` is
+/// the environment's release.
+fn summary(
+    view: &DeploymentView,
+    current: Option<i64>,
+    who: &SignedIn,
+    now: DateTime<Utc>,
+) -> Markup {
     let d = &view.deployment;
     let app = &view.application.name;
     let env = &view.environment.name;
@@ -119,7 +126,7 @@ fn summary(view: &DeploymentView, who: &SignedIn, now: DateTime<Utc>) -> Markup 
                     }
                 }
             }
-            (actions(view, who))
+            (actions(view, current, who))
         }
     }
 }
@@ -166,8 +173,9 @@ fn timeline(status: DeploymentStatus, phase: Option<DeploymentPhase>) -> Markup 
     }
 }
 
-/// Cancel while it runs; Redeploy, and Rollback to a release, once finished.
-fn actions(view: &DeploymentView, who: &SignedIn) -> Markup {
+/// Cancel while it runs; Redeploy once finished, and Rollback to it when it
+/// is a release other than the one running.
+fn actions(view: &DeploymentView, current: Option<i64>, who: &SignedIn) -> Markup {
     let d = &view.deployment;
     let id = d.id;
     let env_path = format!(
@@ -190,7 +198,7 @@ fn actions(view: &DeploymentView, who: &SignedIn) -> Markup {
                         (csrf(who))
                         button type="submit" { "Redeploy " code { (d.ref_name) } }
                     }
-                    @if d.status == DeploymentStatus::Succeeded {
+                    @if d.status == DeploymentStatus::Succeeded && current != Some(d.id) {
                         form.inline method="post" action={ (env_path) "/rollback" } {
                             (csrf(who))
                             input type="hidden" name="to" value=(d.number);
@@ -230,12 +238,18 @@ pub(super) async fn live(
     let mut events = state.events.subscribe();
     let lines = logs::follow(&state, id, after).await?;
     let (tx, rx) = mpsc::channel::<SseEvent>(64);
+    let ends = tokio::time::Instant::now() + live::lifetime(&state, &who);
     tokio::spawn(async move {
         let send_summary = |tx: mpsc::Sender<SseEvent>, state: AppState| {
             let who = &who;
             async move {
                 let view = view::get(&state.db, id).await?;
-                let _ = tx.send(swap(summary(&view, who, state.clock.now()))).await;
+                let current = deployments::current_release(&state.db, view.environment.id)
+                    .await?
+                    .map(|r| r.id);
+                let _ = tx
+                    .send(swap(summary(&view, current, who, state.clock.now())))
+                    .await;
                 ApiResult::Ok(())
             }
         };
@@ -264,6 +278,7 @@ pub(super) async fn live(
                 }
                 () = tx.closed() => return,
                 () = state.events.closed() => return,
+                () = tokio::time::sleep_until(ends) => return,
             }
         }
         // Finished, every line sent: the last word on its state, then `end`.

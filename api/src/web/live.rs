@@ -18,6 +18,8 @@ use crate::error::ApiResult;
 use crate::events::Event;
 use crate::state::AppState;
 
+use super::SignedIn;
+
 /// The application and environment an event is about, if it is about one.
 pub(super) fn environment_of(event: &Event) -> Option<(i64, i64)> {
     match event {
@@ -45,18 +47,26 @@ pub(super) fn sse(events: impl Stream<Item = SseEvent> + Send + 'static) -> Resp
         .into_response()
 }
 
+/// How long a live stream of `who` may last: until its session expires.
+pub(super) fn lifetime(state: &AppState, who: &SignedIn) -> Duration {
+    (who.0.expires_at - state.clock.now())
+        .to_std()
+        .unwrap_or_default()
+}
+
 /// Swaps for the changes of environments: `render(None)` renders the page's
 /// live part as it is now (sent first, and again when this stream fell
 /// behind the events); `render(Some((application, environment)))` what a
 /// change of that environment changes, or nothing when the page does not
-/// show it.
-pub(super) fn swaps<R, Fut>(state: AppState, render: R) -> Response
+/// show it. Ends when `who`'s session does.
+pub(super) fn swaps<R, Fut>(state: AppState, who: &SignedIn, render: R) -> Response
 where
     R: FnMut(Option<(i64, i64)>) -> Fut + Send + 'static,
     Fut: Future<Output = ApiResult<Option<Markup>>> + Send,
 {
     let events = state.events.subscribe();
     let closing = state.events.clone();
+    let ends = tokio::time::Instant::now() + lifetime(&state, who);
     let stream = stream::unfold(
         (events, render, true),
         move |(mut events, mut render, first)| {
@@ -74,6 +84,7 @@ where
                     let received = tokio::select! {
                         received = events.recv() => received,
                         () = closing.closed() => return None,
+                        () = tokio::time::sleep_until(ends) => return None,
                     };
                     changed = match received {
                         Ok(event) => environment_of(&event).map(Some),

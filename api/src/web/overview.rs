@@ -216,7 +216,7 @@ pub(super) fn environment_row(row: &Row, now: DateTime<Utc>) -> Markup {
 /// `GET /live`: the overview's rows as they change.
 pub(super) async fn live(
     State(state): State<AppState>,
-    _who: SignedIn,
+    who: SignedIn,
     Query(query): Query<OverviewQuery>,
 ) -> WebResult<Response> {
     let only = match query.app.as_deref().filter(|a| !a.is_empty()) {
@@ -229,7 +229,7 @@ pub(super) async fn live(
     };
     let only_id = only.as_ref().map(|a| a.id);
     let render_state = state.clone();
-    Ok(live::swaps(state, move |change| {
+    Ok(live::swaps(state, &who, move |change| {
         let state = render_state.clone();
         let only = only.clone();
         let live_url = live_url.clone();
@@ -382,7 +382,7 @@ async fn environment_live_part(
                     }
                 }
             } @else if operate {
-                form.inline.panel method="post" action={ (base) "/lock" } {
+                form.inline.lock-form method="post" action={ (base) "/lock" } {
                     (csrf(who))
                     label for="lock-reason" { "Lock" }
                     input #lock-reason type="text" name="reason" required maxlength="1000" placeholder="why (shown to everyone)";
@@ -526,7 +526,8 @@ pub(super) async fn environment_live(
     let env_id = env.id;
     let render_state = state.clone();
     let who = Arc::new(who);
-    Ok(live::swaps(state, move |change| {
+    let signed_in = who.clone();
+    Ok(live::swaps(state, &signed_in, move |change| {
         let state = render_state.clone();
         let app = app.clone();
         let who = who.clone();
