@@ -195,6 +195,30 @@ ALTER TABLE environments ADD COLUMN max_queued BIGINT;
 CREATE INDEX deployments_releases ON deployments (environment_id, status, id);
 "#,
     },
+    Migration {
+        version: 4,
+        name: "commits: the graph of the commits deployed",
+        sqlite: r#"
+CREATE TABLE commits (
+    application_id BIGINT NOT NULL REFERENCES applications (id),
+    sha TEXT NOT NULL,
+    parents TEXT,
+    subject TEXT,
+    committed_at TEXT,
+    PRIMARY KEY (application_id, sha)
+);
+"#,
+        postgres: r#"
+CREATE TABLE commits (
+    application_id BIGINT NOT NULL REFERENCES applications (id),
+    sha TEXT NOT NULL,
+    parents TEXT,
+    subject TEXT,
+    committed_at TIMESTAMPTZ,
+    PRIMARY KEY (application_id, sha)
+);
+"#,
+    },
 ];
 
 /// Applies every migration the database does not have yet, in order, and
