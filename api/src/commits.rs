@@ -156,7 +156,10 @@ pub async fn report(
             .await?;
         for sha in unknown {
             commit::Entity::update_many()
-                .col_expr(commit::Column::Parents, Expr::value(known[sha.as_str()].join(" ")))
+                .col_expr(
+                    commit::Column::Parents,
+                    Expr::value(known[sha.as_str()].join(" ")),
+                )
                 .filter(commit::Column::ApplicationId.eq(application_id))
                 .filter(commit::Column::Sha.eq(sha))
                 .exec(&txn)
@@ -314,8 +317,8 @@ mod tests {
     /// A graph from `("c", "b a")` pairs; `"?"` for parents not known.
     fn graph(commits: &[(&str, &str)]) -> Graph {
         Graph::new(commits.iter().map(|(sha, parents)| {
-            let parents = (*parents != "?")
-                .then(|| parents.split_whitespace().map(str::to_owned).collect());
+            let parents =
+                (*parents != "?").then(|| parents.split_whitespace().map(str::to_owned).collect());
             (sha.to_string(), parents)
         }))
     }

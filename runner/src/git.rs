@@ -259,6 +259,26 @@ impl Mirrors {
         diff.await.map_err(|err| GitError::Other(err.to_string()))?
     }
 
+    /// The commits of the mirror of `url` reachable from `sha` (which must
+    /// have been fetched) and from none of `known`, newest first, at most
+    /// `cap`: what the API's commit graph may lack after a deployment of
+    /// `sha`. Shas in `known` that the mirror lacks are passed over.
+    pub async fn commits(
+        &self,
+        url: &str,
+        sha: &str,
+        known: Vec<String>,
+        cap: usize,
+    ) -> Result<Vec<Commit>, GitError> {
+        let mirror = self.path(url);
+        let sha = sha.to_owned();
+        let walk = tokio::task::spawn_blocking(move || {
+            let repo = Repository::open_bare(&mirror).map_err(other)?;
+            commits_since(&repo, &sha, &known, cap).map_err(other)
+        });
+        walk.await.map_err(|err| GitError::Other(err.to_string()))?
+    }
+
     fn fetch_blocking(
         &self,
         url: &str,
@@ -459,6 +479,67 @@ impl Mirrors {
             (Err(err), None) => Err(err),
         }
     }
+}
+
+/// A commit as a mirror has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    pub sha: String,
+    /// Its parents; `None` when the mirror is shallow there and so does not
+    /// know them (which is not the same as a root commit's none).
+    pub parents: Option<Vec<String>>,
+    /// The first line of its message.
+    pub subject: String,
+    /// The committer's time, in seconds since the epoch.
+    pub committed_at: i64,
+}
+
+/// The commits of `repo` reachable from `sha` and from none of `known`,
+/// newest first, at most `cap`. Walking by time streams: a cap that stops
+/// the walk early does not pay for the history behind it.
+fn commits_since(
+    repo: &Repository,
+    sha: &str,
+    known: &[String],
+    cap: usize,
+) -> Result<Vec<Commit>, git2::Error> {
+    let shallow = shallow_commits(repo);
+    let mut walk = repo.revwalk()?;
+    walk.set_sorting(git2::Sort::TIME)?;
+    walk.push(Oid::from_str(sha)?)?;
+    for known in known {
+        let Ok(oid) = Oid::from_str(known) else {
+            continue;
+        };
+        if repo.find_commit(oid).is_ok() {
+            walk.hide(oid)?;
+        }
+    }
+    let mut commits = Vec::new();
+    for oid in walk.take(cap) {
+        let oid = oid?;
+        let commit = repo.find_commit(oid)?;
+        let parents =
+            (!shallow.contains(&oid)).then(|| commit.parent_ids().map(|p| p.to_string()).collect());
+        commits.push(Commit {
+            sha: oid.to_string(),
+            parents,
+            subject: String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default())
+                .into_owned(),
+            committed_at: commit.time().seconds(),
+        });
+    }
+    Ok(commits)
+}
+
+/// The commits at the edge of a shallow mirror: git's `shallow` file, one
+/// sha a line; none when the mirror is complete.
+fn shallow_commits(repo: &Repository) -> std::collections::HashSet<Oid> {
+    std::fs::read_to_string(repo.path().join("shallow"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| Oid::from_str(line.trim()).ok())
+        .collect()
 }
 
 /// The lock of one mirror, shared by every fetch into it in this process.
@@ -885,6 +966,85 @@ mod tests {
             Some("git.example:8443")
         );
         assert_eq!(host_of("file:///srv/x"), None);
+    }
+
+    /// A commit of `parents` with an empty tree, at `time`.
+    fn commit(repo: &Repository, subject: &str, time: i64, parents: &[Oid]) -> Oid {
+        let tree = repo
+            .find_tree(repo.treebuilder(None).unwrap().write().unwrap())
+            .unwrap();
+        let who = git2::Signature::new("t", "t@example.com", &git2::Time::new(time, 0)).unwrap();
+        let parents: Vec<git2::Commit<'_>> = parents
+            .iter()
+            .map(|p| repo.find_commit(*p).unwrap())
+            .collect();
+        let parents: Vec<&git2::Commit<'_>> = parents.iter().collect();
+        repo.commit(
+            None,
+            &who,
+            &who,
+            &format!("{subject}\n\nbody"),
+            &tree,
+            &parents,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_commits_since_the_known_ones_newest_first_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        //   a - b - c ---- m
+        //        \        /
+        //         e ---- f
+        let a = commit(&repo, "a", 1, &[]);
+        let b = commit(&repo, "b", 2, &[a]);
+        let c = commit(&repo, "c", 3, &[b]);
+        let e = commit(&repo, "e", 4, &[b]);
+        let f = commit(&repo, "f", 5, &[e]);
+        let m = commit(&repo, "m", 6, &[c, f]);
+        let subjects = |known: &[Oid], cap| -> Vec<String> {
+            let known: Vec<String> = known.iter().map(Oid::to_string).collect();
+            commits_since(&repo, &m.to_string(), &known, cap)
+                .unwrap()
+                .into_iter()
+                .map(|c| c.subject)
+                .collect()
+        };
+        assert_eq!(subjects(&[], 100), ["m", "f", "e", "c", "b", "a"]);
+        assert_eq!(subjects(&[c], 100), ["m", "f", "e"]);
+        assert_eq!(subjects(&[c, f], 100), ["m"]);
+        assert_eq!(subjects(&[], 2), ["m", "f"]);
+        // A sha the mirror lacks hides nothing.
+        assert_eq!(
+            subjects(&["ab".repeat(20).parse().unwrap()], 3),
+            ["m", "f", "e"]
+        );
+
+        let all = commits_since(&repo, &m.to_string(), &[], 100).unwrap();
+        assert_eq!(all[0].sha, m.to_string());
+        assert_eq!(
+            all[0].parents,
+            Some(vec![c.to_string(), f.to_string()]),
+            "both parents, in order"
+        );
+        assert_eq!(all[0].committed_at, 6);
+        assert_eq!(all[5].parents, Some(vec![]), "a root commit");
+    }
+
+    #[test]
+    fn a_shallow_mirror_does_not_know_the_parents_at_its_edge() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let a = commit(&repo, "a", 1, &[]);
+        let b = commit(&repo, "b", 2, &[a]);
+        let c = commit(&repo, "c", 3, &[b]);
+        std::fs::write(dir.path().join("shallow"), format!("{b}\n")).unwrap();
+        let repo = Repository::open_bare(dir.path()).unwrap();
+        let walked = commits_since(&repo, &c.to_string(), &[], 100).unwrap();
+        let edge = walked.iter().find(|w| w.sha == b.to_string()).unwrap();
+        assert_eq!(edge.parents, None, "{walked:?}");
+        assert_eq!(walked[0].parents, Some(vec![b.to_string()]));
     }
 
     #[test]

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 
 use super::enums::{DeploymentPhase, DeploymentStatus, QueuePolicy};
 use crate::applications;
-use crate::commits;
 use crate::auth::{roles, Role, RoleGuard};
+use crate::commits;
 use crate::db::entities::{application, deployment, environment, log_line, runner};
 use crate::deployments::{self, Filter};
 use crate::error::{ApiError, ApiResult};

@@ -18,19 +18,16 @@ fn sha(name: &str) -> String {
 fn commits(list: &[(&str, &str)]) -> Value {
     list.iter()
         .map(|(name, parents)| {
-            let parents = (*parents != "?").then(|| {
-                parents
-                    .split_whitespace()
-                    .map(sha)
-                    .collect::<Vec<_>>()
-            });
+            let parents =
+                (*parents != "?").then(|| parents.split_whitespace().map(sha).collect::<Vec<_>>());
             json!({"sha": sha(name), "parents": parents, "subject": format!("commit {name}"),
                    "committedAt": "2026-12-01T10:00:00Z"})
         })
         .collect()
 }
 
-const REPORT: &str = "mutation($id: ID!, $c: [CommitInput!]!) { reportDeploymentCommits(id: $id, commits: $c) }";
+const REPORT: &str =
+    "mutation($id: ID!, $c: [CommitInput!]!) { reportDeploymentCommits(id: $id, commits: $c) }";
 
 /// Deploys commit `name` to `env` of `web`, reporting `reported` on the way;
 /// returns how many of them were new to the API.
@@ -86,7 +83,13 @@ async fn distances_follow_diverged_branches_and_merges(backend: Backend) {
     //        \           /
     //         e ------- f       feature
     assert_eq!(
-        deployed(&server, "production", "c", &[("c", "b"), ("b", "a"), ("a", "")]).await,
+        deployed(
+            &server,
+            "production",
+            "c",
+            &[("c", "b"), ("b", "a"), ("a", "")]
+        )
+        .await,
         3
     );
     assert!(
@@ -169,13 +172,7 @@ async fn a_history_cut_short_gives_figures_that_are_not_exact(backend: Backend) 
     );
 
     // A shallow mirror: h1 is known, its parents are not.
-    deployed(
-        &server,
-        "staging",
-        "h2",
-        &[("h2", "h1 c5"), ("h1", "?")],
-    )
-    .await;
+    deployed(&server, "staging", "h2", &[("h2", "h1 c5"), ("h1", "?")]).await;
     assert_eq!(
         distance(&server, "production", "staging").await,
         figures(4, 0, false),
@@ -216,7 +213,9 @@ async fn only_the_holder_reports_and_only_commit_ids(backend: Backend) {
 
     server.claim_ok(RUNNER, &id).await;
     let other = server.token(Role::Runner, "runner-2");
-    let (code, message) = server.err(&other, REPORT, json!({"id": id, "c": one})).await;
+    let (code, message) = server
+        .err(&other, REPORT, json!({"id": id, "c": one}))
+        .await;
     assert_eq!(code, "CONFLICT", "{message}");
     assert!(message.contains("not by runner runner-2"), "{message}");
 
@@ -244,14 +243,20 @@ async fn only_the_holder_reports_and_only_commit_ids(backend: Backend) {
             "1001 commits in one report; at most 1000",
         ),
     ] {
-        let (code, message) = server.err(&runner, REPORT, json!({"id": id, "c": bad})).await;
+        let (code, message) = server
+            .err(&runner, REPORT, json!({"id": id, "c": bad}))
+            .await;
         assert_eq!(code, "BAD_USER_INPUT", "{message}");
         assert!(message.contains(says), "{says}: {message}");
     }
 
-    let stored = server.ok(&runner, REPORT, json!({"id": id, "c": one})).await;
+    let stored = server
+        .ok(&runner, REPORT, json!({"id": id, "c": one}))
+        .await;
     assert_eq!(stored["reportDeploymentCommits"], 1);
-    let again = server.ok(&runner, REPORT, json!({"id": id, "c": one})).await;
+    let again = server
+        .ok(&runner, REPORT, json!({"id": id, "c": one}))
+        .await;
     assert_eq!(again["reportDeploymentCommits"], 0, "idempotent");
 }
 
