@@ -182,23 +182,21 @@ pub async fn release_shas(
     db: &impl ConnectionTrait,
     application_id: i64,
 ) -> ApiResult<Vec<String>> {
-    let rows: Vec<(i64, Option<String>)> = deployment::Entity::find()
+    Ok(deployment::Entity::find()
         .select_only()
-        .column(deployment::Column::Id)
         .column(deployment::Column::Sha)
+        .column_as(deployment::Column::Id.max(), "newest")
         .filter(deployment::Column::ApplicationId.eq(application_id))
         .filter(deployment::Column::Status.eq(DeploymentStatus::Succeeded))
         .filter(deployment::Column::Sha.is_not_null())
-        .order_by_desc(deployment::Column::Id)
-        .into_tuple()
+        .group_by(deployment::Column::Sha)
+        .order_by_desc(Expr::cust("newest"))
+        .limit(MAX_RELEASE_SHAS)
+        .into_tuple::<(String, i64)>()
         .all(db)
-        .await?;
-    let mut seen = HashSet::new();
-    Ok(rows
+        .await?
         .into_iter()
-        .filter_map(|(_, sha)| sha)
-        .filter(|sha| seen.insert(sha.clone()))
-        .take(MAX_RELEASE_SHAS as usize)
+        .map(|(sha, _)| sha)
         .collect())
 }
 
