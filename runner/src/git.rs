@@ -279,6 +279,51 @@ impl Mirrors {
         walk.await.map_err(|err| GitError::Other(err.to_string()))?
     }
 
+    /// Deepens a shallow mirror of `url` to the `depth` commits of `sha`'s
+    /// history (the commit by sha, else `reference`), within `timeout`; a
+    /// mirror that is not shallow is left alone.
+    pub async fn deepen(
+        &self,
+        url: &str,
+        reference: &str,
+        sha: &str,
+        depth: i32,
+        timeout: Duration,
+    ) -> Result<(), GitError> {
+        let this = self.clone();
+        let path = self.path(url);
+        let shown = redact_url(url);
+        let (url, reference, sha) = (url.to_owned(), reference.to_owned(), sha.to_owned());
+        let deadline = Instant::now() + timeout;
+        let work = tokio::task::spawn_blocking(move || -> Result<(), GitError> {
+            set_process_options(this.stall, this.credentials.ca_file.as_deref())?;
+            let lock = mirror_lock(&path);
+            let _held = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let repo = Repository::open_bare(&path).map_err(other)?;
+            if !repo.is_shallow() {
+                return Ok(());
+            }
+            let by_sha = this.fetch_refspecs(&repo, &url, &[sha], depth, deadline);
+            if by_sha.is_ok() {
+                return Ok(());
+            }
+            let by_ref = [
+                format!("+refs/heads/{reference}:refs/remotes/origin/{reference}"),
+                format!("+refs/tags/{reference}:refs/tags/{reference}"),
+            ];
+            this.fetch_refspecs(&repo, &url, &by_ref, depth, deadline)
+                .map(|_| ())
+                .map_err(|err| classify(&url, err))
+        });
+        match tokio::time::timeout(timeout, work).await {
+            Ok(joined) => joined.map_err(|err| GitError::Other(err.to_string()))?,
+            Err(_) => Err(GitError::Timeout {
+                url: shown,
+                timeout,
+            }),
+        }
+    }
+
     fn fetch_blocking(
         &self,
         url: &str,
@@ -495,8 +540,13 @@ pub struct Commit {
 }
 
 /// The commits of `repo` reachable from `sha` and from none of `known`,
-/// newest first, at most `cap`. Walking by time streams: a cap that stops
-/// the walk early does not pay for the history behind it.
+/// newest first (by committer time), at most `cap`. A walk of its own
+/// rather than libgit2's revwalk, which fails on a parent a shallow mirror
+/// lacks: such a commit is an edge, reported with its parents not known. As
+/// git does, the walk goes by time and stops once only commits reachable
+/// from `known` are left, so neither a cap nor the known history behind
+/// makes it read the whole repository; a clock skewed far enough may make
+/// it report a known commit again, which the API takes as a repeat.
 fn commits_since(
     repo: &Repository,
     sha: &str,
@@ -504,32 +554,96 @@ fn commits_since(
     cap: usize,
 ) -> Result<Vec<Commit>, git2::Error> {
     let shallow = shallow_commits(repo);
-    let mut walk = repo.revwalk()?;
-    walk.set_sorting(git2::Sort::TIME)?;
-    walk.push(Oid::from_str(sha)?)?;
+    let mut walk = TimeWalk::default();
+    walk.enqueue(repo.find_commit(Oid::from_str(sha)?)?, false);
     for known in known {
-        let Ok(oid) = Oid::from_str(known) else {
-            continue;
-        };
-        if repo.find_commit(oid).is_ok() {
-            walk.hide(oid)?;
+        if let Some(commit) = Oid::from_str(known)
+            .ok()
+            .and_then(|oid| repo.find_commit(oid).ok())
+        {
+            walk.enqueue(commit, true);
         }
     }
     let mut commits = Vec::new();
-    for oid in walk.take(cap) {
-        let oid = oid?;
-        let commit = repo.find_commit(oid)?;
-        let parents =
-            (!shallow.contains(&oid)).then(|| commit.parent_ids().map(|p| p.to_string()).collect());
-        commits.push(Commit {
-            sha: oid.to_string(),
-            parents,
-            subject: String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default())
-                .into_owned(),
-            committed_at: commit.time().seconds(),
-        });
+    while commits.len() < cap {
+        let Some((commit, hidden)) = walk.next(repo)? else {
+            break;
+        };
+        let mut complete = !shallow.contains(&commit.id());
+        for parent in commit.parent_ids() {
+            match repo.find_commit(parent) {
+                Ok(parent) => walk.enqueue(parent, hidden),
+                Err(err) if err.code() == ErrorCode::NotFound => complete = false,
+                Err(err) => return Err(err),
+            }
+        }
+        if !hidden {
+            commits.push(Commit {
+                sha: commit.id().to_string(),
+                parents: complete.then(|| commit.parent_ids().map(|p| p.to_string()).collect()),
+                subject: String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default())
+                    .into_owned(),
+                committed_at: commit.time().seconds(),
+            });
+        }
     }
     Ok(commits)
+}
+
+/// Commits in the order of their time, newest first, each once, marked
+/// hidden when reachable from a hidden one that was walked before it.
+#[derive(Default)]
+struct TimeWalk {
+    queue: std::collections::BinaryHeap<(i64, Oid)>,
+    /// Every commit queued so far, and whether it is hidden.
+    hidden: HashMap<Oid, bool>,
+    /// Queued commits not hidden: the walk ends when there are none.
+    shown: usize,
+    queued: std::collections::HashSet<Oid>,
+}
+
+impl TimeWalk {
+    fn enqueue(&mut self, commit: git2::Commit<'_>, hidden: bool) {
+        let oid = commit.id();
+        match self.hidden.get_mut(&oid) {
+            None => {
+                self.hidden.insert(oid, hidden);
+                self.queue.push((commit.time().seconds(), oid));
+                self.queued.insert(oid);
+                if !hidden {
+                    self.shown += 1;
+                }
+            }
+            Some(was) => {
+                if hidden && !*was {
+                    *was = true;
+                    if self.queued.contains(&oid) {
+                        self.shown -= 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The newest queued commit and whether it is hidden; `None` once only
+    /// hidden ones are left.
+    fn next<'r>(
+        &mut self,
+        repo: &'r Repository,
+    ) -> Result<Option<(git2::Commit<'r>, bool)>, git2::Error> {
+        if self.shown == 0 {
+            return Ok(None);
+        }
+        let Some((_, oid)) = self.queue.pop() else {
+            return Ok(None);
+        };
+        self.queued.remove(&oid);
+        let hidden = self.hidden[&oid];
+        if !hidden {
+            self.shown -= 1;
+        }
+        Ok(Some((repo.find_commit(oid)?, hidden)))
+    }
 }
 
 /// The commits at the edge of a shallow mirror: git's `shallow` file, one

@@ -710,12 +710,43 @@ impl Rollout<'_> {
             .application
             .map(|app| app.release_shas)
             .unwrap_or_default();
-        let commits = self
-            .runner
-            .mirrors
-            .commits(&work.repository, sha, known, COMMITS_REPORTED)
-            .await
-            .map_err(|err| format!("walking the mirror: {err}"))?;
+        let mirrors = &self.runner.mirrors;
+        let walk = || async {
+            mirrors
+                .commits(&work.repository, sha, known.clone(), COMMITS_REPORTED)
+                .await
+                .map_err(|err| format!("walking the mirror: {err}"))
+        };
+        let mut commits = walk().await?;
+        // A shallow mirror (a fetch by sha is one commit deep) knows no
+        // parents past its edge: fetch the history the report needs.
+        if commits.len() < COMMITS_REPORTED && commits.iter().any(|c| c.parents.is_none()) {
+            let depth = COMMITS_REPORTED as i32;
+            let deepened = mirrors
+                .deepen(
+                    &work.repository,
+                    &work.reference,
+                    sha,
+                    depth,
+                    self.runner.fetch_timeout,
+                )
+                .await;
+            match deepened {
+                Ok(()) => {
+                    self.report.line(format!(
+                        "the mirror was shallow at {}: fetched up to {depth} commits of its \
+                         history",
+                        short(sha)
+                    ));
+                    commits = walk().await?;
+                }
+                Err(err) => self.report.line(format!(
+                    "warning: the mirror is shallow at {} and could not be deepened ({err}): \
+                     reporting the commits it has",
+                    short(sha)
+                )),
+            }
+        }
         if commits.is_empty() {
             return Ok(format!(
                 "the API knows the commits of {} already",

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use slipway_api::auth::Role;
 use slipway_testkit::api::{Backend, TestApi};
-use slipway_testkit::git::Repo;
+use slipway_testkit::git::{GitServer, Repo};
 use slipway_testkit::proxy::{Proxy, Target};
 use slipway_testkit::runner::{start_runner, start_runner_with, RunnerOptions};
 use slipway_testkit::swarm::{stack_name, StackGuard};
@@ -157,4 +157,60 @@ async fn a_report_that_fails_is_a_warning_and_the_deployment_succeeds() {
         "{log}"
     );
     assert!(!log.contains("reported 1 commit(s)"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shallow_mirror_is_deepened_so_that_the_distance_is_exact() {
+    let stack = stack_name("commitsshallow");
+    let _production = StackGuard::new(format!("{stack}-p"));
+    let _staging = StackGuard::new(format!("{stack}-s"));
+    let api = TestApi::start(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Served by `git daemon`: the runner fetches each commit one deep.
+    let server = GitServer::start(dir.path()).await;
+    api.app("shop", &server.url, &[]).await;
+    let _runner = start_runner(&api, "runner-1").await;
+
+    let first = server.commit(
+        "main",
+        &[
+            ("slipway.yml", &spec(&stack)),
+            ("docker-compose.yml", COMPOSE),
+        ],
+        "first",
+    );
+    let id = api
+        .deploy_ref("shop", "production", "main", Some(&first))
+        .await;
+    let d = api.wait_final(&id, WITHIN).await;
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+    for n in 2..=4 {
+        server.commit(
+            "main",
+            &[("README", &n.to_string())],
+            &format!("commit {n}"),
+        );
+    }
+    let fifth = server.commit("main", &[("README", "5")], "commit 5");
+    let id = api
+        .deploy_ref("shop", "staging", "main", Some(&fifth))
+        .await;
+    let d = api.wait_final(&id, WITHIN).await;
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+    let log = log_text(&d);
+    assert!(
+        log.contains(&format!(
+            "the mirror was shallow at {}: fetched up to 1000 commits of its history",
+            &fifth[..7]
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("reported 4 commit(s) up to {}", &fifth[..7])),
+        "{log}"
+    );
+    assert_eq!(
+        distance(&api, "production", "staging").await,
+        json!({"behind": 4, "ahead": 0, "exact": true})
+    );
 }
