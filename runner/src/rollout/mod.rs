@@ -74,6 +74,11 @@ const LOST_FLUSH: Duration = Duration::from_secs(5);
 /// The most commits a deployment reports (the API takes no more at once):
 /// a first deployment of a long history reports its newest ones.
 const COMMITS_REPORTED: usize = 1000;
+/// How deep a shallow mirror is fetched, in turn, until the walk of the
+/// commits to report meets no edge.
+const DEEPEN_STEPS: [i32; 3] = [10, 100, COMMITS_REPORTED as i32];
+/// The most time deepening a shallow mirror may take, in all.
+const DEEPEN_PATIENCE: Duration = Duration::from_secs(15);
 /// How long a resumed deployment waits for its first heartbeat before it
 /// writes to the swarm.
 const RENEW_WITHIN: Duration = Duration::from_secs(30);
@@ -719,32 +724,37 @@ impl Rollout<'_> {
         };
         let mut commits = walk().await?;
         // A shallow mirror (a fetch by sha is one commit deep) knows no
-        // parents past its edge: fetch the history the report needs.
-        if commits.len() < COMMITS_REPORTED && commits.iter().any(|c| c.parents.is_none()) {
-            let depth = COMMITS_REPORTED as i32;
-            let deepened = mirrors
-                .deepen(
-                    &work.repository,
-                    &work.reference,
-                    sha,
-                    depth,
-                    self.runner.fetch_timeout,
-                )
-                .await;
-            match deepened {
+        // parents past its edge: fetch the history the report needs, a
+        // little first (the last release is usually a few commits back),
+        // within a patience of its own, as the deployment waits for it.
+        let edge = |commits: &[crate::git::Commit]| {
+            commits.len() < COMMITS_REPORTED && commits.iter().any(|c| c.parents.is_none())
+        };
+        let deadline = Instant::now() + DEEPEN_PATIENCE.min(self.runner.fetch_timeout);
+        for depth in DEEPEN_STEPS {
+            if !edge(&commits) {
+                break;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match mirrors
+                .deepen(&work.repository, &work.reference, sha, depth, left)
+                .await
+            {
                 Ok(()) => {
+                    commits = walk().await?;
                     self.report.line(format!(
-                        "the mirror was shallow at {}: fetched up to {depth} commits of its \
-                         history",
+                        "the mirror was shallow at {}: fetched its history {depth} commits deep",
                         short(sha)
                     ));
-                    commits = walk().await?;
                 }
-                Err(err) => self.report.line(format!(
-                    "warning: the mirror is shallow at {} and could not be deepened ({err}): \
-                     reporting the commits it has",
-                    short(sha)
-                )),
+                Err(err) => {
+                    self.report.line(format!(
+                        "warning: the mirror is shallow at {} and could not be deepened \
+                         ({err}): reporting the commits it has",
+                        short(sha)
+                    ));
+                    break;
+                }
             }
         }
         if commits.is_empty() {

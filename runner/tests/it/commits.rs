@@ -184,33 +184,34 @@ async fn a_shallow_mirror_is_deepened_so_that_the_distance_is_exact() {
         .await;
     let d = api.wait_final(&id, WITHIN).await;
     assert_eq!(d["status"], "SUCCEEDED", "{d}");
-    for n in 2..=4 {
+    // Fifteen commits on: more than the first, smallest deepening fetches.
+    for n in 2..=15 {
         server.commit(
             "main",
             &[("README", &n.to_string())],
             &format!("commit {n}"),
         );
     }
-    let fifth = server.commit("main", &[("README", "5")], "commit 5");
-    let id = api
-        .deploy_ref("shop", "staging", "main", Some(&fifth))
-        .await;
+    let last = server.commit("main", &[("README", "16")], "commit 16");
+    let id = api.deploy_ref("shop", "staging", "main", Some(&last)).await;
     let d = api.wait_final(&id, WITHIN).await;
     assert_eq!(d["status"], "SUCCEEDED", "{d}");
     let log = log_text(&d);
+    for depth in [10, 100] {
+        assert!(
+            log.contains(&format!(
+                "the mirror was shallow at {}: fetched its history {depth} commits deep",
+                &last[..7]
+            )),
+            "{log}"
+        );
+    }
     assert!(
-        log.contains(&format!(
-            "the mirror was shallow at {}: fetched up to 1000 commits of its history",
-            &fifth[..7]
-        )),
-        "{log}"
-    );
-    assert!(
-        log.contains(&format!("reported 4 commit(s) up to {}", &fifth[..7])),
+        log.contains(&format!("reported 15 commit(s) up to {}", &last[..7])),
         "{log}"
     );
     assert_eq!(
         distance(&api, "production", "staging").await,
-        json!({"behind": 4, "ahead": 0, "exact": true})
+        json!({"behind": 15, "ahead": 0, "exact": true})
     );
 }
