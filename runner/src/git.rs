@@ -280,8 +280,8 @@ impl Mirrors {
     }
 
     /// Deepens a shallow mirror of `url` to the `depth` commits of `sha`'s
-    /// history (the commit by sha, else `reference`), within `timeout`; a
-    /// mirror that is not shallow is left alone.
+    /// history (the commit by sha, else `reference`), within `timeout`.
+    /// Answers whether it fetched: a mirror that is not shallow is left alone.
     pub async fn deepen(
         &self,
         url: &str,
@@ -289,30 +289,30 @@ impl Mirrors {
         sha: &str,
         depth: i32,
         timeout: Duration,
-    ) -> Result<(), GitError> {
+    ) -> Result<bool, GitError> {
         let this = self.clone();
         let path = self.path(url);
         let shown = redact_url(url);
         let (url, reference, sha) = (url.to_owned(), reference.to_owned(), sha.to_owned());
         let deadline = Instant::now() + timeout;
-        let work = tokio::task::spawn_blocking(move || -> Result<(), GitError> {
+        let work = tokio::task::spawn_blocking(move || -> Result<bool, GitError> {
             set_process_options(this.stall, this.credentials.ca_file.as_deref())?;
             let lock = mirror_lock(&path);
             let _held = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let repo = Repository::open_bare(&path).map_err(other)?;
             if !repo.is_shallow() {
-                return Ok(());
+                return Ok(false);
             }
             let by_sha = this.fetch_refspecs(&repo, &url, &[sha], depth, deadline);
             if by_sha.is_ok() {
-                return Ok(());
+                return Ok(true);
             }
             let by_ref = [
                 format!("+refs/heads/{reference}:refs/remotes/origin/{reference}"),
                 format!("+refs/tags/{reference}:refs/tags/{reference}"),
             ];
             this.fetch_refspecs(&repo, &url, &by_ref, depth, deadline)
-                .map(|_| ())
+                .map(|_| true)
                 .map_err(|err| classify(&url, err))
         });
         match tokio::time::timeout(timeout, work).await {

@@ -1,5 +1,7 @@
 //! Carrying one claimed deployment out, as a sequence of steps — fetch, plan,
-//! resolve, apply, converge, settle — each returning `Result<_, Stop>`.
+//! resolve, apply, converge, settle — each returning `Result<_, Stop>`; a
+//! rollout that settled then reports the commits it deployed for the API's
+//! commit graph, which cannot stop it.
 //!
 //! A step that cannot go on says why with a [`Stop`]: the deployment
 //! `Failed` (what was changed has been rolled back), was `Cancelled`, or was
@@ -740,7 +742,10 @@ impl Rollout<'_> {
                 .deepen(&work.repository, &work.reference, sha, depth, left)
                 .await
             {
-                Ok(()) => {
+                // Not shallow: the edge is of another kind, which
+                // fetching does not mend.
+                Ok(false) => break,
+                Ok(true) => {
                     commits = walk().await?;
                     self.report.line(format!(
                         "the mirror was shallow at {}: fetched its history {depth} commits deep",

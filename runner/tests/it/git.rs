@@ -667,10 +667,10 @@ async fn a_shallow_mirror_reports_its_edge_and_deepens_to_a_history() {
         "the mirror's edge: parents not known"
     );
 
-    mirrors
+    assert!(mirrors
         .deepen(&url, "main", &shas[5], 100, TIMEOUT)
         .await
-        .unwrap();
+        .unwrap());
     let walked = mirrors.commits(&url, &shas[5], known, 100).await.unwrap();
     let walked: Vec<(&str, Option<Vec<String>>)> = walked
         .iter()
@@ -685,5 +685,12 @@ async fn a_shallow_mirror_reports_its_edge_and_deepens_to_a_history() {
             ("c2", Some(vec![shas[1].clone()])),
         ],
         "down to the known commit, every parent known"
+    );
+    assert!(
+        !mirrors
+            .deepen(&url, "main", &shas[5], 100, TIMEOUT)
+            .await
+            .unwrap(),
+        "a mirror with the whole history is not shallow"
     );
 }
