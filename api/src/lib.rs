@@ -28,6 +28,7 @@
 pub mod applications;
 pub mod auth;
 pub mod clock;
+pub mod commits;
 pub mod config;
 pub mod db;
 pub mod deployments;

@@ -313,9 +313,40 @@ pub struct Comparison {
     pub same_commit: Option<bool>,
     /// The services whose image (digest) differs from the compared release's.
     pub different_images: Vec<Difference>,
+    /// How many commits it is behind and ahead of the compared release, as
+    /// the API knows them; `None` when it does not.
+    pub commits: Option<CommitsApart>,
     /// The forge's page of the commits between the two releases (GitHub,
     /// GitLab), when the commits differ.
     pub compare_url: Option<String>,
+}
+
+/// How far one release is from another, in commits.
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitsApart {
+    /// Commits the compared release has and this one does not.
+    pub behind: i64,
+    /// Commits this release has and the compared one does not.
+    pub ahead: i64,
+    /// False when part of the history is not known to the API: the figures
+    /// are the commits it knows, and the true ones may be higher.
+    pub exact: bool,
+}
+
+impl std::fmt::Display for CommitsApart {
+    /// `3 commits behind`, `1 commit ahead`, `at least 3 behind, 1 ahead`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let commits = |n: i64| if n == 1 { "commit" } else { "commits" };
+        if !self.exact {
+            f.write_str("at least ")?;
+        }
+        match (self.behind, self.ahead) {
+            (0, 0) => f.write_str("no commits apart"),
+            (behind, 0) => write!(f, "{behind} {} behind", commits(behind)),
+            (0, ahead) => write!(f, "{ahead} {} ahead", commits(ahead)),
+            (behind, ahead) => write!(f, "{behind} behind, {ahead} ahead"),
+        }
+    }
 }
 
 /// Compares the environments of `application` (as `status` read them) with
@@ -339,15 +370,31 @@ pub async fn against(
             environments: Vec::new(),
         });
     };
-    let urls: BTreeMap<String, String> = client
+    let compared = client
         .run::<CliCompare>(cli_compare::Variables {
             application: application.to_owned(),
             from: base_release.deployment.id.clone(),
+            base: base.to_owned(),
         })
         .await?
         .application
         .map(|app| app.environments)
-        .unwrap_or_default()
+        .unwrap_or_default();
+    let distances: BTreeMap<String, CommitsApart> = compared
+        .iter()
+        .filter_map(|e| {
+            let d = e.commit_distance.as_ref()?;
+            Some((
+                e.name.clone(),
+                CommitsApart {
+                    behind: d.behind,
+                    ahead: d.ahead,
+                    exact: d.exact,
+                },
+            ))
+        })
+        .collect();
+    let urls: BTreeMap<String, String> = compared
         .into_iter()
         .filter_map(|e| Some((e.name, e.release?.compare_url?)))
         .collect();
@@ -363,6 +410,7 @@ pub async fn against(
                     sha: None,
                     same_commit: None,
                     different_images: Vec::new(),
+                    commits: None,
                     compare_url: None,
                 };
             };
@@ -381,6 +429,7 @@ pub async fn against(
                     &base_release.services,
                     &base_stack,
                 ),
+                commits: distances.get(&e.name).copied(),
                 compare_url: match same_commit {
                     Some(true) => None,
                     _ => urls.get(&e.name).cloned(),
@@ -426,12 +475,12 @@ pub fn print_against(against: &Against) {
             vec![
                 c.environment.clone(),
                 release.clone(),
-                match c.same_commit {
-                    Some(true) => "same commit",
-                    Some(false) => "different commit",
-                    None => "commit not known",
-                }
-                .to_owned(),
+                match (c.same_commit, c.commits) {
+                    (Some(true), _) => "same commit".to_owned(),
+                    (Some(false), Some(apart)) => apart.to_string(),
+                    (Some(false), None) => "different commit".to_owned(),
+                    (None, _) => "commit not known".to_owned(),
+                },
                 describe(&c.different_images, &only_here, &only_base),
                 c.compare_url.clone().unwrap_or_default(),
             ]
@@ -497,6 +546,25 @@ mod tests {
         )
         .is_empty());
         assert_eq!(describe(&[], "new", "removed"), "—");
+    }
+
+    #[test]
+    fn commits_apart_say_which_way_and_whether_exactly() {
+        let apart = |behind, ahead, exact| {
+            CommitsApart {
+                behind,
+                ahead,
+                exact,
+            }
+            .to_string()
+        };
+        assert_eq!(apart(3, 0, true), "3 commits behind");
+        assert_eq!(apart(1, 0, true), "1 commit behind");
+        assert_eq!(apart(0, 1, true), "1 commit ahead");
+        assert_eq!(apart(0, 12, true), "12 commits ahead");
+        assert_eq!(apart(2, 1, true), "2 behind, 1 ahead");
+        assert_eq!(apart(2, 1, false), "at least 2 behind, 1 ahead");
+        assert_eq!(apart(4, 0, false), "at least 4 commits behind");
     }
 
     #[test]

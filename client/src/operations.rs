@@ -86,6 +86,24 @@ pub struct FinishDeployment;
     response_derives = "Debug, Clone, PartialEq",
     variables_derives = "Debug, Clone"
 )]
+pub struct ReleaseShas;
+
+#[derive(GraphQLQuery)]
+#[graphql(
+    schema_path = "../schema.graphql",
+    query_path = "graphql/runner.graphql",
+    response_derives = "Debug, Clone, PartialEq",
+    variables_derives = "Debug, Clone"
+)]
+pub struct ReportDeploymentCommits;
+
+#[derive(GraphQLQuery)]
+#[graphql(
+    schema_path = "../schema.graphql",
+    query_path = "graphql/runner.graphql",
+    response_derives = "Debug, Clone, PartialEq",
+    variables_derives = "Debug, Clone"
+)]
 pub struct HeldDeployments;
 
 // Deployments as the provider and the CLI see them.

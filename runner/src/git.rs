@@ -259,6 +259,71 @@ impl Mirrors {
         diff.await.map_err(|err| GitError::Other(err.to_string()))?
     }
 
+    /// The commits of the mirror of `url` reachable from `sha` (which must
+    /// have been fetched) and from none of `known`, newest first, at most
+    /// `cap`: what the API's commit graph may lack after a deployment of
+    /// `sha`. Shas in `known` that the mirror lacks are passed over.
+    pub async fn commits(
+        &self,
+        url: &str,
+        sha: &str,
+        known: Vec<String>,
+        cap: usize,
+    ) -> Result<Vec<Commit>, GitError> {
+        let mirror = self.path(url);
+        let sha = sha.to_owned();
+        let walk = tokio::task::spawn_blocking(move || {
+            let repo = Repository::open_bare(&mirror).map_err(other)?;
+            commits_since(&repo, &sha, &known, cap).map_err(other)
+        });
+        walk.await.map_err(|err| GitError::Other(err.to_string()))?
+    }
+
+    /// Deepens a shallow mirror of `url` to the `depth` commits of `sha`'s
+    /// history (the commit by sha, else `reference`), within `timeout`.
+    /// Answers whether it fetched: a mirror that is not shallow is left alone.
+    pub async fn deepen(
+        &self,
+        url: &str,
+        reference: &str,
+        sha: &str,
+        depth: i32,
+        timeout: Duration,
+    ) -> Result<bool, GitError> {
+        let this = self.clone();
+        let path = self.path(url);
+        let shown = redact_url(url);
+        let (url, reference, sha) = (url.to_owned(), reference.to_owned(), sha.to_owned());
+        let deadline = Instant::now() + timeout;
+        let work = tokio::task::spawn_blocking(move || -> Result<bool, GitError> {
+            set_process_options(this.stall, this.credentials.ca_file.as_deref())?;
+            let lock = mirror_lock(&path);
+            let _held = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let repo = Repository::open_bare(&path).map_err(other)?;
+            if !repo.is_shallow() {
+                return Ok(false);
+            }
+            let by_sha = this.fetch_refspecs(&repo, &url, &[sha], depth, deadline);
+            if by_sha.is_ok() {
+                return Ok(true);
+            }
+            let by_ref = [
+                format!("+refs/heads/{reference}:refs/remotes/origin/{reference}"),
+                format!("+refs/tags/{reference}:refs/tags/{reference}"),
+            ];
+            this.fetch_refspecs(&repo, &url, &by_ref, depth, deadline)
+                .map(|_| true)
+                .map_err(|err| classify(&url, err))
+        });
+        match tokio::time::timeout(timeout, work).await {
+            Ok(joined) => joined.map_err(|err| GitError::Other(err.to_string()))?,
+            Err(_) => Err(GitError::Timeout {
+                url: shown,
+                timeout,
+            }),
+        }
+    }
+
     fn fetch_blocking(
         &self,
         url: &str,
@@ -459,6 +524,136 @@ impl Mirrors {
             (Err(err), None) => Err(err),
         }
     }
+}
+
+/// A commit as a mirror has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    pub sha: String,
+    /// Its parents; `None` when the mirror is shallow there and so does not
+    /// know them (which is not the same as a root commit's none).
+    pub parents: Option<Vec<String>>,
+    /// The first line of its message.
+    pub subject: String,
+    /// The committer's time, in seconds since the epoch.
+    pub committed_at: i64,
+}
+
+/// The commits of `repo` reachable from `sha` and from none of `known`,
+/// newest first (by committer time), at most `cap`. A walk of its own
+/// rather than libgit2's revwalk, which fails on a parent a shallow mirror
+/// lacks: such a commit is an edge, reported with its parents not known. As
+/// git does, the walk goes by time and stops once only commits reachable
+/// from `known` are left, so neither a cap nor the known history behind
+/// makes it read the whole repository; a clock skewed far enough may make
+/// it report a known commit again, which the API takes as a repeat.
+fn commits_since(
+    repo: &Repository,
+    sha: &str,
+    known: &[String],
+    cap: usize,
+) -> Result<Vec<Commit>, git2::Error> {
+    let shallow = shallow_commits(repo);
+    let mut walk = TimeWalk::default();
+    walk.enqueue(repo.find_commit(Oid::from_str(sha)?)?, false);
+    for known in known {
+        if let Some(commit) = Oid::from_str(known)
+            .ok()
+            .and_then(|oid| repo.find_commit(oid).ok())
+        {
+            walk.enqueue(commit, true);
+        }
+    }
+    let mut commits = Vec::new();
+    while commits.len() < cap {
+        let Some((commit, hidden)) = walk.next(repo)? else {
+            break;
+        };
+        let mut complete = !shallow.contains(&commit.id());
+        for parent in commit.parent_ids() {
+            match repo.find_commit(parent) {
+                Ok(parent) => walk.enqueue(parent, hidden),
+                Err(err) if err.code() == ErrorCode::NotFound => complete = false,
+                Err(err) => return Err(err),
+            }
+        }
+        if !hidden {
+            commits.push(Commit {
+                sha: commit.id().to_string(),
+                parents: complete.then(|| commit.parent_ids().map(|p| p.to_string()).collect()),
+                subject: String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default())
+                    .into_owned(),
+                committed_at: commit.time().seconds(),
+            });
+        }
+    }
+    Ok(commits)
+}
+
+/// Commits in the order of their time, newest first, each once, marked
+/// hidden when reachable from a hidden one that was walked before it.
+#[derive(Default)]
+struct TimeWalk {
+    queue: std::collections::BinaryHeap<(i64, Oid)>,
+    /// Every commit queued so far, and whether it is hidden.
+    hidden: HashMap<Oid, bool>,
+    /// Queued commits not hidden: the walk ends when there are none.
+    shown: usize,
+    queued: std::collections::HashSet<Oid>,
+}
+
+impl TimeWalk {
+    fn enqueue(&mut self, commit: git2::Commit<'_>, hidden: bool) {
+        let oid = commit.id();
+        match self.hidden.get_mut(&oid) {
+            None => {
+                self.hidden.insert(oid, hidden);
+                self.queue.push((commit.time().seconds(), oid));
+                self.queued.insert(oid);
+                if !hidden {
+                    self.shown += 1;
+                }
+            }
+            Some(was) => {
+                if hidden && !*was {
+                    *was = true;
+                    if self.queued.contains(&oid) {
+                        self.shown -= 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The newest queued commit and whether it is hidden; `None` once only
+    /// hidden ones are left.
+    fn next<'r>(
+        &mut self,
+        repo: &'r Repository,
+    ) -> Result<Option<(git2::Commit<'r>, bool)>, git2::Error> {
+        if self.shown == 0 {
+            return Ok(None);
+        }
+        let Some((_, oid)) = self.queue.pop() else {
+            return Ok(None);
+        };
+        self.queued.remove(&oid);
+        let hidden = self.hidden[&oid];
+        if !hidden {
+            self.shown -= 1;
+        }
+        Ok(Some((repo.find_commit(oid)?, hidden)))
+    }
+}
+
+/// The commits at the edge of a shallow mirror: git's `shallow` file, one
+/// sha a line; none when the mirror is complete.
+fn shallow_commits(repo: &Repository) -> std::collections::HashSet<Oid> {
+    std::fs::read_to_string(repo.path().join("shallow"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| Oid::from_str(line.trim()).ok())
+        .collect()
 }
 
 /// The lock of one mirror, shared by every fetch into it in this process.
@@ -885,6 +1080,85 @@ mod tests {
             Some("git.example:8443")
         );
         assert_eq!(host_of("file:///srv/x"), None);
+    }
+
+    /// A commit of `parents` with an empty tree, at `time`.
+    fn commit(repo: &Repository, subject: &str, time: i64, parents: &[Oid]) -> Oid {
+        let tree = repo
+            .find_tree(repo.treebuilder(None).unwrap().write().unwrap())
+            .unwrap();
+        let who = git2::Signature::new("t", "t@example.com", &git2::Time::new(time, 0)).unwrap();
+        let parents: Vec<git2::Commit<'_>> = parents
+            .iter()
+            .map(|p| repo.find_commit(*p).unwrap())
+            .collect();
+        let parents: Vec<&git2::Commit<'_>> = parents.iter().collect();
+        repo.commit(
+            None,
+            &who,
+            &who,
+            &format!("{subject}\n\nbody"),
+            &tree,
+            &parents,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_commits_since_the_known_ones_newest_first_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        //   a - b - c ---- m
+        //        \        /
+        //         e ---- f
+        let a = commit(&repo, "a", 1, &[]);
+        let b = commit(&repo, "b", 2, &[a]);
+        let c = commit(&repo, "c", 3, &[b]);
+        let e = commit(&repo, "e", 4, &[b]);
+        let f = commit(&repo, "f", 5, &[e]);
+        let m = commit(&repo, "m", 6, &[c, f]);
+        let subjects = |known: &[Oid], cap| -> Vec<String> {
+            let known: Vec<String> = known.iter().map(Oid::to_string).collect();
+            commits_since(&repo, &m.to_string(), &known, cap)
+                .unwrap()
+                .into_iter()
+                .map(|c| c.subject)
+                .collect()
+        };
+        assert_eq!(subjects(&[], 100), ["m", "f", "e", "c", "b", "a"]);
+        assert_eq!(subjects(&[c], 100), ["m", "f", "e"]);
+        assert_eq!(subjects(&[c, f], 100), ["m"]);
+        assert_eq!(subjects(&[], 2), ["m", "f"]);
+        // A sha the mirror lacks hides nothing.
+        assert_eq!(
+            subjects(&["ab".repeat(20).parse().unwrap()], 3),
+            ["m", "f", "e"]
+        );
+
+        let all = commits_since(&repo, &m.to_string(), &[], 100).unwrap();
+        assert_eq!(all[0].sha, m.to_string());
+        assert_eq!(
+            all[0].parents,
+            Some(vec![c.to_string(), f.to_string()]),
+            "both parents, in order"
+        );
+        assert_eq!(all[0].committed_at, 6);
+        assert_eq!(all[5].parents, Some(vec![]), "a root commit");
+    }
+
+    #[test]
+    fn a_shallow_mirror_does_not_know_the_parents_at_its_edge() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let a = commit(&repo, "a", 1, &[]);
+        let b = commit(&repo, "b", 2, &[a]);
+        let c = commit(&repo, "c", 3, &[b]);
+        std::fs::write(dir.path().join("shallow"), format!("{b}\n")).unwrap();
+        let repo = Repository::open_bare(dir.path()).unwrap();
+        let walked = commits_since(&repo, &c.to_string(), &[], 100).unwrap();
+        let edge = walked.iter().find(|w| w.sha == b.to_string()).unwrap();
+        assert_eq!(edge.parents, None, "{walked:?}");
+        assert_eq!(walked[0].parents, Some(vec![b.to_string()]));
     }
 
     #[test]

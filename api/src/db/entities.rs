@@ -237,6 +237,23 @@ pub mod runner {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+pub mod commit {
+    use sea_orm::entity::prelude::*;
+
+    /// A commit of an application's repository, as a runner reported it.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "commits")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub application_id: i64,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub sha: String,
+        /// The parents' shas, space-separated (empty for a root commit);
+        /// `None` when they are not known (the edge of a shallow mirror).
+        pub parents: Option<String>,
+        /// The first line of the message.
+        pub subject: Option<String>,
+        pub committed_at: Option<ChronoDateTimeUtc>,
 pub mod session {
     use sea_orm::entity::prelude::*;
 

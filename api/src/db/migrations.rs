@@ -196,6 +196,26 @@ CREATE INDEX deployments_releases ON deployments (environment_id, status, id);
 "#,
     },
     Migration {
+        version: 4,
+        name: "commits: the graph of the commits deployed",
+        sqlite: r#"
+CREATE TABLE commits (
+    application_id BIGINT NOT NULL REFERENCES applications (id),
+    sha TEXT NOT NULL,
+    parents TEXT,
+    subject TEXT,
+    committed_at TEXT,
+    PRIMARY KEY (application_id, sha)
+);
+"#,
+        postgres: r#"
+CREATE TABLE commits (
+    application_id BIGINT NOT NULL REFERENCES applications (id),
+    sha TEXT NOT NULL,
+    parents TEXT,
+    subject TEXT,
+    committed_at TIMESTAMPTZ,
+    PRIMARY KEY (application_id, sha)
         version: 5,
         name: "web sessions and one-time sign-in codes",
         sqlite: r#"

@@ -10,7 +10,9 @@
 //!   that number applies to the connection's `edges` and `nodes`;
 //! - any other list counts as [`UNPAGED_LIST`] items;
 //! - introspection (`__schema`, `__type`) is bounded by the schema and
-//!   counts each field once.
+//!   counts each field once;
+//! - a field that walks an application's whole commit graph
+//!   (`Environment.commitDistance`) costs [`GRAPH_WALK`] more.
 //!
 //! So `logs(first: 10000) { text }` costs 10,001 and asking for it through
 //! two aliases costs twice that. The cost is that of the operation the
@@ -30,6 +32,11 @@ pub const DEFAULT_PAGE: u64 = 20;
 /// Items a list without `first` is assumed to hold (applications,
 /// environments, services, ...).
 pub const UNPAGED_LIST: u64 = 10;
+/// What a walk of an application's commit graph costs on top of the field:
+/// so many walks in one request run one at a time, as heavy requests do.
+pub const GRAPH_WALK: u64 = 100;
+/// Fields whose own work costs more than one item: `(type, field, cost)`.
+const DEAR_FIELDS: [(&str, &str, u64); 1] = [("Environment", "commitDistance", GRAPH_WALK)];
 /// Arguments that say how many items a field returns.
 const PAGE_ARGUMENTS: [&str; 3] = ["first", "last", "limit"];
 
@@ -175,7 +182,11 @@ impl Walk<'_> {
             (false, None, false) => (1, None),
         };
         let children = self.selection_set(Some(child), child_page, &field.selection_set);
-        1u64.saturating_add(items.saturating_mul(children))
+        let own = DEAR_FIELDS
+            .iter()
+            .find(|(ty, dear, _)| Some(*ty) == parent && *dear == name)
+            .map_or(1, |(_, _, cost)| 1 + cost);
+        own.saturating_add(items.saturating_mul(children))
     }
 
     /// How many items `field` asks for through `argument`.

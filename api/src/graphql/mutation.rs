@@ -7,6 +7,7 @@ use super::enums::{DeploymentPhase, DeploymentStatus, QueuePolicy};
 use super::types::{deployment_id, state, Application, Deployment, Environment, Runner};
 use crate::applications::{self, ApplicationChange, NewApplication, NewEnvironment};
 use crate::auth::{caller, roles, RoleGuard};
+use crate::commits::{self, NewCommit};
 use crate::deployments::{self, NewDeployment};
 use crate::error::ApiResult;
 use crate::leases::{self, Holder};
@@ -79,6 +80,19 @@ pub(super) struct ServiceImageInput {
     pub digest: Option<String>,
     /// SHA-256 of the ServiceSpec the runner applied, hex.
     pub spec_hash: Option<String>,
+}
+
+/// A commit of the repository, as the runner's mirror has it.
+#[derive(InputObject)]
+pub(super) struct CommitInput {
+    /// The full commit id, lowercase hex.
+    pub sha: String,
+    /// Its parents' ids, none for a root commit; null when the runner does
+    /// not know them (its mirror is shallow there).
+    pub parents: Option<Vec<String>>,
+    /// The first line of the message (cut to 200 characters).
+    pub subject: Option<String>,
+    pub committed_at: Option<DateTime<Utc>>,
 }
 
 #[Object]
@@ -385,6 +399,39 @@ impl Mutation {
         )
         .await?;
         Ok(Deployment(Arc::new(view)))
+    }
+
+    /// Records commits of the deployment's repository that the API may not
+    /// know yet: those the runner walked from the commit it deploys back to
+    /// the application's releases (`Application.releaseShas`), at most
+    /// 1,000. Commits known already stay as they were (parents not known
+    /// before are filled in). Returns how many were new.
+    #[graphql(guard = "RoleGuard::new(roles::RUNNER)")]
+    async fn report_deployment_commits(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        commits: Vec<CommitInput>,
+        instance: Option<String>,
+    ) -> ApiResult<i64> {
+        let runner = caller(ctx)?.sub.clone();
+        let commits = commits
+            .into_iter()
+            .map(|c| NewCommit {
+                sha: c.sha,
+                parents: c.parents,
+                subject: c.subject,
+                committed_at: c.committed_at,
+            })
+            .collect();
+        let new = commits::report(
+            state(ctx),
+            Holder::new(&runner, instance.as_deref()),
+            deployment_id(&id)?,
+            commits,
+        )
+        .await?;
+        Ok(new.try_into().unwrap_or(i64::MAX))
     }
 
     /// Ends the deployment: SUCCEEDED, FAILED or CANCELLED. `services` records

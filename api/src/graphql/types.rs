@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use super::enums::{DeploymentPhase, DeploymentStatus, QueuePolicy};
 use crate::applications;
 use crate::auth::{roles, Role, RoleGuard};
+use crate::commits;
 use crate::db::entities::{application, deployment, environment, log_line, runner};
 use crate::deployments::{self, Filter};
 use crate::error::{ApiError, ApiResult};
@@ -83,6 +84,14 @@ impl Application {
     async fn environment(&self, ctx: &Context<'_>, name: String) -> ApiResult<Option<Environment>> {
         let env = applications::find_environment(&state(ctx).db, self.0.id, &name).await?;
         Ok(env.map(|env| Environment::new(env, self.0.clone())))
+    }
+
+    /// The commits of the application's newest releases (of every
+    /// environment; at most 1,000), each once, newest first. A runner's
+    /// walk of the commits it reports stops at these: the API knows them.
+    #[graphql(guard = "RoleGuard::new(roles::READ)")]
+    async fn release_shas(&self, ctx: &Context<'_>) -> ApiResult<Vec<String>> {
+        commits::release_shas(&state(ctx).db, self.0.id).await
     }
 
     /// This application's deployments, newest first.
@@ -207,6 +216,39 @@ impl Environment {
         Ok(row.map(|row| Release(self.view(row))))
     }
 
+    /// How many commits this environment's release is behind and ahead of
+    /// environment `to`'s, from the commits runners reported while
+    /// deploying; null when either has no release or its commit is not
+    /// known to the API.
+    #[graphql(guard = "RoleGuard::new(roles::READ)")]
+    async fn commit_distance(
+        &self,
+        ctx: &Context<'_>,
+        to: String,
+    ) -> ApiResult<Option<CommitDistance>> {
+        let db = &state(ctx).db;
+        let app = &self.application;
+        let other = applications::find_environment(db, app.id, &to)
+            .await?
+            .ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "application {} has no environment {}",
+                    crate::error::quote(&app.name),
+                    crate::error::quote(&to)
+                ))
+            })?;
+        let here = deployments::current_release(db, self.model.id).await?;
+        let there = deployments::current_release(db, other.id).await?;
+        let (Some(here), Some(there)) = (
+            here.and_then(|release| release.sha),
+            there.and_then(|release| release.sha),
+        ) else {
+            return Ok(None);
+        };
+        let distance = commits::distance(db, app.id, &here, &there).await?;
+        Ok(distance.map(CommitDistance::from))
+    }
+
     /// What a new deployment does to the queued ones.
     async fn queue_policy(&self) -> QueuePolicy {
         self.model.queue_policy.into()
@@ -277,6 +319,31 @@ impl Environment {
             deployment,
             application: self.application.clone(),
             environment: self.model.clone(),
+        }
+    }
+}
+
+/// How far one environment's release is from another's, in commits.
+#[derive(SimpleObject)]
+pub struct CommitDistance {
+    /// Commits the other release has and this one does not.
+    pub behind: i64,
+    /// Commits this release has and the other does not.
+    pub ahead: i64,
+    /// False when part of the history is not known to the API (a runner
+    /// reports at most 1,000 commits of a deployment, and a shallow mirror
+    /// knows no parents past its edge) and the two walks ended at different
+    /// edges of what is known: `behind` and `ahead` then count the known
+    /// commits only, and the true figures may be higher.
+    pub exact: bool,
+}
+
+impl From<commits::Distance> for CommitDistance {
+    fn from(d: commits::Distance) -> Self {
+        Self {
+            behind: d.behind.try_into().unwrap_or(i64::MAX),
+            ahead: d.ahead.try_into().unwrap_or(i64::MAX),
+            exact: d.exact,
         }
     }
 }

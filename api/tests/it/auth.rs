@@ -138,6 +138,11 @@ fn operations() -> Vec<(&'static str, String, &'static [Role])> {
             roles::RUNNER,
         ),
         (
+            "reportDeploymentCommits",
+            "mutation { reportDeploymentCommits(id: \"999\", commits: [{sha: \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\", parents: []}]) }",
+            roles::RUNNER,
+        ),
+        (
             "finishDeployment",
             "mutation { finishDeployment(id: \"999\", status: FAILED) { id } }",
             roles::RUNNER,

@@ -75,6 +75,17 @@ async fn a_query_pays_for_the_items_it_asks_for() {
         message.starts_with("query cost 100311 is over"),
         "{message}"
     );
+    // A walk of the commit graph costs 100 more: five reads of every
+    // environment's distance, 10,211 each, are over the limit.
+    let walks: String = (0..5)
+        .map(|i| {
+            format!("a{i}: applications {{ environments {{ commitDistance(to: \"x\") {{ behind }} }} }} ")
+        })
+        .collect();
+    let (_, message) = server
+        .err(&viewer, &format!("{{ {walks} }}"), json!({}))
+        .await;
+    assert!(message.starts_with("query cost 51055 is over"), "{message}");
 }
 
 /// Every operation that Slipway's own clients (runner, provider, CLI) send

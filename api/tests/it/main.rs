@@ -6,6 +6,7 @@
 mod applications;
 mod auth;
 mod claims;
+mod commits;
 mod deployments;
 mod events;
 mod graphql_http;

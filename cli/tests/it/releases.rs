@@ -699,3 +699,124 @@ async fn status_against_an_environment_shows_other_images_commits_and_compare_ur
         "{unknown:#?}"
     );
 }
+
+/// Deploys `sha` to `env` as a runner does, reporting `commits` (`(sha,
+/// parents)`; `None` for parents not known) on the way.
+async fn deployed_with_commits(
+    server: &TestApi,
+    env: &str,
+    sha: &str,
+    commits: &[(String, Option<Vec<String>>)],
+) {
+    let id = server.deploy_ref("web", env, "main", Some(sha)).await;
+    server.claim_ok(RUNNER, &id).await;
+    let commits: Vec<Value> = commits
+        .iter()
+        .map(|(sha, parents)| json!({"sha": sha, "parents": parents}))
+        .collect();
+    server
+        .ok(
+            &server.token(Role::Runner, RUNNER),
+            "mutation($id: ID!, $c: [CommitInput!]!) { reportDeploymentCommits(id: $id, commits: $c) }",
+            json!({"id": id, "c": commits}),
+        )
+        .await;
+    server.finish(RUNNER, &id, "SUCCEEDED").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_against_an_environment_shows_how_many_commits_behind_the_others_are() {
+    let server = TestApi::start(Backend::Sqlite).await;
+    github_app(
+        &server,
+        &[
+            ("production", None, None),
+            ("staging", None, None),
+            ("hotfix", None, None),
+            ("local", None, None),
+        ],
+    )
+    .await;
+    // 1 - 2 - 3     staging; production runs 1; hotfix runs 4, a merge of 1
+    //  \            and 6, a commit the API never heard of.
+    //   4
+    deployed_with_commits(&server, "production", &sha(1), &[(sha(1), Some(vec![]))]).await;
+    deployed_with_commits(
+        &server,
+        "staging",
+        &sha(3),
+        &[(sha(3), Some(vec![sha(2)])), (sha(2), Some(vec![sha(1)]))],
+    )
+    .await;
+    deployed_with_commits(
+        &server,
+        "hotfix",
+        &sha(4),
+        &[(sha(4), Some(vec![sha(1), sha(6)]))],
+    )
+    .await;
+    // A release whose commit was never reported.
+    deployed(
+        &server,
+        "local",
+        &sha(7),
+        "deployer",
+        "SUCCEEDED",
+        json!([]),
+    )
+    .await;
+
+    let out = slipway(&server, &["status", "web", "--against", "staging"])
+        .await
+        .ok();
+    assert_eq!(
+        row(&out.stdout, "production")[1..3],
+        ["web#1", "2 commits behind"],
+        "{out:#?}"
+    );
+    assert_eq!(
+        row(&out.stdout, "hotfix")[1..3],
+        ["web#3", "at least 2 behind, 1 ahead"],
+        "6's history is not known: {out:#?}"
+    );
+    assert_eq!(
+        row(&out.stdout, "local")[1..3],
+        ["web#4", "different commit"],
+        "{out:#?}"
+    );
+
+    let out = slipway(&server, &["status", "web", "--against", "production"])
+        .await
+        .ok();
+    assert_eq!(
+        row(&out.stdout, "staging")[1..3],
+        ["web#2", "2 commits ahead"],
+        "{out:#?}"
+    );
+
+    let json = slipway(
+        &server,
+        &["-o", "json", "status", "web", "--against", "staging"],
+    )
+    .await
+    .ok()
+    .json();
+    let environment = |name: &str| {
+        json["against"]["environments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["environment"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        environment("production")["commits"],
+        json!({"behind": 2, "ahead": 0, "exact": true})
+    );
+    assert_eq!(
+        environment("hotfix")["commits"],
+        json!({"behind": 2, "ahead": 1, "exact": false})
+    );
+    assert!(environment("local")["commits"].is_null());
+}

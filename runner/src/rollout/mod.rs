@@ -1,5 +1,7 @@
 //! Carrying one claimed deployment out, as a sequence of steps — fetch, plan,
-//! resolve, apply, converge, settle — each returning `Result<_, Stop>`.
+//! resolve, apply, converge, settle — each returning `Result<_, Stop>`; a
+//! rollout that settled then reports the commits it deployed for the API's
+//! commit graph, which cannot stop it.
 //!
 //! A step that cannot go on says why with a [`Stop`]: the deployment
 //! `Failed` (what was changed has been rolled back), was `Cancelled`, or was
@@ -19,7 +21,9 @@ pub mod record;
 use std::time::Duration;
 
 use slipway_client::operations::{
-    finish_deployment, update_deployment_progress::DeploymentPhase, FinishDeployment,
+    finish_deployment, release_shas, report_deployment_commits,
+    update_deployment_progress::DeploymentPhase, FinishDeployment, ReleaseShas,
+    ReportDeploymentCommits,
 };
 use tokio::time::Instant;
 use tracing::Instrument as _;
@@ -69,6 +73,14 @@ const FINISH_PATIENCE: Duration = Duration::from_secs(600);
 const FINISH_BACKOFF: Duration = Duration::from_secs(30);
 /// How long the last lines of a lost deployment may take to be stored.
 const LOST_FLUSH: Duration = Duration::from_secs(5);
+/// The most commits a deployment reports (the API takes no more at once):
+/// a first deployment of a long history reports its newest ones.
+const COMMITS_REPORTED: usize = 1000;
+/// How deep a shallow mirror is fetched, in turn, until the walk of the
+/// commits to report meets no edge.
+const DEEPEN_STEPS: [i32; 3] = [10, 100, COMMITS_REPORTED as i32];
+/// The most time deepening a shallow mirror may take, in all.
+const DEEPEN_PATIENCE: Duration = Duration::from_secs(15);
 /// How long a resumed deployment waits for its first heartbeat before it
 /// writes to the swarm.
 const RENEW_WITHIN: Duration = Duration::from_secs(30);
@@ -257,7 +269,9 @@ impl Rollout<'_> {
         self.resolve(&mut plan).await?;
         let applied = self.apply(&plan).await?;
         self.converge(&plan, &applied).await?;
-        self.settle(&plan, &applied, &fetched).await
+        let release = self.settle(&plan, &applied, &fetched).await?;
+        self.report_commits(&fetched).await;
+        Ok(release)
     }
 
     async fn phase(&self, phase: DeploymentPhase, message: &str, sha: Option<&str>) {
@@ -672,6 +686,116 @@ impl Rollout<'_> {
             message: format!("{} {verb} at {}", plan.stack, short(&fetched.sha)),
             services,
         })
+    }
+
+    /// Report: the commits of the deployed one that the API may not know
+    /// yet, for its commit graph. Not being able to is a warning: the
+    /// release stands.
+    async fn report_commits(&self, fetched: &Fetched) {
+        match self.try_report_commits(&fetched.sha).await {
+            Ok(line) => self.report.line(line),
+            Err(why) => {
+                tracing::warn!(%why, "could not report the commits");
+                self.report.line(format!(
+                    "warning: the API was not told the commits of {}: {why}; the deployment \
+                     goes on (how far environments are apart may not be known)",
+                    short(&fetched.sha)
+                ));
+            }
+        }
+    }
+
+    async fn try_report_commits(&self, sha: &str) -> Result<String, String> {
+        let work = self.work;
+        let client = &self.runner.client;
+        let known = client
+            .run::<ReleaseShas>(release_shas::Variables {
+                application: work.application.clone(),
+            })
+            .await
+            .map_err(|err| format!("asking for the commits of the releases: {err}"))?
+            .application
+            .map(|app| app.release_shas)
+            .unwrap_or_default();
+        let mirrors = &self.runner.mirrors;
+        let walk = || async {
+            mirrors
+                .commits(&work.repository, sha, known.clone(), COMMITS_REPORTED)
+                .await
+                .map_err(|err| format!("walking the mirror: {err}"))
+        };
+        let mut commits = walk().await?;
+        // A shallow mirror (a fetch by sha is one commit deep) knows no
+        // parents past its edge: fetch the history the report needs, a
+        // little first (the last release is usually a few commits back),
+        // within a patience of its own, as the deployment waits for it.
+        let edge = |commits: &[crate::git::Commit]| {
+            commits.len() < COMMITS_REPORTED && commits.iter().any(|c| c.parents.is_none())
+        };
+        let deadline = Instant::now() + DEEPEN_PATIENCE.min(self.runner.fetch_timeout);
+        for depth in DEEPEN_STEPS {
+            if !edge(&commits) {
+                break;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match mirrors
+                .deepen(&work.repository, &work.reference, sha, depth, left)
+                .await
+            {
+                // Not shallow: the edge is of another kind, which
+                // fetching does not mend.
+                Ok(false) => break,
+                Ok(true) => {
+                    commits = walk().await?;
+                    self.report.line(format!(
+                        "the mirror was shallow at {}: fetched its history {depth} commits deep",
+                        short(sha)
+                    ));
+                }
+                Err(err) => {
+                    self.report.line(format!(
+                        "warning: the mirror is shallow at {} and could not be deepened \
+                         ({err}): reporting the commits it has",
+                        short(sha)
+                    ));
+                    break;
+                }
+            }
+        }
+        if commits.is_empty() {
+            return Ok(format!(
+                "the API knows the commits of {} already",
+                short(sha)
+            ));
+        }
+        let count = commits.len();
+        let commits = commits
+            .into_iter()
+            .map(|c| report_deployment_commits::CommitInput {
+                sha: c.sha,
+                parents: c.parents,
+                subject: Some(c.subject),
+                committed_at: chrono::DateTime::from_timestamp(c.committed_at, 0),
+            })
+            .collect();
+        let new = client
+            .run::<ReportDeploymentCommits>(report_deployment_commits::Variables {
+                id: work.id.clone(),
+                instance: Some(self.runner.instance.clone()),
+                commits,
+            })
+            .await
+            .map_err(|err| format!("reporting them: {err}"))?
+            .report_deployment_commits;
+        Ok(format!(
+            "reported {count} commit(s) up to {} to the API, {new} new to it{}",
+            short(sha),
+            if count == COMMITS_REPORTED {
+                format!(" (at most {COMMITS_REPORTED}: older history stays unknown)")
+            } else {
+                String::new()
+            }
+        ))
     }
 
     /// Where a rollback leaves the stack: on the environment's release.

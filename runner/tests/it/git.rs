@@ -639,3 +639,58 @@ async fn a_tls_certificate_of_an_unknown_ca_is_refused_naming_git_ca_file() {
         server.seen()
     );
 }
+
+#[tokio::test]
+async fn a_shallow_mirror_reports_its_edge_and_deepens_to_a_history() {
+    let repo = Repo::new();
+    let shas = history(&repo, 6);
+    let (_daemon, url) = serve(&repo, true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mirrors = Mirrors::new(dir.path(), Credentials::default());
+    mirrors
+        .fetch(&url, "main", Some(&shas[1]), TIMEOUT)
+        .await
+        .unwrap();
+    mirrors
+        .fetch(&url, "main", Some(&shas[5]), TIMEOUT)
+        .await
+        .unwrap();
+    let known = vec![shas[1].clone()];
+    let walked = mirrors
+        .commits(&url, &shas[5], known.clone(), 100)
+        .await
+        .unwrap();
+    assert_eq!(walked.len(), 1, "{walked:?}");
+    assert_eq!(walked[0].sha, shas[5]);
+    assert_eq!(
+        walked[0].parents, None,
+        "the mirror's edge: parents not known"
+    );
+
+    assert!(mirrors
+        .deepen(&url, "main", &shas[5], 100, TIMEOUT)
+        .await
+        .unwrap());
+    let walked = mirrors.commits(&url, &shas[5], known, 100).await.unwrap();
+    let walked: Vec<(&str, Option<Vec<String>>)> = walked
+        .iter()
+        .map(|c| (c.subject.as_str(), c.parents.clone()))
+        .collect();
+    assert_eq!(
+        walked,
+        [
+            ("c5", Some(vec![shas[4].clone()])),
+            ("c4", Some(vec![shas[3].clone()])),
+            ("c3", Some(vec![shas[2].clone()])),
+            ("c2", Some(vec![shas[1].clone()])),
+        ],
+        "down to the known commit, every parent known"
+    );
+    assert!(
+        !mirrors
+            .deepen(&url, "main", &shas[5], 100, TIMEOUT)
+            .await
+            .unwrap(),
+        "a mirror with the whole history is not shallow"
+    );
+}

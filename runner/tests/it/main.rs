@@ -4,6 +4,7 @@
 mod plan_vs_stack_deploy;
 mod spec;
 
+mod commits;
 mod deploy;
 mod git;
 mod registry;
