@@ -254,6 +254,14 @@ pub mod commit {
         /// The first line of the message.
         pub subject: Option<String>,
         pub committed_at: Option<ChronoDateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 pub mod session {
     use sea_orm::entity::prelude::*;
 

@@ -216,6 +216,10 @@ CREATE TABLE commits (
     subject TEXT,
     committed_at TIMESTAMPTZ,
     PRIMARY KEY (application_id, sha)
+);
+"#,
+    },
+    Migration {
         version: 5,
         name: "web sessions and one-time sign-in codes",
         sqlite: r#"
