@@ -261,17 +261,41 @@ impl Rollout<'_> {
     async fn run(&mut self) -> Result<Release, Stop> {
         let fetched = self.fetch().await?;
         self.refuse_going_back(&fetched).await?;
-        let mut plan = self.plan(&fetched).await?;
+        // The commits are reported while the stack rolls out, so that
+        // deepening a shallow mirror does not hold the deployment's end; a
+        // rollout that stops drops the report.
+        let commits = CommitReport {
+            runner: self.runner,
+            work: self.work,
+            report: self.report,
+        };
+        let commits = commits.report_commits(&fetched.sha);
+        tokio::pin!(commits);
+        let steps = self.roll_out(&fetched);
+        tokio::pin!(steps);
+        let mut reported = false;
+        let release = loop {
+            tokio::select! {
+                outcome = &mut steps => break outcome?,
+                () = &mut commits, if !reported => reported = true,
+            }
+        };
+        if !reported {
+            commits.await;
+        }
+        Ok(release)
+    }
+
+    async fn roll_out(&mut self, fetched: &Fetched) -> Result<Release, Stop> {
+        let mut plan = self.plan(fetched).await?;
         if let Some(rolling) = self.record.record.rolling_back.clone() {
             return Err(self.resume_rollback(&plan, rolling).await);
         }
-        self.skip_unwatched(&fetched, &plan).await?;
+        self.skip_unwatched(fetched, &plan).await?;
         self.resolve(&mut plan).await?;
         let applied = self.apply(&plan).await?;
         self.converge(&plan, &applied).await?;
-        let release = self.settle(&plan, &applied, &fetched).await?;
-        self.report_commits(&fetched).await;
-        Ok(release)
+        self.settle(&plan, &applied, fetched).await
     }
 
     async fn phase(&self, phase: DeploymentPhase, message: &str, sha: Option<&str>) {
@@ -688,116 +712,6 @@ impl Rollout<'_> {
         })
     }
 
-    /// Report: the commits of the deployed one that the API may not know
-    /// yet, for its commit graph. Not being able to is a warning: the
-    /// release stands.
-    async fn report_commits(&self, fetched: &Fetched) {
-        match self.try_report_commits(&fetched.sha).await {
-            Ok(line) => self.report.line(line),
-            Err(why) => {
-                tracing::warn!(%why, "could not report the commits");
-                self.report.line(format!(
-                    "warning: the API was not told the commits of {}: {why}; the deployment \
-                     goes on (how far environments are apart may not be known)",
-                    short(&fetched.sha)
-                ));
-            }
-        }
-    }
-
-    async fn try_report_commits(&self, sha: &str) -> Result<String, String> {
-        let work = self.work;
-        let client = &self.runner.client;
-        let known = client
-            .run::<ReleaseShas>(release_shas::Variables {
-                application: work.application.clone(),
-            })
-            .await
-            .map_err(|err| format!("asking for the commits of the releases: {err}"))?
-            .application
-            .map(|app| app.release_shas)
-            .unwrap_or_default();
-        let mirrors = &self.runner.mirrors;
-        let walk = || async {
-            mirrors
-                .commits(&work.repository, sha, known.clone(), COMMITS_REPORTED)
-                .await
-                .map_err(|err| format!("walking the mirror: {err}"))
-        };
-        let mut commits = walk().await?;
-        // A shallow mirror (a fetch by sha is one commit deep) knows no
-        // parents past its edge: fetch the history the report needs, a
-        // little first (the last release is usually a few commits back),
-        // within a patience of its own, as the deployment waits for it.
-        let edge = |commits: &[crate::git::Commit]| {
-            commits.len() < COMMITS_REPORTED && commits.iter().any(|c| c.parents.is_none())
-        };
-        let deadline = Instant::now() + DEEPEN_PATIENCE.min(self.runner.fetch_timeout);
-        for depth in DEEPEN_STEPS {
-            if !edge(&commits) {
-                break;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match mirrors
-                .deepen(&work.repository, &work.reference, sha, depth, left)
-                .await
-            {
-                // Not shallow: the edge is of another kind, which
-                // fetching does not mend.
-                Ok(false) => break,
-                Ok(true) => {
-                    commits = walk().await?;
-                    self.report.line(format!(
-                        "the mirror was shallow at {}: fetched its history {depth} commits deep",
-                        short(sha)
-                    ));
-                }
-                Err(err) => {
-                    self.report.line(format!(
-                        "warning: the mirror is shallow at {} and could not be deepened \
-                         ({err}): reporting the commits it has",
-                        short(sha)
-                    ));
-                    break;
-                }
-            }
-        }
-        if commits.is_empty() {
-            return Ok(format!(
-                "the API knows the commits of {} already",
-                short(sha)
-            ));
-        }
-        let count = commits.len();
-        let commits = commits
-            .into_iter()
-            .map(|c| report_deployment_commits::CommitInput {
-                sha: c.sha,
-                parents: c.parents,
-                subject: Some(c.subject),
-                committed_at: chrono::DateTime::from_timestamp(c.committed_at, 0),
-            })
-            .collect();
-        let new = client
-            .run::<ReportDeploymentCommits>(report_deployment_commits::Variables {
-                id: work.id.clone(),
-                instance: Some(self.runner.instance.clone()),
-                commits,
-            })
-            .await
-            .map_err(|err| format!("reporting them: {err}"))?
-            .report_deployment_commits;
-        Ok(format!(
-            "reported {count} commit(s) up to {} to the API, {new} new to it{}",
-            short(sha),
-            if count == COMMITS_REPORTED {
-                format!(" (at most {COMMITS_REPORTED}: older history stays unknown)")
-            } else {
-                String::new()
-            }
-        ))
-    }
-
     /// Where a rollback leaves the stack: on the environment's release.
     fn back_on(&self) -> String {
         match &self.work.release {
@@ -958,5 +872,125 @@ fn kind_word(kind: ChangeKind) -> &'static str {
         ChangeKind::Updated => "updated",
         ChangeKind::Unchanged => "unchanged",
         ChangeKind::Removed => "no longer in the stack: removed once the rest has converged",
+    }
+}
+
+/// The report of a rollout's commits, borrowing only what it shares with the
+/// rollout, so that it runs beside the rollout's own steps.
+struct CommitReport<'a> {
+    runner: &'a Runner,
+    work: &'a Work,
+    report: &'a Reporter,
+}
+
+impl CommitReport<'_> {
+    /// Report: the commits of the deployed one that the API may not know
+    /// yet, for its commit graph. Not being able to is a warning: the
+    /// release stands.
+    async fn report_commits(&self, sha: &str) {
+        match self.try_report_commits(sha).await {
+            Ok(line) => self.report.line(line),
+            Err(why) => {
+                tracing::warn!(%why, "could not report the commits");
+                self.report.line(format!(
+                    "warning: the API was not told the commits of {}: {why}; the deployment \
+                     goes on (how far environments are apart may not be known)",
+                    short(sha)
+                ));
+            }
+        }
+    }
+
+    async fn try_report_commits(&self, sha: &str) -> Result<String, String> {
+        let work = self.work;
+        let client = &self.runner.client;
+        let known = client
+            .run::<ReleaseShas>(release_shas::Variables {
+                application: work.application.clone(),
+            })
+            .await
+            .map_err(|err| format!("asking for the commits of the releases: {err}"))?
+            .application
+            .map(|app| app.release_shas)
+            .unwrap_or_default();
+        let mirrors = &self.runner.mirrors;
+        let walk = || async {
+            mirrors
+                .commits(&work.repository, sha, known.clone(), COMMITS_REPORTED)
+                .await
+                .map_err(|err| format!("walking the mirror: {err}"))
+        };
+        let mut commits = walk().await?;
+        // A shallow mirror (a fetch by sha is one commit deep) knows no
+        // parents past its edge: fetch the history the report needs, a
+        // little first (the last release is usually a few commits back),
+        // within a patience of its own, as the deployment waits for it.
+        let edge = |commits: &[crate::git::Commit]| {
+            commits.len() < COMMITS_REPORTED && commits.iter().any(|c| c.parents.is_none())
+        };
+        let deadline = Instant::now() + DEEPEN_PATIENCE.min(self.runner.fetch_timeout);
+        for depth in DEEPEN_STEPS {
+            if !edge(&commits) {
+                break;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match mirrors
+                .deepen(&work.repository, &work.reference, sha, depth, left)
+                .await
+            {
+                // Not shallow: the edge is of another kind, which
+                // fetching does not mend.
+                Ok(false) => break,
+                Ok(true) => {
+                    commits = walk().await?;
+                    self.report.line(format!(
+                        "the mirror was shallow at {}: fetched its history {depth} commits deep",
+                        short(sha)
+                    ));
+                }
+                Err(err) => {
+                    self.report.line(format!(
+                        "warning: the mirror is shallow at {} and could not be deepened \
+                         ({err}): reporting the commits it has",
+                        short(sha)
+                    ));
+                    break;
+                }
+            }
+        }
+        if commits.is_empty() {
+            return Ok(format!(
+                "the API knows the commits of {} already",
+                short(sha)
+            ));
+        }
+        let count = commits.len();
+        let commits = commits
+            .into_iter()
+            .map(|c| report_deployment_commits::CommitInput {
+                sha: c.sha,
+                parents: c.parents,
+                subject: Some(c.subject),
+                committed_at: chrono::DateTime::from_timestamp(c.committed_at, 0),
+            })
+            .collect();
+        let new = client
+            .run::<ReportDeploymentCommits>(report_deployment_commits::Variables {
+                id: work.id.clone(),
+                instance: Some(self.runner.instance.clone()),
+                commits,
+            })
+            .await
+            .map_err(|err| format!("reporting them: {err}"))?
+            .report_deployment_commits;
+        Ok(format!(
+            "reported {count} commit(s) up to {} to the API, {new} new to it{}",
+            short(sha),
+            if count == COMMITS_REPORTED {
+                format!(" (at most {COMMITS_REPORTED}: older history stays unknown)")
+            } else {
+                String::new()
+            }
+        ))
     }
 }
