@@ -229,6 +229,11 @@ pub async fn distance(
             exact: true,
         }));
     }
+    Ok(graph(db, application_id).await?.distance(here, there))
+}
+
+/// The commits of an application reported so far.
+pub async fn graph(db: &impl ConnectionTrait, application_id: i64) -> ApiResult<Graph> {
     let rows: Vec<(String, Option<String>)> = commit::Entity::find()
         .select_only()
         .column(commit::Column::Sha)
@@ -237,11 +242,10 @@ pub async fn distance(
         .into_tuple()
         .all(db)
         .await?;
-    let graph = Graph::new(rows.into_iter().map(|(sha, parents)| {
+    Ok(Graph::new(rows.into_iter().map(|(sha, parents)| {
         let parents = parents.map(|p| p.split_whitespace().map(str::to_owned).collect());
         (sha, parents)
-    }));
-    Ok(graph.distance(here, there))
+    })))
 }
 
 /// The known commits of a repository and their parents, in memory.

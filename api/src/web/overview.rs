@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::applications;
 use crate::auth::roles;
+use crate::commits::{self, Distance};
 use crate::db::entities::deployment::{self, DeploymentStatus};
 use crate::db::entities::{application, environment};
 use crate::deployments::{self, Filter};
@@ -32,6 +33,9 @@ pub(super) struct Row {
     pub queued: u64,
     /// The newest deployment, when it failed.
     pub failure: Option<deployment::Model>,
+    /// How far its release is behind the releases of the application's
+    /// other environments that are ahead of it, by environment.
+    pub behind: Vec<(String, Distance)>,
 }
 
 pub(super) async fn row(
@@ -46,6 +50,10 @@ pub(super) async fn row(
     let failure = deployments::newest(db, env.id)
         .await?
         .filter(|d| d.status == DeploymentStatus::Failed);
+    let behind = match release.as_ref().and_then(|r| r.sha.as_deref()) {
+        Some(sha) => behind(state, &env, sha).await?,
+        None => Vec::new(),
+    };
     Ok(Row {
         app,
         env,
@@ -53,7 +61,53 @@ pub(super) async fn row(
         running,
         queued,
         failure,
+        behind,
     })
+}
+
+/// The other environments of `env`'s application whose release has commits
+/// that `sha` (`env`'s release) lacks, and how many.
+async fn behind(
+    state: &AppState,
+    env: &environment::Model,
+    sha: &str,
+) -> ApiResult<Vec<(String, Distance)>> {
+    let db = &state.db;
+    let mut others = Vec::new();
+    for other in applications::environments(db, env.application_id).await? {
+        if other.id == env.id {
+            continue;
+        }
+        if let Some(there) = deployments::current_release(db, other.id)
+            .await?
+            .and_then(|r| r.sha)
+        {
+            others.push((other.name, there));
+        }
+    }
+    if others.is_empty() {
+        return Ok(Vec::new());
+    }
+    let graph = commits::graph(db, env.application_id).await?;
+    Ok(others
+        .into_iter()
+        .filter_map(|(name, there)| {
+            graph
+                .distance(sha, &there)
+                .filter(|d| d.behind > 0)
+                .map(|d| (name, d))
+        })
+        .collect())
+}
+
+/// "3 commits behind staging", "at least 3 commits behind staging".
+fn behind_text(name: &str, distance: &Distance) -> String {
+    let n = distance.behind;
+    format!(
+        "{}{n} commit{} behind {name}",
+        if distance.exact { "" } else { "at least " },
+        if n == 1 { "" } else { "s" }
+    )
 }
 
 /// The rows of every environment of `apps`.
@@ -178,6 +232,7 @@ pub(super) fn environment_row(row: &Row, now: DateTime<Utc>) -> Markup {
                     " " (commit(&row.app.repository, release.sha.as_deref()))
                     br;
                     span.muted { (release.created_by) ", " (time(release.finished_at.unwrap_or(release.created_at), now)) }
+                    @for (name, distance) in &row.behind { br; span.chip { (behind_text(name, distance)) } }
                 } @else {
                     span.muted { "nothing yet" }
                 }
@@ -417,6 +472,12 @@ async fn environment_live_part(
                             dt { "Commit" } dd { code { (release.ref_name) } " " (commit(&app.repository, release.sha.as_deref())) }
                             dt { "By" } dd { (release.created_by) }
                             dt { "Since" } dd { (time(release.finished_at.unwrap_or(release.created_at), now)) }
+                            @if !row.behind.is_empty() {
+                                dt { "Behind" }
+                                dd { @for (i, (name, distance)) in row.behind.iter().enumerate() {
+                                    @if i > 0 { ", " } (behind_text(name, distance))
+                                } }
+                            }
                         }
                         (services(release))
                         @if let (Some(sha), Some(tracked)) = (&release.sha, &env.auto_deploy_ref) {

@@ -672,7 +672,52 @@ async fn the_overview_is_live(backend: Backend) {
     }
 }
 
+async fn the_overview_says_how_many_commits_an_environment_is_behind_another(backend: Backend) {
+    let server = TestApi::start(backend).await;
+    server
+        .app(
+            "web",
+            "file:///srv/git/web.git",
+            &[("production", None, None), ("staging", None, None)],
+        )
+        .await;
+    let sha = |c: char| c.to_string().repeat(40);
+    let runner = server.token(Role::Runner, "r1");
+    // production runs a; staging runs c, whose parent b's parent is a.
+    for (env, head, reported) in [
+        ("production", 'a', vec![('a', None)]),
+        ("staging", 'c', vec![('c', Some('b')), ('b', Some('a'))]),
+    ] {
+        let id = server
+            .deploy_ref("web", env, "main", Some(&sha(head)))
+            .await;
+        server.claim_ok("r1", &id).await;
+        let commits: Vec<_> = reported
+            .iter()
+            .map(|(c, parent)| json!({"sha": sha(*c), "parents": parent.map(|p| vec![sha(p)]).unwrap_or_default()}))
+            .collect();
+        server
+            .ok(
+                &runner,
+                "mutation($id: ID!, $c: [CommitInput!]!) { reportDeploymentCommits(id: $id, commits: $c) }",
+                json!({"id": id, "c": commits}),
+            )
+            .await;
+        server.finish("r1", &id, "SUCCEEDED").await;
+    }
+    let browser = Browser::sign_in(&server, Role::Viewer, "vic").await;
+    let (_, overview) = browser.page("/").await;
+    assert!(overview.contains("2 commits behind staging"), "{overview}");
+    assert!(!overview.contains("behind production"), "staging is ahead");
+    let (_, environment) = browser.page("/apps/web/production").await;
+    assert!(
+        environment.contains("2 commits behind staging"),
+        "{environment}"
+    );
+}
+
 slipway_testkit::on_both_backends!(
+    the_overview_says_how_many_commits_an_environment_is_behind_another,
     a_sign_in_link_opens_a_session_once,
     a_token_becomes_a_session_and_is_not_kept_in_the_browser,
     every_page_renders_for_each_role_with_only_the_actions_it_may_take,
