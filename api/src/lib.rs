@@ -6,8 +6,10 @@
 //! - [`config`]: the `slipway-api` command line.
 //! - [`http`]: connections and their timeouts; routes — `/graphql` (GraphQL
 //!   over HTTP: POST, GET for queries, GraphiQL for browsers), `/graphql/ws`,
-//!   `/deployments/{id}`, `/healthz`, `/readyz` — and WebSocket
-//!   authentication, keepalive and expiry.
+//!   `/healthz`, `/readyz` — and WebSocket authentication, keepalive and
+//!   expiry.
+//! - [`web`]: the web UI's pages, forms and live streams; [`sessions`] its
+//!   sign-ins.
 //! - [`graphql`]: the schema (queries, mutations, subscriptions); each field
 //!   checks the caller's role with [`auth::RoleGuard`]; [`graphql::cost`]
 //!   prices queries.
