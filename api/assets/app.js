@@ -65,11 +65,22 @@
     if (follow && !location.hash) window.scrollTo(0, document.documentElement.scrollHeight);
   }
 
+  // The browser reconnects by itself after a dropped connection; when it
+  // gives up (the session ended, so the server answers with a redirect),
+  // the page says so instead of going quietly stale.
   function listen(element) {
     const source = new EventSource(element.dataset.live);
     const state = document.querySelector("[data-connection]");
+    const say = (text) => {
+      if (!state) return;
+      state.textContent = text;
+      state.hidden = false;
+    };
     source.addEventListener("open", () => { if (state) state.hidden = true; });
-    source.addEventListener("error", () => { if (state && source.readyState !== 2) state.hidden = false; });
+    source.addEventListener("error", () => {
+      if (source.readyState === EventSource.CLOSED) say("Not live any more: reload the page");
+      else say("Reconnecting…");
+    });
     source.addEventListener("swap", (event) => swap(event.data));
     source.addEventListener("line", (event) => {
       const log = document.querySelector("[data-log]");
@@ -81,22 +92,20 @@
     });
   }
 
-  const units = [
-    ["year", 365 * 86400], ["month", 30 * 86400], ["day", 86400],
-    ["hour", 3600], ["min", 60],
-  ];
-
+  // As the server says it (layout::ago): rounded first, then the unit.
   function relative(seconds) {
-    const ago = seconds >= 0;
-    seconds = Math.abs(seconds);
-    if (seconds < 45) return ago ? "just now" : "in a moment";
-    for (const [unit, size] of units) {
-      if (seconds >= size || unit === "min") {
-        const n = Math.max(1, Math.round(seconds / size));
-        const label = unit === "min" ? "min" : n === 1 ? unit : unit + "s";
-        return ago ? `${n} ${label} ago` : `in ${n} ${label}`;
-      }
-    }
+    if (seconds < 0) return "just now";
+    if (seconds < 45) return "just now";
+    const plural = (n, unit) => (n === 1 ? `1 ${unit} ago` : `${n} ${unit}s ago`);
+    const minutes = Math.floor((seconds + 30) / 60);
+    if (minutes < 60) return `${minutes} min ago`;
+    const hours = Math.floor((seconds + 1800) / 3600);
+    if (hours < 24) return plural(hours, "hour");
+    const days = Math.floor((seconds + 43200) / 86400);
+    if (days < 30) return plural(days, "day");
+    const months = Math.floor((days + 15) / 30);
+    if (months < 12) return plural(months, "month");
+    return plural(Math.floor((days + 182) / 365), "year");
   }
 
   function relativeTimes() {

@@ -28,6 +28,24 @@ pub enum Role {
     Provider,
 }
 
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    /// A role by the name [`Role::as_str`] gives it.
+    fn from_str(name: &str) -> Result<Self, String> {
+        [
+            Role::Admin,
+            Role::Deployer,
+            Role::Viewer,
+            Role::Runner,
+            Role::Provider,
+        ]
+        .into_iter()
+        .find(|role| role.as_str() == name)
+        .ok_or_else(|| format!("no role is named {name:?}"))
+    }
+}
+
 impl Role {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -487,6 +487,18 @@ pub async fn list(
     if let Some(status) = filter.status {
         query = query.filter(deployment::Column::Status.eq(status));
     }
+    let (rows, more) = page(db, query, first, before_id).await?;
+    Ok((hydrate(db, rows).await?, more))
+}
+
+/// One page of the deployments `query` finds, newest first: up to `first`
+/// with an id below `before_id`, and whether more follow.
+pub(crate) async fn page(
+    db: &impl ConnectionTrait,
+    mut query: sea_orm::Select<deployment::Entity>,
+    first: u64,
+    before_id: Option<i64>,
+) -> ApiResult<(Vec<deployment::Model>, bool)> {
     if let Some(before) = before_id {
         query = query.filter(deployment::Column::Id.lt(before));
     }
@@ -497,7 +509,7 @@ pub async fn list(
         .await?;
     let more = rows.len() as u64 > first;
     rows.truncate(first as usize);
-    Ok((hydrate(db, rows).await?, more))
+    Ok((rows, more))
 }
 
 /// Cancels a deployment: a queued one at once; an in-progress one by asking its

@@ -1,7 +1,8 @@
-//! The in-process event bus behind subscriptions.
+//! The in-process event bus behind subscriptions and the web UI's live pages.
 //!
 //! An event names what changed by id: a deployment (with its application and
-//! environment), or a range of stored log lines. That is all a bus through the
+//! environment), a range of stored log lines, or an environment (locked,
+//! unlocked, auto-deploys resumed). That is all a bus through the
 //! database could carry (a PostgreSQL `NOTIFY` payload holds at most 8 kB).
 //! In this process an event also carries the rows already loaded, shared, so
 //! that subscribers here need not read them again; a subscriber reads from the

@@ -5,8 +5,7 @@
 //! deploys another environment's release exactly.
 
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
 };
 
 use crate::applications;
@@ -29,18 +28,7 @@ pub async fn list(
     first: u64,
     before_id: Option<i64>,
 ) -> ApiResult<(Vec<deployment::Model>, bool)> {
-    let mut query = succeeded(environment_id);
-    if let Some(before) = before_id {
-        query = query.filter(deployment::Column::Id.lt(before));
-    }
-    let mut rows = query
-        .order_by_desc(deployment::Column::Id)
-        .limit(first + 1)
-        .all(db)
-        .await?;
-    let more = rows.len() as u64 > first;
-    rows.truncate(first as usize);
-    Ok((rows, more))
+    deployments::page(db, succeeded(environment_id), first, before_id).await
 }
 
 /// The release of the environment before deployment `id` (what it replaced).

@@ -124,6 +124,16 @@ pub async fn find(state: &AppState, secret: &str) -> ApiResult<Option<Session>> 
     }))
 }
 
+/// Whether session `id` (the digest) still lasts: not signed out, not expired.
+pub async fn lasts(state: &AppState, id: &str) -> ApiResult<bool> {
+    Ok(session::Entity::find_by_id(id)
+        .filter(session::Column::EndedAt.is_null())
+        .filter(session::Column::ExpiresAt.gt(state.clock.now()))
+        .one(&state.db)
+        .await?
+        .is_some())
+}
+
 /// Signs a session out; it cannot be used again.
 pub async fn end(state: &AppState, id: &str) -> ApiResult<()> {
     session::Entity::update_many()
@@ -142,6 +152,7 @@ async fn open(
     until: DateTime<Utc>,
 ) -> ApiResult<Opened> {
     signs_in(role)?;
+    prune(state).await?;
     let secret = random_secret()?;
     let session = Session {
         id: digest(&secret),
@@ -165,6 +176,25 @@ async fn open(
     Ok(Opened { secret, session })
 }
 
+/// Deletes the sessions and codes that ended or expired a day ago or more;
+/// each sign-in does, so the tables stay as small as their use.
+async fn prune(state: &AppState) -> ApiResult<()> {
+    let before = state.clock.now() - Duration::days(1);
+    session::Entity::delete_many()
+        .filter(
+            session::Column::ExpiresAt
+                .lt(before)
+                .or(session::Column::EndedAt.lt(before)),
+        )
+        .exec(&state.db)
+        .await?;
+    sign_in_code::Entity::delete_many()
+        .filter(sign_in_code::Column::ExpiresAt.lt(before))
+        .exec(&state.db)
+        .await?;
+    Ok(())
+}
+
 /// People sign in; runners and providers do not.
 fn signs_in(role: Role) -> ApiResult<()> {
     match role {
@@ -178,14 +208,7 @@ fn signs_in(role: Role) -> ApiResult<()> {
 }
 
 fn parse_role(text: &str) -> ApiResult<Role> {
-    Ok(match text {
-        "admin" => Role::Admin,
-        "deployer" => Role::Deployer,
-        "viewer" => Role::Viewer,
-        "runner" => Role::Runner,
-        "provider" => Role::Provider,
-        other => return Err(ApiError::internal(format!("a stored role {other:?}"))),
-    })
+    text.parse().map_err(ApiError::internal)
 }
 
 /// SHA-256 of a secret, hex.

@@ -63,6 +63,9 @@ pub struct Timeouts {
     /// How long a WebSocket client may stay silent (no pong, no message)
     /// before the API drops it; also how long a write to it may block.
     pub ws_silence: StdDuration,
+    /// How often a live page's stream checks that its session still lasts:
+    /// signing out ends the session's streams within this.
+    pub session_check: StdDuration,
 }
 
 impl Default for Timeouts {
@@ -74,6 +77,7 @@ impl Default for Timeouts {
             ws_init: StdDuration::from_secs(10),
             ws_ping: StdDuration::from_secs(15),
             ws_silence: StdDuration::from_secs(45),
+            session_check: StdDuration::from_secs(20),
         }
     }
 }

@@ -70,17 +70,23 @@ impl DeploymentView {
     /// The images the deployment rolled out (none before it succeeded). A
     /// stored list that does not parse is an error, not an empty list.
     pub fn services(&self) -> ApiResult<Vec<ServiceImage>> {
-        let Some(json) = self.deployment.services.as_deref() else {
-            return Ok(Vec::new());
-        };
-        let stored: Vec<StoredService> = serde_json::from_str(json).map_err(|err| {
-            ApiError::internal(format!(
-                "deployment {} has unreadable services: {err}",
-                self.deployment.id
-            ))
-        })?;
-        Ok(stored.into_iter().map(ServiceImage::from).collect())
+        services(&self.deployment)
     }
+}
+
+/// The images deployment `d` rolled out (none before it succeeded). A stored
+/// list that does not parse is an error, not an empty list.
+pub fn services(d: &deployment::Model) -> ApiResult<Vec<ServiceImage>> {
+    let Some(json) = d.services.as_deref() else {
+        return Ok(Vec::new());
+    };
+    let stored: Vec<StoredService> = serde_json::from_str(json).map_err(|err| {
+        ApiError::internal(format!(
+            "deployment {} has unreadable services: {err}",
+            d.id
+        ))
+    })?;
+    Ok(stored.into_iter().map(ServiceImage::from).collect())
 }
 
 /// Loads the applications and environments of `rows` (two queries in all).

@@ -26,7 +26,7 @@ use crate::view::{self, DeploymentView};
 
 use super::layout::{self, commit, csrf, log_line, page, status, time, Section};
 use super::live::{self, swap};
-use super::{encode, SignedIn, WebResult};
+use super::{encode, environment_path, CsrfForm, SignedIn, WebResult};
 
 /// Most lines a page shows; the raw log has them all.
 const PAGE_LINES: u64 = 20_000;
@@ -75,7 +75,7 @@ fn summary(
     let d = &view.deployment;
     let app = &view.application.name;
     let env = &view.environment.name;
-    let env_path = format!("/apps/{}/{}", encode(app), encode(env));
+    let env_path = environment_path(app, env);
     html! {
         section #summary {
             p.muted {
@@ -113,15 +113,7 @@ fn summary(
                 }
                 div.panel {
                     @match view.services() {
-                        Ok(services) if !services.is_empty() => {
-                            table {
-                                thead { tr { th { "Service" } th { "Image" } } }
-                                tbody { @for s in &services { tr {
-                                    td { (s.name) }
-                                    td { code { (s.image) } @if let Some(digest) = &s.digest { br; code.muted title=(digest) { (digest.get(..19).unwrap_or(digest)) "…" } } }
-                                } } }
-                            }
-                        }
+                        Ok(services) if !services.is_empty() => { (layout::services(&services)) }
                         _ => { p.muted { "The services and images it rolled out are listed once it succeeds." } }
                     }
                 }
@@ -178,22 +170,18 @@ fn timeline(status: DeploymentStatus, phase: Option<DeploymentPhase>) -> Markup 
 fn actions(view: &DeploymentView, current: Option<i64>, who: &SignedIn) -> Markup {
     let d = &view.deployment;
     let id = d.id;
-    let env_path = format!(
-        "/apps/{}/{}",
-        encode(&view.application.name),
-        encode(&view.environment.name)
-    );
+    let env_path = environment_path(&view.application.name, &view.environment.name);
     html! {
-        @if who.may(roles::OPERATE) {
+        @if who.may(roles::OPERATE) || who.may(roles::DEPLOY) {
             div.actions {
-                @if !d.status.is_final() {
+                @if !d.status.is_final() && who.may(roles::OPERATE) {
                     form.inline method="post" action={ "/deployments/" (id) "/cancel" } {
                         (csrf(who))
                         button.danger type="submit" disabled[d.cancel_requested] {
                             @if d.cancel_requested { "Cancel requested" } @else { "Cancel" }
                         }
                     }
-                } @else {
+                } @else if d.status.is_final() && who.may(roles::DEPLOY) {
                     form.inline method="post" action={ "/deployments/" (id) "/redeploy" } {
                         (csrf(who))
                         button type="submit" { "Redeploy " code { (d.ref_name) } }
@@ -238,8 +226,8 @@ pub(super) async fn live(
     let mut events = state.events.subscribe();
     let lines = logs::follow(&state, id, after).await?;
     let (tx, rx) = mpsc::channel::<SseEvent>(64);
-    let ends = tokio::time::Instant::now() + live::lifetime(&state, &who);
     tokio::spawn(async move {
+        // The summary as it is now; whether the deployment has finished.
         let send_summary = |tx: mpsc::Sender<SseEvent>, state: AppState| {
             let who = &who;
             async move {
@@ -250,12 +238,14 @@ pub(super) async fn live(
                 let _ = tx
                     .send(swap(summary(&view, current, who, state.clock.now())))
                     .await;
-                ApiResult::Ok(())
+                ApiResult::Ok(view.status().is_final())
             }
         };
         if send_summary(tx.clone(), state.clone()).await.is_err() {
             return;
         }
+        let ended = live::ended(&state, &who);
+        tokio::pin!(ended);
         let mut lines = std::pin::pin!(lines);
         loop {
             tokio::select! {
@@ -277,13 +267,16 @@ pub(super) async fn live(
                     }
                 }
                 () = tx.closed() => return,
-                () = state.events.closed() => return,
-                () = tokio::time::sleep_until(ends) => return,
+                () = &mut ended => return,
             }
         }
-        // Finished, every line sent: the last word on its state, then `end`.
-        let _ = send_summary(tx.clone(), state.clone()).await;
-        let _ = tx.send(SseEvent::default().event("end").data("end")).await;
+        // The lines ended. When the deployment has finished, every line was
+        // sent: the last word on its state, then `end`. Otherwise the
+        // follower stopped early (the database failed): dropping the stream
+        // makes the browser reconnect after the last line it has.
+        if let Ok(true) = send_summary(tx.clone(), state.clone()).await {
+            let _ = tx.send(SseEvent::default().event("end").data("end")).await;
+        }
     });
     Ok(live::sse(ReceiverStream::new(rx)))
 }
@@ -314,17 +307,14 @@ pub(super) async fn raw(
             }
             Auth::Anonymous => {}
         }
-    } else if let Some(secret) = super::cookie(&headers, super::SESSION_COOKIE) {
-        match crate::sessions::find(&state, secret).await {
-            Ok(Some(_)) => {}
-            _ => {
-                return Redirect::to(&format!("/login?next=/deployments/{id}/log.txt"))
-                    .into_response()
-            }
-        }
     } else {
-        return Redirect::to(&format!("/login?next=/deployments/{}/log.txt", encode(&id)))
-            .into_response();
+        let signed_in = match super::cookie(&headers, super::SESSION_COOKIE) {
+            Some(secret) => matches!(crate::sessions::find(&state, secret).await, Ok(Some(_))),
+            None => false,
+        };
+        if !signed_in {
+            return super::to_sign_in(&format!("/deployments/{}/log.txt", encode(&id)));
+        }
     }
     match raw_text(&state, &id).await {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response(),
@@ -357,20 +347,14 @@ async fn raw_text(state: &AppState, id: &str) -> ApiResult<String> {
     Ok(text)
 }
 
-#[derive(Deserialize)]
-pub(super) struct ActionForm {
-    csrf: String,
-}
-
 /// `POST /deployments/{id}/cancel`.
 pub(super) async fn cancel(
     State(state): State<AppState>,
     who: SignedIn,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(form): Form<ActionForm>,
+    Form(form): Form<CsrfForm>,
 ) -> WebResult<Response> {
-    who.check_form(&headers, &form.csrf)?;
+    who.check_form(&form.csrf)?;
     who.require(roles::OPERATE)?;
     let id = parse_id(&id)?;
     deployments::cancel(&state, id, who.subject()).await?;
@@ -381,12 +365,11 @@ pub(super) async fn cancel(
 pub(super) async fn redeploy(
     State(state): State<AppState>,
     who: SignedIn,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(form): Form<ActionForm>,
+    Form(form): Form<CsrfForm>,
 ) -> WebResult<Response> {
-    who.check_form(&headers, &form.csrf)?;
-    who.require(roles::OPERATE)?;
+    who.check_form(&form.csrf)?;
+    who.require(roles::DEPLOY)?;
     let id = parse_id(&id)?;
     let view = view::get(&state.db, id).await?;
     let d = &view.deployment;

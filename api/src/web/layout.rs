@@ -1,6 +1,7 @@
-//! What every page shares: the chrome, statuses, times, commits, forms and log
-//! lines. maud escapes every value it is given; nothing here writes raw HTML
-//! from data.
+//! What every page shares: the chrome, statuses, times, commits, services,
+//! forms and log lines. maud escapes every value it is given; the one place
+//! that writes markup itself, [`ansi`], writes only its own spans around
+//! escaped text.
 
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
@@ -10,6 +11,7 @@ use crate::auth::roles;
 use crate::db::entities::deployment::{DeploymentPhase, DeploymentStatus};
 use crate::db::entities::log_line;
 use crate::releases;
+use crate::view::ServiceImage;
 
 use super::assets::url;
 use super::SignedIn;
@@ -49,7 +51,7 @@ pub(super) fn page(title: &str, who: Option<&SignedIn>, section: Section, body: 
                             a href="/graphql" { "GraphiQL" }
                         }
                         div.who {
-                            span { (who.subject()) " · " (who.0.role.as_str()) }
+                            span { (who.subject()) " · " (who.session.role.as_str()) }
                             form.inline method="post" action="/logout" {
                                 (csrf(who))
                                 button type="submit" { "Sign out" }
@@ -90,7 +92,7 @@ pub(super) fn error_page(status: StatusCode, message: &str) -> Markup {
 
 /// The hidden field every form of a session carries.
 pub(super) fn csrf(who: &SignedIn) -> Markup {
-    html! { input type="hidden" name="csrf" value=(who.0.csrf); }
+    html! { input type="hidden" name="csrf" value=(who.session.csrf); }
 }
 
 pub(super) fn status(status: DeploymentStatus) -> Markup {
@@ -122,24 +124,37 @@ pub(super) fn time(at: DateTime<Utc>, now: DateTime<Utc>) -> Markup {
     }
 }
 
-/// "just now", "4 min ago", "3 hours ago", "2 days ago".
+/// "just now", "4 min ago", "3 hours ago", "2 days ago": rounded first, so
+/// 59.5 minutes is "1 hour ago", never "60 min ago".
 pub(super) fn ago(elapsed: chrono::Duration) -> String {
     let seconds = elapsed.num_seconds();
     if seconds < 45 {
         return "just now".into();
     }
-    let (n, unit) = match seconds {
-        s if s < 3600 => (((s + 30) / 60).max(1), "min"),
-        s if s < 86_400 => ((s + 1800) / 3600, "hour"),
-        s if s < 30 * 86_400 => ((s + 43_200) / 86_400, "day"),
-        s if s < 365 * 86_400 => ((s + 15 * 86_400) / (30 * 86_400), "month"),
-        s => ((s + 182 * 86_400) / (365 * 86_400), "year"),
+    let plural = |n: i64, unit: &str| {
+        if n == 1 {
+            format!("1 {unit} ago")
+        } else {
+            format!("{n} {unit}s ago")
+        }
     };
-    match (n, unit) {
-        (_, "min") => format!("{n} min ago"),
-        (1, _) => format!("1 {unit} ago"),
-        _ => format!("{n} {unit}s ago"),
+    let minutes = (seconds + 30) / 60;
+    if minutes < 60 {
+        return format!("{minutes} min ago");
     }
+    let hours = (seconds + 1800) / 3600;
+    if hours < 24 {
+        return plural(hours, "hour");
+    }
+    let days = (seconds + 43_200) / 86_400;
+    if days < 30 {
+        return plural(days, "day");
+    }
+    let months = (days + 15) / 30;
+    if months < 12 {
+        return plural(months, "month");
+    }
+    plural((days + 182) / 365, "year")
 }
 
 /// How long something lasted: "42 s", "3 min 5 s", "2 h 10 min".
@@ -168,6 +183,28 @@ pub(super) fn commit(repository: &str, sha: Option<&str>) -> Markup {
     }
 }
 
+/// The services of a release and the images they run, with digests.
+pub(super) fn services(services: &[ServiceImage]) -> Markup {
+    html! {
+        @if !services.is_empty() {
+            table {
+                thead { tr { th { "Service" } th { "Image" } } }
+                tbody {
+                    @for s in services {
+                        tr {
+                            td { (s.name) }
+                            td { code { (s.image) }
+                                @if let Some(digest) = &s.digest {
+                                    br; code.muted title=(digest) { (digest.get(..19).unwrap_or(digest)) "…" }
+                                } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// One log line: its number (a permalink, `#L12`), its text with ANSI
 /// colours as classes.
 pub(super) fn log_line(line: &log_line::Model) -> Markup {
@@ -185,65 +222,165 @@ pub(super) fn log_line(line: &log_line::Model) -> Markup {
 }
 
 /// Text with ANSI SGR sequences (`ESC[1;31m`) turned into spans with
-/// classes; every other escape sequence is dropped, all text escaped.
+/// classes (bold, dim, italic, underline, one foreground and one background
+/// colour at most); every other escape sequence (CSI, OSC such as a
+/// hyperlink's URL, two-byte escapes) is dropped, and all text is escaped.
 pub(super) fn ansi(text: &str) -> Markup {
     let mut out = String::new();
-    let mut classes: Vec<String> = Vec::new();
+    let mut style = Style::default();
     let mut open = false;
     let mut rest = text;
     while let Some(at) = rest.find('\x1b') {
-        push_text(&mut out, &rest[..at], &classes, &mut open);
-        rest = &rest[at + 1..];
-        let Some(body) = rest.strip_prefix('[') else {
-            continue;
-        };
-        let end = body
-            .find(|c: char| c.is_ascii_alphabetic())
-            .unwrap_or(body.len());
-        let (params, kind) = (&body[..end], body[end..].chars().next());
-        rest = &body[(end + kind.map_or(0, char::len_utf8)).min(body.len())..];
-        if kind != Some('m') {
-            continue;
-        }
-        for code in params.split(';') {
-            match code.parse::<u8>().unwrap_or(0) {
-                0 => classes.clear(),
-                1 => classes.push("ansi-bold".into()),
-                2 => classes.push("ansi-dim".into()),
-                3 => classes.push("ansi-italic".into()),
-                4 => classes.push("ansi-underline".into()),
-                c @ (30..=37 | 90..=97) => {
-                    classes.retain(|k| !k.starts_with("ansi-fg-"));
-                    classes.push(format!("ansi-fg-{c}"));
-                }
-                39 => classes.retain(|k| !k.starts_with("ansi-fg-")),
-                c @ 40..=47 => {
-                    classes.retain(|k| !k.starts_with("ansi-bg-"));
-                    classes.push(format!("ansi-bg-{c}"));
-                }
-                49 => classes.retain(|k| !k.starts_with("ansi-bg-")),
-                _ => {}
+        push_text(&mut out, &rest[..at], &style, &mut open);
+        let (sequence, after) = escape(&rest[at + 1..]);
+        rest = after;
+        if let Escape::Sgr(params) = sequence {
+            style.apply(params);
+            if open {
+                out.push_str("</span>");
+                open = false;
             }
         }
-        if open {
-            out.push_str("</span>");
-            open = false;
-        }
     }
-    push_text(&mut out, rest, &classes, &mut open);
+    push_text(&mut out, rest, &style, &mut open);
     if open {
         out.push_str("</span>");
     }
     PreEscaped(out)
 }
 
-fn push_text(out: &mut String, text: &str, classes: &[String], open: &mut bool) {
+/// What follows an ESC.
+enum Escape<'a> {
+    /// `ESC [ params m`: graphics.
+    Sgr(&'a str),
+    /// Anything else, dropped.
+    Other,
+}
+
+/// Splits the escape sequence at the start of `text` (which follows an ESC)
+/// from the rest. A CSI is `[`, parameter bytes (0x30–0x3F), intermediate
+/// bytes (0x20–0x2F) and one final byte (0x40–0x7E); an OSC is `]` up to BEL
+/// or `ESC \`; any other escape is intermediate bytes and one character. An unterminated sequence
+/// takes what it began with, not the rest of the line.
+fn escape(text: &str) -> (Escape<'_>, &str) {
+    let bytes = text.as_bytes();
+    match bytes.first() {
+        Some(b'[') => {
+            let mut i = 1;
+            while i < bytes.len() && (0x30..=0x3f).contains(&bytes[i]) {
+                i += 1;
+            }
+            let params = &text[1..i];
+            while i < bytes.len() && (0x20..=0x2f).contains(&bytes[i]) {
+                i += 1;
+            }
+            match bytes.get(i) {
+                Some(b'm') if i == 1 + params.len() => (Escape::Sgr(params), &text[i + 1..]),
+                Some(final_byte) if (0x40..=0x7e).contains(final_byte) => {
+                    (Escape::Other, &text[i + 1..])
+                }
+                // Not a CSI after all: drop the `[` only.
+                _ => (Escape::Other, &text[1..]),
+            }
+        }
+        Some(b']') => {
+            let end = text.find(['\x07', '\x1b']).unwrap_or(text.len());
+            let rest = &text[end..];
+            let rest = rest
+                .strip_prefix('\x07')
+                .or_else(|| rest.strip_prefix("\x1b\\"))
+                .unwrap_or(rest);
+            (Escape::Other, rest)
+        }
+        Some(_) => {
+            // Intermediate bytes, then one final character (`ESC ( B`).
+            let start = bytes
+                .iter()
+                .take_while(|b| (0x20..=0x2f).contains(*b))
+                .count();
+            let skip = text[start..].chars().next().map_or(0, char::len_utf8);
+            (Escape::Other, &text[start + skip..])
+        }
+        None => (Escape::Other, text),
+    }
+}
+
+/// The graphics state an SGR sequence sets.
+#[derive(Default)]
+struct Style {
+    bold: bool,
+    dim: bool,
+    italic: bool,
+    underline: bool,
+    fg: Option<u8>,
+    bg: Option<u8>,
+}
+
+impl Style {
+    fn apply(&mut self, params: &str) {
+        let mut codes = params.split(';').map(|c| c.parse::<u16>().unwrap_or(0));
+        while let Some(code) = codes.next() {
+            match code {
+                0 => *self = Style::default(),
+                1 => self.bold = true,
+                2 => self.dim = true,
+                3 => self.italic = true,
+                4 => self.underline = true,
+                22 => (self.bold, self.dim) = (false, false),
+                23 => self.italic = false,
+                24 => self.underline = false,
+                c @ (30..=37 | 90..=97) => self.fg = Some(c as u8),
+                39 => self.fg = None,
+                c @ 40..=47 => self.bg = Some(c as u8),
+                49 => self.bg = None,
+                // 256 colours (`5;n`) and true colour (`2;r;g;b`) have no
+                // class: their arguments are skipped, not read as codes.
+                38 | 48 => match codes.next() {
+                    Some(5) => {
+                        codes.next();
+                    }
+                    Some(2) => {
+                        codes.nth(2);
+                    }
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+    }
+
+    fn classes(&self) -> String {
+        let mut classes = Vec::new();
+        for (on, class) in [
+            (self.bold, "ansi-bold"),
+            (self.dim, "ansi-dim"),
+            (self.italic, "ansi-italic"),
+            (self.underline, "ansi-underline"),
+        ] {
+            if on {
+                classes.push(class.to_owned());
+            }
+        }
+        if let Some(fg) = self.fg {
+            classes.push(format!("ansi-fg-{fg}"));
+        }
+        if let Some(bg) = self.bg {
+            classes.push(format!("ansi-bg-{bg}"));
+        }
+        classes.join(" ")
+    }
+}
+
+fn push_text(out: &mut String, text: &str, style: &Style, open: &mut bool) {
     if text.is_empty() {
         return;
     }
-    if !classes.is_empty() && !*open {
-        out.push_str(&format!("<span class=\"{}\">", classes.join(" ")));
-        *open = true;
+    if !*open {
+        let classes = style.classes();
+        if !classes.is_empty() {
+            out.push_str(&format!("<span class=\"{classes}\">"));
+            *open = true;
+        }
     }
     use std::fmt::Write as _;
     maud::Escaper::new(out)
@@ -267,6 +404,22 @@ mod tests {
     #[test]
     fn other_escape_sequences_are_dropped() {
         assert_eq!(ansi("a\x1b[2Kb\x1b[").into_string(), "ab");
+        assert_eq!(ansi("\x1b[3~hello").into_string(), "hello");
+        assert_eq!(
+            ansi("see \x1b]8;;https://x.example\x07link\x1b]8;;\x07.").into_string(),
+            "see link."
+        );
+        assert_eq!(ansi("\x1b(Bé ü").into_string(), "é ü");
+    }
+
+    #[test]
+    fn repeated_styles_do_not_pile_up() {
+        let html = ansi(&"\x1b[1mx".repeat(1000)).into_string();
+        assert!(html.len() < 1000 * 40, "{} bytes", html.len());
+        assert_eq!(
+            ansi("\x1b[38;2;255;0;0mred\x1b[22;1mbold").into_string(),
+            "red<span class=\"ansi-bold\">bold</span>"
+        );
     }
 
     #[test]
@@ -277,5 +430,9 @@ mod tests {
         assert_eq!(ago(m(60)), "1 hour ago");
         assert_eq!(ago(m(60 * 26)), "1 day ago");
         assert_eq!(ago(m(60 * 24 * 3)), "3 days ago");
+        assert_eq!(ago(chrono::Duration::seconds(3570)), "1 hour ago");
+        assert_eq!(ago(m(60 * 24) - chrono::Duration::seconds(60)), "1 day ago");
+        assert_eq!(ago(m(60 * 24 * 29) + m(60 * 13)), "1 month ago");
+        assert_eq!(ago(m(60 * 24 * 360)), "1 year ago");
     }
 }

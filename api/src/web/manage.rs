@@ -4,7 +4,6 @@
 //! it (whatever the page showed), and calls the same code as its mutation.
 
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use maud::{html, Markup};
@@ -18,12 +17,8 @@ use crate::releases::{self, Rollback};
 use crate::runners;
 use crate::state::AppState;
 
-use super::layout::{csrf, page, time, Section};
-use super::{encode, SignedIn, WebResult};
-
-fn environment_path(app: &str, env: &str) -> String {
-    format!("/apps/{}/{}", encode(app), encode(env))
-}
+use super::layout::{commit, csrf, page, time, Section};
+use super::{encode, environment_path, CsrfForm, SignedIn, WebResult};
 
 /// `GET /apps/{app}/{env}/deploy`: what to deploy.
 pub(super) async fn deploy_page(
@@ -31,7 +26,7 @@ pub(super) async fn deploy_page(
     who: SignedIn,
     Path((app, env)): Path<(String, String)>,
 ) -> WebResult<Markup> {
-    who.require(roles::OPERATE)?;
+    who.require(roles::DEPLOY)?;
     let (app, env) = applications::get_environment(&state.db, &app, &env).await?;
     let release = deployments::current_release(&state.db, env.id).await?;
     let tracked = env.auto_deploy_ref.clone().unwrap_or_else(|| "main".into());
@@ -47,7 +42,7 @@ pub(super) async fn deploy_page(
                 "Runs now: "
                 @if let Some(release) = &release {
                     a href={ "/deployments/" (release.id) } { (app.name) "#" (release.number) }
-                    " (" code { (release.ref_name) } " " code { (release.sha.as_deref().map(|s| &s[..s.len().min(7)]).unwrap_or("?")) } ")"
+                    " (" code { (release.ref_name) } " " (commit(&app.repository, release.sha.as_deref())) ")"
                 } @else { "nothing yet" }
             }
             p.muted { "The runner resolves the ref, plans the stack against what runs and rolls it out; the deployment's page shows the plan and follows it live." }
@@ -84,12 +79,11 @@ pub(super) struct DeployForm {
 pub(super) async fn deploy(
     State(state): State<AppState>,
     who: SignedIn,
-    headers: HeaderMap,
     Path((app, env)): Path<(String, String)>,
     Form(form): Form<DeployForm>,
 ) -> WebResult<Response> {
-    who.check_form(&headers, &form.csrf)?;
-    who.require(roles::OPERATE)?;
+    who.check_form(&form.csrf)?;
+    who.require(roles::DEPLOY)?;
     let created = deployments::create(
         &state,
         who.subject(),
@@ -111,20 +105,14 @@ pub(super) struct ReasonForm {
     reason: String,
 }
 
-#[derive(Deserialize)]
-pub(super) struct ActionForm {
-    csrf: String,
-}
-
 /// `POST /apps/{app}/{env}/lock`.
 pub(super) async fn lock(
     State(state): State<AppState>,
     who: SignedIn,
-    headers: HeaderMap,
     Path((app, env)): Path<(String, String)>,
     Form(form): Form<ReasonForm>,
 ) -> WebResult<Response> {
-    who.check_form(&headers, &form.csrf)?;
+    who.check_form(&form.csrf)?;
     who.require(roles::OPERATE)?;
     let reason = form.reason.trim();
     applications::set_lock(&state, &app, &env, Some((who.subject(), reason))).await?;
@@ -135,11 +123,10 @@ pub(super) async fn lock(
 pub(super) async fn unlock(
     State(state): State<AppState>,
     who: SignedIn,
-    headers: HeaderMap,
     Path((app, env)): Path<(String, String)>,
-    Form(form): Form<ActionForm>,
+    Form(form): Form<CsrfForm>,
 ) -> WebResult<Response> {
-    who.check_form(&headers, &form.csrf)?;
+    who.check_form(&form.csrf)?;
     who.require(roles::OPERATE)?;
     applications::set_lock(&state, &app, &env, None).await?;
     Ok(Redirect::to(&environment_path(&app, &env)).into_response())
@@ -149,12 +136,11 @@ pub(super) async fn unlock(
 pub(super) async fn resume(
     State(state): State<AppState>,
     who: SignedIn,
-    headers: HeaderMap,
     Path((app, env)): Path<(String, String)>,
-    Form(form): Form<ActionForm>,
+    Form(form): Form<CsrfForm>,
 ) -> WebResult<Response> {
-    who.check_form(&headers, &form.csrf)?;
-    who.require(roles::OPERATE)?;
+    who.check_form(&form.csrf)?;
+    who.require(roles::DEPLOY)?;
     releases::resume(&state, &app, &env).await?;
     Ok(Redirect::to(&environment_path(&app, &env)).into_response())
 }
@@ -171,12 +157,11 @@ pub(super) struct RollbackForm {
 pub(super) async fn rollback(
     State(state): State<AppState>,
     who: SignedIn,
-    headers: HeaderMap,
     Path((app, env)): Path<(String, String)>,
     Form(form): Form<RollbackForm>,
 ) -> WebResult<Response> {
-    who.check_form(&headers, &form.csrf)?;
-    who.require(roles::OPERATE)?;
+    who.check_form(&form.csrf)?;
+    who.require(roles::DEPLOY)?;
     let created = releases::rollback(
         &state,
         who.subject(),
@@ -331,10 +316,9 @@ pub(super) struct ApplicationForm {
 pub(super) async fn create_application(
     State(state): State<AppState>,
     who: SignedIn,
-    headers: HeaderMap,
     Form(form): Form<ApplicationForm>,
 ) -> WebResult<Response> {
-    who.check_form(&headers, &form.csrf)?;
+    who.check_form(&form.csrf)?;
     who.require(roles::ADMIN)?;
     let app = applications::create(
         &state,
@@ -361,10 +345,9 @@ pub(super) struct EnvironmentForm {
 pub(super) async fn create_environment(
     State(state): State<AppState>,
     who: SignedIn,
-    headers: HeaderMap,
     Form(form): Form<EnvironmentForm>,
 ) -> WebResult<Response> {
-    who.check_form(&headers, &form.csrf)?;
+    who.check_form(&form.csrf)?;
     who.require(roles::ADMIN)?;
     let non_empty = |v: Option<String>| v.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
     let (env, app) = applications::create_environment(

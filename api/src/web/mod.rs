@@ -75,10 +75,15 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
      connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; \
      object-src 'none'";
 
-/// Adds the security headers to an answer that has not set its own policy.
+/// Adds the security headers to an answer that has not set its own policy;
+/// pages (which hold the session's CSRF token) are never cached.
 pub(crate) async fn security_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
-    add_security_headers(response.headers_mut(), CSP);
+    let headers = response.headers_mut();
+    add_security_headers(headers, CSP);
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
     response
 }
 
@@ -99,7 +104,13 @@ pub(crate) fn add_security_headers(headers: &mut HeaderMap, csp: &'static str) {
 
 /// A person signed in to the web UI: every page but sign-in takes one, and a
 /// browser without a session is sent to sign in first (and back afterwards).
-pub(crate) struct SignedIn(pub Session);
+#[derive(Clone)]
+pub(crate) struct SignedIn {
+    pub session: Session,
+    /// The request came from a page of this site, as far as the browser
+    /// says (`Origin`, when it sends one, names this site).
+    from_here: bool,
+}
 
 impl FromRequestParts<AppState> for SignedIn {
     type Rejection = Response;
@@ -110,24 +121,38 @@ impl FromRequestParts<AppState> for SignedIn {
             None => Ok(None),
         };
         match found {
-            Ok(Some(session)) => Ok(SignedIn(session)),
-            Ok(None) => {
-                let next = parts
-                    .uri
-                    .path_and_query()
-                    .map_or("/", |p| p.as_str())
-                    .to_owned();
-                Err(Redirect::to(&format!("/login?next={}", encode(&next))).into_response())
-            }
+            Ok(Some(session)) => Ok(SignedIn {
+                session,
+                from_here: same_origin(state, &parts.headers),
+            }),
+            Ok(None) => Err(to_sign_in(
+                parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+            )),
             Err(err) => Err(WebError(err).into_response()),
         }
     }
 }
 
+/// Sends a browser to sign in, and back to `next` afterwards.
+pub(crate) fn to_sign_in(next: &str) -> Response {
+    Redirect::to(&format!("/login?next={}", encode(next))).into_response()
+}
+
+/// A form that carries nothing but the session's CSRF token.
+#[derive(serde::Deserialize)]
+pub(crate) struct CsrfForm {
+    pub csrf: String,
+}
+
+/// Where an environment's page is.
+pub(crate) fn environment_path(app: &str, env: &str) -> String {
+    format!("/apps/{}/{}", encode(app), encode(env))
+}
+
 impl SignedIn {
     /// Whether the person's role is among `roles` (see [`crate::auth::roles`]).
     pub(crate) fn may(&self, roles: &[Role]) -> bool {
-        roles.contains(&self.0.role)
+        roles.contains(&self.session.role)
     }
 
     /// Refuses what the person's role does not allow, as GraphQL does.
@@ -137,16 +162,16 @@ impl SignedIn {
         } else {
             Err(WebError(ApiError::Forbidden(format!(
                 "the {} role may not do this",
-                self.0.role.as_str()
+                self.session.role.as_str()
             ))))
         }
     }
 
     /// Checks a form's CSRF token (and, when the browser says where the form
     /// came from, that it came from here).
-    pub(crate) fn check_form(&self, headers: &HeaderMap, token: &str) -> Result<(), WebError> {
-        let same_token: bool = self.0.csrf.as_bytes().ct_eq(token.as_bytes()).into();
-        if same_token && same_origin(headers) {
+    pub(crate) fn check_form(&self, token: &str) -> Result<(), WebError> {
+        let same_token: bool = self.session.csrf.as_bytes().ct_eq(token.as_bytes()).into();
+        if same_token && self.from_here {
             Ok(())
         } else {
             Err(WebError(ApiError::Forbidden(
@@ -158,22 +183,37 @@ impl SignedIn {
     }
 
     pub(crate) fn subject(&self) -> &str {
-        &self.0.subject
+        &self.session.subject
     }
 }
 
-/// `Origin`, when a browser sends it, names this host.
-fn same_origin(headers: &HeaderMap) -> bool {
+/// `Origin`, when a browser sends it, names this site: the API's public URL
+/// when it is set (a proxy in front may rewrite `Host`), else `Host`.
+fn same_origin(state: &AppState, headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    origin
-        .split_once("://")
-        .is_some_and(|(_, origin_host)| origin_host == host)
+    match &state.settings.public_url {
+        Some(public) => {
+            let public = public.trim_end_matches('/');
+            let public_origin = public
+                .split_once("://")
+                .map(|(scheme, rest)| {
+                    format!("{scheme}://{}", rest.split('/').next().unwrap_or(""))
+                })
+                .unwrap_or_default();
+            origin == public_origin
+        }
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            origin
+                .split_once("://")
+                .is_some_and(|(_, origin_host)| origin_host == host)
+        }
+    }
 }
 
 /// The value of cookie `name`, if the request carries it.
@@ -202,7 +242,7 @@ pub(crate) fn encode(text: &str) -> String {
     out
 }
 
-/// An error as a page: its status and its sentence, or a redirect to sign in.
+/// An error as a page: its status and its sentence.
 #[derive(Debug)]
 pub(crate) struct WebError(pub ApiError);
 
@@ -245,19 +285,46 @@ mod tests {
 
     #[test]
     fn a_form_from_another_origin_is_not_same_origin() {
+        let state = |public_url: Option<&str>| {
+            let db = sea_orm::DatabaseConnection::Disconnected;
+            let settings = crate::Settings {
+                public_url: public_url.map(str::to_owned),
+                ..crate::Settings::default()
+            };
+            AppState::new(
+                db,
+                crate::auth::Keys::new(b"0123456789abcdef"),
+                crate::Clock::system(),
+                settings,
+            )
+        };
+        let local = state(None);
         let mut headers = HeaderMap::new();
         headers.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8700"));
-        assert!(same_origin(&headers));
+        assert!(same_origin(&local, &headers));
         headers.insert(
             header::ORIGIN,
             HeaderValue::from_static("http://127.0.0.1:8700"),
         );
-        assert!(same_origin(&headers));
+        assert!(same_origin(&local, &headers));
         headers.insert(
             header::ORIGIN,
             HeaderValue::from_static("http://evil.example"),
         );
-        assert!(!same_origin(&headers));
+        assert!(!same_origin(&local, &headers));
+
+        // Behind a proxy the public URL names the site, whatever `Host` says.
+        let proxied = state(Some("https://slipway.example.com/"));
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://slipway.example.com"),
+        );
+        assert!(same_origin(&proxied, &headers));
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://127.0.0.1:8700"),
+        );
+        assert!(!same_origin(&proxied, &headers));
     }
 
     #[test]

@@ -18,10 +18,10 @@ use crate::deployments::{self, Filter};
 use crate::error::ApiResult;
 use crate::releases;
 use crate::state::AppState;
-use crate::view::{DeploymentView, ServiceImage};
+use crate::view::{self, DeploymentView};
 
 use super::layout::{self, commit, csrf, page, status, time, Section};
-use super::{encode, live, SignedIn, WebResult};
+use super::{encode, environment_path, live, SignedIn, WebResult};
 
 /// What the overview shows of one environment.
 pub(super) struct Row {
@@ -38,66 +38,55 @@ pub(super) struct Row {
     pub behind: Vec<(String, Distance)>,
 }
 
-pub(super) async fn row(
-    state: &AppState,
-    app: Arc<application::Model>,
-    env: environment::Model,
-) -> ApiResult<Row> {
+/// The rows of every environment of `app`. Each environment costs a few
+/// queries; the commit graph is loaded once for all of them.
+async fn rows_of(state: &AppState, app: application::Model) -> ApiResult<Vec<Row>> {
     let db = &state.db;
-    let release = deployments::current_release(db, env.id).await?;
-    let running = deployments::in_progress(db, env.id).await?;
-    let queued = deployments::queued_count(db, env.id).await?;
-    let failure = deployments::newest(db, env.id)
-        .await?
-        .filter(|d| d.status == DeploymentStatus::Failed);
-    let behind = match release.as_ref().and_then(|r| r.sha.as_deref()) {
-        Some(sha) => behind(state, &env, sha).await?,
-        None => Vec::new(),
-    };
-    Ok(Row {
-        app,
-        env,
-        release,
-        running,
-        queued,
-        failure,
-        behind,
-    })
-}
-
-/// The other environments of `env`'s application whose release has commits
-/// that `sha` (`env`'s release) lacks, and how many.
-async fn behind(
-    state: &AppState,
-    env: &environment::Model,
-    sha: &str,
-) -> ApiResult<Vec<(String, Distance)>> {
-    let db = &state.db;
-    let mut others = Vec::new();
-    for other in applications::environments(db, env.application_id).await? {
-        if other.id == env.id {
-            continue;
-        }
-        if let Some(there) = deployments::current_release(db, other.id)
+    let app = Arc::new(app);
+    let mut rows = Vec::new();
+    for env in applications::environments(db, app.id).await? {
+        let release = deployments::current_release(db, env.id).await?;
+        let running = deployments::in_progress(db, env.id).await?;
+        let queued = deployments::queued_count(db, env.id).await?;
+        let failure = deployments::newest(db, env.id)
             .await?
-            .and_then(|r| r.sha)
-        {
-            others.push((other.name, there));
+            .filter(|d| d.status == DeploymentStatus::Failed);
+        rows.push(Row {
+            app: app.clone(),
+            env,
+            release,
+            running,
+            queued,
+            failure,
+            behind: Vec::new(),
+        });
+    }
+    let shas: Vec<(String, String)> = rows
+        .iter()
+        .filter_map(|r| {
+            let sha = r.release.as_ref()?.sha.clone()?;
+            Some((r.env.name.clone(), sha))
+        })
+        .collect();
+    if shas.len() > 1 {
+        let graph = commits::graph(db, app.id).await?;
+        for row in &mut rows {
+            let Some(here) = row.release.as_ref().and_then(|r| r.sha.as_deref()) else {
+                continue;
+            };
+            row.behind = shas
+                .iter()
+                .filter(|(name, _)| *name != row.env.name)
+                .filter_map(|(name, there)| {
+                    graph
+                        .distance(here, there)
+                        .filter(|d| d.behind > 0)
+                        .map(|d| (name.clone(), d))
+                })
+                .collect();
         }
     }
-    if others.is_empty() {
-        return Ok(Vec::new());
-    }
-    let graph = commits::graph(db, env.application_id).await?;
-    Ok(others
-        .into_iter()
-        .filter_map(|(name, there)| {
-            graph
-                .distance(sha, &there)
-                .filter(|d| d.behind > 0)
-                .map(|d| (name, d))
-        })
-        .collect())
+    Ok(rows)
 }
 
 /// "3 commits behind staging", "at least 3 commits behind staging".
@@ -114,37 +103,9 @@ fn behind_text(name: &str, distance: &Distance) -> String {
 async fn rows(state: &AppState, apps: Vec<application::Model>) -> ApiResult<Vec<Row>> {
     let mut rows = Vec::new();
     for app in apps {
-        let app = Arc::new(app);
-        for env in applications::environments(&state.db, app.id).await? {
-            rows.push(row(state, app.clone(), env).await?);
-        }
+        rows.extend(rows_of(state, app).await?);
     }
     Ok(rows)
-}
-
-/// The environment of a change, as a row, when `apps` shows it.
-async fn changed_row(
-    state: &AppState,
-    only: Option<i64>,
-    environment_id: i64,
-) -> ApiResult<Option<Row>> {
-    use sea_orm::EntityTrait;
-    let Some(env) = environment::Entity::find_by_id(environment_id)
-        .one(&state.db)
-        .await?
-    else {
-        return Ok(None);
-    };
-    if only.is_some_and(|id| id != env.application_id) {
-        return Ok(None);
-    }
-    let Some(app) = application::Entity::find_by_id(env.application_id)
-        .one(&state.db)
-        .await?
-    else {
-        return Ok(None);
-    };
-    Ok(Some(row(state, Arc::new(app), env).await?))
 }
 
 #[derive(Deserialize)]
@@ -221,7 +182,7 @@ pub(super) fn environment_row(row: &Row, now: DateTime<Utc>) -> Markup {
         tr id={ "env-" (row.env.id) } {
             td data-label="Environment" {
                 a href={ "/apps/" (encode(app)) } { (app) } " / "
-                a href={ "/apps/" (encode(app)) "/" (encode(env)) } { strong { (env) } }
+                a href=(environment_path(app, env)) { strong { (env) } }
                 @if let Some(url) = &row.env.url {
                     br; a.muted href=(url) rel="noopener" { (url) }
                 }
@@ -284,25 +245,28 @@ pub(super) async fn live(
     };
     let only_id = only.as_ref().map(|a| a.id);
     let render_state = state.clone();
-    Ok(live::swaps(state, &who, move |change| {
+    // Any change may change other rows (how far behind each is) or add one:
+    // the whole table is rendered again.
+    Ok(live::swaps(state, who, move |change| {
         let state = render_state.clone();
         let only = only.clone();
         let live_url = live_url.clone();
         async move {
-            let now = state.clock.now();
-            match change {
-                None => {
-                    let apps = match only {
-                        Some(app) => vec![app],
-                        None => applications::list(&state.db).await?,
-                    };
-                    let rows = rows(&state, apps).await?;
-                    Ok(Some(environments_table(&rows, now, &live_url)))
+            if let (Some(only), Some((app, _))) = (only_id, change) {
+                if app != only {
+                    return Ok(None);
                 }
-                Some((_, environment_id)) => Ok(changed_row(&state, only_id, environment_id)
-                    .await?
-                    .map(|row| environment_row(&row, now))),
             }
+            let apps = match only {
+                Some(app) => vec![app],
+                None => applications::list(&state.db).await?,
+            };
+            let rows = rows(&state, apps).await?;
+            Ok(Some(environments_table(
+                &rows,
+                state.clock.now(),
+                &live_url,
+            )))
         }
     }))
 }
@@ -389,8 +353,8 @@ pub(super) async fn environment(
         p.muted { a href={ "/apps/" (encode(&app.name)) } { (app.name) } " / " }
         div.actions {
             h1 { (env.name) }
-            @if who.may(roles::OPERATE) {
-                a.button.primary href={ "/apps/" (encode(&app.name)) "/" (encode(&env.name)) "/deploy" } { "Deploy…" }
+            @if who.may(roles::DEPLOY) {
+                a.button.primary href={ (environment_path(&app.name, &env.name)) "/deploy" } { "Deploy…" }
             }
         }
         @if let Some(url) = &env.url { p { a href=(url) rel="noopener" { (url) } } }
@@ -407,7 +371,12 @@ async fn environment_live_part(
     env: environment::Model,
 ) -> ApiResult<Markup> {
     let now = state.clock.now();
-    let row = row(state, app.clone(), env.clone()).await?;
+    let row = rows_of(state, (*app).clone())
+        .await?
+        .into_iter()
+        .find(|row| row.env.id == env.id)
+        .ok_or_else(|| applications::environment_not_found(&app.name, &env.name))?;
+    let env = row.env.clone();
     let (releases, more) = releases::list(&state.db, env.id, 25, None).await?;
     let (recent, _) = deployments::list(
         &state.db,
@@ -420,8 +389,9 @@ async fn environment_live_part(
         None,
     )
     .await?;
-    let base = format!("/apps/{}/{}", encode(&app.name), encode(&env.name));
+    let base = environment_path(&app.name, &env.name);
     let operate = who.may(roles::OPERATE);
+    let deploy = who.may(roles::DEPLOY);
     let current = row.release.as_ref().map(|r| r.id);
     Ok(html! {
         div #environment data-live={ (base) "/live" } {
@@ -450,7 +420,7 @@ async fn environment_live_part(
                         @if let Some(at) = env.auto_deploy_paused_at { ", " (time(at, now)) }
                         @if let Some(reason) = &env.auto_deploy_pause_reason { ": " (reason) }
                         ". Pushes do not deploy here until someone deploys or resumes." }
-                    @if operate {
+                    @if deploy {
                         form.inline method="post" action={ (base) "/resume" } {
                             (csrf(who)) button type="submit" { "Resume auto-deploy" }
                         }
@@ -479,7 +449,7 @@ async fn environment_live_part(
                                 } }
                             }
                         }
-                        (services(release))
+                        (layout::services(&view::services(release)?))
                         @if let (Some(sha), Some(tracked)) = (&release.sha, &env.auto_deploy_ref) {
                             @if let Some(url) = releases::compare_url(&app.repository, sha, tracked) {
                                 p { a href=(url) rel="noopener" { "Commits on " (tracked) " not deployed here" } }
@@ -506,7 +476,7 @@ async fn environment_live_part(
                 div.panel { p.muted { "No release yet: a deployment that succeeds here is one." } }
             } @else {
                 table.responsive {
-                    thead { tr { th { "Release" } th { "Commit" } th { "Task" } th { "By" } th { "Served" } @if operate { th { "" } } } }
+                    thead { tr { th { "Release" } th { "Commit" } th { "Task" } th { "By" } th { "Served" } @if deploy { th { "" } } } }
                     tbody {
                         @for (i, release) in releases.iter().enumerate() {
                             @let until = if i == 0 { None } else { releases[i - 1].finished_at };
@@ -524,7 +494,7 @@ async fn environment_live_part(
                                         @if let Some(until) = until { span.muted { ", for " (layout::duration(until - from)) } }
                                     }
                                 }
-                                @if operate {
+                                @if deploy {
                                     td {
                                         @if Some(release.id) != current {
                                             form.inline method="post" action={ (base) "/rollback" } {
@@ -548,35 +518,8 @@ async fn environment_live_part(
     })
 }
 
-/// The services of a release and the images they run.
-fn services(release: &deployment::Model) -> Markup {
-    let services: Vec<ServiceImage> = release
-        .services
-        .as_deref()
-        .and_then(|json| serde_json::from_str::<Vec<deployment::StoredService>>(json).ok())
-        .unwrap_or_default()
-        .into_iter()
-        .map(ServiceImage::from)
-        .collect();
-    html! {
-        @if !services.is_empty() {
-            table {
-                thead { tr { th { "Service" } th { "Image" } } }
-                tbody {
-                    @for s in &services {
-                        tr {
-                            td { (s.name) }
-                            td { code { (s.image) }
-                                @if let Some(digest) = &s.digest { br; code.muted title=(digest) { (digest.get(..19).unwrap_or(digest)) "…" } } }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// `GET /apps/{app}/{env}/live`: the environment's page as it changes.
+/// `GET /apps/{app}/{env}/live`: the environment's page as it changes,
+/// and as the application's other environments do (how far behind it is).
 pub(super) async fn environment_live(
     State(state): State<AppState>,
     who: SignedIn,
@@ -584,25 +527,17 @@ pub(super) async fn environment_live(
 ) -> WebResult<Response> {
     let (app, env) = applications::get_environment(&state.db, &app, &env).await?;
     let app = Arc::new(app);
-    let env_id = env.id;
     let render_state = state.clone();
-    let who = Arc::new(who);
-    let signed_in = who.clone();
-    Ok(live::swaps(state, &signed_in, move |change| {
+    let signed_in = Arc::new(who.clone());
+    Ok(live::swaps(state, who, move |change| {
         let state = render_state.clone();
         let app = app.clone();
-        let who = who.clone();
+        let env = env.clone();
+        let who = signed_in.clone();
         async move {
-            if change.is_some_and(|(_, env)| env != env_id) {
+            if change.is_some_and(|(changed_app, _)| changed_app != app.id) {
                 return Ok(None);
             }
-            use sea_orm::EntityTrait;
-            let Some(env) = environment::Entity::find_by_id(env_id)
-                .one(&state.db)
-                .await?
-            else {
-                return Ok(None);
-            };
             Ok(Some(environment_live_part(&state, &who, app, env).await?))
         }
     }))

@@ -26,30 +26,33 @@ pub(super) struct LoginQuery {
     next: Option<String>,
 }
 
-/// `GET /login`: opens a session with a sign-in link's code, or shows the
-/// form that takes a token.
+/// `GET /login`: the sign-in form — with a sign-in link's code, a button
+/// that spends it (a GET never does: a link previewer would), otherwise a
+/// field for a token. A browser signed in already goes on to `next`.
 pub(super) async fn show(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(query): Query<LoginQuery>,
 ) -> Response {
     let next = safe_next(query.next.as_deref());
-    if let Some(code) = query.code {
-        return match sessions::open_with_code(&state, &code).await {
-            Ok(opened) => signed_in(&state, &headers, opened, next),
-            Err(err) => form(&state, next, Some(err.message())),
-        };
-    }
-    if let Some(secret) = cookie(&headers, SESSION_COOKIE) {
-        if let Ok(Some(_)) = sessions::find(&state, secret).await {
-            return Redirect::to(next).into_response();
+    if query.code.is_none() {
+        if let Some(secret) = cookie(&headers, SESSION_COOKIE) {
+            if let Ok(Some(_)) = sessions::find(&state, secret).await {
+                return Redirect::to(next).into_response();
+            }
         }
     }
-    form(&state, next, None)
+    form(&state, &headers, next, query.code.as_deref(), None)
 }
 
 /// The sign-in form, with a fresh login cookie and its twin in the form.
-fn form(state: &AppState, next: &str, error: Option<&str>) -> Response {
+fn form(
+    state: &AppState,
+    headers: &HeaderMap,
+    next: &str,
+    code: Option<&str>,
+    error: Option<&str>,
+) -> Response {
     let Ok(nonce) = sessions::random_secret() else {
         return super::WebError(ApiError::Internal).into_response();
     };
@@ -65,23 +68,31 @@ fn form(state: &AppState, next: &str, error: Option<&str>) -> Response {
             form method="post" action="/login" {
                 input type="hidden" name="login" value=(nonce);
                 input type="hidden" name="next" value=(next);
-                div.field {
-                    label for="token" { "Token" }
-                    input #token type="password" name="token" autocomplete="off" required;
-                    small {
-                        "An admin makes one with "
-                        code { "slipway token --role viewer --subject NAME" }
-                        ". It is turned into a session here and not kept in the browser."
+                @if let Some(code) = code {
+                    input type="hidden" name="code" value=(code);
+                    p { "This sign-in link works once. Continue to open a session in this browser." }
+                    button.primary type="submit" { "Continue" }
+                } @else {
+                    div.field {
+                        label for="token" { "Token" }
+                        input #token type="password" name="token" autocomplete="off" required;
+                        small {
+                            "An admin makes one with "
+                            code { "slipway token --role viewer --subject NAME" }
+                            ". It is turned into a session here and not kept in the browser."
+                        }
                     }
+                    button.primary type="submit" { "Sign in" }
                 }
-                button.primary type="submit" { "Sign in" }
             }
-            p.muted { "Started with " code { "slipway up" } "? Open the sign-in link it printed." }
+            @if code.is_none() {
+                p.muted { "Started with " code { "slipway up" } "? Open the sign-in link it printed." }
+            }
         }
     };
     let cookie = format!(
         "{LOGIN_COOKIE}={nonce}; Path=/login; HttpOnly; SameSite=Strict; Max-Age=3600{}",
-        secure(state)
+        secure(state, headers)
     );
     (
         status,
@@ -93,30 +104,41 @@ fn form(state: &AppState, next: &str, error: Option<&str>) -> Response {
 
 #[derive(Deserialize)]
 pub(super) struct LoginForm {
-    token: String,
+    token: Option<String>,
+    code: Option<String>,
     login: String,
     next: Option<String>,
 }
 
-/// `POST /login`: a token becomes a session.
+/// `POST /login`: a sign-in link's code or a token becomes a session.
 pub(super) async fn submit(
     State(state): State<AppState>,
     headers: HeaderMap,
     Form(input): Form<LoginForm>,
 ) -> Response {
     let next = safe_next(input.next.as_deref());
+    let code = input.code.as_deref().filter(|c| !c.is_empty());
     let same: bool = cookie(&headers, LOGIN_COOKIE)
         .is_some_and(|nonce| nonce.as_bytes().ct_eq(input.login.as_bytes()).into());
-    if !same || !super::same_origin(&headers) {
+    if !same || !super::same_origin(&state, &headers) {
         return form(
             &state,
+            &headers,
             next,
+            code,
             Some("this sign-in form has expired: try again"),
         );
     }
-    match sessions::open_with_token(&state, &input.token).await {
+    let opened = match (code, input.token.as_deref()) {
+        (Some(code), _) => sessions::open_with_code(&state, code).await,
+        (None, Some(token)) => sessions::open_with_token(&state, token).await,
+        (None, None) => Err(ApiError::BadInput("give a token to sign in".into())),
+    };
+    match opened {
         Ok(opened) => signed_in(&state, &headers, opened, next),
-        Err(err) => form(&state, next, Some(err.message())),
+        // A code that does not open a session will not later: show the
+        // token form.
+        Err(err) => form(&state, &headers, next, None, Some(err.message())),
     }
 }
 
@@ -132,11 +154,11 @@ pub(super) async fn logout(
     headers: HeaderMap,
     Form(input): Form<LogoutForm>,
 ) -> WebResult<Response> {
-    who.check_form(&headers, &input.csrf)?;
-    sessions::end(&state, &who.0.id).await?;
+    who.check_form(&input.csrf)?;
+    sessions::end(&state, &who.session.id).await?;
     let cookie = format!(
         "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
-        secure(&state)
+        secure(&state, &headers)
     );
     Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/login")).into_response())
 }
@@ -145,43 +167,49 @@ fn signed_in(state: &AppState, headers: &HeaderMap, opened: Opened, next: &str) 
     let max_age = (opened.session.expires_at - state.clock.now())
         .num_seconds()
         .max(0);
-    let mut secure = secure(state);
-    if headers
-        .get("x-forwarded-proto")
-        .is_some_and(|proto| proto == "https")
-    {
-        secure = "; Secure";
-    }
     let cookie = format!(
-        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
-        opened.secret
+        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{}",
+        opened.secret,
+        secure(state, headers)
     );
     let mut response = Redirect::to(next).into_response();
-    let headers = response.headers_mut();
+    let set = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
-        headers.append(header::SET_COOKIE, value);
+        set.append(header::SET_COOKIE, value);
     }
-    headers.append(
-        header::SET_COOKIE,
-        HeaderValue::from_static("slipway_login=; Path=/login; Max-Age=0"),
-    );
+    if let Ok(value) = HeaderValue::from_str(&format!("{LOGIN_COOKIE}=; Path=/login; Max-Age=0")) {
+        set.append(header::SET_COOKIE, value);
+    }
     response
 }
 
-/// `; Secure` when people reach the API over TLS.
-fn secure(state: &AppState) -> &'static str {
-    match &state.settings.public_url {
-        Some(url) if url.starts_with("https://") => "; Secure",
-        _ => "",
+/// `; Secure` when people reach the API over TLS: its public URL is https,
+/// or the proxy in front says the request came so.
+fn secure(state: &AppState, headers: &HeaderMap) -> &'static str {
+    let public_https = state
+        .settings
+        .public_url
+        .as_deref()
+        .is_some_and(|url| url.starts_with("https://"));
+    let forwarded_https = headers
+        .get("x-forwarded-proto")
+        .is_some_and(|proto| proto == "https");
+    if public_https || forwarded_https {
+        "; Secure"
+    } else {
+        ""
     }
 }
 
 /// Where to go after signing in: a path of this site, never another site.
+/// Only visible ASCII is taken: browsers drop tabs and newlines from a
+/// `Location`, which would turn `/\t/evil.example` into `//evil.example`.
 fn safe_next(next: Option<&str>) -> &str {
     match next {
         Some(path)
             if path.starts_with('/')
                 && !path.starts_with("//")
+                && path.bytes().all(|b| (0x21..=0x7e).contains(&b))
                 && !path.contains('\\')
                 && !path.starts_with("/login") =>
         {
@@ -201,6 +229,9 @@ mod tests {
         assert_eq!(safe_next(Some("//evil.example/")), "/");
         assert_eq!(safe_next(Some("https://evil.example/")), "/");
         assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        assert_eq!(safe_next(Some("/\t/evil.example")), "/");
+        assert_eq!(safe_next(Some("/\n/evil.example")), "/");
+        assert_eq!(safe_next(Some("/apps/web?x=1 2")), "/");
         assert_eq!(safe_next(None), "/");
     }
 }
