@@ -316,8 +316,8 @@ pub(super) async fn raw(
             return super::to_sign_in(&format!("/deployments/{}/log.txt", encode(&id)));
         }
     }
-    match raw_text(&state, &id).await {
-        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response(),
+    match raw_text(state, &id).await {
+        Ok(body) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response(),
         Err(err) => super::WebError(err).into_response(),
     }
 }
@@ -330,21 +330,32 @@ fn forbidden() -> Response {
         .into_response()
 }
 
-async fn raw_text(state: &AppState, id: &str) -> ApiResult<String> {
+/// The log as text, read and sent a page of lines at a time, so a long log
+/// is never held whole in memory.
+async fn raw_text(state: AppState, id: &str) -> ApiResult<axum::body::Body> {
+    const PAGE: u64 = 5000;
     let id = parse_id(id)?;
     view::get(&state.db, id).await?;
-    let mut text = String::new();
-    let mut after = 0;
-    loop {
-        let lines = logs::read(&state.db, id, after, 5000).await?;
-        let Some(last) = lines.last() else { break };
-        after = last.seq;
-        for line in &lines {
-            text.push_str(&line.text);
-            text.push('\n');
+    let pages = futures_util::stream::unfold(Some(0), move |after| {
+        let state = state.clone();
+        async move {
+            let after = after?;
+            match logs::read(&state.db, id, after, PAGE).await {
+                Ok(lines) if lines.is_empty() => None,
+                Ok(lines) => {
+                    let last = lines.last().map(|l| l.seq);
+                    let mut text = String::new();
+                    for line in &lines {
+                        text.push_str(&line.text);
+                        text.push('\n');
+                    }
+                    Some((Ok::<_, std::io::Error>(text), last))
+                }
+                Err(_) => Some((Err(std::io::Error::other("reading the log failed")), None)),
+            }
         }
-    }
-    Ok(text)
+    });
+    Ok(axum::body::Body::from_stream(pages))
 }
 
 /// `POST /deployments/{id}/cancel`.
