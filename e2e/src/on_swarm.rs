@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-use slipway_testkit::fakes::github::{self, FakeGithub};
+use slipway_testkit::fakes::github::FakeGithub;
 use slipway_testkit::free_port;
 use slipway_testkit::git::GitServer;
 use slipway_testkit::wait;
@@ -228,24 +228,7 @@ impl OnSwarm {
 
     /// Posts a GitHub hook signed with the webhook secret to the provider.
     pub async fn hook(&self, event: &str, delivery: &str, body: &Value) -> (u16, Value) {
-        let bytes = serde_json::to_vec(body).unwrap();
-        let response = self
-            .http
-            .post(format!("{}/hooks/github", self.provider_url))
-            .header("X-GitHub-Event", event)
-            .header("X-GitHub-Delivery", delivery)
-            .header("Content-Type", "application/json")
-            .header("X-Hub-Signature-256", github::sign(WEBHOOK_SECRET, &bytes))
-            .body(bytes)
-            .send()
-            .await
-            .expect("POST /hooks/github");
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        crate::system::github_hook(&self.http, &self.provider_url, event, delivery, body).await
     }
 
     /// `GET url` on this machine: the status and the body.

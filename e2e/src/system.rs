@@ -20,6 +20,34 @@ use crate::api::Api;
 use crate::bins;
 
 pub const WEBHOOK_SECRET: &str = "e2e-github-webhook-secret";
+
+/// Sends a GitHub hook signed with [`WEBHOOK_SECRET`] to the provider at
+/// `provider_url`; its status and its answer (JSON when it is).
+pub async fn github_hook(
+    http: &reqwest::Client,
+    provider_url: &str,
+    event: &str,
+    delivery: &str,
+    body: &Value,
+) -> (u16, Value) {
+    let bytes = serde_json::to_vec(body).unwrap();
+    let response = http
+        .post(format!("{provider_url}/hooks/github"))
+        .header("X-GitHub-Event", event)
+        .header("X-GitHub-Delivery", delivery)
+        .header("Content-Type", "application/json")
+        .header("X-Hub-Signature-256", github::sign(WEBHOOK_SECRET, &bytes))
+        .body(bytes)
+        .send()
+        .await
+        .expect("POST /hooks/github");
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
 pub const GITHUB_TOKEN: &str = "ghp_e2e_fake_token";
 /// The runner's token subject; also its `--name` (see `start_runner`).
 pub const RUNNER: &str = "runner-e2e";
@@ -158,24 +186,7 @@ impl System {
     /// Posts a GitHub hook signed with the webhook secret; returns the HTTP
     /// status and the JSON answer.
     pub async fn hook(&self, event: &str, delivery: &str, body: &Value) -> (u16, Value) {
-        let bytes = serde_json::to_vec(body).unwrap();
-        let response = self
-            .http
-            .post(format!("{}/hooks/github", self.provider_url))
-            .header("X-GitHub-Event", event)
-            .header("X-GitHub-Delivery", delivery)
-            .header("Content-Type", "application/json")
-            .header("X-Hub-Signature-256", github::sign(WEBHOOK_SECRET, &bytes))
-            .body(bytes)
-            .send()
-            .await
-            .expect("POST /hooks/github");
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        github_hook(&self.http, &self.provider_url, event, delivery, body).await
     }
 
     /// Sends a `deployment` hook for GitHub deployment `gh_id` of `sha`;
