@@ -12,7 +12,7 @@ use sea_orm::sea_query::{Expr, SimpleExpr};
 use sea_orm::{ColumnTrait, Condition, DbErr, EntityTrait, QueryFilter, QueryOrder, SqlErr};
 
 use crate::db::entities::deployment;
-use crate::db::entities::deployment::StoredService;
+use crate::db::entities::deployment::{ServiceConvergence, StoredService};
 use crate::deployments::{self, DeploymentPhase, DeploymentStatus};
 use crate::error::{ApiError, ApiResult};
 use crate::runners;
@@ -294,9 +294,16 @@ pub async fn progress(
     phase: Option<DeploymentPhase>,
     message: Option<String>,
     sha: Option<String>,
+    convergence: Option<Vec<ServiceConvergence>>,
 ) -> ApiResult<DeploymentView> {
     let holder = holder.into();
     let mut changes = Vec::new();
+    if let Some(convergence) = convergence {
+        changes.push((
+            deployment::Column::Convergence,
+            Expr::value(convergence_json(convergence)?),
+        ));
+    }
     if let Some(phase) = phase {
         changes.push((deployment::Column::Phase, Expr::value(phase)));
     }
@@ -322,6 +329,25 @@ pub async fn progress(
     let view = view::hydrate_one(&state.db, row).await?;
     state.events.deployment_changed(&state.db, &view).await;
     Ok(view)
+}
+
+/// The most services a convergence report names, and the longest detail.
+const MAX_CONVERGENCE_SERVICES: usize = 500;
+const MAX_CONVERGENCE_DETAIL: usize = 1000;
+
+fn convergence_json(mut convergence: Vec<ServiceConvergence>) -> ApiResult<String> {
+    if convergence.len() > MAX_CONVERGENCE_SERVICES {
+        return Err(ApiError::BadInput(format!(
+            "`convergence` names {} services, more than {MAX_CONVERGENCE_SERVICES}",
+            convergence.len()
+        )));
+    }
+    for service in &mut convergence {
+        if let Some(detail) = &mut service.detail {
+            *detail = detail.chars().take(MAX_CONVERGENCE_DETAIL).collect();
+        }
+    }
+    serde_json::to_string(&convergence).map_err(ApiError::internal)
 }
 
 /// Ends a deployment with a final status.

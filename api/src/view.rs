@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 
-use crate::db::entities::deployment::{DeploymentPhase, DeploymentStatus, StoredService};
+use crate::db::entities::deployment::{
+    DeploymentPhase, DeploymentStatus, ServiceConvergence, StoredService,
+};
 use crate::db::entities::{application, deployment, environment};
 use crate::error::{ApiError, ApiResult};
 
@@ -72,6 +74,19 @@ impl DeploymentView {
     pub fn services(&self) -> ApiResult<Vec<ServiceImage>> {
         services(&self.deployment)
     }
+}
+
+/// How each service of deployment `d` converges, as its runner last said.
+pub fn convergence(d: &deployment::Model) -> ApiResult<Vec<ServiceConvergence>> {
+    let Some(json) = d.convergence.as_deref() else {
+        return Ok(Vec::new());
+    };
+    serde_json::from_str(json).map_err(|err| {
+        ApiError::internal(format!(
+            "deployment {} has an unreadable convergence: {err}",
+            d.id
+        ))
+    })
 }
 
 /// The images deployment `d` rolled out (none before it succeeded). A stored

@@ -112,6 +112,14 @@ enum Command {
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
+/// How a service converges, as a rollout reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Convergence {
+    Converging,
+    Converged,
+    Failed,
+}
+
 /// The log and progress of one deployment.
 #[derive(Clone)]
 pub struct Reporter {
@@ -227,9 +235,42 @@ impl Reporter {
                 phase,
                 message: Some(self.mask.apply(message)),
                 sha: sha.map(str::to_owned),
+                convergence: None,
             })
             .await?;
         Ok(data.update_deployment_progress.cancel_requested)
+    }
+
+    /// Says how each service of the stack converges now (replacing what was
+    /// said before); the details are masked like log lines.
+    pub async fn convergence(
+        &self,
+        services: &[(String, Convergence, String)],
+    ) -> Result<(), slipway_client::Error> {
+        use update_deployment_progress::{ConvergenceState, ServiceConvergenceInput};
+        let convergence = services
+            .iter()
+            .map(|(service, state, detail)| ServiceConvergenceInput {
+                service: service.clone(),
+                state: match state {
+                    Convergence::Converging => ConvergenceState::CONVERGING,
+                    Convergence::Converged => ConvergenceState::CONVERGED,
+                    Convergence::Failed => ConvergenceState::FAILED,
+                },
+                detail: Some(self.mask.apply(detail)),
+            })
+            .collect();
+        self.client
+            .run::<UpdateDeploymentProgress>(update_deployment_progress::Variables {
+                id: self.id.clone(),
+                instance: Some(self.instance.clone()),
+                phase: None,
+                message: None,
+                sha: None,
+                convergence: Some(convergence),
+            })
+            .await?;
+        Ok(())
     }
 }
 

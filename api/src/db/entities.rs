@@ -183,6 +183,31 @@ pub mod deployment {
         pub created_at: ChronoDateTimeUtc,
         pub started_at: Option<ChronoDateTimeUtc>,
         pub finished_at: Option<ChronoDateTimeUtc>,
+        /// JSON list of [`ServiceConvergence`]: how each service of the stack
+        /// converges, as the runner last said.
+        pub convergence: Option<String>,
+    }
+
+    /// How one service of a deployment converges, as its runner says: one
+    /// entry of the `convergence` column.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct ServiceConvergence {
+        pub service: String,
+        pub state: ConvergenceState,
+        /// What the runner sees: `1/3 running`, the failing task's error.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub detail: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+    pub enum ConvergenceState {
+        /// Its tasks are on their way to running the new spec.
+        Converging,
+        /// Every task runs the new spec and stayed up.
+        Converged,
+        /// It failed to converge.
+        Failed,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

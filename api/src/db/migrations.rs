@@ -263,6 +263,16 @@ CREATE TABLE sign_in_codes (
 );
 "#,
     },
+    Migration {
+        version: 7,
+        name: "how each service of a deployment converges",
+        sqlite: r#"
+ALTER TABLE deployments ADD COLUMN convergence TEXT;
+"#,
+        postgres: r#"
+ALTER TABLE deployments ADD COLUMN convergence TEXT;
+"#,
+    },
 ];
 
 /// Applies every migration the database does not have yet, in order, and

@@ -27,6 +27,18 @@ pub(crate) enum QueuePolicy {
     Latest,
 }
 
+/// How a service of a deployment converges.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(remote = "crate::db::entities::deployment::ConvergenceState")]
+pub(crate) enum ConvergenceState {
+    /// Its tasks are on their way to running the new spec.
+    Converging,
+    /// Every task runs the new spec and stayed up.
+    Converged,
+    /// It failed to converge.
+    Failed,
+}
+
 /// What an IN_PROGRESS deployment is doing.
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
 #[graphql(remote = "deployments::DeploymentPhase")]

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use async_graphql::{Context, InputObject, Json, Object, ID};
 use chrono::{DateTime, Utc};
 
-use super::enums::{DeploymentPhase, DeploymentStatus, QueuePolicy};
+use super::enums::{ConvergenceState, DeploymentPhase, DeploymentStatus, QueuePolicy};
 use super::types::{deployment_id, state, Application, Deployment, Environment, Runner};
 use crate::applications::{self, ApplicationChange, NewApplication, NewEnvironment};
 use crate::auth::{caller, roles, RoleGuard};
@@ -387,6 +387,10 @@ impl Mutation {
         message: Option<String>,
         sha: Option<String>,
         instance: Option<String>,
+        #[graphql(
+            desc = "How each service of the stack converges now, replacing what was said before."
+        )]
+        convergence: Option<Vec<ServiceConvergenceInput>>,
     ) -> ApiResult<Deployment> {
         let runner = caller(ctx)?.sub.clone();
         let view = leases::progress(
@@ -396,6 +400,7 @@ impl Mutation {
             phase.map(Into::into),
             message,
             sha,
+            convergence.map(|services| services.into_iter().map(Into::into).collect()),
         )
         .await?;
         Ok(Deployment(Arc::new(view)))
@@ -467,5 +472,24 @@ impl Mutation {
         )
         .await?;
         Ok(Deployment(Arc::new(view)))
+    }
+}
+
+/// How one service of a deployment converges, as its runner sees it.
+#[derive(InputObject)]
+pub struct ServiceConvergenceInput {
+    service: String,
+    state: ConvergenceState,
+    /// What the runner sees: `1/3 running`, the failing task's error.
+    detail: Option<String>,
+}
+
+impl From<ServiceConvergenceInput> for crate::db::entities::deployment::ServiceConvergence {
+    fn from(input: ServiceConvergenceInput) -> Self {
+        Self {
+            service: input.service,
+            state: input.state.into(),
+            detail: input.detail,
+        }
     }
 }

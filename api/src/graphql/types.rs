@@ -464,6 +464,15 @@ impl Release {
     }
 }
 
+/// How one service of a deployment converges.
+#[derive(SimpleObject)]
+pub struct ServiceConvergence {
+    service: String,
+    state: super::enums::ConvergenceState,
+    /// What the runner sees: `1/3 running`, the failing task's error.
+    detail: Option<String>,
+}
+
 /// An image a service of the release runs.
 #[derive(SimpleObject)]
 pub struct ReleaseService {
@@ -633,6 +642,19 @@ impl Deployment {
     /// Per service, the image the deployment rolled out (set when it succeeded).
     async fn services(&self) -> ApiResult<Vec<ReleaseService>> {
         release_services(&self.0)
+    }
+
+    /// How each service of the stack converges, as the runner last said
+    /// (while it runs, and as it ended).
+    async fn convergence(&self) -> ApiResult<Vec<ServiceConvergence>> {
+        Ok(crate::view::convergence(&self.0.deployment)?
+            .into_iter()
+            .map(|c| ServiceConvergence {
+                service: c.service,
+                state: c.state.into(),
+                detail: c.detail,
+            })
+            .collect())
     }
 
     /// The release this deployment made, once it succeeded.

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::auth::{roles, Auth};
-use crate::db::entities::deployment::{DeploymentPhase, DeploymentStatus};
+use crate::db::entities::deployment::{ConvergenceState, DeploymentPhase, DeploymentStatus};
 use crate::db::entities::log_line;
 use crate::deployments::{self, NewDeployment};
 use crate::error::{ApiError, ApiResult};
@@ -112,15 +112,41 @@ fn summary(
                     }
                 }
                 div.panel {
+                    @let convergence = view::convergence(d).unwrap_or_default();
+                    @if !convergence.is_empty() {
+                        table aria-label="How the services converge" {
+                            thead { tr { th { "Service" } th { "State" } th { "Tasks" } } }
+                            tbody {
+                                @for c in &convergence {
+                                    tr {
+                                        td { (c.service) }
+                                        td { (convergence_state(c.state)) }
+                                        td { (c.detail.as_deref().unwrap_or("")) }
+                                    }
+                                }
+                            }
+                        }
+                    }
                     @match view.services() {
                         Ok(services) if !services.is_empty() => { (layout::services(&services)) }
-                        _ => { p.muted { "The services and images it rolled out are listed once it succeeds." } }
+                        _ => @if convergence.is_empty() {
+                            p.muted { "How each service converges shows here while it rolls out; the images it rolled out, once it succeeds." }
+                        },
                     }
                 }
             }
             (actions(view, current, who))
         }
     }
+}
+
+fn convergence_state(state: ConvergenceState) -> Markup {
+    let (class, label) = match state {
+        ConvergenceState::Converging => ("IN_PROGRESS", "converging"),
+        ConvergenceState::Converged => ("SUCCEEDED", "converged"),
+        ConvergenceState::Failed => ("FAILED", "failed"),
+    };
+    html! { span class={ "status " (class) } { (label) } }
 }
 
 /// The phases a deployment goes through, and where this one is.

@@ -772,7 +772,70 @@ async fn signing_out_ends_the_session_s_live_streams(backend: Backend) {
     }
 }
 
+async fn the_deployment_page_shows_how_each_service_converges(backend: Backend) {
+    let server = TestApi::start(backend).await;
+    server
+        .app(
+            "web",
+            "file:///srv/git/web.git",
+            &[("production", None, None)],
+        )
+        .await;
+    let id = server.deploy("web", "production").await;
+    server.claim_ok("r1", &id).await;
+    let progress = "mutation($id: ID!, $c: [ServiceConvergenceInput!]) { updateDeploymentProgress(id: $id, convergence: $c) { status } }";
+    let runner = server.token(Role::Runner, "r1");
+    server
+        .ok(
+            &runner,
+            progress,
+            json!({"id": id, "c": [
+                {"service": "web-production_web", "state": "CONVERGING", "detail": "1/3 running"},
+                {"service": "web-production_db", "state": "FAILED", "detail": "task: non-zero exit (3)"},
+            ]}),
+        )
+        .await;
+    let browser = Browser::sign_in(&server, Role::Viewer, "vic").await;
+    let (_, html) = browser.page(&format!("/deployments/{id}")).await;
+    assert!(html.contains("web-production_web"), "{html}");
+    assert!(html.contains("1/3 running"), "{html}");
+    assert!(html.contains("task: non-zero exit (3)"), "{html}");
+    assert!(
+        html.contains("<span class=\"status FAILED\">failed</span>"),
+        "{html}"
+    );
+
+    // A report replaces the one before; another runner's is refused.
+    server
+        .ok(
+            &runner,
+            progress,
+            json!({"id": id, "c": [{"service": "web-production_web", "state": "CONVERGED"}]}),
+        )
+        .await;
+    let data = server
+        .ok_as(
+            Role::Viewer,
+            "query($id: ID!) { deployment(id: $id) { convergence { service state detail } } }",
+            json!({"id": id}),
+        )
+        .await;
+    assert_eq!(
+        data["deployment"]["convergence"],
+        json!([{"service": "web-production_web", "state": "CONVERGED", "detail": null}])
+    );
+    let (code, _) = server
+        .err(
+            &server.token(Role::Runner, "r2"),
+            progress,
+            json!({"id": id, "c": []}),
+        )
+        .await;
+    assert_eq!(code, "CONFLICT");
+}
+
 slipway_testkit::on_both_backends!(
+    the_deployment_page_shows_how_each_service_converges,
     signing_out_ends_the_session_s_live_streams,
     the_overview_says_how_many_commits_an_environment_is_behind_another,
     a_sign_in_link_opens_a_session_once,

@@ -32,7 +32,7 @@ use crate::git::{CommitFiles, Fetched};
 use crate::lease::{Lease, DEFAULT_LEASE};
 use crate::plan::{Plan, Rollback};
 use crate::registry::reference::digest_of;
-use crate::report::{Mask, Reporter};
+use crate::report::{Convergence, Mask, Reporter};
 use crate::spec::{self, Context};
 use crate::swarm::{self, Applied, Baseline, ChangeKind, EngineError, Outcome};
 use crate::work::{Runner, Work};
@@ -81,6 +81,8 @@ const COMMITS_REPORTED: usize = 1000;
 const DEEPEN_STEPS: [i32; 3] = [10, 100, COMMITS_REPORTED as i32];
 /// The most time deepening a shallow mirror may take, in all.
 const DEEPEN_PATIENCE: Duration = Duration::from_secs(15);
+/// How often, at most, a rollout says how its services converge.
+const CONVERGENCE_EVERY: Duration = Duration::from_secs(1);
 /// How long a resumed deployment waits for its first heartbeat before it
 /// writes to the swarm.
 const RENEW_WITHIN: Duration = Duration::from_secs(30);
@@ -609,21 +611,79 @@ impl Rollout<'_> {
         )
         .await;
         let is_cancelled = || self.lease.cancel_requested();
+        let report = self.report;
+        // How each service converges, for the deployment's page: what the
+        // log says, kept per service and sent when it changed.
+        let states = std::sync::Mutex::new(
+            applied
+                .changes
+                .iter()
+                .filter(|c| c.kind != ChangeKind::Removed)
+                .map(|c| {
+                    (
+                        c.name.clone(),
+                        Convergence::Converging,
+                        "waiting".to_owned(),
+                    )
+                })
+                .collect::<Vec<_>>(),
+        );
+        let changed = std::sync::atomic::AtomicBool::new(true);
         let mut progress = |service: &str, state: &str| {
-            self.report.line(format!("{service}: {state}"));
+            report.line(format!("{service}: {state}"));
+            let mut states = states.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(entry) = states.iter_mut().find(|(name, ..)| name == service) {
+                entry.1 = if state == "converged" {
+                    Convergence::Converged
+                } else {
+                    Convergence::Converging
+                };
+                state.clone_into(&mut entry.2);
+                changed.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
         };
-        let outcome = swarm::converge(
+        let snapshot = || states.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let converging = swarm::converge(
             &self.runner.engine,
             applied,
             plan.timeout,
             &is_cancelled,
             &mut progress,
-        )
-        .await
+        );
+        let telling = async {
+            loop {
+                tokio::time::sleep(CONVERGENCE_EVERY).await;
+                if changed.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                    if let Err(err) = report.convergence(&snapshot()).await {
+                        tracing::debug!(%err, "could not say how the services converge");
+                    }
+                }
+            }
+        };
+        let outcome = tokio::select! {
+            outcome = converging => outcome,
+            () = telling => unreachable!("telling never ends"),
+        }
         .unwrap_or_else(|err| Outcome::Failed {
             why: err.to_string(),
             service: None,
         });
+        let mut last = snapshot();
+        if let Outcome::Failed {
+            why,
+            service: Some(failed),
+        } = &outcome
+        {
+            if let Some(entry) = last.iter_mut().find(|(name, ..)| name == failed) {
+                entry.1 = Convergence::Failed;
+                why.strip_prefix(&format!("{failed}: "))
+                    .unwrap_or(why)
+                    .clone_into(&mut entry.2);
+            }
+        }
+        if let Err(err) = report.convergence(&last).await {
+            tracing::debug!(%err, "could not say how the services converged");
+        }
         if let Some(why) = self.lease.lapsed() {
             // Another runner may hold the environment now: leave the swarm alone.
             return Err(Stop::Lost(why));

@@ -191,6 +191,12 @@ async fn one_service_that_crash_loops_takes_the_whole_stack_back_to_its_release(
         .deploy_ref("shop", "production", "main", Some(&good))
         .await;
     assert_eq!(api.wait_final(&id, WITHIN).await["status"], "SUCCEEDED");
+    let converged = convergence(&api, &id).await;
+    assert_eq!(converged.len(), 4, "{converged:?}");
+    assert!(
+        converged.iter().all(|c| c["state"] == "CONVERGED"),
+        "{converged:?}"
+    );
     let before: Vec<(String, Value)> = ["web", "api", "worker", "cache"]
         .iter()
         .map(|s| {
@@ -221,6 +227,19 @@ async fn one_service_that_crash_loops_takes_the_whole_stack_back_to_its_release(
         message.contains("exit (3)") || message.contains("exit code 3"),
         "the task's error: {message}"
     );
+    // Per service, how it converged: the worker failed, with its task's error.
+    let states = convergence(&api, &id).await;
+    let failed = states
+        .iter()
+        .find(|c| c["service"] == worker.as_str())
+        .unwrap_or_else(|| panic!("{states:?}"));
+    assert_eq!(failed["state"], "FAILED", "{states:?}");
+    let detail = failed["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("exit (3)") || detail.contains("exit code 3"),
+        "{detail}"
+    );
+    assert!(!detail.starts_with(&worker), "{detail}");
     assert!(
         message.contains(&format!(
             "the stack is back on release shop#1 ({})",
@@ -522,4 +541,17 @@ services:
             "{name}"
         );
     }
+}
+
+/// How each service of deployment `id` converged, as the API has it.
+async fn convergence(api: &TestApi, id: &str) -> Vec<Value> {
+    api.ok_as(
+        Role::Viewer,
+        "query($id: ID!) { deployment(id: $id) { convergence { service state detail } } }",
+        json!({"id": id}),
+    )
+    .await["deployment"]["convergence"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
