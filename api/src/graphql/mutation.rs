@@ -378,6 +378,8 @@ impl Mutation {
         Ok(Deployment(Arc::new(view)))
     }
 
+    // Each argument is one the schema offers; they go through one by one.
+    #[allow(clippy::too_many_arguments)]
     #[graphql(guard = "RoleGuard::new(roles::RUNNER)")]
     async fn update_deployment_progress(
         &self,
