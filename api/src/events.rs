@@ -20,7 +20,8 @@ use std::sync::Arc;
 use sea_orm::ConnectionTrait;
 use tokio::sync::{broadcast, watch, Mutex};
 
-use crate::db::entities::{deployment, environment, log_line};
+use crate::db::entities::plan::PlanStatus;
+use crate::db::entities::{deployment, environment, log_line, plan};
 use crate::error::ApiResult;
 use crate::view::{self, DeploymentView};
 
@@ -38,6 +39,17 @@ pub enum Event {
         application_id: i64,
         environment_id: i64,
     },
+    /// A plan was requested, claimed or finished (see [`crate::plans`]).
+    Plan(PlanChanged),
+}
+
+/// Which plan an event is about, and the state it reached.
+#[derive(Clone, Debug)]
+pub struct PlanChanged {
+    pub plan_id: i64,
+    pub application_id: i64,
+    pub environment_id: i64,
+    pub status: PlanStatus,
 }
 
 /// Which deployment an event is about.
@@ -182,6 +194,17 @@ impl Events {
             application_id: env.application_id,
             environment_id: env.id,
         });
+    }
+
+    /// Publishes that a plan was requested, claimed or finished, as `row` is
+    /// after the change committed.
+    pub fn plan_changed(&self, row: &plan::Model) {
+        self.publish(Event::Plan(PlanChanged {
+            plan_id: row.id,
+            application_id: row.application_id,
+            environment_id: row.environment_id,
+            status: row.status,
+        }));
     }
 
     /// Ends the streams that wait for [`Events::closed`]: the API is stopping.

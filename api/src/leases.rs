@@ -469,7 +469,8 @@ pub async fn renew_all(state: &AppState) -> ApiResult<u64> {
     Ok(renewed.rows_affected)
 }
 
-/// Runs [`expire`] every `every` until `shutdown` resolves.
+/// Runs [`expire`] (and [`crate::plans::expire`]) every `every` until
+/// `shutdown` resolves.
 pub async fn reap(
     state: AppState,
     every: std::time::Duration,
@@ -483,6 +484,9 @@ pub async fn reap(
             _ = ticker.tick() => {
                 if let Err(err) = expire(&state).await {
                     tracing::error!(?err, "expiring leases failed");
+                }
+                if let Err(err) = crate::plans::expire(&state).await {
+                    tracing::error!(?err, "expiring plans failed");
                 }
             }
             () = &mut shutdown => return,

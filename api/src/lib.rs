@@ -40,6 +40,7 @@ pub mod graphql;
 pub mod http;
 pub mod leases;
 pub mod logs;
+pub mod plans;
 pub mod releases;
 pub mod repository;
 pub mod runners;

@@ -336,3 +336,67 @@ pub mod sign_in_code {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod plan {
+    use sea_orm::entity::prelude::*;
+
+    /// Where a plan is: asked for, taken by a runner, answered, or not.
+    #[derive(Copy, Clone, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+    #[sea_orm(rs_type = "String", db_type = "Text")]
+    pub enum PlanStatus {
+        #[sea_orm(string_value = "QUEUED")]
+        Queued,
+        #[sea_orm(string_value = "RUNNING")]
+        Running,
+        #[sea_orm(string_value = "DONE")]
+        Done,
+        #[sea_orm(string_value = "FAILED")]
+        Failed,
+    }
+
+    impl PlanStatus {
+        pub fn as_str(self) -> &'static str {
+            match self {
+                Self::Queued => "QUEUED",
+                Self::Running => "RUNNING",
+                Self::Done => "DONE",
+                Self::Failed => "FAILED",
+            }
+        }
+
+        pub fn is_final(self) -> bool {
+            matches!(self, Self::Done | Self::Failed)
+        }
+    }
+
+    /// What deploying a ref to an environment would change, as a runner
+    /// planned it against what runs. Never a deployment, never a release.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "plans")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub application_id: i64,
+        pub environment_id: i64,
+        pub ref_name: String,
+        /// The commit the runner planned (the ref resolved when it fetched).
+        pub sha: Option<String>,
+        pub status: PlanStatus,
+        /// The runner that claimed it.
+        pub runner: Option<String>,
+        /// JSON: the stack and each service's action, as `plan --diff` prints it.
+        pub result: Option<String>,
+        /// Why it failed (a spec error names the file and the field).
+        pub message: Option<String>,
+        pub created_by: String,
+        pub created_at: ChronoDateTimeUtc,
+        /// When a runner claimed it: a claim never finished expires.
+        pub claimed_at: Option<ChronoDateTimeUtc>,
+        pub finished_at: Option<ChronoDateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

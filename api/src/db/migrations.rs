@@ -264,6 +264,46 @@ CREATE TABLE sign_in_codes (
 "#,
     },
     Migration {
+        version: 6,
+        name: "plans: what a deployment would change, asked of a runner",
+        sqlite: r#"
+CREATE TABLE plans (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    application_id BIGINT NOT NULL REFERENCES applications (id),
+    environment_id BIGINT NOT NULL REFERENCES environments (id),
+    ref_name TEXT NOT NULL,
+    sha TEXT,
+    status TEXT NOT NULL,
+    runner TEXT,
+    result TEXT,
+    message TEXT,
+    created_by TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    claimed_at TEXT,
+    finished_at TEXT
+);
+CREATE INDEX plans_by_status ON plans (status, id);
+"#,
+        postgres: r#"
+CREATE TABLE plans (
+    id BIGSERIAL PRIMARY KEY,
+    application_id BIGINT NOT NULL REFERENCES applications (id),
+    environment_id BIGINT NOT NULL REFERENCES environments (id),
+    ref_name TEXT NOT NULL,
+    sha TEXT,
+    status TEXT NOT NULL,
+    runner TEXT,
+    result TEXT,
+    message TEXT,
+    created_by TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    claimed_at TIMESTAMPTZ,
+    finished_at TIMESTAMPTZ
+);
+CREATE INDEX plans_by_status ON plans (status, id);
+"#,
+    },
+    Migration {
         version: 7,
         name: "how each service of a deployment converges",
         sqlite: r#"

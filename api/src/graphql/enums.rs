@@ -5,6 +5,7 @@ use async_graphql::Enum;
 
 use crate::db::entities::environment;
 use crate::deployments;
+use crate::plans;
 
 /// Where a deployment is in its life.
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
@@ -48,4 +49,14 @@ pub(crate) enum DeploymentPhase {
     Updating,
     Verifying,
     RollingBack,
+}
+
+/// Where a plan is: waiting for a runner, being planned, answered, or failed.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(remote = "plans::PlanStatus")]
+pub(crate) enum PlanStatus {
+    Queued,
+    Running,
+    Done,
+    Failed,
 }

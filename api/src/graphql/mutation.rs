@@ -4,7 +4,9 @@ use async_graphql::{Context, InputObject, Json, Object, ID};
 use chrono::{DateTime, Utc};
 
 use super::enums::{ConvergenceState, DeploymentPhase, DeploymentStatus, QueuePolicy};
-use super::types::{deployment_id, state, Application, Deployment, Environment, Runner};
+use super::types::{
+    deployment_id, plan_id, state, Application, Deployment, Environment, Plan, Runner,
+};
 use crate::applications::{self, ApplicationChange, NewApplication, NewEnvironment};
 use crate::auth::{caller, roles, RoleGuard};
 use crate::commits::{self, NewCommit};
@@ -12,6 +14,7 @@ use crate::deployments::{self, NewDeployment};
 use crate::error::ApiResult;
 use crate::leases::{self, Holder};
 use crate::logs::{self, NewLine};
+use crate::plans::{self, Answer};
 use crate::releases;
 use crate::runners;
 use crate::view::{self, ServiceImage};
@@ -439,6 +442,56 @@ impl Mutation {
         )
         .await?;
         Ok(new.try_into().unwrap_or(i64::MAX))
+    }
+
+    /// Asks a runner what deploying `ref` to `environment` would change:
+    /// services created, updated (the fields that differ), unchanged or
+    /// removed, with their images pinned to digests. Deploys nothing, takes
+    /// no lock, waits for no queue; follow it with `plan(id)`. A plan no
+    /// runner takes within 2 minutes ends FAILED.
+    #[graphql(guard = "RoleGuard::new(roles::OPERATE)")]
+    async fn request_plan(
+        &self,
+        ctx: &Context<'_>,
+        application: String,
+        environment: String,
+        r#ref: String,
+    ) -> ApiResult<Plan> {
+        let who = caller(ctx)?.sub.clone();
+        let view = plans::create(state(ctx), &who, &application, &environment, &r#ref).await?;
+        Ok(Plan(view))
+    }
+
+    /// Takes a requested plan; of concurrent claims one wins, the others
+    /// (and any later claim) get CONFLICT.
+    #[graphql(guard = "RoleGuard::new(roles::RUNNER)")]
+    async fn claim_plan(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Plan> {
+        let runner = caller(ctx)?.sub.clone();
+        Ok(Plan(
+            plans::claim(state(ctx), &runner, plan_id(&id)?).await?,
+        ))
+    }
+
+    /// Answers a plan this runner claimed: DONE with `result` (the diff),
+    /// FAILED with only `message` (why).
+    #[graphql(guard = "RoleGuard::new(roles::RUNNER)")]
+    async fn finish_plan(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        sha: Option<String>,
+        result: Option<Json<serde_json::Value>>,
+        message: Option<String>,
+    ) -> ApiResult<Plan> {
+        let runner = caller(ctx)?.sub.clone();
+        let answer = Answer {
+            sha,
+            result: result.map(|r| r.0),
+            message,
+        };
+        Ok(Plan(
+            plans::finish(state(ctx), &runner, plan_id(&id)?, answer).await?,
+        ))
     }
 
     /// Ends the deployment: SUCCEEDED, FAILED or CANCELLED. `services` records

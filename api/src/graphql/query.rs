@@ -5,12 +5,12 @@ use async_graphql::{Context, Object, ID};
 
 use super::enums::DeploymentStatus;
 use super::types::{
-    deployment_id, deployment_page, state, Application, Deployment, Runner, Viewer,
+    deployment_id, deployment_page, plan_id, state, Application, Deployment, Plan, Runner, Viewer,
 };
 use crate::auth::{caller, roles, RoleGuard};
 use crate::deployments::{self, Filter};
 use crate::error::{ApiError, ApiResult};
-use crate::{applications, runners, view};
+use crate::{applications, plans, runners, view};
 
 pub struct Query;
 
@@ -72,6 +72,20 @@ impl Query {
     async fn claimable_deployments(&self, ctx: &Context<'_>) -> ApiResult<Vec<Deployment>> {
         let views = deployments::claimable(&state(ctx).db).await?;
         Ok(views.into_iter().map(|v| Deployment(Arc::new(v))).collect())
+    }
+
+    /// The plan `id` (see `requestPlan`).
+    #[graphql(guard = "RoleGuard::new(roles::READ)")]
+    async fn plan(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Plan> {
+        Ok(Plan(plans::get(&state(ctx).db, plan_id(&id)?).await?))
+    }
+
+    /// Plans waiting for a runner, oldest first. Runners read this after
+    /// every (re)connect, for what `planRequested` told while they were away.
+    #[graphql(guard = "RoleGuard::new(roles::RUNNER)")]
+    async fn requested_plans(&self, ctx: &Context<'_>) -> ApiResult<Vec<Plan>> {
+        let views = plans::requested(&state(ctx).db).await?;
+        Ok(views.into_iter().map(Plan).collect())
     }
 
     #[graphql(guard = "RoleGuard::new(roles::READ)")]

@@ -4,12 +4,13 @@ use sea_orm::DatabaseConnection;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
-use super::types::{deployment_id, state, Deployment, LogLine};
+use super::types::{deployment_id, state, Deployment, LogLine, Plan};
 use crate::applications;
 use crate::auth::{roles, RoleGuard};
 use crate::error::ApiError;
 use crate::events::{DeploymentChanged, Event};
 use crate::logs;
+use crate::plans::{self, PlanStatus};
 
 pub struct Subscription;
 
@@ -30,6 +31,43 @@ impl Subscription {
             async move {
                 match event {
                     Ok(Event::Queued(changed)) => resolve(&db, &changed).await.map(Ok),
+                    Ok(_) => None,
+                    Err(err) => Some(Err(err.into_graphql())),
+                }
+            }
+        })
+    }
+
+    /// Every plan that is requested, as it is then. Runners also read
+    /// `requestedPlans` after (re)connecting, for what they missed; a
+    /// subscriber that falls behind gets `LAGGED` and the subscription completes.
+    #[graphql(guard = "RoleGuard::new(roles::RUNNER)")]
+    async fn plan_requested(
+        &self,
+        ctx: &Context<'_>,
+    ) -> impl Stream<Item = async_graphql::Result<Plan>> {
+        let db = state(ctx).db.clone();
+        events(ctx).filter_map(move |event| {
+            let db = db.clone();
+            async move {
+                match event {
+                    Ok(Event::Plan(changed)) if changed.status == PlanStatus::Queued => {
+                        match plans::get(&db, changed.plan_id).await {
+                            // Claimed already by the time it was read: nothing to take.
+                            Ok(view) if view.plan.status == PlanStatus::Queued => {
+                                Some(Ok(Plan(view)))
+                            }
+                            Ok(_) => None,
+                            Err(err) => {
+                                tracing::warn!(
+                                    plan = changed.plan_id,
+                                    code = err.code(),
+                                    "an event's plan could not be read; the event is skipped"
+                                );
+                                None
+                            }
+                        }
+                    }
                     Ok(_) => None,
                     Err(err) => Some(Err(err.into_graphql())),
                 }

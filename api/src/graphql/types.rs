@@ -6,7 +6,7 @@ use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Json, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 
-use super::enums::{DeploymentPhase, DeploymentStatus, QueuePolicy};
+use super::enums::{DeploymentPhase, DeploymentStatus, PlanStatus, QueuePolicy};
 use crate::applications;
 use crate::auth::{roles, Role, RoleGuard};
 use crate::commits;
@@ -14,6 +14,7 @@ use crate::db::entities::{application, deployment, environment, log_line, runner
 use crate::deployments::{self, Filter};
 use crate::error::{ApiError, ApiResult};
 use crate::logs;
+use crate::plans::PlanView;
 use crate::releases;
 use crate::repository;
 use crate::state::AppState;
@@ -28,6 +29,16 @@ pub(crate) fn deployment_id(id: &ID) -> ApiResult<i64> {
     id.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
         ApiError::BadInput(format!(
             "{} is not a deployment id",
+            crate::error::quote(id.as_str())
+        ))
+    })
+}
+
+/// Parses a plan `ID`.
+pub(crate) fn plan_id(id: &ID) -> ApiResult<i64> {
+    id.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+        ApiError::BadInput(format!(
+            "{} is not a plan id",
             crate::error::quote(id.as_str())
         ))
     })
@@ -761,5 +772,75 @@ impl Runner {
     /// The runner's last claim, heartbeat or registration.
     async fn last_seen_at(&self) -> DateTime<Utc> {
         self.0.last_seen_at
+    }
+}
+
+/// What deploying a ref to an environment would change, as a runner planned
+/// it against what runs. Never a deployment: nothing is deployed or locked.
+pub struct Plan(pub PlanView);
+
+#[Object]
+impl Plan {
+    async fn id(&self) -> ID {
+        ID(self.0.plan.id.to_string())
+    }
+
+    async fn application(&self) -> Application {
+        Application(self.0.application.clone())
+    }
+
+    async fn environment(&self) -> Environment {
+        Environment {
+            model: self.0.environment.clone(),
+            application: self.0.application.clone(),
+        }
+    }
+
+    /// The branch, tag or commit asked for.
+    async fn r#ref(&self) -> &str {
+        &self.0.plan.ref_name
+    }
+
+    /// The commit the runner planned; deploying it deploys what the plan saw.
+    async fn sha(&self) -> Option<&str> {
+        self.0.plan.sha.as_deref()
+    }
+
+    async fn status(&self) -> PlanStatus {
+        self.0.plan.status.into()
+    }
+
+    /// The runner that took it.
+    async fn runner(&self) -> Option<&str> {
+        self.0.plan.runner.as_deref()
+    }
+
+    /// Once DONE: `{"stack", "services": [{"name", "action" (create, update,
+    /// unchanged, remove), "changes" (the JSON paths that differ), "image",
+    /// "digest"}]}`, as `slipway-runner plan --diff` prints it.
+    async fn result(&self) -> Option<Json<serde_json::Value>> {
+        let text = self.0.plan.result.as_deref()?;
+        serde_json::from_str(text).ok().map(Json)
+    }
+
+    /// Why it FAILED, or a note with a result (warnings).
+    async fn message(&self) -> Option<&str> {
+        self.0.plan.message.as_deref()
+    }
+
+    async fn created_by(&self) -> &str {
+        &self.0.plan.created_by
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.plan.created_at
+    }
+
+    async fn claimed_at(&self) -> Option<DateTime<Utc>> {
+        self.0.plan.claimed_at
+    }
+
+    async fn finished_at(&self) -> Option<DateTime<Utc>> {
+        self.0.plan.finished_at
     }
 }

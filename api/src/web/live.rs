@@ -32,7 +32,7 @@ pub(super) fn environment_of(event: &Event) -> Option<(i64, i64)> {
             application_id,
             environment_id,
         } => Some((*application_id, *environment_id)),
-        Event::Logs(_) => None,
+        Event::Logs(_) | Event::Plan(_) => None,
     }
 }
 

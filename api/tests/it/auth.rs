@@ -98,6 +98,19 @@ fn operations() -> Vec<(&'static str, String, &'static [Role])> {
         ("deployments", "{ deployments { edges { cursor } } }", roles::READ),
         ("claimableDeployments", "{ claimableDeployments { id } }", roles::READ),
         ("runners", "{ runners { name } }", roles::READ),
+        ("plan", "{ plan(id: \"999\") { id } }", roles::READ),
+        ("requestedPlans", "{ requestedPlans { id } }", roles::RUNNER),
+        (
+            "requestPlan",
+            "mutation { requestPlan(application: \"web\", environment: \"subs\", ref: \"main\") { id } }",
+            roles::OPERATE,
+        ),
+        ("claimPlan", "mutation { claimPlan(id: \"999\") { id } }", roles::RUNNER),
+        (
+            "finishPlan",
+            "mutation { finishPlan(id: \"999\", message: \"x\") { id } }",
+            roles::RUNNER,
+        ),
         (
             "createApplication",
             "mutation { createApplication(input: {name: \"m-ROLE\", repository: \"file:///r\"}) { name } }",
@@ -199,7 +212,12 @@ async fn every_field_checks_its_role(backend: Backend) {
         }
     }
 
-    let subscriptions: [(&str, &str, &[Role]); 3] = [
+    let subscriptions: [(&str, &str, &[Role]); 4] = [
+        (
+            "planRequested",
+            "subscription { planRequested { id } }",
+            roles::RUNNER,
+        ),
         (
             "deploymentQueued",
             "subscription { deploymentQueued { id } }",
@@ -225,7 +243,12 @@ async fn every_field_checks_its_role(backend: Backend) {
                 let item = ws
                     .next_while(|| {
                         envs += 1;
-                        server.deploy("web", format!("s{envs}"))
+                        let env = format!("s{envs}");
+                        let server = &server;
+                        async move {
+                            server.deploy("web", &env).await;
+                            server.request_plan("web", &env, "main").await;
+                        }
                     })
                     .await;
                 assert!(item.is_some(), "{name} yields for {role:?}");

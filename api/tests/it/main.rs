@@ -15,6 +15,7 @@ mod http;
 mod instances;
 mod limits;
 mod logs;
+mod plans;
 mod queue;
 mod releases;
 mod sockets;

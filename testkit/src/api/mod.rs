@@ -472,6 +472,43 @@ impl TestApi {
         .await
     }
 
+    /// Asks for a plan of `reference` for `env` of `app` as `deployer`;
+    /// returns its id.
+    pub async fn request_plan(&self, app: &str, env: &str, reference: &str) -> String {
+        let data = self
+            .ok_as(
+                Role::Deployer,
+                "mutation($a: String!, $e: String!, $r: String!) { requestPlan(application: $a, environment: $e, ref: $r) { id } }",
+                json!({"a": app, "e": env, "r": reference}),
+            )
+            .await;
+        data["requestPlan"]["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Plan `id` as a viewer reads it.
+    pub async fn plan(&self, id: &str) -> Value {
+        self.ok_as(
+            Role::Viewer,
+            "query($id: ID!) { plan(id: $id) { id ref sha status runner result message createdBy claimedAt finishedAt } }",
+            json!({"id": id}),
+        )
+        .await["plan"]
+            .clone()
+    }
+
+    /// Waits (up to `within`) until plan `id` is DONE or FAILED; returns it.
+    pub async fn wait_plan(&self, id: &str, within: Duration) -> Value {
+        let what = format!("plan {id} to be answered");
+        wait::until_every(Duration::from_millis(200), &what, within, || async {
+            let p = self.plan(id).await;
+            match p["status"].as_str() {
+                Some("DONE" | "FAILED") => Ok(p),
+                _ => Err(p),
+            }
+        })
+        .await
+    }
+
     /// Waits (up to `within`) until deployment `id` reports `phase`.
     pub async fn wait_phase(&self, id: &str, phase: &str, within: Duration) {
         let what = format!("deployment {id} to reach {phase}");
