@@ -26,6 +26,7 @@ pub mod git;
 pub mod instance;
 pub mod lease;
 pub mod plan;
+pub mod preview;
 pub mod registry;
 pub mod report;
 pub mod rollout;

@@ -1,5 +1,7 @@
 //! The runner's loop: hear about claimable deployments, claim them, and hand
-//! each to [`crate::rollout`], up to `concurrency` at once.
+//! each to [`crate::rollout`], up to `concurrency` at once; and, idle or
+//! busy, take requested plans and answer them ([`crate::preview`], read-only,
+//! a few at once beside the deployments).
 
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
@@ -9,8 +11,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use slipway_client::operations::{
-    claim_deployment, claimable_deployments, deployment_queued, held_deployments, register_runner,
-    ClaimDeployment, ClaimableDeployments, DeploymentQueued, HeldDeployments, RegisterRunner,
+    claim_deployment, claim_plan, claimable_deployments, deployment_queued, held_deployments,
+    plan_requested, register_runner, requested_plans, ClaimDeployment, ClaimPlan,
+    ClaimableDeployments, DeploymentQueued, HeldDeployments, PlanRequested, RegisterRunner,
+    RequestedPlans,
 };
 use slipway_client::{Client, Code};
 use tokio::time::Instant;
@@ -19,6 +23,7 @@ use crate::git::{redact_url, Credentials, Mirrors};
 use crate::instance::{Instance, InstanceError};
 use crate::lease;
 use crate::plan::Restore;
+use crate::preview::{self, Preview};
 use crate::registry::RegistryAuth;
 use crate::swarm::Engine;
 
@@ -142,6 +147,8 @@ impl std::fmt::Debug for Runner {
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How long a claim is retried while the API cannot be reached.
 const CLAIM_PATIENCE: Duration = Duration::from_secs(30);
+/// How many plans a runner answers at once, beside its deployments.
+const PLANS_AT_ONCE: usize = 2;
 
 impl Runner {
     /// A runner with the defaults: no labels, no registry credentials, four
@@ -202,6 +209,7 @@ pub async fn run(runner: Runner, shutdown: impl Future<Output = ()>) {
     // Nothing of this runner outlives `run`: the workdir's lock is free
     // for the next start once it returns.
     slots.tasks.shutdown().await;
+    slots.previews.shutdown().await;
 }
 
 /// The deployments a runner carries out at once.
@@ -212,6 +220,9 @@ struct Slots {
     running: Arc<std::sync::Mutex<HashSet<String>>>,
     /// Woken when a deployment ends: something queued may be claimable now.
     freed: Arc<tokio::sync::Notify>,
+    /// Plans being answered; they hold no deployment slot.
+    previews: tokio::task::JoinSet<()>,
+    preview_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Slots {
@@ -221,6 +232,8 @@ impl Slots {
             free: Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))),
             running: Default::default(),
             freed: Default::default(),
+            previews: tokio::task::JoinSet::new(),
+            preview_slots: Arc::new(tokio::sync::Semaphore::new(PLANS_AT_ONCE)),
         }
     }
 
@@ -272,10 +285,15 @@ impl Runner {
             .client
             .subscribe::<DeploymentQueued>(deployment_queued::Variables)
             .await?;
+        let mut plans = self
+            .client
+            .subscribe::<PlanRequested>(plan_requested::Variables)
+            .await?;
         tracing::info!(runner = %self.name, instance = %self.instance, api = self.client.base(), "listening for deployments");
         self.resume(slots, &me).await?;
-        // What became claimable while nobody listened.
+        // What became claimable, or was asked for, while nobody listened.
         self.claim_claimable(slots).await?;
+        self.take_requested_plans(slots).await?;
         let mut resync = tokio::time::interval(self.resync_every);
         resync.reset();
         loop {
@@ -288,8 +306,18 @@ impl Runner {
                     }
                     None => return Err(slipway_client::Error::Ended),
                 },
+                event = plans.next() => match event {
+                    Some(event) => {
+                        let preview = Preview::from(event?.plan_requested);
+                        self.take_plan(slots, preview).await;
+                    }
+                    None => return Err(slipway_client::Error::Ended),
+                },
                 () = freed.notified() => self.claim_claimable(slots).await?,
-                _ = resync.tick() => self.claim_claimable(slots).await?,
+                _ = resync.tick() => {
+                    self.claim_claimable(slots).await?;
+                    self.take_requested_plans(slots).await?;
+                }
             }
         }
     }
@@ -374,6 +402,49 @@ impl Runner {
                     return;
                 }
             }
+        }
+    }
+}
+
+impl Runner {
+    async fn take_requested_plans(&self, slots: &mut Slots) -> Result<(), slipway_client::Error> {
+        let requested = self
+            .client
+            .run::<RequestedPlans>(requested_plans::Variables)
+            .await?;
+        for plan in requested.requested_plans {
+            self.take_plan(slots, Preview::from(plan)).await;
+        }
+        Ok(())
+    }
+
+    /// Claims a requested plan when a plan slot is free and answers it on a
+    /// task of its own; another runner (or this one, at the next resync)
+    /// takes it otherwise. A plan claimed by another runner is left to it.
+    async fn take_plan(&self, slots: &mut Slots, preview: Preview) {
+        while slots.previews.try_join_next().is_some() {}
+        let Ok(permit) = slots.preview_slots.clone().try_acquire_owned() else {
+            tracing::debug!(plan = %preview.id, "no free plan slot; leaving it requested");
+            return;
+        };
+        let claimed = self
+            .client
+            .run::<ClaimPlan>(claim_plan::Variables {
+                id: preview.id.clone(),
+            })
+            .await;
+        match claimed {
+            Ok(data) => {
+                let (runner, preview) = (self.clone(), Preview::from(data.claim_plan));
+                slots.previews.spawn(async move {
+                    preview::answer(&runner, preview).await;
+                    drop(permit);
+                });
+            }
+            Err(err) if err.code() == Some(Code::Conflict) => {
+                tracing::debug!(plan = %preview.id, %err, "taken by another runner");
+            }
+            Err(err) => tracing::warn!(plan = %preview.id, %err, "claiming the plan failed"),
         }
     }
 }

@@ -14,6 +14,7 @@ use serde_json::Value;
 use super::apply::stack_services;
 use super::{Engine, EngineError};
 use crate::plan::{engine_json, Plan, DEPLOYMENT_LABEL};
+use crate::registry::reference::digest_of;
 
 #[derive(Debug, Serialize)]
 pub struct ServiceDiff {
@@ -23,6 +24,23 @@ pub struct ServiceDiff {
     /// JSON paths of the planned fields whose value differs on the engine.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<String>,
+    /// The image it would run, pinned when the plan was resolved (for
+    /// `remove`, the image it runs now).
+    pub image: Option<String>,
+    /// The digest `image` is pinned to, if it is.
+    pub digest: Option<String>,
+}
+
+impl ServiceDiff {
+    fn new(name: &str, action: &'static str, image: Option<&str>) -> Self {
+        Self {
+            name: name.to_owned(),
+            action,
+            changes: Vec::new(),
+            image: image.map(str::to_owned),
+            digest: image.and_then(digest_of).map(str::to_owned),
+        }
+    }
 }
 
 pub async fn diff(engine: &Engine, plan: &Plan) -> Result<Vec<ServiceDiff>, EngineError> {
@@ -38,11 +56,7 @@ pub async fn diff(engine: &Engine, plan: &Plan) -> Result<Vec<ServiceDiff>, Engi
     let mut out = Vec::new();
     for service in &plan.services {
         let Some(id) = running.get(&service.name) else {
-            out.push(ServiceDiff {
-                name: service.name.clone(),
-                action: "create",
-                changes: Vec::new(),
-            });
+            out.push(ServiceDiff::new(&service.name, "create", service.image()));
             continue;
         };
         let current = engine.docker.inspect_service(id, None).await?;
@@ -58,14 +72,14 @@ pub async fn diff(engine: &Engine, plan: &Plan) -> Result<Vec<ServiceDiff>, Engi
                 && !path.ends_with("/SecretID")
                 && *path != deployment_label
         });
+        let action = if changes.is_empty() {
+            "unchanged"
+        } else {
+            "update"
+        };
         out.push(ServiceDiff {
-            name: service.name.clone(),
-            action: if changes.is_empty() {
-                "unchanged"
-            } else {
-                "update"
-            },
             changes,
+            ..ServiceDiff::new(&service.name, action, service.image())
         });
     }
     let planned: BTreeMap<&str, ()> = plan
@@ -75,11 +89,11 @@ pub async fn diff(engine: &Engine, plan: &Plan) -> Result<Vec<ServiceDiff>, Engi
         .collect();
     for name in running.keys() {
         if !planned.contains_key(name.as_str()) {
-            out.push(ServiceDiff {
-                name: name.clone(),
-                action: "remove",
-                changes: Vec::new(),
-            });
+            let current = engine.docker.inspect_service(&running[name], None).await?;
+            let image = current
+                .spec
+                .and_then(|spec| spec.task_template?.container_spec?.image);
+            out.push(ServiceDiff::new(name, "remove", image.as_deref()));
         }
     }
     Ok(out)

@@ -390,6 +390,135 @@ async fn plan_diff_shows_what_a_deployment_would_change() {
     );
 }
 
+/// Services named `name` running `image`, one replica each.
+fn services(list: &[(&str, &str)]) -> String {
+    let mut out = String::from("version: \"3.8\"\nservices:\n");
+    for (name, image) in list {
+        out.push_str(&format!(
+            "  {name}:\n    image: {image}\n    command: [\"sleep\", \"3600\"]\n    stop_grace_period: 1s\n    deploy:\n      replicas: 1\n"
+        ));
+    }
+    out
+}
+
+/// Each service of `stack` with the version of its spec on the engine.
+fn service_versions(stack: &str) -> Vec<(String, u64)> {
+    let out = std::process::Command::new("docker")
+        .args(["service", "ls", "--format", "{{.Name}}", "--filter"])
+        .arg(format!("label=com.docker.stack.namespace={stack}"))
+        .output()
+        .unwrap();
+    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let version = inspect_service(&name).expect("listed")["Version"]["Index"]
+                .as_u64()
+                .unwrap();
+            (name, version)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requested_plan_comes_back_with_what_a_deployment_would_change() {
+    let (api, repo, stack, _guard) = setup("preview").await;
+    let _runner = start_runner(&api, "runner-1").await;
+    let local = "slipway-test/busybox:latest";
+    let first = repo.commit(
+        &[
+            ("slipway.yml", &spec(&stack)),
+            (
+                "docker-compose.yml",
+                &services(&[("web", local), ("worker", local), ("old", local)]),
+            ),
+        ],
+        "first",
+    );
+    let id = api
+        .deploy_ref("shop", "production", "main", Some(&first))
+        .await;
+    assert_eq!(api.wait_final(&id, WITHIN).await["status"], "SUCCEEDED");
+
+    // web moves to an image in a registry, worker stays, old goes, cache comes.
+    let target = format!(
+        "{}:v1",
+        slipway_testkit::registry::repository(slipway_testkit::registry::OPEN, &stack)
+    );
+    let digest = slipway_testkit::registry::push(local, &target);
+    let second = repo.commit(
+        &[(
+            "docker-compose.yml",
+            &services(&[("web", &target), ("worker", local), ("cache", local)]),
+        )],
+        "second",
+    );
+    let before = service_versions(&stack);
+    assert_eq!(before.len(), 3, "{before:?}");
+
+    let plan = api.request_plan("shop", "production", "main").await;
+    let plan = api.wait_plan(&plan, WITHIN).await;
+    assert_eq!(plan["status"], "DONE", "{plan}");
+    assert_eq!(plan["sha"], second.as_str());
+    assert_eq!(plan["runner"], "runner-1");
+    let result = &plan["result"];
+    assert_eq!(result["stack"], stack.as_str());
+    let service = |name: &str| {
+        result["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == format!("{stack}_{name}").as_str())
+            .unwrap_or_else(|| panic!("{name} in {result}"))
+            .clone()
+    };
+    let web = service("web");
+    assert_eq!(web["action"], "update", "{result}");
+    assert!(
+        web["changes"]
+            .to_string()
+            .contains("/TaskTemplate/ContainerSpec/Image"),
+        "{web}"
+    );
+    assert_eq!(
+        web["digest"],
+        digest.as_str(),
+        "pinned as a deployment pins it: {web}"
+    );
+    assert_eq!(web["image"], format!("{target}@{digest}").as_str(), "{web}");
+    assert_eq!(service("worker")["action"], "unchanged", "{result}");
+    assert_eq!(service("cache")["action"], "create", "{result}");
+    let old = service("old");
+    assert_eq!(old["action"], "remove", "{result}");
+    assert_eq!(old["image"], local, "{old}");
+
+    // The engine was not touched, and nothing became a deployment.
+    assert_eq!(service_versions(&stack), before);
+    assert_eq!(api.deployments().await.len(), 1);
+
+    // A spec a deployment would refuse fails the plan, naming file and field.
+    repo.commit(
+        &[(
+            "docker-compose.yml",
+            &services(&[("web", local)]).replace("replicas: 1", "replicas: many"),
+        )],
+        "broken",
+    );
+    let broken = api.request_plan("shop", "production", "main").await;
+    let broken = api.wait_plan(&broken, WITHIN).await;
+    assert_eq!(broken["status"], "FAILED", "{broken}");
+    let message = broken["message"].as_str().unwrap();
+    assert!(
+        message.contains("docker-compose.yml") && message.contains("replicas"),
+        "{message}"
+    );
+    assert_eq!(service_versions(&stack), before);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_stopped_mid_rollout_finishes_it_after_restarting() {
     let (api, repo, stack, _guard) = setup("restart").await;
