@@ -45,9 +45,11 @@ pub(super) async fn deploy_page(
                     " (" code { (release.ref_name) } " " (commit(&app.repository, release.sha.as_deref())) ")"
                 } @else { "nothing yet" }
             }
-            p.muted { "The runner resolves the ref, plans the stack against what runs and rolls it out; the deployment's page shows the plan and follows it live." }
+            p.muted { "The runner resolves the ref, plans the stack against what runs and rolls it out; the deployment's page shows the plan and follows it live. " strong { "Preview changes" } " asks a runner what it would change first, and deploys nothing." }
             form method="post" action={ (path) "/deploy" } {
                 (csrf(&who))
+                input type="hidden" name="application" value=(app.name);
+                input type="hidden" name="environment" value=(env.name);
                 div.field {
                     label for="ref" { "Branch, tag or commit" }
                     input #ref type="text" name="ref" value=(tracked) required maxlength="255";
@@ -56,7 +58,10 @@ pub(super) async fn deploy_page(
                     label for="description" { "Note " small { "optional, shown with the deployment" } }
                     input #description type="text" name="description" maxlength="4096";
                 }
-                button.primary type="submit" { "Deploy" }
+                div.actions {
+                    button type="submit" formaction="/plans" { "Preview changes" }
+                    button.primary type="submit" { "Deploy" }
+                }
             }
         }
     };
@@ -72,6 +77,8 @@ pub(super) async fn deploy_page(
 pub(super) struct DeployForm {
     csrf: String,
     r#ref: String,
+    /// The commit a plan saw: the deployment deploys exactly it.
+    sha: Option<String>,
     description: Option<String>,
 }
 
@@ -91,6 +98,10 @@ pub(super) async fn deploy(
             application: app,
             environment: env,
             ref_name: form.r#ref.trim().to_owned(),
+            sha: form
+                .sha
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty()),
             description: form.description.filter(|d| !d.trim().is_empty()),
             ..NewDeployment::default()
         },
@@ -299,7 +310,29 @@ pub(super) async fn setup(State(state): State<AppState>, who: SignedIn) -> WebRe
                 }
             }
         }
-        p.muted { "Check a spec before the first deployment with " code { "slipway plan APP ENV --ref REF" } "." }
+        h2 { "Check a spec" }
+        p.muted { "A runner fetches the ref, reads the spec as a deployment would, resolves each image to its digest and compares with what runs: spec errors name the file and the field. Nothing is deployed." }
+        @if listed.iter().all(|(_, envs)| envs.is_empty()) {
+            div.panel { p.muted { "Create an application and an environment first." } }
+        }
+        div.grid2 {
+            @for (app, envs) in &listed {
+                @if !envs.is_empty() {
+                    div.panel {
+                        h2 { (app.name) }
+                        form method="post" action="/plans" {
+                            (csrf(&who))
+                            input type="hidden" name="application" value=(app.name);
+                            div.field { label for={ "check-env-" (app.id) } { "Environment" }
+                                select id={ "check-env-" (app.id) } name="environment" { @for env in envs { option value=(env.name) { (env.name) } } } }
+                            div.field { label for={ "check-ref-" (app.id) } { "Branch, tag or commit" }
+                                input id={ "check-ref-" (app.id) } type="text" name="ref" required maxlength="255" value=(envs[0].auto_deploy_ref.as_deref().unwrap_or("main")); }
+                            button type="submit" { "Check the spec" }
+                        }
+                    }
+                }
+            }
+        }
     };
     Ok(page("Setup", Some(&who), Section::Setup, body))
 }

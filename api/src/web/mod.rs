@@ -15,6 +15,7 @@ mod layout;
 mod live;
 mod manage;
 mod overview;
+mod plan;
 mod signin;
 
 use axum::extract::{FromRequestParts, Request};
@@ -60,6 +61,9 @@ pub fn router(state: AppState) -> Router {
         .route("/deployments/{id}/log.txt", get(deployment::raw))
         .route("/deployments/{id}/cancel", post(deployment::cancel))
         .route("/deployments/{id}/redeploy", post(deployment::redeploy))
+        .route("/plans", post(plan::request))
+        .route("/plans/{id}", get(plan::show))
+        .route("/plans/{id}/live", get(plan::live))
         .route("/runners", get(manage::runners))
         .route("/setup", get(manage::setup))
         .route("/setup/applications", post(manage::create_application))

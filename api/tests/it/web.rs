@@ -834,7 +834,265 @@ async fn the_deployment_page_shows_how_each_service_converges(backend: Backend) 
     assert_eq!(code, "CONFLICT");
 }
 
+/// The plans waiting for a runner.
+async fn requested_plans(server: &TestApi) -> usize {
+    server
+        .ok_as(Role::Runner, "{ requestedPlans { id } }", json!({}))
+        .await["requestedPlans"]
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+async fn a_preview_shows_what_a_deployment_would_change_and_deploys_the_commit_it_saw(
+    backend: Backend,
+) {
+    let server = TestApi::start(backend).await;
+    server
+        .app(
+            "web",
+            "https://github.com/acme/web.git",
+            &[("production", Some("main"), None)],
+        )
+        .await;
+    let deployer = Browser::sign_in(&server, Role::Deployer, "ada").await;
+    let (_, deploy_page) = deployer.page("/apps/web/production/deploy").await;
+    assert!(
+        deploy_page.contains("formaction=\"/plans\"") && deploy_page.contains("Preview changes"),
+        "{deploy_page}"
+    );
+    let csrf = deployer.csrf().await;
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("application", "web"),
+        ("environment", "production"),
+        ("ref", "main"),
+        ("description", "ignored by a preview"),
+    ];
+
+    // Refused without the session's token, from another site, and to a viewer.
+    let mut forged = form;
+    forged[0].1 = "not-the-token";
+    assert_eq!(
+        deployer.post("/plans", &forged).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let elsewhere = deployer
+        .client
+        .post(server.url("/plans"))
+        .header(COOKIE, &deployer.cookie)
+        .header("origin", "https://evil.example")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), StatusCode::FORBIDDEN);
+    let viewer = Browser::sign_in(&server, Role::Viewer, "vic").await;
+    let viewer_csrf = viewer.csrf().await;
+    let mut as_viewer = form;
+    as_viewer[0].1 = &viewer_csrf;
+    let refused = viewer.post("/plans", &as_viewer).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert_eq!(requested_plans(&server).await, 0, "nothing was asked for");
+
+    let asked = deployer.post("/plans", &form).await;
+    assert_eq!(asked.status(), StatusCode::SEE_OTHER);
+    let location = asked.headers()[LOCATION].to_str().unwrap().to_owned();
+    let id = location
+        .strip_prefix("/plans/")
+        .expect("the plan's page")
+        .to_owned();
+    assert_eq!(requested_plans(&server).await, 1);
+    let (status, waiting) = deployer.page(&location).await;
+    assert_eq!(status, StatusCode::OK, "{waiting}");
+    assert!(waiting.contains("waiting for a runner"), "{waiting}");
+    assert!(
+        waiting.contains(&format!("data-live=\"/plans/{id}/live\"")),
+        "{waiting}"
+    );
+
+    // Live: the plan as it is, then each change, then the end.
+    let mut live = deployer.get(&format!("{location}/live")).await;
+    assert_eq!(live.status(), StatusCode::OK);
+    let first = events_until(&mut live, "swap").await;
+    assert!(first[0].2.contains("waiting for a runner"), "{first:?}");
+    let runner = server.token(Role::Runner, "r1");
+    server
+        .ok(
+            &runner,
+            "mutation($id: ID!) { claimPlan(id: $id) { id } }",
+            json!({"id": id}),
+        )
+        .await;
+    let claimed = events_until(&mut live, "swap").await;
+    assert!(
+        claimed[0].2.contains("The runner is fetching the commit"),
+        "{claimed:?}"
+    );
+    assert!(claimed[0].2.contains("planned by runner r1"), "{claimed:?}");
+    let sha = "c".repeat(40);
+    let result = json!({"stack": "web-production", "services": [
+        {"name": "web-production_web", "action": "update", "changes": ["/TaskTemplate/ContainerSpec/Image"],
+         "image": "127.0.0.1:5000/web:v2@sha256:feedbeef", "digest": "sha256:feedbeef"},
+        {"name": "web-production_<b>worker</b>", "action": "unchanged", "image": "busybox:latest"},
+        {"name": "web-production_cache", "action": "create", "image": "redis:7"},
+        {"name": "web-production_old", "action": "remove", "image": "busybox:old"},
+    ]});
+    server
+        .ok(
+            &runner,
+            "mutation($id: ID!, $sha: String, $r: JSON) { finishPlan(id: $id, sha: $sha, result: $r) { id } }",
+            json!({"id": id, "sha": sha, "r": result}),
+        )
+        .await;
+    let end = events_until(&mut live, "end").await;
+    let last = &end
+        .iter()
+        .rev()
+        .find(|(event, _, _)| event == "swap")
+        .expect("a last swap")
+        .2;
+    assert!(
+        last.contains("1 to create, 1 to update, 1 unchanged, 1 to remove"),
+        "{last}"
+    );
+
+    // The page for each role: the diff for all, Deploy for those who may.
+    for (role, browser) in [(Role::Deployer, &deployer), (Role::Viewer, &viewer)] {
+        let (status, html) = browser.page(&location).await;
+        assert_eq!(status, StatusCode::OK, "{role:?}");
+        assert!(html.contains("/TaskTemplate/ContainerSpec/Image"), "{html}");
+        assert!(html.contains("sha256:feedbeef"), "{html}");
+        assert!(
+            html.contains("127.0.0.1:5000/web:v2<"),
+            "the image, its digest apart: {html}"
+        );
+        assert!(html.contains("class=\"status create\""), "{html}");
+        assert!(html.contains("class=\"status remove\""), "{html}");
+        assert!(
+            html.contains("web-production_&lt;b&gt;worker&lt;/b&gt;"),
+            "escaped: {html}"
+        );
+        assert!(!html.contains("<b>worker"), "{html}");
+        let deploy = format!("name=\"sha\" value=\"{sha}\"");
+        assert_eq!(
+            html.contains(&deploy),
+            role == Role::Deployer,
+            "{role:?}: {html}"
+        );
+        assert_eq!(
+            html.contains("Deploy ccccccc"),
+            role == Role::Deployer,
+            "{role:?}"
+        );
+    }
+    assert!(
+        server.deployments().await.is_empty(),
+        "a plan deploys nothing"
+    );
+
+    // Its Deploy button deploys exactly the commit the plan saw.
+    let deployed = deployer
+        .post(
+            "/apps/web/production/deploy",
+            &[("csrf", &csrf), ("ref", "main"), ("sha", &sha)],
+        )
+        .await;
+    assert_eq!(deployed.status(), StatusCode::SEE_OTHER);
+    let deployments = server.deployments().await;
+    assert_eq!(deployments.len(), 1);
+    assert_eq!(deployments[0]["sha"], sha.as_str());
+    assert_eq!(deployments[0]["ref"], "main");
+
+    // A failed plan says why.
+    let failed = server.request_plan("web", "production", "broken").await;
+    server
+        .ok(
+            &runner,
+            "mutation($id: ID!) { claimPlan(id: $id) { id } }",
+            json!({"id": failed}),
+        )
+        .await;
+    server
+        .ok(
+            &runner,
+            "mutation($id: ID!, $m: String) { finishPlan(id: $id, message: $m) { id } }",
+            json!({"id": failed, "m": "docker-compose.yml: services.web.deploy.replicas: <not a number>"}),
+        )
+        .await;
+    let (_, html) = viewer.page(&format!("/plans/{failed}")).await;
+    assert!(html.contains("The plan failed"), "{html}");
+    assert!(
+        html.contains("services.web.deploy.replicas: &lt;not a number&gt;"),
+        "{html}"
+    );
+    let (status, _) = viewer.page("/plans/999").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+async fn an_admin_checks_a_spec_from_the_setup_page(backend: Backend) {
+    let server = TestApi::start(backend).await;
+    server
+        .app(
+            "web",
+            "https://github.com/acme/web.git",
+            &[
+                ("staging", Some("develop"), None),
+                ("production", None, None),
+            ],
+        )
+        .await;
+    server
+        .app("docs", "https://github.com/acme/docs.git", &[])
+        .await;
+    let admin = Browser::sign_in(&server, Role::Admin, "root").await;
+    let (status, setup) = admin.page("/setup").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(setup.contains("Check a spec"), "{setup}");
+    assert!(setup.contains("<option value=\"staging\">"), "{setup}");
+    assert!(setup.contains("<option value=\"production\">"), "{setup}");
+    assert_eq!(
+        setup.matches("Check the spec</button>").count(),
+        1,
+        "none for docs, which has no environment: {setup}"
+    );
+    let csrf = admin.csrf().await;
+    let asked = admin
+        .post(
+            "/plans",
+            &[
+                ("csrf", &csrf),
+                ("application", "web"),
+                ("environment", "production"),
+                ("ref", "v1.0"),
+            ],
+        )
+        .await;
+    assert_eq!(asked.status(), StatusCode::SEE_OTHER);
+    let location = asked.headers()[LOCATION].to_str().unwrap().to_owned();
+    let (_, html) = admin.page(&location).await;
+    assert!(
+        html.contains("What deploying <code>v1.0</code> to production would change"),
+        "{html}"
+    );
+    let missing = admin
+        .post(
+            "/plans",
+            &[
+                ("csrf", &csrf),
+                ("application", "docs"),
+                ("environment", "production"),
+                ("ref", "main"),
+            ],
+        )
+        .await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert!(missing.text().await.unwrap().contains("has no environment"));
+}
+
 slipway_testkit::on_both_backends!(
+    a_preview_shows_what_a_deployment_would_change_and_deploys_the_commit_it_saw,
+    an_admin_checks_a_spec_from_the_setup_page,
     the_deployment_page_shows_how_each_service_converges,
     signing_out_ends_the_session_s_live_streams,
     the_overview_says_how_many_commits_an_environment_is_behind_another,
