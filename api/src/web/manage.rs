@@ -319,7 +319,7 @@ pub(super) async fn setup(State(state): State<AppState>, who: SignedIn) -> WebRe
             @for (app, envs) in &listed {
                 @if !envs.is_empty() {
                     div.panel {
-                        h2 { (app.name) }
+                        h3 { (app.name) }
                         form method="post" action="/plans" {
                             (csrf(&who))
                             input type="hidden" name="application" value=(app.name);

@@ -110,12 +110,33 @@ try {
     await accessible(page, "environment");
   });
 
-  let deployment;
-  await step("deploy, and watch the log arrive live", async () => {
+  await step("preview what a deployment would change, live", async () => {
     await page.getByRole("link", { name: "Deploy…" }).click();
     await page.waitForURL(`**${envPath}/deploy`);
     await shot(page, "deploy");
     await accessible(page, "deploy");
+    await page.getByLabel("Branch, tag or commit").fill("main");
+    await page.getByRole("button", { name: "Preview changes" }).click();
+    await page.waitForURL(/\/plans\/\d+$/);
+    // Marks this document: the answer must arrive without a reload.
+    await page.evaluate(() => { window.slipwayMark = true; });
+    await page.locator("#plan .status.SUCCEEDED", { hasText: "planned" }).waitFor({ timeout: 120000 });
+    if (!(await page.evaluate(() => window.slipwayMark === true))) fail("the page was reloaded");
+    const rows = page.locator("#services tbody tr");
+    if ((await rows.count()) < 1) fail("no service in the plan");
+    // main is what runs: every service is unchanged.
+    const actions = await page.locator("#services .status").allTextContents();
+    if (!actions.every((a) => a === "unchanged")) fail(`main again changes something: ${actions}`);
+    if (!(await page.getByRole("button", { name: /^Deploy [0-9a-f]{7}$/ }).count())) fail("no Deploy button for the plan's commit");
+    await shot(page, "plan");
+    await accessible(page, "plan");
+    await page.goto(new URL(envPath, base).href);
+  });
+
+  let deployment;
+  await step("deploy, and watch the log arrive live", async () => {
+    await page.getByRole("link", { name: "Deploy…" }).click();
+    await page.waitForURL(`**${envPath}/deploy`);
     await page.getByLabel("Branch, tag or commit").fill("main");
     await page.getByRole("button", { name: "Deploy", exact: true }).click();
     await page.waitForURL(/\/deployments\/\d+$/);

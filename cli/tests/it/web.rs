@@ -109,13 +109,14 @@ fn a_person_signs_in_with_the_printed_link_deploys_locks_and_rolls_back_in_chrom
     );
     assert_eq!(
         stdout.lines().filter(|l| l.starts_with("ok ")).count(),
-        12,
+        13,
         "every step ran: {stdout}"
     );
     for screen in [
         "overview",
         "environment",
         "deploy",
+        "plan",
         "deployment",
         "locked",
         "rolled-back",
