@@ -449,7 +449,7 @@ impl Mutation {
     /// removed, with their images pinned to digests. Deploys nothing, takes
     /// no lock, waits for no queue; follow it with `plan(id)`. A plan no
     /// runner takes within 2 minutes ends FAILED.
-    #[graphql(guard = "RoleGuard::new(roles::OPERATE)")]
+    #[graphql(guard = "RoleGuard::new(roles::DEPLOY)")]
     async fn request_plan(
         &self,
         ctx: &Context<'_>,

@@ -103,7 +103,7 @@ fn operations() -> Vec<(&'static str, String, &'static [Role])> {
         (
             "requestPlan",
             "mutation { requestPlan(application: \"web\", environment: \"subs\", ref: \"main\") { id } }",
-            roles::OPERATE,
+            roles::DEPLOY,
         ),
         ("claimPlan", "mutation { claimPlan(id: \"999\") { id } }", roles::RUNNER),
         (
