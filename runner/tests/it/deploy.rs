@@ -7,7 +7,7 @@ use slipway_api::auth::Role;
 
 use slipway_testkit::api::{Backend, TestApi};
 use slipway_testkit::git::Repo;
-use slipway_testkit::runner::start_runner;
+use slipway_testkit::runner::{start_runner, start_runner_with, RunnerOptions};
 use slipway_testkit::swarm::{inspect_service, running_images, stack_name, StackGuard};
 
 const WITHIN: Duration = Duration::from_secs(180);
@@ -517,6 +517,52 @@ async fn a_requested_plan_comes_back_with_what_a_deployment_would_change() {
         "{message}"
     );
     assert_eq!(service_versions(&stack), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_busy_with_its_one_deployment_answers_a_plan_meanwhile() {
+    let (api, repo, stack, _guard) = setup("busy-plan").await;
+    let options = RunnerOptions {
+        concurrency: 1,
+        ..RunnerOptions::default()
+    };
+    let _runner = start_runner_with(&api, "runner-1", options).await;
+    let first = repo.commit(
+        &[
+            ("slipway.yml", &spec(&stack)),
+            (
+                "docker-compose.yml",
+                &compose("slipway-test/busybox:latest", SLEEP, false),
+            ),
+            ("motd.txt", "hello\n"),
+        ],
+        "first",
+    );
+    let id = api
+        .deploy_ref("shop", "production", "main", Some(&first))
+        .await;
+    assert_eq!(api.wait_final(&id, WITHIN).await["status"], "SUCCEEDED");
+    // An update that takes a while: one task, then six seconds, then the other.
+    let slow = compose("slipway-test/busybox:v2", SLEEP, false).replace(
+        "{parallelism: 2, delay: 1s, monitor: 2s}",
+        "{parallelism: 1, delay: 6s, monitor: 1s}",
+    );
+    let second = repo.commit(&[("docker-compose.yml", &slow)], "slow");
+    let id = api
+        .deploy_ref("shop", "production", "main", Some(&second))
+        .await;
+    api.wait_phase(&id, "VERIFYING", WITHIN).await;
+
+    let plan = api.request_plan("shop", "production", "main").await;
+    let plan = api.wait_plan(&plan, WITHIN).await;
+    assert_eq!(plan["status"], "DONE", "{plan}");
+    assert_eq!(plan["sha"], second.as_str());
+    assert_eq!(
+        api.status(&id).await["status"],
+        "IN_PROGRESS",
+        "the plan was answered while the deployment rolled out"
+    );
+    assert_eq!(api.wait_final(&id, WITHIN).await["status"], "SUCCEEDED");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
