@@ -87,8 +87,8 @@ pub(crate) async fn answer(runner: &Runner, preview: Preview) {
         let variables = match plan(runner, &preview).await {
             Ok(planned) => {
                 // The diff names paths and images, not values; masked anyway.
-                let diff = serde_json::from_str(&mask.apply(&planned.diff.to_string()))
-                    .unwrap_or(planned.diff);
+                let mut diff = planned.diff;
+                mask_strings(&mut diff, &mask);
                 finish_plan::Variables {
                     id: preview.id.clone(),
                     sha: Some(planned.sha),
@@ -174,6 +174,26 @@ async fn plan(runner: &Runner, preview: &Preview) -> Result<Planned, Failed> {
     })
 }
 
+/// Masks the secrets in every string of `value`, keys included.
+fn mask_strings(value: &mut serde_json::Value, mask: &Mask) {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => *text = mask.apply(text),
+        Value::Array(items) => items.iter_mut().for_each(|item| mask_strings(item, mask)),
+        Value::Object(map) => {
+            let masked = std::mem::take(map)
+                .into_iter()
+                .map(|(key, mut item)| {
+                    mask_strings(&mut item, mask);
+                    (mask.apply(&key), item)
+                })
+                .collect();
+            *map = masked;
+        }
+        _ => {}
+    }
+}
+
 fn is_sha(text: &str) -> bool {
     matches!(text.len(), 40 | 64)
         && text
@@ -198,5 +218,31 @@ async fn finish(runner: &Runner, variables: finish_plan::Variables) {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_string_of_a_diff_is_masked() {
+        let mask = Mask::new(["s3cr\"et".to_owned()]);
+        let mut diff = serde_json::json!({
+            "stack": "shop",
+            "services": [{"name": "web", "image": "r/s3cr\"et:1", "changes": ["/Env/s3cr\"et"]}],
+        });
+        mask_strings(&mut diff, &mask);
+        assert!(!diff.to_string().contains("s3cr"), "{diff}");
+        assert_eq!(diff["stack"], "shop");
+    }
+
+    #[test]
+    fn full_commit_ids_are_shas_and_refs_are_not() {
+        assert!(is_sha(&"a".repeat(40)));
+        assert!(is_sha(&"0".repeat(64)));
+        assert!(!is_sha("main"));
+        assert!(!is_sha(&"A".repeat(40)));
+        assert!(!is_sha(&"a".repeat(41)));
     }
 }

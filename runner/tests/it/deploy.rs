@@ -513,7 +513,7 @@ async fn a_requested_plan_comes_back_with_what_a_deployment_would_change() {
     assert_eq!(broken["status"], "FAILED", "{broken}");
     let message = broken["message"].as_str().unwrap();
     assert!(
-        message.contains("docker-compose.yml") && message.contains("replicas"),
+        message.contains("docker-compose.yml:") && message.contains("replicas"),
         "{message}"
     );
     assert_eq!(service_versions(&stack), before);
