@@ -144,7 +144,7 @@ try {
     // Marks this document: a reload would lose the mark.
     await page.evaluate(() => { window.slipwayMark = true; });
     const before = await page.locator(".log .line").count();
-    await page.locator("#summary .status.SUCCEEDED").waitFor({ timeout: 180000 });
+    await page.locator("#summary .status.SUCCEEDED", { hasText: "succeeded" }).waitFor({ timeout: 180000 });
     const after = await page.locator(".log .line").count();
     if (after <= before) fail(`no line arrived live (${before} at load, ${after} at the end)`);
     if (!(await page.evaluate(() => window.slipwayMark === true))) fail("the page was reloaded");
@@ -176,7 +176,7 @@ try {
     await page.getByLabel(`Why roll back to ${target}`).fill("the new checkout breaks payments");
     await page.getByRole("button", { name: `Roll back to ${target}` }).click();
     await page.waitForURL(/\/deployments\/\d+$/);
-    await page.locator("#summary .status.SUCCEEDED").waitFor({ timeout: 180000 });
+    await page.locator("#summary .status.SUCCEEDED", { hasText: "succeeded" }).waitFor({ timeout: 180000 });
     const summary = await page.locator("#summary").textContent();
     if (!summary.includes("rollback")) fail(`not a rollback: ${summary}`);
     await page.goto(base + envPath);
