@@ -1049,11 +1049,20 @@ impl Files for CommitFiles {
             Err(err) if err.code() == git2::ErrorCode::NotFound => return Ok(None),
             Err(err) => return Err(io(err)),
         };
-        let object = entry.to_object(&self.repo).map_err(io)?;
-        match object.as_blob() {
-            Some(blob) => Ok(Some(blob.content().to_vec())),
-            None => Ok(None),
+        if entry.kind() != Some(git2::ObjectType::Blob) {
+            return Ok(None);
         }
+        // The size from the object's header, before its content is read.
+        let (size, _) = self
+            .repo
+            .odb()
+            .and_then(|odb| odb.read_header(entry.id()))
+            .map_err(io)?;
+        if size as u64 > crate::spec::MAX_FILE_BYTES {
+            return Err(crate::spec::too_large(clean, size as u64));
+        }
+        let blob = self.repo.find_blob(entry.id()).map_err(io)?;
+        Ok(Some(blob.content().to_vec()))
     }
 }
 

@@ -32,6 +32,22 @@ pub mod units;
 pub mod watch;
 pub mod yaml;
 
+/// The largest file a spec may read (`slipway.yml`, a Compose file, an env
+/// file, a config or secret's file): a repository cannot make the runner
+/// hold an arbitrary amount of memory.
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The error for a file over [`MAX_FILE_BYTES`].
+pub(crate) fn too_large(path: &str, size: u64) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!(
+            "{path} is {size} bytes, more than the {} MiB a file the spec reads may be",
+            MAX_FILE_BYTES >> 20
+        ),
+    )
+}
+
 /// Reads files of the repository at the deployment's commit.
 pub trait Files {
     /// The content of `path` (relative to the repository root), or `None`
@@ -62,7 +78,14 @@ impl Files for DirFiles {
                 format!("{path}: only paths inside the repository can be read"),
             ));
         }
-        match std::fs::read(self.0.join(relative)) {
+        let path_on_disk = self.0.join(relative);
+        match std::fs::metadata(&path_on_disk) {
+            Ok(meta) if meta.len() > MAX_FILE_BYTES => return Err(too_large(path, meta.len())),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        match std::fs::read(path_on_disk) {
             Ok(data) => Ok(Some(data)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),

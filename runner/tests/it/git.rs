@@ -694,3 +694,28 @@ async fn a_shallow_mirror_reports_its_edge_and_deepens_to_a_history() {
         "a mirror with the whole history is not shallow"
     );
 }
+
+#[tokio::test]
+async fn a_file_of_the_commit_over_the_limit_is_refused_by_its_size_alone() {
+    let repo = Repo::new();
+    let big = "x".repeat(slipway_runner::spec::MAX_FILE_BYTES as usize + 1);
+    let sha = repo.commit(&[("slipway.yml", "stack: s\n"), ("big.yml", &big)], "big");
+    let (_daemon, url) = serve(&repo, true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mirrors = Mirrors::new(dir.path(), Credentials::default());
+    let fetched = mirrors
+        .fetch(&url, "main", Some(&sha), TIMEOUT)
+        .await
+        .unwrap();
+    let files = CommitFiles::open(&fetched.mirror, &sha).unwrap();
+    let err = files.read("big.yml").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("more than the 4 MiB a file the spec reads may be"),
+        "{err}"
+    );
+    assert_eq!(
+        read(&fetched.mirror, &sha, "slipway.yml").as_deref(),
+        Some("stack: s\n")
+    );
+}

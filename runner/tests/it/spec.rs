@@ -782,3 +782,76 @@ fn image_settings_default_to_resolving_and_sending_credentials_and_environments_
     );
     assert!(err.message.contains("always, changed, never"), "{err}");
 }
+
+/// A spec of one Compose file and the one environment these tests deploy.
+const ONE_FILE_SPEC: &str = "compose: docker-compose.yml\nenvironments:\n  production: {}\n";
+
+/// A Compose file whose aliases would expand to a billion strings.
+fn billion_laughs() -> String {
+    let mut text = String::from("x-a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+    for pair in names.windows(2) {
+        let (from, to) = (pair[0], pair[1]);
+        let refs = vec![format!("*{from}"); 10].join(",");
+        text.push_str(&format!("x-{to}: &{to} [{refs}]\n"));
+    }
+    text.push_str("services:\n  web:\n    image: busybox\n    labels:\n      bomb: *i\n");
+    text
+}
+
+#[test]
+fn yaml_alias_bombs_and_deep_nesting_are_refused_quickly_with_a_clear_error() {
+    let started = std::time::Instant::now();
+    let bomb = billion_laughs();
+    let err = load(
+        &[
+            ("slipway.yml", ONE_FILE_SPEC),
+            ("docker-compose.yml", &bomb),
+        ],
+        "production",
+    )
+    .unwrap_err();
+    assert_eq!(err.file, "docker-compose.yml", "{err}");
+    assert!(err.message.contains("repetition limit exceeded"), "{err}");
+
+    let deep = format!(
+        "services:\n  web:\n    image: busybox\n    labels: {}{}\n",
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    let err = load(
+        &[
+            ("slipway.yml", ONE_FILE_SPEC),
+            ("docker-compose.yml", &deep),
+        ],
+        "production",
+    )
+    .unwrap_err();
+    assert!(err.message.contains("recursion limit exceeded"), "{err}");
+
+    // The spec itself is held to the same limits.
+    let err = load(&[("slipway.yml", &bomb)], "production").unwrap_err();
+    assert_eq!(err.file, "slipway.yml", "{err}");
+    assert!(err.message.contains("repetition limit exceeded"), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "refused within a bounded time: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_file_larger_than_the_limit_is_refused_before_it_is_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("slipway.yml"), ONE_FILE_SPEC).unwrap();
+    let big = std::fs::File::create(dir.path().join("docker-compose.yml")).unwrap();
+    big.set_len(spec::MAX_FILE_BYTES + 1).unwrap();
+    let files = spec::DirFiles(dir.path().to_owned());
+    let err = spec::load(&files, "slipway.yml", &ctx("production")).unwrap_err();
+    assert_eq!(err.file, "docker-compose.yml", "{err}");
+    assert!(
+        err.message
+            .contains("more than the 4 MiB a file the spec reads may be"),
+        "{err}"
+    );
+}
