@@ -16,6 +16,7 @@ mod instances;
 mod limits;
 mod logs;
 mod plans;
+mod properties;
 mod queue;
 mod releases;
 mod sockets;
