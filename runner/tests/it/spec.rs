@@ -855,3 +855,121 @@ fn a_file_larger_than_the_limit_is_refused_before_it_is_read_whole() {
         "{err}"
     );
 }
+
+/// A Compose service drawn at random: environment, ports, labels and
+/// networks, each list in an order of its own.
+#[derive(Clone, Debug)]
+struct Drawn {
+    env: Vec<(String, String)>,
+    ports: Vec<u16>,
+    labels: Vec<(String, String)>,
+    networks: Vec<String>,
+}
+
+fn drawn() -> impl proptest::strategy::Strategy<Value = Drawn> {
+    use proptest::prelude::*;
+    (
+        proptest::collection::btree_map("[A-Z]{1,3}", "[a-z0-9]{0,5}", 0..6),
+        proptest::collection::btree_set(9000u16..9100, 0..4),
+        proptest::collection::btree_map("[a-z]{1,4}", "[a-z0-9]{0,4}", 0..4),
+        proptest::collection::btree_set("n[0-9]", 0..3),
+    )
+        .prop_flat_map(|(env, ports, labels, networks)| {
+            (
+                Just(env.into_iter().collect::<Vec<_>>()).prop_shuffle(),
+                Just(ports.into_iter().collect::<Vec<_>>()).prop_shuffle(),
+                Just(labels.into_iter().collect::<Vec<_>>()).prop_shuffle(),
+                Just(networks.into_iter().collect::<Vec<_>>()).prop_shuffle(),
+            )
+        })
+        .prop_map(|(env, ports, labels, networks)| Drawn {
+            env,
+            ports,
+            labels,
+            networks,
+        })
+}
+
+impl Drawn {
+    /// The Compose file of the service, its lists in their drawn order.
+    fn compose(&self) -> String {
+        let mut text = String::from("services:\n  web:\n    image: busybox\n");
+        if !self.env.is_empty() {
+            text.push_str("    environment:\n");
+            for (k, v) in &self.env {
+                text.push_str(&format!("      - \"{k}={v}\"\n"));
+            }
+        }
+        if !self.ports.is_empty() {
+            text.push_str("    ports:\n");
+            for p in &self.ports {
+                text.push_str(&format!("      - \"{p}:{}\"\n", u32::from(*p) + 1000));
+            }
+        }
+        if !self.labels.is_empty() {
+            text.push_str("    labels:\n");
+            for (k, v) in &self.labels {
+                text.push_str(&format!("      {k}: \"{v}\"\n"));
+            }
+        }
+        if !self.networks.is_empty() {
+            text.push_str("    networks:\n");
+            for n in &self.networks {
+                text.push_str(&format!("      - {n}\n"));
+            }
+            text.push_str("networks:\n");
+            for n in &self.networks {
+                text.push_str(&format!("  {n}:\n"));
+            }
+        }
+        text
+    }
+
+    /// The same service with every list reversed.
+    fn reversed(&self) -> Drawn {
+        let mut other = self.clone();
+        other.env.reverse();
+        other.ports.reverse();
+        other.labels.reverse();
+        other.networks.reverse();
+        other
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 64,
+        failure_persistence: None,
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    /// Compose laws: the order of a service's lists never changes its spec,
+    /// and merging an empty file after it changes nothing.
+    #[test]
+    fn list_order_and_an_empty_merged_file_never_change_the_spec(drawn in drawn()) {
+        let spec = "environments: {staging: }\n";
+        let two = "compose: [docker-compose.yml, empty.yml]\nenvironments: {staging: }\n";
+        let plan = load(&[("slipway.yml", spec), ("docker-compose.yml", &drawn.compose())], "staging").unwrap();
+        let reordered = load(
+            &[("slipway.yml", spec), ("docker-compose.yml", &drawn.reversed().compose())],
+            "staging",
+        )
+        .unwrap();
+        let merged = load(
+            &[
+                ("slipway.yml", two),
+                ("docker-compose.yml", &drawn.compose()),
+                ("empty.yml", "services: {}\n"),
+            ],
+            "staging",
+        )
+        .unwrap();
+        let web = service(&plan, "shop-staging_web");
+        proptest::prop_assert_eq!(&web, &service(&reordered, "shop-staging_web"));
+        proptest::prop_assert_eq!(&web, &service(&merged, "shop-staging_web"));
+        proptest::prop_assert_eq!(
+            plan.services.len(),
+            merged.services.len()
+        );
+    }
+}
