@@ -451,8 +451,16 @@ pub async fn reject(
         )
         .col_expr(deployment::Column::Gate, Expr::value(None::<GateKind>))
         .col_expr(
+            deployment::Column::GateSince,
+            Expr::value(None::<DateTime<Utc>>),
+        )
+        .col_expr(
             deployment::Column::GateUntil,
             Expr::value(None::<DateTime<Utc>>),
+        )
+        .col_expr(
+            deployment::Column::GateWaitingFor,
+            Expr::value(None::<String>),
         );
     for (column, value) in review(ReviewVerdict::Rejected, by, Some(comment), now) {
         update = update.col_expr(column, Expr::value(value));

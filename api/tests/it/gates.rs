@@ -405,9 +405,92 @@ async fn a_refusing_window_says_why_and_an_admin_may_override_a_wait(backend: Ba
     );
 }
 
+async fn after_a_freeze_ends_an_approval_is_still_needed_auto_deploys_too(backend: Backend) {
+    // Summer: 2026-07-03 is a Friday, Berlin on CEST (UTC+2), so 16:00 local
+    // is 14:00 UTC.
+    let (server, clock) = start(backend, "2026-07-03T14:10:00Z").await;
+    production(&server).await;
+    require_approval(&server, false).await;
+    server
+        .ok_as(
+            Role::Admin,
+            FREEZE,
+            json!({"cron": "0 16 * * FRI", "d": 30, "tz": "Europe/Berlin", "r": "weekend", "m": "WAIT"}),
+        )
+        .await;
+    let auto = create_as(&server, "", Some(&sha(9)), true).await;
+    let d = gated(&server, &auto).await;
+    assert_eq!(d["gate"]["kind"], "FREEZE");
+    assert_eq!(d["gate"]["until"], "2026-07-03T14:30:00+00:00");
+    let waiting = d["gate"]["waitingFor"].as_str().unwrap();
+    assert!(waiting.contains("Fri 2026-07-03 16:30 CEST"), "{waiting}");
+
+    clock.advance(Duration::minutes(20));
+    let moved = gates::open_expired(&server.state).await.unwrap();
+    assert_eq!(moved.len(), 1);
+    let d = gated(&server, &auto).await;
+    assert_eq!(d["gate"]["kind"], "APPROVAL", "{d}");
+    assert_eq!(d["gate"]["since"], "2026-07-03T14:30:00+00:00");
+    assert!(d["gate"]["until"].is_null());
+    assert_eq!(d["message"], "waiting for an approval by a deployer");
+    assert!(claimable(&server).await.is_empty());
+    server
+        .ok(
+            &server.token(Role::Deployer, "bob"),
+            APPROVE,
+            json!({"id": auto}),
+        )
+        .await;
+    assert_eq!(claimable(&server).await, [auto.as_str()]);
+    assert!(gated(&server, &auto).await["message"].is_null());
+}
+
+/// The API's periodic reaper opens a freeze gate that ended and tells the
+/// runners: they learn of the deployment on `deploymentQueued`.
+async fn the_reaper_announces_a_deployment_whose_freeze_ended(backend: Backend) {
+    let (server, clock) = start(backend, "2026-11-27T15:10:00Z").await;
+    production(&server).await;
+    server
+        .ok_as(
+            Role::Admin,
+            FREEZE,
+            json!({"cron": "0 16 * * FRI", "d": 30, "tz": "Europe/Berlin", "r": "sale", "m": "WAIT"}),
+        )
+        .await;
+    let id = create_as(&server, "alice", None, false).await;
+    assert_eq!(gated(&server, &id).await["gate"]["kind"], "FREEZE");
+    let mut events = server.state.events.subscribe();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let reaper = tokio::spawn(slipway_api::leases::reap(
+        server.state.clone(),
+        std::time::Duration::from_millis(10),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    clock.advance(Duration::minutes(20));
+    let wanted: i64 = id.parse().unwrap();
+    let heard = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match events.recv().await {
+                Ok(Event::Queued(d)) if d.deployment_id == wanted => return,
+                Ok(_) => {}
+                Err(err) => panic!("events ended: {err}"),
+            }
+        }
+    })
+    .await;
+    let _ = stop.send(());
+    reaper.await.unwrap();
+    assert!(heard.is_ok(), "the reaper announced the deployment");
+    assert!(gated(&server, &id).await["gate"].is_null());
+}
+
 slipway_testkit::on_both_backends!(
     an_approval_holds_no_slot_and_a_rollback_goes_first,
     a_rejected_deployment_ends_cancelled_with_who_and_why,
     a_freeze_window_holds_deployments_until_it_ends_in_its_own_zone,
     a_refusing_window_says_why_and_an_admin_may_override_a_wait,
+    after_a_freeze_ends_an_approval_is_still_needed_auto_deploys_too,
+    the_reaper_announces_a_deployment_whose_freeze_ended,
 );
