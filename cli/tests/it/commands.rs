@@ -267,10 +267,34 @@ fn approvals_show_in_status_and_approve_and_reject_answer_them() {
         "{status:#?}"
     );
 
+    // `--follow` says what it waits for, then how it ended.
+    let mut follow = up
+        .command()
+        .args(["logs", &id, "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(follow.stdout.take().unwrap()));
+    let first = lines.next().unwrap().unwrap();
+    assert_eq!(
+        first,
+        format!("==> {app}#1 QUEUED: waiting for an approval by a deployer")
+    );
+
     // A rejection needs a comment and ends the deployment with it.
     let refused = up.run(&["reject", &id]).failed();
     assert!(refused.stderr.contains("--comment"), "{refused:#?}");
     let rejected = up.run(&["reject", &id, "--comment", "not today"]).ok();
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("rejected by admin: not today")),
+        "{rest:?}"
+    );
+    assert!(
+        !follow.wait().unwrap().success(),
+        "a rejected deployment did not succeed"
+    );
     assert_eq!(
         rejected.stdout.trim(),
         format!("{app}#1 CANCELLED: rejected by admin: not today")
