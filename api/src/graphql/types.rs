@@ -611,6 +611,8 @@ impl Deployment {
 
     /// What it waits for while QUEUED before a runner may take it: an
     /// approval or the end of a freeze window; none when nothing holds it.
+    /// Not a `phase`: a phase is what a runner does to an IN_PROGRESS
+    /// deployment, a gate holds a QUEUED one that no runner has.
     async fn gate(&self) -> Option<super::gates::Gate> {
         super::gates::Gate::of(&self.0.deployment)
     }
