@@ -167,6 +167,7 @@ pub async fn create(
     }
 
     let env = auto_deploy_pause(&txn, env, &app, &input).await?;
+    let gate = crate::gates::at_creation(&txn, &env, &app, &input, created_by, now).await?;
     if let (QueuePolicy::Fifo, Some(max)) = (env.queue_policy, env.max_queued) {
         let queued = deployment::Entity::find()
             .filter(deployment::Column::EnvironmentId.eq(env.id))
@@ -199,6 +200,13 @@ pub async fn create(
         cancel_requested: Set(false),
         log_count: Set(0),
         created_at: Set(now),
+        message: Set(gate
+            .as_ref()
+            .map(|g| format!("waiting for {}", g.waiting_for))),
+        gate: Set(gate.as_ref().map(|g| g.kind)),
+        gate_since: Set(gate.as_ref().map(|_| now)),
+        gate_until: Set(gate.as_ref().and_then(|g| g.until)),
+        gate_waiting_for: Set(gate.map(|g| g.waiting_for)),
         ..Default::default()
     }
     .insert(&txn)
@@ -344,7 +352,7 @@ fn described(view: &DeploymentView) -> String {
 }
 
 /// The deployment of an environment that a runner may claim now: the oldest
-/// queued one, when none is in progress.
+/// queued one at no gate, when none is in progress.
 pub async fn next_claimable(
     db: &impl ConnectionTrait,
     environment_id: i64,
@@ -355,6 +363,7 @@ pub async fn next_claimable(
     Ok(deployment::Entity::find()
         .filter(deployment::Column::EnvironmentId.eq(environment_id))
         .filter(deployment::Column::Status.eq(DeploymentStatus::Queued))
+        .filter(deployment::Column::Gate.is_null())
         .order_by_asc(deployment::Column::Id)
         .one(db)
         .await?)
@@ -417,7 +426,9 @@ pub async fn publish_next_claimable(state: &AppState, environment_id: i64) -> Ap
 }
 
 /// "No other deployment of the same environment is in `status`" (and, with
-/// `older_only`, "... with a smaller id"), for a query on `deployments`.
+/// `older_only`, "... with a smaller id"), for a query on `deployments`. A
+/// QUEUED deployment at a gate does not count: it waits for a person or a
+/// time, and the ones behind it (a rollback) may go first.
 pub(crate) fn none_in_environment(status: DeploymentStatus, older_only: bool) -> SimpleExpr {
     let other = Alias::new("other");
     let mut query = Query::select();
@@ -429,6 +440,9 @@ pub(crate) fn none_in_environment(status: DeploymentStatus, older_only: bool) ->
                 .equals((deployment::Entity, deployment::Column::EnvironmentId)),
         )
         .and_where(Expr::col((other.clone(), deployment::Column::Status)).eq(status));
+    if status == DeploymentStatus::Queued {
+        query.and_where(Expr::col((other.clone(), deployment::Column::Gate)).is_null());
+    }
     if older_only {
         query.and_where(
             Expr::col((other, deployment::Column::Id))
@@ -442,6 +456,7 @@ pub(crate) fn none_in_environment(status: DeploymentStatus, older_only: bool) ->
 pub async fn claimable(db: &impl ConnectionTrait) -> ApiResult<Vec<DeploymentView>> {
     let rows = deployment::Entity::find()
         .filter(deployment::Column::Status.eq(DeploymentStatus::Queued))
+        .filter(deployment::Column::Gate.is_null())
         .filter(none_in_environment(DeploymentStatus::Queued, true))
         .filter(none_in_environment(DeploymentStatus::InProgress, false))
         .order_by_asc(deployment::Column::Id)

@@ -111,6 +111,7 @@ pub async fn claim(
         )
         .filter(deployment::Column::Id.eq(id))
         .filter(deployment::Column::Status.eq(DeploymentStatus::Queued))
+        .filter(deployment::Column::Gate.is_null())
         .filter(deployments::none_in_environment(
             DeploymentStatus::Queued,
             true,
@@ -164,6 +165,10 @@ async fn why_not_claimable(state: &AppState, holder: Holder<'_>, id: i64) -> Api
             "deployment {name} already finished: {}",
             status.as_str()
         )),
+        _ if d.gate.is_some() => ApiError::Conflict(format!(
+            "deployment {name} waits for {}",
+            d.gate_waiting_for.as_deref().unwrap_or("a gate to open")
+        )),
         _ => {
             let ahead = deployment::Entity::find()
                 .filter(deployment::Column::EnvironmentId.eq(d.environment_id))
@@ -174,6 +179,7 @@ async fn why_not_claimable(state: &AppState, holder: Holder<'_>, id: i64) -> Api
                         .add(
                             Condition::all()
                                 .add(deployment::Column::Status.eq(DeploymentStatus::Queued))
+                                .add(deployment::Column::Gate.is_null())
                                 .add(deployment::Column::Id.lt(d.id)),
                         ),
                 )
@@ -469,7 +475,9 @@ pub async fn renew_all(state: &AppState) -> ApiResult<u64> {
     Ok(renewed.rows_affected)
 }
 
-/// Runs [`expire`] (and [`crate::plans::expire`]) every `every` until
+/// Runs [`expire`] (and [`crate::plans::expire`], and
+/// [`crate::gates::open_expired`], which announces deployments whose freeze
+/// window ended) every `every` until
 /// `shutdown` resolves.
 pub async fn reap(
     state: AppState,
@@ -487,6 +495,9 @@ pub async fn reap(
                 }
                 if let Err(err) = crate::plans::expire(&state).await {
                     tracing::error!(?err, "expiring plans failed");
+                }
+                if let Err(err) = crate::gates::open_expired(&state).await {
+                    tracing::error!(?err, "opening ended freeze windows failed");
                 }
             }
             () = &mut shutdown => return,

@@ -36,6 +36,7 @@ pub mod db;
 pub mod deployments;
 pub mod error;
 pub mod events;
+pub mod gates;
 pub mod graphql;
 pub mod http;
 pub mod leases;

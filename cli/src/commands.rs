@@ -6,16 +6,18 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 use slipway_client::operations::{
-    cli_cancel_deployment, cli_create_application, cli_create_deployment, cli_create_environment,
-    cli_deployment_logs, cli_deployments, cli_lock_environment, cli_status, cli_unlock_environment,
-    CliCancelDeployment, CliCreateApplication, CliCreateDeployment, CliCreateEnvironment,
-    CliDeploymentLogs, CliDeployments, CliLockEnvironment, CliStatus, CliUnlockEnvironment,
+    cli_approve_deployment, cli_cancel_deployment, cli_create_application, cli_create_deployment,
+    cli_create_environment, cli_deployment_logs, cli_deployments, cli_lock_environment,
+    cli_reject_deployment, cli_set_approval_policy, cli_status, cli_unlock_environment,
+    CliApproveDeployment, CliCancelDeployment, CliCreateApplication, CliCreateDeployment,
+    CliCreateEnvironment, CliDeploymentLogs, CliDeployments, CliLockEnvironment,
+    CliRejectDeployment, CliSetApprovalPolicy, CliStatus, CliUnlockEnvironment,
 };
 use slipway_client::Client;
 
 use crate::config::{
-    ApiArgs, AppCreateArgs, CancelArgs, DeployArgs, DeploymentsArgs, EnvArgs, EnvCreateArgs,
-    EnvLockArgs, LogsArgs, Output, StatusArgs,
+    ApiArgs, AppCreateArgs, ApproveArgs, CancelArgs, DeployArgs, DeploymentsArgs, EnvApprovalArgs,
+    EnvArgs, EnvCreateArgs, EnvLockArgs, LogsArgs, Output, RejectArgs, StatusArgs,
 };
 use crate::view::{self, short, table, time};
 use crate::{follow, releases};
@@ -122,6 +124,25 @@ pub async fn env_unlock(args: EnvArgs, output: Output) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
+pub async fn env_approval(args: EnvApprovalArgs, output: Output) -> anyhow::Result<ExitCode> {
+    let client = client(&args.api)?;
+    let data = client
+        .run::<CliSetApprovalPolicy>(cli_set_approval_policy::Variables {
+            application: args.application,
+            environment: args.environment,
+            required: args.required,
+            not_by_creator: args.not_by_creator,
+        })
+        .await?;
+    let done = match (args.required, args.not_by_creator) {
+        (false, _) => "takes deployments without an approval",
+        (true, false) => "needs an approval for each deployment (`slipway approve ID`)",
+        (true, true) => "needs an approval for each deployment, not by its creator",
+    };
+    print_environment(&data.set_approval_policy, done, output);
+    Ok(ExitCode::SUCCESS)
+}
+
 fn print_environment(answer: &impl Serialize, done: &str, output: Output) {
     if output == Output::Json {
         return print_json(answer);
@@ -225,8 +246,32 @@ pub async fn status(args: StatusArgs, output: Output) -> anyhow::Result<ExitCode
         queued
             .entry((d.application.name.clone(), d.environment.name.clone()))
             .or_default()
-            .push(format!("{} ({})", d.name, d.id));
+            .push(match &d.gate {
+                Some(gate) => format!("{} ({}) at {:?}", d.name, d.id, gate.kind),
+                None => format!("{} ({})", d.name, d.id),
+            });
     }
+    let gates: Vec<String> = data
+        .queued
+        .nodes
+        .iter()
+        .filter_map(|d| {
+            let gate = d.gate.as_ref()?;
+            Some(format!(
+                "{} ({}) waits for {}{}",
+                d.name,
+                d.id,
+                gate.waiting_for,
+                match view::read::<_, view::Gate>(gate).kind.as_str() {
+                    "APPROVAL" => format!(
+                        ": `slipway approve {}` or `slipway reject {} --comment WHY`",
+                        d.id, d.id
+                    ),
+                    _ => String::new(),
+                }
+            ))
+        })
+        .collect();
     let mut rows = Vec::new();
     for app in &data.applications {
         if app.environments.is_empty() {
@@ -321,6 +366,9 @@ pub async fn status(args: StatusArgs, output: Output) -> anyhow::Result<ExitCode
         .collect();
     if !pauses.is_empty() {
         println!("\n{}", pauses.join("\n"));
+    }
+    if !gates.is_empty() {
+        println!("\n{}", gates.join("\n"));
     }
     if let Some(against) = &against {
         releases::print_against(against);
@@ -443,5 +491,53 @@ pub async fn cancel(args: CancelArgs, output: Output) -> anyhow::Result<ExitCode
             d.name, d.status, d.id
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn approve(args: ApproveArgs, output: Output) -> anyhow::Result<ExitCode> {
+    let client = client(&args.api)?;
+    let data = client
+        .run::<CliApproveDeployment>(cli_approve_deployment::Variables {
+            id: args.id,
+            comment: args.comment,
+        })
+        .await?;
+    if output == Output::Json {
+        print_json(&data.approve_deployment);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let d: view::Deployment = view::read(&data.approve_deployment);
+    match &d.gate {
+        Some(gate) => println!(
+            "{} approved; it still waits for {}",
+            d.name, gate.waiting_for
+        ),
+        None => println!(
+            "{} approved; it goes in its turn (`slipway logs {} --follow`)",
+            d.name, d.id
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn reject(args: RejectArgs, output: Output) -> anyhow::Result<ExitCode> {
+    let client = client(&args.api)?;
+    let data = client
+        .run::<CliRejectDeployment>(cli_reject_deployment::Variables {
+            id: args.id,
+            comment: args.comment,
+        })
+        .await?;
+    if output == Output::Json {
+        print_json(&data.reject_deployment);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let d: view::Deployment = view::read(&data.reject_deployment);
+    println!(
+        "{} {}: {}",
+        d.name,
+        d.status,
+        d.message.as_deref().unwrap_or_default()
+    );
     Ok(ExitCode::SUCCESS)
 }

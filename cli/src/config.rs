@@ -70,6 +70,10 @@ pub enum Command {
     Logs(LogsArgs),
     /// Cancel a deployment: a queued one at once; one in progress is stopped and rolled back.
     Cancel(CancelArgs),
+    /// Approve a deployment that waits for an approval; it then goes in its turn.
+    Approve(ApproveArgs),
+    /// Reject a deployment that waits for an approval: it ends CANCELLED with the comment.
+    Reject(RejectArgs),
     /// Print a signed API token, with the secret `slipway up` uses.
     Token(TokenConfig),
 }
@@ -190,6 +194,25 @@ pub enum EnvCommand {
     Lock(EnvLockArgs),
     /// Accept deployments to an environment again.
     Unlock(EnvArgs),
+    /// Whether new deployments to an environment wait for a deployer's
+    /// approval (`slipway approve`); without `--required`, they do not.
+    Approval(EnvApprovalArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct EnvApprovalArgs {
+    /// The application's name.
+    pub application: String,
+    /// The environment's name.
+    pub environment: String,
+    /// New deployments wait for an approval.
+    #[arg(long)]
+    pub required: bool,
+    /// ... which their creator may not give.
+    #[arg(long, requires = "required")]
+    pub not_by_creator: bool,
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 #[derive(Args, Debug)]
@@ -321,6 +344,28 @@ pub struct LogsArgs {
     /// Keep printing lines until the deployment ends; exit non-zero unless it succeeds.
     #[arg(long, short)]
     pub follow: bool,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ApproveArgs {
+    /// The deployment's id.
+    pub id: String,
+    /// Why it may go; kept with the approval.
+    #[arg(long, short)]
+    pub comment: Option<String>,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct RejectArgs {
+    /// The deployment's id.
+    pub id: String,
+    /// Why it may not go; kept with the rejection (required).
+    #[arg(long, short)]
+    pub comment: String,
     #[command(flatten)]
     pub api: ApiArgs,
 }

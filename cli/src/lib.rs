@@ -41,6 +41,7 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> anyhow::Result
         Command::Env(EnvCommand::Create(args)) => commands::env_create(args, output).await,
         Command::Env(EnvCommand::Lock(args)) => commands::env_lock(args, output).await,
         Command::Env(EnvCommand::Unlock(args)) => commands::env_unlock(args, output).await,
+        Command::Env(EnvCommand::Approval(args)) => commands::env_approval(args, output).await,
         Command::Deploy(args) => commands::deploy(args, output).await,
         Command::Status(args) => commands::status(args, output).await,
         Command::Deployments(args) => commands::deployments(args, output).await,
@@ -49,6 +50,8 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> anyhow::Result
         Command::Resume(args) => releases::resume(args, output).await,
         Command::Logs(args) => commands::logs(args, output).await,
         Command::Cancel(args) => commands::cancel(args, output).await,
+        Command::Approve(args) => commands::approve(args, output).await,
+        Command::Reject(args) => commands::reject(args, output).await,
         Command::Token(config) => token(config, output),
     }
 }

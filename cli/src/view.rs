@@ -34,8 +34,17 @@ pub struct Deployment {
     pub url: Option<String>,
     pub cancel_requested: bool,
     pub log_count: i64,
+    /// What it waits for while QUEUED (an approval, a freeze window's end).
+    pub gate: Option<Gate>,
     pub application: Named,
     pub environment: Named,
+}
+
+#[derive(Deserialize, Serialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct Gate {
+    pub kind: String,
+    pub waiting_for: String,
 }
 
 impl Deployment {

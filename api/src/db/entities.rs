@@ -50,6 +50,10 @@ pub mod environment {
         /// The most deployments that may wait in the queue (`Fifo` only).
         pub max_queued: Option<i64>,
         pub created_at: ChronoDateTimeUtc,
+        /// Its deployments wait (gate `Approval`) until a person approves them.
+        pub approval_required: bool,
+        /// ... and that person is not the one who created the deployment.
+        pub approval_not_by_creator: bool,
     }
 
     /// What a new deployment does to the ones queued before it.
@@ -186,6 +190,45 @@ pub mod deployment {
         /// JSON list of [`ServiceConvergence`]: how each service of the stack
         /// converges, as the runner last said.
         pub convergence: Option<String>,
+        /// What a QUEUED deployment waits for before a runner may claim it;
+        /// `None` when nothing holds it (see `crate::gates`).
+        pub gate: Option<GateKind>,
+        pub gate_since: Option<ChronoDateTimeUtc>,
+        /// When a `Freeze` gate opens by itself (the window's end).
+        pub gate_until: Option<ChronoDateTimeUtc>,
+        /// What the gate waits for, in words.
+        pub gate_waiting_for: Option<String>,
+        /// The approval or rejection, once a person gave one.
+        pub review_verdict: Option<ReviewVerdict>,
+        pub reviewed_by: Option<String>,
+        pub reviewed_at: Option<ChronoDateTimeUtc>,
+        pub review_comment: Option<String>,
+        /// The admin who let it through a freeze window, and why.
+        pub freeze_overridden_by: Option<String>,
+        pub freeze_overridden_at: Option<ChronoDateTimeUtc>,
+        pub freeze_override_reason: Option<String>,
+    }
+
+    /// What holds a QUEUED deployment back; stored like the status.
+    #[derive(Copy, Clone, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+    #[sea_orm(rs_type = "String", db_type = "Text")]
+    pub enum GateKind {
+        /// A person with the deployer role must approve it.
+        #[sea_orm(string_value = "APPROVAL")]
+        Approval,
+        /// It was created inside a freeze window and waits for its end.
+        #[sea_orm(string_value = "FREEZE")]
+        Freeze,
+    }
+
+    /// What a person said of a deployment waiting for approval.
+    #[derive(Copy, Clone, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+    #[sea_orm(rs_type = "String", db_type = "Text")]
+    pub enum ReviewVerdict {
+        #[sea_orm(string_value = "APPROVED")]
+        Approved,
+        #[sea_orm(string_value = "REJECTED")]
+        Rejected,
     }
 
     /// How one service of a deployment converges, as its runner says: one
@@ -208,6 +251,47 @@ pub mod deployment {
         Converged,
         /// It failed to converge.
         Failed,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod freeze_window {
+    use sea_orm::entity::prelude::*;
+
+    /// A recurring time in which an environment takes no new deployments:
+    /// each occurrence of `cron` in `time_zone` starts one that lasts
+    /// `duration_minutes`.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "freeze_windows")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub environment_id: i64,
+        /// Five fields (minute hour day-of-month month day-of-week).
+        pub cron: String,
+        pub duration_minutes: i64,
+        /// An IANA zone (`Europe/Berlin`); the cron is read in its local time.
+        pub time_zone: String,
+        pub reason: String,
+        pub mode: FreezeMode,
+        pub created_by: String,
+        pub created_at: ChronoDateTimeUtc,
+    }
+
+    /// What a deployment created inside the window does.
+    #[derive(Copy, Clone, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+    #[sea_orm(rs_type = "String", db_type = "Text")]
+    pub enum FreezeMode {
+        /// It waits (QUEUED, gate `Freeze`) until the window ends.
+        #[sea_orm(string_value = "WAIT")]
+        Wait,
+        /// It is refused (`CONFLICT`).
+        #[sea_orm(string_value = "REFUSE")]
+        Refuse,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -313,6 +313,66 @@ ALTER TABLE deployments ADD COLUMN convergence TEXT;
 ALTER TABLE deployments ADD COLUMN convergence TEXT;
 "#,
     },
+    Migration {
+        version: 8,
+        name: "gates: approvals and freeze windows",
+        sqlite: r#"
+ALTER TABLE environments ADD COLUMN approval_required BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE environments ADD COLUMN approval_not_by_creator BOOLEAN NOT NULL DEFAULT FALSE;
+CREATE TABLE freeze_windows (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    environment_id BIGINT NOT NULL REFERENCES environments (id),
+    cron TEXT NOT NULL,
+    duration_minutes BIGINT NOT NULL,
+    time_zone TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX freeze_windows_by_environment ON freeze_windows (environment_id);
+ALTER TABLE deployments ADD COLUMN gate TEXT;
+ALTER TABLE deployments ADD COLUMN gate_since TEXT;
+ALTER TABLE deployments ADD COLUMN gate_until TEXT;
+ALTER TABLE deployments ADD COLUMN gate_waiting_for TEXT;
+ALTER TABLE deployments ADD COLUMN review_verdict TEXT;
+ALTER TABLE deployments ADD COLUMN reviewed_by TEXT;
+ALTER TABLE deployments ADD COLUMN reviewed_at TEXT;
+ALTER TABLE deployments ADD COLUMN review_comment TEXT;
+ALTER TABLE deployments ADD COLUMN freeze_overridden_by TEXT;
+ALTER TABLE deployments ADD COLUMN freeze_overridden_at TEXT;
+ALTER TABLE deployments ADD COLUMN freeze_override_reason TEXT;
+CREATE INDEX deployments_by_gate ON deployments (gate, gate_until);
+"#,
+        postgres: r#"
+ALTER TABLE environments ADD COLUMN approval_required BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE environments ADD COLUMN approval_not_by_creator BOOLEAN NOT NULL DEFAULT FALSE;
+CREATE TABLE freeze_windows (
+    id BIGSERIAL PRIMARY KEY,
+    environment_id BIGINT NOT NULL REFERENCES environments (id),
+    cron TEXT NOT NULL,
+    duration_minutes BIGINT NOT NULL,
+    time_zone TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX freeze_windows_by_environment ON freeze_windows (environment_id);
+ALTER TABLE deployments ADD COLUMN gate TEXT;
+ALTER TABLE deployments ADD COLUMN gate_since TIMESTAMPTZ;
+ALTER TABLE deployments ADD COLUMN gate_until TIMESTAMPTZ;
+ALTER TABLE deployments ADD COLUMN gate_waiting_for TEXT;
+ALTER TABLE deployments ADD COLUMN review_verdict TEXT;
+ALTER TABLE deployments ADD COLUMN reviewed_by TEXT;
+ALTER TABLE deployments ADD COLUMN reviewed_at TIMESTAMPTZ;
+ALTER TABLE deployments ADD COLUMN review_comment TEXT;
+ALTER TABLE deployments ADD COLUMN freeze_overridden_by TEXT;
+ALTER TABLE deployments ADD COLUMN freeze_overridden_at TIMESTAMPTZ;
+ALTER TABLE deployments ADD COLUMN freeze_override_reason TEXT;
+CREATE INDEX deployments_by_gate ON deployments (gate, gate_until);
+"#,
+    },
 ];
 
 /// Applies every migration the database does not have yet, in order, and

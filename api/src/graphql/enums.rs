@@ -60,3 +60,33 @@ pub(crate) enum PlanStatus {
     Done,
     Failed,
 }
+
+/// What a QUEUED deployment waits for before a runner may take it.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(remote = "crate::gates::GateKind")]
+pub(crate) enum GateKind {
+    /// A deployer's approval (`approveDeployment`).
+    Approval,
+    /// The end of the freeze window it was created in, or an admin's
+    /// `overrideFreeze`.
+    Freeze,
+}
+
+/// What a deployment created inside a freeze window does.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(remote = "crate::gates::FreezeMode")]
+pub(crate) enum FreezeMode {
+    /// It waits, QUEUED at gate FREEZE, until the window ends.
+    Wait,
+    /// It is refused with `CONFLICT`, giving the window's reason.
+    Refuse,
+}
+
+/// What a person decided about a deployment that waited for approval.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(remote = "crate::gates::ReviewVerdict")]
+pub(crate) enum ReviewVerdict {
+    Approved,
+    /// It ended CANCELLED.
+    Rejected,
+}

@@ -8,6 +8,7 @@
 
 pub mod cost;
 mod enums;
+mod gates;
 mod mutation;
 mod query;
 mod subscription;

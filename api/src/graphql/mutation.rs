@@ -3,7 +3,8 @@ use std::sync::Arc;
 use async_graphql::{Context, InputObject, Json, Object, ID};
 use chrono::{DateTime, Utc};
 
-use super::enums::{ConvergenceState, DeploymentPhase, DeploymentStatus, QueuePolicy};
+use super::enums::{ConvergenceState, DeploymentPhase, DeploymentStatus, FreezeMode, QueuePolicy};
+use super::gates::FreezeWindow;
 use super::types::{
     deployment_id, plan_id, state, Application, Deployment, Environment, Plan, Runner,
 };
@@ -11,7 +12,8 @@ use crate::applications::{self, ApplicationChange, NewApplication, NewEnvironmen
 use crate::auth::{caller, roles, RoleGuard};
 use crate::commits::{self, NewCommit};
 use crate::deployments::{self, NewDeployment};
-use crate::error::ApiResult;
+use crate::error::{quote, ApiError, ApiResult};
+use crate::gates;
 use crate::leases::{self, Holder};
 use crate::logs::{self, NewLine};
 use crate::plans::{self, Answer};
@@ -234,6 +236,117 @@ impl Mutation {
         )
         .await?;
         Ok(Environment::new(env, Arc::new(app)))
+    }
+
+    /// Whether the environment's new deployments wait (gate APPROVAL) until
+    /// a deployer approves them, and whether their creator may not be that
+    /// deployer. Rollbacks never wait for an approval.
+    #[graphql(guard = "RoleGuard::new(roles::ADMIN)")]
+    async fn set_approval_policy(
+        &self,
+        ctx: &Context<'_>,
+        application: String,
+        environment: String,
+        required: bool,
+        #[graphql(default = false)] not_by_creator: bool,
+    ) -> ApiResult<Environment> {
+        let (env, app) = gates::set_approval_policy(
+            state(ctx),
+            &application,
+            &environment,
+            required,
+            not_by_creator,
+        )
+        .await?;
+        Ok(Environment::new(env, Arc::new(app)))
+    }
+
+    /// Adds a freeze window: from each occurrence of `cron` (five fields, in
+    /// `timeZone`, e.g. `0 16 * * FRI` and `Europe/Berlin`) for
+    /// `durationMinutes`, new deployments wait until it ends (`WAIT`) or are
+    /// refused (`REFUSE`). Auto-deploys too; rollbacks pass.
+    #[graphql(guard = "RoleGuard::new(roles::ADMIN)")]
+    #[allow(clippy::too_many_arguments)]
+    async fn add_freeze_window(
+        &self,
+        ctx: &Context<'_>,
+        application: String,
+        environment: String,
+        cron: String,
+        duration_minutes: i64,
+        time_zone: String,
+        reason: String,
+        mode: FreezeMode,
+    ) -> ApiResult<FreezeWindow> {
+        let by = caller(ctx)?.sub.clone();
+        let window = gates::add_freeze_window(
+            state(ctx),
+            &by,
+            gates::NewFreezeWindow {
+                application,
+                environment,
+                cron,
+                duration_minutes,
+                time_zone,
+                reason,
+                mode: mode.into(),
+            },
+        )
+        .await?;
+        Ok(FreezeWindow::new(window, state(ctx).clock.now()))
+    }
+
+    /// Removes a freeze window; deployments already waiting for its end keep
+    /// waiting (or an admin overrides them).
+    #[graphql(guard = "RoleGuard::new(roles::ADMIN)")]
+    async fn remove_freeze_window(&self, ctx: &Context<'_>, id: ID) -> ApiResult<FreezeWindow> {
+        let id = id
+            .parse::<i64>()
+            .map_err(|_| ApiError::BadInput(format!("{} is not a freeze window id", quote(&id))))?;
+        let window = gates::remove_freeze_window(state(ctx), id).await?;
+        Ok(FreezeWindow::new(window, state(ctx).clock.now()))
+    }
+
+    /// Approves a deployment waiting for approval; it then goes in its turn.
+    /// The approval (who, when, comment) is kept on the deployment.
+    #[graphql(guard = "RoleGuard::new(roles::OPERATE)")]
+    async fn approve_deployment(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        comment: Option<String>,
+    ) -> ApiResult<Deployment> {
+        let by = caller(ctx)?.sub.clone();
+        let view = gates::approve(state(ctx), deployment_id(&id)?, &by, comment.as_deref()).await?;
+        Ok(Deployment(Arc::new(view)))
+    }
+
+    /// Rejects a deployment waiting for approval: it ends CANCELLED, with
+    /// who rejected it and the comment, which must say why.
+    #[graphql(guard = "RoleGuard::new(roles::OPERATE)")]
+    async fn reject_deployment(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        comment: String,
+    ) -> ApiResult<Deployment> {
+        let by = caller(ctx)?.sub.clone();
+        let view = gates::reject(state(ctx), deployment_id(&id)?, &by, &comment).await?;
+        Ok(Deployment(Arc::new(view)))
+    }
+
+    /// Lets a deployment through the freeze window it waits for, recorded
+    /// with the reason; it then waits for an approval if one is required.
+    #[graphql(guard = "RoleGuard::new(roles::ADMIN)")]
+    async fn override_freeze(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        reason: String,
+    ) -> ApiResult<Deployment> {
+        let by = caller(ctx)?.sub.clone();
+        let view = gates::override_freeze(state(ctx), deployment_id(&id)?, &by, &reason).await?;
+        Ok(Deployment(Arc::new(view)))
     }
 
     /// Queues a deployment (task `rollback`) that restores a release of the

@@ -312,6 +312,25 @@ impl Environment {
         }))
     }
 
+    /// Whether its deployments wait for a deployer's approval.
+    async fn approval_policy(&self) -> super::gates::ApprovalPolicy {
+        super::gates::ApprovalPolicy::of(&self.model)
+    }
+
+    /// Its freeze windows, oldest first.
+    #[graphql(guard = "RoleGuard::new(roles::READ)")]
+    async fn freeze_windows(
+        &self,
+        ctx: &Context<'_>,
+    ) -> ApiResult<Vec<super::gates::FreezeWindow>> {
+        let now = state(ctx).clock.now();
+        Ok(crate::gates::windows(&state(ctx).db, self.model.id)
+            .await?
+            .into_iter()
+            .map(|w| super::gates::FreezeWindow::new(w, now))
+            .collect())
+    }
+
     /// The deployment running now, if any.
     #[graphql(guard = "RoleGuard::new(roles::READ)")]
     async fn in_progress(&self, ctx: &Context<'_>) -> ApiResult<Option<Deployment>> {
@@ -588,6 +607,24 @@ impl Deployment {
 
     async fn message(&self) -> Option<&str> {
         self.0.deployment.message.as_deref()
+    }
+
+    /// What it waits for while QUEUED before a runner may take it: an
+    /// approval or the end of a freeze window; none when nothing holds it.
+    /// Not a `phase`: a phase is what a runner does to an IN_PROGRESS
+    /// deployment, a gate holds a QUEUED one that no runner has.
+    async fn gate(&self) -> Option<super::gates::Gate> {
+        super::gates::Gate::of(&self.0.deployment)
+    }
+
+    /// Who approved or rejected it, when, and what they said.
+    async fn review(&self) -> Option<super::gates::Review> {
+        super::gates::Review::of(&self.0.deployment)
+    }
+
+    /// The admin who let it through a freeze window, and why.
+    async fn freeze_override(&self) -> Option<super::gates::FreezeOverride> {
+        super::gates::FreezeOverride::of(&self.0.deployment)
     }
 
     /// The subject of the token that created it.

@@ -1,6 +1,7 @@
 //! A deployment's page (`/deployments/{id}`, where GitHub's `log_url`
 //! points): its status and phases, what it rolled out, its log (live, with
-//! line permalinks, and raw as `.txt`), and Cancel, Redeploy or Rollback.
+//! line permalinks, and raw as `.txt`), the gate it waits at, and Approve,
+//! Reject, Override freeze, Cancel, Redeploy or Rollback.
 
 use axum::extract::{Path, Query, State};
 use axum::http::header::{self, HeaderMap};
@@ -20,6 +21,7 @@ use crate::db::entities::log_line;
 use crate::deployments::{self, NewDeployment};
 use crate::error::{ApiError, ApiResult};
 use crate::events::Event;
+use crate::gates::{self, GateKind, ReviewVerdict};
 use crate::logs;
 use crate::state::AppState;
 use crate::view::{self, DeploymentView};
@@ -92,6 +94,17 @@ fn summary(
             @if let Some(message) = &d.message {
                 p class=(if d.status == DeploymentStatus::Failed { "error" } else { "" }) { (message) }
             }
+            @if let Some(gate) = view.gate() {
+                div.panel #gate role="status" {
+                    strong { (match gate.kind {
+                        GateKind::Approval => "Waiting for approval",
+                        GateKind::Freeze => "Waiting for a freeze window to end",
+                    }) }
+                    " — waits for " (gate.waiting_for)
+                    @if let Some(since) = d.gate_since { " (since " (time(since, now)) ")" }
+                    ". It holds no place in the queue: the deployments behind it may go first."
+                }
+            }
             (timeline(d.status, d.phase))
             div.grid2 {
                 div.panel {
@@ -109,6 +122,22 @@ fn summary(
                         @if let Some(runner) = &d.runner { dt { "Runner" } dd { (runner) } }
                         @if let Some(by) = &d.cancel_requested_by { dt { "Cancelled by" } dd { (by) } }
                         @if let Some(description) = &d.description { dt { "Description" } dd { (description) } }
+                        @if let (Some(verdict), Some(by)) = (d.review_verdict, &d.reviewed_by) {
+                            dt { (match verdict { ReviewVerdict::Approved => "Approved by", ReviewVerdict::Rejected => "Rejected by" }) }
+                            dd {
+                                (by)
+                                @if let Some(at) = d.reviewed_at { " " (time(at, now)) }
+                                @if let Some(comment) = &d.review_comment { ": " (comment) }
+                            }
+                        }
+                        @if let Some(by) = &d.freeze_overridden_by {
+                            dt { "Freeze overridden by" }
+                            dd {
+                                (by)
+                                @if let Some(at) = d.freeze_overridden_at { " " (time(at, now)) }
+                                @if let Some(reason) = &d.freeze_override_reason { ": " (reason) }
+                            }
+                        }
                     }
                 }
                 div.panel {
@@ -200,6 +229,25 @@ fn actions(view: &DeploymentView, current: Option<i64>, who: &SignedIn) -> Marku
     html! {
         @if who.may(roles::OPERATE) || who.may(roles::DEPLOY) {
             div.actions {
+                @if d.gate == Some(GateKind::Approval) && who.may(roles::OPERATE) {
+                    form.inline method="post" action={ "/deployments/" (id) "/approve" } {
+                        (csrf(who))
+                        input #approve-comment type="text" name="comment" maxlength="4096" placeholder="comment (optional)" aria-label="Comment on the approval";
+                        button type="submit" { "Approve" }
+                    }
+                    form.inline method="post" action={ "/deployments/" (id) "/reject" } {
+                        (csrf(who))
+                        input #reject-comment type="text" name="comment" required maxlength="4096" placeholder="why not" aria-label="Why reject it";
+                        button.danger type="submit" { "Reject" }
+                    }
+                }
+                @if d.gate == Some(GateKind::Freeze) && who.may(roles::ADMIN) {
+                    form.inline method="post" action={ "/deployments/" (id) "/override-freeze" } {
+                        (csrf(who))
+                        input #override-reason type="text" name="comment" required maxlength="4096" placeholder="why now" aria-label="Why override the freeze";
+                        button.danger type="submit" { "Override freeze" }
+                    }
+                }
                 @if !d.status.is_final() && who.may(roles::OPERATE) {
                     form.inline method="post" action={ "/deployments/" (id) "/cancel" } {
                         (csrf(who))
@@ -395,6 +443,67 @@ pub(super) async fn cancel(
     who.require(roles::OPERATE)?;
     let id = parse_id(&id)?;
     deployments::cancel(&state, id, who.subject()).await?;
+    Ok(Redirect::to(&format!("/deployments/{id}")).into_response())
+}
+
+#[derive(Deserialize)]
+pub(super) struct CommentForm {
+    csrf: String,
+    comment: Option<String>,
+}
+
+/// `POST /deployments/{id}/approve`.
+pub(super) async fn approve(
+    State(state): State<AppState>,
+    who: SignedIn,
+    Path(id): Path<String>,
+    Form(form): Form<CommentForm>,
+) -> WebResult<Response> {
+    who.check_form(&form.csrf)?;
+    who.require(roles::OPERATE)?;
+    let id = parse_id(&id)?;
+    let comment = form.comment.filter(|c| !c.trim().is_empty());
+    gates::approve(&state, id, who.subject(), comment.as_deref()).await?;
+    Ok(Redirect::to(&format!("/deployments/{id}")).into_response())
+}
+
+/// `POST /deployments/{id}/reject`.
+pub(super) async fn reject(
+    State(state): State<AppState>,
+    who: SignedIn,
+    Path(id): Path<String>,
+    Form(form): Form<CommentForm>,
+) -> WebResult<Response> {
+    who.check_form(&form.csrf)?;
+    who.require(roles::OPERATE)?;
+    let id = parse_id(&id)?;
+    gates::reject(
+        &state,
+        id,
+        who.subject(),
+        form.comment.as_deref().unwrap_or_default(),
+    )
+    .await?;
+    Ok(Redirect::to(&format!("/deployments/{id}")).into_response())
+}
+
+/// `POST /deployments/{id}/override-freeze`.
+pub(super) async fn override_freeze(
+    State(state): State<AppState>,
+    who: SignedIn,
+    Path(id): Path<String>,
+    Form(form): Form<CommentForm>,
+) -> WebResult<Response> {
+    who.check_form(&form.csrf)?;
+    who.require(roles::ADMIN)?;
+    let id = parse_id(&id)?;
+    gates::override_freeze(
+        &state,
+        id,
+        who.subject(),
+        form.comment.as_deref().unwrap_or_default(),
+    )
+    .await?;
     Ok(Redirect::to(&format!("/deployments/{id}")).into_response())
 }
 

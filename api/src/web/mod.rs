@@ -60,6 +60,12 @@ pub fn router(state: AppState) -> Router {
         .route("/deployments/{id}/live", get(deployment::live))
         .route("/deployments/{id}/log.txt", get(deployment::raw))
         .route("/deployments/{id}/cancel", post(deployment::cancel))
+        .route("/deployments/{id}/approve", post(deployment::approve))
+        .route("/deployments/{id}/reject", post(deployment::reject))
+        .route(
+            "/deployments/{id}/override-freeze",
+            post(deployment::override_freeze),
+        )
         .route("/deployments/{id}/redeploy", post(deployment::redeploy))
         .route("/plans", post(plan::request))
         .route("/plans/{id}", get(plan::show))

@@ -9,6 +9,7 @@ mod claims;
 mod commits;
 mod deployments;
 mod events;
+mod gates;
 mod graphql_http;
 mod heavy;
 mod http;

@@ -1095,7 +1095,126 @@ async fn an_admin_checks_a_spec_from_the_setup_page(backend: Backend) {
     assert!(missing.text().await.unwrap().contains("has no environment"));
 }
 
+async fn the_deployment_page_shows_its_gate_and_the_forms_that_open_it(backend: Backend) {
+    let server = TestApi::start(backend).await;
+    server
+        .app(
+            "web",
+            "file:///srv/git/web.git",
+            &[("production", None, None)],
+        )
+        .await;
+    server
+        .ok_as(
+            Role::Admin,
+            "mutation { setApprovalPolicy(application: \"web\", environment: \"production\", required: true, notByCreator: true) { name } }",
+            serde_json::json!({}),
+        )
+        .await;
+    // Created by `deployer` (the subject `deploy` signs as).
+    let id = server.deploy("web", "production").await;
+    let path = format!("/deployments/{id}");
+
+    let viewer = Browser::sign_in(&server, Role::Viewer, "vic").await;
+    let (_, html) = viewer.page(&path).await;
+    assert!(html.contains("Waiting for approval"), "{html}");
+    assert!(
+        html.contains("waits for an approval by a deployer other than deployer, who created it")
+    );
+    assert!(
+        !html.contains("/approve\""),
+        "a viewer gets no Approve form"
+    );
+    let csrf = viewer.csrf().await;
+    let forged = viewer
+        .post(&format!("{path}/approve"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+
+    // Its creator sees the forms but may not approve it.
+    let creator = Browser::sign_in(&server, Role::Deployer, "deployer").await;
+    let (_, html) = creator.page(&path).await;
+    assert!(
+        html.contains(&format!("action=\"{path}/approve\"")),
+        "{html}"
+    );
+    assert!(html.contains(&format!("action=\"{path}/reject\"")));
+    let csrf = creator.csrf().await;
+    let own = creator
+        .post(&format!("{path}/approve"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(own.status(), StatusCode::FORBIDDEN);
+    assert!(own.text().await.unwrap().contains("may not approve it"));
+
+    // Another deployer approves it with a comment, which the page shows.
+    let bob = Browser::sign_in(&server, Role::Deployer, "bob").await;
+    let csrf = bob.csrf().await;
+    let without_token = bob
+        .post(
+            &format!("{path}/approve"),
+            &[("csrf", "forged"), ("comment", "x")],
+        )
+        .await;
+    assert_ne!(without_token.status(), StatusCode::SEE_OTHER);
+    let approved = bob
+        .post(
+            &format!("{path}/approve"),
+            &[("csrf", &csrf), ("comment", "diff checked")],
+        )
+        .await;
+    assert_eq!(approved.status(), StatusCode::SEE_OTHER);
+    let (_, html) = bob.page(&path).await;
+    assert!(!html.contains("Waiting for approval"), "{html}");
+    assert!(html.contains("Approved by"), "{html}");
+    assert!(html.contains("diff checked"));
+
+    // A freeze: only an admin gets the override form, and the page records it.
+    server
+        .ok_as(
+            Role::Admin,
+            "mutation { setApprovalPolicy(application: \"web\", environment: \"production\", required: false) { name } }",
+            serde_json::json!({}),
+        )
+        .await;
+    server
+        .ok_as(
+            Role::Admin,
+            "mutation { addFreezeWindow(application: \"web\", environment: \"production\", cron: \"* * * * *\", durationMinutes: 60, timeZone: \"Europe/Berlin\", reason: \"always frozen\", mode: WAIT) { id } }",
+            serde_json::json!({}),
+        )
+        .await;
+    let frozen = server.deploy("web", "production").await;
+    let path = format!("/deployments/{frozen}");
+    let (_, html) = bob.page(&path).await;
+    assert!(
+        html.contains("Waiting for a freeze window to end"),
+        "{html}"
+    );
+    assert!(
+        !html.contains("/override-freeze\""),
+        "a deployer may not override"
+    );
+    let admin = Browser::sign_in(&server, Role::Admin, "root").await;
+    let (_, html) = admin.page(&path).await;
+    assert!(
+        html.contains(&format!("action=\"{path}/override-freeze\"")),
+        "{html}"
+    );
+    let csrf = admin.csrf().await;
+    let overridden = admin
+        .post(
+            &format!("{path}/override-freeze"),
+            &[("csrf", &csrf), ("comment", "hotfix")],
+        )
+        .await;
+    assert_eq!(overridden.status(), StatusCode::SEE_OTHER);
+    let (_, html) = admin.page(&path).await;
+    assert!(html.contains("Freeze overridden by"), "{html}");
+    assert!(html.contains("hotfix"));
+}
+
 slipway_testkit::on_both_backends!(
+    the_deployment_page_shows_its_gate_and_the_forms_that_open_it,
     a_preview_shows_what_a_deployment_would_change_and_deploys_the_commit_it_saw,
     an_admin_checks_a_spec_from_the_setup_page,
     the_deployment_page_shows_how_each_service_converges,

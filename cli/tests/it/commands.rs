@@ -219,3 +219,99 @@ fn environments_lock_and_unlock_with_json_answers() {
     let unknown = up.run(&["status", "no-such-app"]).failed();
     assert!(unknown.stderr.contains("NOT_FOUND"), "{unknown:#?}");
 }
+
+#[test]
+fn approvals_show_in_status_and_approve_and_reject_answer_them() {
+    let up = Up::start(&[]);
+    let repo = ExampleRepo::new();
+    let app = unique_name("gates");
+    // The approved deployment below runs.
+    let _stack = StackGuard::new(format!("{app}-local"));
+    up.run(&[
+        "app",
+        "create",
+        &app,
+        repo.path().to_str().unwrap(),
+        "--spec-path",
+        "examples/shop/slipway.yml",
+    ])
+    .ok();
+    up.run(&["env", "create", &app, "local"]).ok();
+    let set = up
+        .run(&["-o", "json", "env", "approval", &app, "local", "--required"])
+        .ok()
+        .json();
+    assert_eq!(
+        set["approvalPolicy"],
+        serde_json::json!({"required": true, "notByCreator": false})
+    );
+
+    let waiting = up
+        .run(&["-o", "json", "deploy", &app, "local", "main"])
+        .ok()
+        .json();
+    assert_eq!(waiting["status"], "QUEUED");
+    assert_eq!(waiting["gate"]["kind"], "APPROVAL");
+    let id = waiting["id"].as_str().unwrap().to_owned();
+    let status = up.run(&["status", &app]).ok();
+    assert!(
+        status
+            .stdout
+            .contains(&format!("{app}#1 ({id}) at APPROVAL")),
+        "{status:#?}"
+    );
+    assert!(
+        status.stdout.contains(&format!(
+            "{app}#1 ({id}) waits for an approval by a deployer: `slipway approve {id}`"
+        )),
+        "{status:#?}"
+    );
+
+    // `--follow` says what it waits for, then how it ended.
+    let mut follow = up
+        .command()
+        .args(["logs", &id, "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(follow.stdout.take().unwrap()));
+    let first = lines.next().unwrap().unwrap();
+    assert_eq!(
+        first,
+        format!("==> {app}#1 QUEUED: waiting for an approval by a deployer")
+    );
+
+    // A rejection needs a comment and ends the deployment with it.
+    let refused = up.run(&["reject", &id]).failed();
+    assert!(refused.stderr.contains("--comment"), "{refused:#?}");
+    let rejected = up.run(&["reject", &id, "--comment", "not today"]).ok();
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("rejected by admin: not today")),
+        "{rest:?}"
+    );
+    assert!(
+        !follow.wait().unwrap().success(),
+        "a rejected deployment did not succeed"
+    );
+    assert_eq!(
+        rejected.stdout.trim(),
+        format!("{app}#1 CANCELLED: rejected by admin: not today")
+    );
+
+    let second = up
+        .run(&["-o", "json", "deploy", &app, "local", "main"])
+        .ok()
+        .json();
+    let id = second["id"].as_str().unwrap().to_owned();
+    let approved = up.run(&["approve", &id, "--comment", "looks good"]).ok();
+    assert!(
+        approved
+            .stdout
+            .contains(&format!("{app}#2 approved; it goes in its turn")),
+        "{approved:#?}"
+    );
+    let again = up.run(&["approve", &id]).failed();
+    assert!(again.stderr.contains("CONFLICT"), "{again:#?}");
+}
