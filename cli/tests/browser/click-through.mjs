@@ -64,7 +64,12 @@ function watch(page) {
 
 const browser = await chromium.launch({
   executablePath: "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-dev-shm-usage"],
+  // No sandbox as root; nothing that reaches for the internet (this
+  // machine's network is closed, and Chromium would try at every start).
+  args: [
+    "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  ],
 });
 let exitCode = 0;
 try {
