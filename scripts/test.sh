@@ -34,3 +34,12 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+
+# The fuzz targets (fuzz/, cargo fuzz) need a nightly toolchain, which not
+# every machine has: where there is one, each runs for a short while.
+if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  echo "test: fuzz targets, 10 s each"
+  scripts/fuzz.sh 10
+else
+  echo "test: fuzz targets not run: they need a nightly toolchain (rustup toolchain install nightly; then scripts/fuzz.sh)"
+fi

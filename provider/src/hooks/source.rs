@@ -51,6 +51,7 @@ pub struct Source {
     pub secret_flag: &'static str,
     flags: SecretFlags,
     handler: fn(&'static Source) -> MethodRouter<Hooks>,
+    read: fn(&Secret, &HeaderMap, &[u8]) -> Result<(), HookError>,
 }
 
 impl Source {
@@ -68,6 +69,7 @@ impl Source {
             secret_flag,
             flags,
             handler: handler::<S>,
+            read: read::<S>,
         }
     }
 
@@ -84,6 +86,12 @@ impl Source {
     pub fn is_configured(&self, hooks: &config::Hooks) -> bool {
         let (value, file) = self.secret_flags(hooks);
         value.is_some() || file.is_some()
+    }
+
+    /// Verifies and reads a hook as the route does, without acting on it:
+    /// `Err` with what the sender would be told. For the fuzz targets.
+    pub fn read(&self, secret: &Secret, headers: &HeaderMap, body: &[u8]) -> Result<(), String> {
+        (self.read)(secret, headers, body).map_err(|err| err.to_string())
     }
 
     /// The route's handler.
@@ -109,6 +117,15 @@ fn handler<S: Verify + Extract + 'static>(source: &'static Source) -> MethodRout
             http::answer(source.name, result)
         },
     )
+}
+
+fn read<S: Verify + Extract>(
+    secret: &Secret,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), HookError> {
+    S::verify(secret, headers, body)?;
+    S::extract(headers, body).map(|_| ())
 }
 
 /// Every source's hooks, the same way: see the module's comment.
