@@ -404,6 +404,17 @@ pub async fn queued_count(db: &impl ConnectionTrait, environment_id: i64) -> Api
         .await?)
 }
 
+/// How many queued deployments of an environment wait at a gate (an
+/// approval, a freeze window).
+pub async fn gated_count(db: &impl ConnectionTrait, environment_id: i64) -> ApiResult<u64> {
+    Ok(deployment::Entity::find()
+        .filter(deployment::Column::EnvironmentId.eq(environment_id))
+        .filter(deployment::Column::Status.eq(DeploymentStatus::Queued))
+        .filter(deployment::Column::Gate.is_not_null())
+        .count(db)
+        .await?)
+}
+
 /// The newest deployment of an environment, whatever its status.
 pub async fn newest(
     db: &impl ConnectionTrait,

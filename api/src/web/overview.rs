@@ -31,6 +31,8 @@ pub(super) struct Row {
     pub release: Option<deployment::Model>,
     pub running: Option<deployment::Model>,
     pub queued: u64,
+    /// Of those queued, how many wait at a gate (an approval, a freeze).
+    pub gated: u64,
     /// The newest deployment, when it failed.
     pub failure: Option<deployment::Model>,
     /// How far its release is behind the releases of the application's
@@ -48,6 +50,7 @@ async fn rows_of(state: &AppState, app: application::Model) -> ApiResult<Vec<Row
         let release = deployments::current_release(db, env.id).await?;
         let running = deployments::in_progress(db, env.id).await?;
         let queued = deployments::queued_count(db, env.id).await?;
+        let gated = deployments::gated_count(db, env.id).await?;
         let failure = deployments::newest(db, env.id)
             .await?
             .filter(|d| d.status == DeploymentStatus::Failed);
@@ -57,6 +60,7 @@ async fn rows_of(state: &AppState, app: application::Model) -> ApiResult<Vec<Row
             release,
             running,
             queued,
+            gated,
             failure,
             behind: Vec::new(),
         });
@@ -207,6 +211,7 @@ pub(super) fn environment_row(row: &Row, now: DateTime<Utc>) -> Markup {
                     span.muted { "idle" }
                 }
                 @if row.queued > 0 { br; span.chip { (row.queued) " queued" } }
+                @if row.gated > 0 { br; span.chip { (row.gated) " waiting for an approval or a freeze to end" } }
                 @if row.env.auto_deploy_paused_by.is_some() { br; span.chip { "auto-deploy paused" } }
             }
             td data-label="Lock" {
@@ -466,6 +471,9 @@ async fn environment_live_part(
                             @if let Some(phase) = running.phase { " " span.muted { (layout::phase_name(phase)) } } }
                     } @else {
                         p.muted { "No deployment in progress." }
+                    }
+                    @if row.gated > 0 {
+                        p { (row.gated) " of the queued wait for an approval or a freeze to end: their pages say which." }
                     }
                     p { (row.queued) " queued · auto-deploys from "
                         @if let Some(tracked) = &env.auto_deploy_ref { code { (tracked) } } @else { "no branch" } }

@@ -1213,7 +1213,39 @@ async fn the_deployment_page_shows_its_gate_and_the_forms_that_open_it(backend: 
     assert!(html.contains("hotfix"));
 }
 
+async fn the_overview_says_how_many_deployments_wait_at_a_gate(backend: Backend) {
+    let server = TestApi::start(backend).await;
+    server
+        .app(
+            "web",
+            "file:///srv/git/web.git",
+            &[("production", None, None)],
+        )
+        .await;
+    server
+        .ok_as(
+            Role::Admin,
+            "mutation { setApprovalPolicy(application: \"web\", environment: \"production\", required: true) { name } }",
+            json!({}),
+        )
+        .await;
+    server.deploy("web", "production").await;
+    let browser = Browser::sign_in(&server, Role::Viewer, "vic").await;
+    let (_, overview) = browser.page("/").await;
+    assert!(overview.contains("1 queued"), "{overview}");
+    assert!(
+        overview.contains("1 waiting for an approval or a freeze to end"),
+        "{overview}"
+    );
+    let (_, environment) = browser.page("/apps/web/production").await;
+    assert!(
+        environment.contains("1 of the queued wait for an approval or a freeze to end"),
+        "{environment}"
+    );
+}
+
 slipway_testkit::on_both_backends!(
+    the_overview_says_how_many_deployments_wait_at_a_gate,
     the_deployment_page_shows_its_gate_and_the_forms_that_open_it,
     a_preview_shows_what_a_deployment_would_change_and_deploys_the_commit_it_saw,
     an_admin_checks_a_spec_from_the_setup_page,
