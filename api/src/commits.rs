@@ -187,7 +187,7 @@ pub async fn release_shas(
         .column(deployment::Column::Sha)
         .column_as(deployment::Column::Id.max(), "newest")
         .filter(deployment::Column::ApplicationId.eq(application_id))
-        .filter(deployment::Column::Status.eq(DeploymentStatus::Succeeded))
+        .filter(crate::deployments::released())
         .filter(deployment::Column::Sha.is_not_null())
         .group_by(deployment::Column::Sha)
         .order_by_desc(Expr::cust("newest"))

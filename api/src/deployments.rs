@@ -13,6 +13,7 @@ pub use crate::db::entities::deployment::{DeploymentPhase, DeploymentStatus};
 use crate::db::entities::environment::QueuePolicy;
 use crate::db::entities::{application, deployment, environment};
 use crate::error::{ApiError, ApiResult};
+use crate::releases::ROLLBACK_TASK;
 use crate::state::AppState;
 use crate::view::{self, hydrate, hydrate_one, DeploymentView};
 
@@ -34,9 +35,46 @@ pub struct NewDeployment {
     /// A rollback: why; auto-deploys of the environment pause until a person
     /// deploys or resumes them.
     pub pause_auto_deploy: Option<String>,
+    /// An admin's reason to go past the freeze windows in force (`REFUSE`
+    /// ones too); recorded on the deployment. The caller checks the role.
+    pub override_freeze: Option<String>,
 }
 
 const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+
+/// The task of a deployment that rolls the stack out, unless told otherwise.
+pub const DEPLOY_TASK: &str = "deploy";
+
+/// The task of the spec a deployment of `task` runs alone, if it does: none
+/// for `deploy` and `rollback`, which roll the stack out; `migrate` for
+/// `migrate` and for `deploy:migrate` (GitHub's way of naming a task).
+pub fn task_alone(task: &str) -> ApiResult<Option<String>> {
+    if task == DEPLOY_TASK || task == ROLLBACK_TASK {
+        return Ok(None);
+    }
+    let name = task.strip_prefix("deploy:").unwrap_or(task);
+    let mut chars = name.chars();
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !valid {
+        return Err(ApiError::BadInput(format!(
+            "`task` {} is neither `deploy`, `rollback` nor the name of a task of the spec \
+             (lowercase letters, digits, `-` and `_`, as `migrate` or `deploy:migrate`)",
+            crate::error::quote(task)
+        )));
+    }
+    Ok(Some(name.to_owned()))
+}
+
+/// Deployments that made a release: they succeeded and rolled the stack
+/// out (a task run alone changes no service).
+pub fn released() -> sea_orm::Condition {
+    sea_orm::Condition::all()
+        .add(deployment::Column::Status.eq(DeploymentStatus::Succeeded))
+        .add(deployment::Column::RunsTask.is_null())
+}
 
 fn validate(input: &NewDeployment) -> ApiResult<()> {
     validate_name("environment", &input.environment)?;
@@ -54,6 +92,7 @@ fn validate(input: &NewDeployment) -> ApiResult<()> {
                 "`task` must be 1 to 64 characters".into(),
             ));
         }
+        task_alone(task)?;
     }
     if let Some(id) = &input.external_id {
         if id.is_empty() || id.len() > 255 {
@@ -167,7 +206,8 @@ pub async fn create(
     }
 
     let env = auto_deploy_pause(&txn, env, &app, &input).await?;
-    let gate = crate::gates::at_creation(&txn, &env, &app, &input, created_by, now).await?;
+    let (gate, overrode) =
+        crate::gates::at_creation(&txn, &env, &app, &input, created_by, now).await?;
     if let (QueuePolicy::Fifo, Some(max)) = (env.queue_policy, env.max_queued) {
         let queued = deployment::Entity::find()
             .filter(deployment::Column::EnvironmentId.eq(env.id))
@@ -189,7 +229,8 @@ pub async fn create(
         number: Set(app.deployment_count),
         ref_name: Set(input.ref_name),
         sha: Set(input.sha),
-        task: Set(input.task.unwrap_or_else(|| "deploy".to_owned())),
+        runs_task: Set(input.task.as_deref().map(task_alone).transpose()?.flatten()),
+        task: Set(input.task.unwrap_or_else(|| DEPLOY_TASK.to_owned())),
         payload: Set(input.payload.map(|p| p.to_string())),
         description: Set(input.description),
         external_id: Set(input.external_id),
@@ -207,6 +248,9 @@ pub async fn create(
         gate_since: Set(gate.as_ref().map(|_| now)),
         gate_until: Set(gate.as_ref().and_then(|g| g.until)),
         gate_waiting_for: Set(gate.map(|g| g.waiting_for)),
+        freeze_overridden_by: Set(overrode.then(|| created_by.to_owned())),
+        freeze_overridden_at: Set(overrode.then_some(now)),
+        freeze_override_reason: Set(input.override_freeze.clone().filter(|_| overrode)),
         ..Default::default()
     }
     .insert(&txn)
@@ -369,14 +413,14 @@ pub async fn next_claimable(
         .await?)
 }
 
-/// The release of an environment: the deployment that last succeeded there.
+/// The release of an environment: the rollout that last succeeded there.
 pub async fn current_release(
     db: &impl ConnectionTrait,
     environment_id: i64,
 ) -> ApiResult<Option<deployment::Model>> {
     Ok(deployment::Entity::find()
         .filter(deployment::Column::EnvironmentId.eq(environment_id))
-        .filter(deployment::Column::Status.eq(DeploymentStatus::Succeeded))
+        .filter(released())
         .order_by_desc(deployment::Column::FinishedAt)
         .order_by_desc(deployment::Column::Id)
         .one(db)

@@ -116,8 +116,9 @@ fn local(at: DateTime<Utc>, zone: &str) -> String {
     }
 }
 
-/// The gate a new deployment waits at, if any; `CONFLICT` when a `REFUSE`
-/// freeze window covers `now`.
+/// The gate a new deployment waits at, if any, and whether it went past a
+/// freeze window in force by an admin's override (`override_freeze`);
+/// `CONFLICT` when a `REFUSE` window covers `now` and nobody overrides it.
 pub(crate) async fn at_creation(
     db: &impl ConnectionTrait,
     env: &environment::Model,
@@ -125,20 +126,33 @@ pub(crate) async fn at_creation(
     input: &NewDeployment,
     created_by: &str,
     now: DateTime<Utc>,
-) -> ApiResult<Option<Gate>> {
+) -> ApiResult<(Option<Gate>, bool)> {
     if input.restores.is_some() && input.task.as_deref() == Some(ROLLBACK_TASK) {
-        return Ok(None);
+        return Ok((None, false));
+    }
+    if let Some(reason) = &input.override_freeze {
+        validate_comment("overrideFreeze", reason, true)?;
     }
     let mut waiting: Option<(freeze_window::Model, DateTime<Utc>)> = None;
     for window in windows(db, env.id).await? {
         let Some(end) = active_until(&window, now)? else {
             continue;
         };
+        if input.override_freeze.is_some() {
+            tracing::warn!(
+                environment = env.id,
+                window = window.id,
+                by = created_by,
+                "freeze window overridden at creation"
+            );
+            return Ok((approval_gate(env, created_by), true));
+        }
         match window.mode {
             FreezeMode::Refuse => {
                 return Err(ApiError::Conflict(format!(
                     "`{}` of `{}` is frozen until {} ({}): {}; deployments created in \
-                     this window are refused (freeze window {}, mode REFUSE)",
+                     this window are refused (freeze window {}, mode REFUSE; an admin may \
+                     create one with `overrideFreeze` and a reason)",
                     env.name,
                     app.name,
                     local(end, &window.time_zone),
@@ -155,9 +169,9 @@ pub(crate) async fn at_creation(
         }
     }
     if let Some((window, end)) = waiting {
-        return Ok(Some(freeze_gate(env, &window, end)));
+        return Ok((Some(freeze_gate(env, &window, end)), false));
     }
-    Ok(approval_gate(env, created_by))
+    Ok((approval_gate(env, created_by), false))
 }
 
 fn freeze_gate(

@@ -1,4 +1,5 @@
-//! Releases: every deployment that succeeded is a release of its environment,
+//! Releases: every rollout that succeeded is a release of its environment
+//! (a deployment that ran a task alone is not),
 //! serving from when it finished until the next release replaced it. Rolling
 //! back creates a deployment (task `rollback`) that restores an earlier
 //! release exactly, and pauses the environment's auto-deploys; promoting
@@ -70,7 +71,7 @@ pub async fn deployment(
 fn succeeded(environment_id: i64) -> sea_orm::Select<deployment::Entity> {
     deployment::Entity::find()
         .filter(deployment::Column::EnvironmentId.eq(environment_id))
-        .filter(deployment::Column::Status.eq(DeploymentStatus::Succeeded))
+        .filter(deployments::released())
 }
 
 /// What a person asks for when rolling back.
@@ -145,6 +146,7 @@ pub async fn rollback(state: &AppState, by: &str, ask: Rollback) -> ApiResult<De
             auto_deploy: false,
             restores: Some(target.id),
             pause_auto_deploy: Some(reason.to_owned()),
+            override_freeze: None,
         },
     )
     .await
@@ -202,6 +204,8 @@ pub async fn promote(
             auto_deploy: false,
             restores: Some(release.id),
             pause_auto_deploy: None,
+            // A promotion waits out a freeze like any deployment.
+            override_freeze: None,
         },
     )
     .await
@@ -253,6 +257,20 @@ async fn release_numbered(
                 DeploymentStatus::Cancelled => "was cancelled",
                 DeploymentStatus::Succeeded => unreachable!("checked above"),
             }
+        )));
+    }
+    if let Some(task) = &row.runs_task {
+        return Err(ApiError::BadInput(format!(
+            "{}#{number} is not a release of `{}`: it ran task `{task}` alone and rolled \
+             nothing out",
+            app.name, env.name
+        )));
+    }
+    if let Some(task) = &row.runs_task {
+        return Err(ApiError::BadInput(format!(
+            "{}#{number} is not a release of `{}`: it ran task `{task}` alone and rolled \
+             nothing out",
+            app.name, env.name
         )));
     }
     Ok(row)

@@ -184,6 +184,7 @@ pub async fn deploy(args: DeployArgs, output: Output) -> anyhow::Result<ExitCode
                 description: args.description,
                 // A person asked for it.
                 auto_deploy: Some(false),
+                override_freeze: args.override_freeze,
             },
         })
         .await?;

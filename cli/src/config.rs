@@ -74,6 +74,9 @@ pub enum Command {
     Approve(ApproveArgs),
     /// Reject a deployment that waits for an approval: it ends CANCELLED with the comment.
     Reject(RejectArgs),
+    /// Let a deployment through the freeze window it waits for (needs an
+    /// admin token); the reason is kept with it.
+    OverrideFreeze(OverrideFreezeArgs),
     /// Print a signed API token, with the secret `slipway up` uses.
     Token(TokenConfig),
 }
@@ -197,6 +200,59 @@ pub enum EnvCommand {
     /// Whether new deployments to an environment wait for a deployer's
     /// approval (`slipway approve`); without `--required`, they do not.
     Approval(EnvApprovalArgs),
+    /// Add a freeze window (needs an admin token): from each time `--cron`
+    /// names, for `--duration`, new deployments wait for its end (or, with
+    /// `--refuse`, are refused). Rollbacks pass.
+    Freeze(EnvFreezeArgs),
+    /// The freeze windows of an environment, and whether each is in force.
+    Freezes(EnvArgs),
+    /// Remove a freeze window, by its id (needs an admin token).
+    Unfreeze(EnvUnfreezeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct EnvFreezeArgs {
+    /// The application's name.
+    pub application: String,
+    /// The environment's name.
+    pub environment: String,
+    /// When each occurrence starts: five fields, read in `--time-zone`
+    /// (`0 16 * * FRI` is Fridays at 16:00).
+    #[arg(long)]
+    pub cron: String,
+    /// How long each occurrence lasts (`90m`, `64h`, `2d`).
+    #[arg(long, value_parser = parse_ttl)]
+    pub duration: chrono::Duration,
+    /// The IANA time zone the cron is read in (`Europe/Berlin`).
+    #[arg(long, default_value = "UTC")]
+    pub time_zone: String,
+    /// Why; shown to whoever deploys in the window.
+    #[arg(long)]
+    pub reason: String,
+    /// Refuse new deployments in the window instead of holding them.
+    #[arg(long)]
+    pub refuse: bool,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct EnvUnfreezeArgs {
+    /// The freeze window's id (as `slipway env freezes` prints it).
+    pub id: String,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct OverrideFreezeArgs {
+    /// The deployment's id.
+    pub id: String,
+    /// Why it may go now; kept with the deployment (required).
+    #[arg(long)]
+    pub reason: String,
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 #[derive(Args, Debug)]
@@ -266,12 +322,17 @@ pub struct DeployArgs {
     /// The commit `REF` is at, when you know it.
     #[arg(long)]
     pub sha: Option<String>,
-    /// What to do (`deploy` unless told).
+    /// Run this task of the spec alone (`migrate`), through the same queue
+    /// and lock, rolling nothing out; without it the stack rolls out.
     #[arg(long)]
     pub task: Option<String>,
     /// A note shown with the deployment.
     #[arg(long)]
     pub description: Option<String>,
+    /// Go past the freeze windows in force now, `--refuse` ones too, for
+    /// this reason (needs an admin token); kept with the deployment.
+    #[arg(long, value_name = "REASON")]
+    pub override_freeze: Option<String>,
     /// Follow the deployment until it ends; exit non-zero unless it succeeds.
     #[arg(long, short)]
     pub follow: bool,

@@ -20,6 +20,7 @@
 pub mod commands;
 pub mod config;
 pub mod follow;
+pub mod freeze;
 pub mod releases;
 pub mod secret;
 pub mod up;
@@ -42,6 +43,9 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> anyhow::Result
         Command::Env(EnvCommand::Lock(args)) => commands::env_lock(args, output).await,
         Command::Env(EnvCommand::Unlock(args)) => commands::env_unlock(args, output).await,
         Command::Env(EnvCommand::Approval(args)) => commands::env_approval(args, output).await,
+        Command::Env(EnvCommand::Freeze(args)) => freeze::add(args, output).await,
+        Command::Env(EnvCommand::Freezes(args)) => freeze::list(args, output).await,
+        Command::Env(EnvCommand::Unfreeze(args)) => freeze::remove(args, output).await,
         Command::Deploy(args) => commands::deploy(args, output).await,
         Command::Status(args) => commands::status(args, output).await,
         Command::Deployments(args) => commands::deployments(args, output).await,
@@ -52,6 +56,7 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> anyhow::Result
         Command::Cancel(args) => commands::cancel(args, output).await,
         Command::Approve(args) => commands::approve(args, output).await,
         Command::Reject(args) => commands::reject(args, output).await,
+        Command::OverrideFreeze(args) => freeze::override_freeze(args, output).await,
         Command::Token(config) => token(config, output),
     }
 }

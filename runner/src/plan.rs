@@ -17,6 +17,8 @@ pub const STACK_IMAGE_LABEL: &str = "com.docker.stack.image";
 pub const APPLICATION_LABEL: &str = "io.slipway.application";
 pub const ENVIRONMENT_LABEL: &str = "io.slipway.environment";
 pub const DEPLOYMENT_LABEL: &str = "io.slipway.deployment";
+/// On the swarm job of a task (`tasks:`): the task's name.
+pub const TASK_LABEL: &str = "io.slipway.task";
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Plan {
@@ -52,6 +54,109 @@ pub struct Plan {
     /// Paths whose changes auto-deploy the environment (`watch:`).
     #[serde(skip)]
     pub watch: Vec<String>,
+    /// One-off jobs (`tasks:`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<TaskPlan>,
+}
+
+impl Plan {
+    /// The task of the spec named `name`, or an error that lists those it has.
+    pub fn task(&self, name: &str) -> Result<&TaskPlan, String> {
+        self.tasks.iter().find(|t| t.name == name).ok_or_else(|| {
+            let names: Vec<&str> = self.tasks.iter().map(|t| t.name.as_str()).collect();
+            if names.is_empty() {
+                format!("the spec has no task {name:?}: it declares no `tasks:`")
+            } else {
+                format!(
+                    "the spec has no task {name:?} (its tasks: {})",
+                    names.join(", ")
+                )
+            }
+        })
+    }
+
+    /// Keeps what running task `name` alone needs: the task, and the service
+    /// whose image it runs, if it borrows one.
+    pub fn only_task(&mut self, name: &str) -> Result<(), String> {
+        let service = self.task(name)?.service.clone();
+        self.tasks.retain(|t| t.name == name);
+        self.services
+            .retain(|s| service.as_deref() == Some(s.name.as_str()));
+        Ok(())
+    }
+
+    /// The services and the tasks with an image of their own: what
+    /// `swarm::resolve` pins to digests.
+    pub fn images_mut<'a>(
+        services: &'a mut [ServicePlan],
+        tasks: &'a mut [TaskPlan],
+    ) -> impl Iterator<Item = &'a mut ServicePlan> {
+        services.iter_mut().chain(
+            tasks
+                .iter_mut()
+                .filter(|t| t.service.is_none())
+                .map(|t| &mut t.job),
+        )
+    }
+
+    /// Gives each task that runs a service's image that service's image as
+    /// resolved, and its registry credentials.
+    pub fn pin_tasks(&mut self) {
+        for task in &mut self.tasks {
+            let Some(service) = task
+                .service
+                .as_ref()
+                .and_then(|name| self.services.iter().find(|s| &s.name == name))
+            else {
+                continue;
+            };
+            let image = service.image().map(str::to_owned);
+            if let Some(container) = task
+                .job
+                .spec
+                .task_template
+                .as_mut()
+                .and_then(|t| t.container_spec.as_mut())
+            {
+                container.image = image;
+            }
+            task.job.credentials = service.credentials.clone();
+        }
+    }
+}
+
+/// A task of the spec: a swarm job, `<stack>_<task>`, one task, no restart.
+#[derive(Clone, Debug, Serialize)]
+pub struct TaskPlan {
+    /// As the spec names it (`migrate`).
+    pub name: String,
+    pub when: TaskWhen,
+    /// How long it may run before it fails.
+    #[serde(serialize_with = "serialize_secs")]
+    pub timeout: Duration,
+    /// The swarm service whose image, environment, networks, configs and
+    /// secrets it has (`service:`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    pub job: ServicePlan,
+}
+
+/// When a task runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskWhen {
+    /// Before the rollout (`before: deploy`): a failure stops it before any
+    /// service changed.
+    Before,
+    /// After every service converged (`after: deploy`): a failure rolls the
+    /// stack back.
+    After,
+    /// Only when a deployment names it.
+    Alone,
+}
+
+fn serialize_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
 }
 
 /// What a failed rollout rolls back (`rollback:` in `slipway.yml`).

@@ -46,6 +46,8 @@ pub struct Work {
     pub release: Option<CurrentRelease>,
     /// For a rollback: the release it restores, whose digests it pins.
     pub restores: Option<Restore>,
+    /// The task of the spec it runs alone, rolling nothing out.
+    pub runs_task: Option<String>,
     /// The runner instance that holds it, if any.
     pub runner_instance: Option<String>,
     /// The lease the API grants, as its last answer said.
@@ -89,6 +91,7 @@ macro_rules! work_from {
                             .filter_map(|s| Some((s.name, (s.image, s.digest?))))
                             .collect(),
                     }),
+                    runs_task: w.runs_task,
                     runner_instance: w.runner_instance,
                     lease: lease::granted(w.last_heartbeat_at, w.lease_expires_at),
                 }

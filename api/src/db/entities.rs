@@ -207,6 +207,10 @@ pub mod deployment {
         pub freeze_overridden_by: Option<String>,
         pub freeze_overridden_at: Option<ChronoDateTimeUtc>,
         pub freeze_override_reason: Option<String>,
+        /// The task of the spec it runs alone (`createDeployment(task:
+        /// "migrate")`), rolling nothing out; `None` for a rollout (tasks
+        /// `deploy` and `rollback`). Such a deployment is never a release.
+        pub runs_task: Option<String>,
     }
 
     /// What holds a QUEUED deployment back; stored like the status.

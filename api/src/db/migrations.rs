@@ -373,6 +373,16 @@ ALTER TABLE deployments ADD COLUMN freeze_override_reason TEXT;
 CREATE INDEX deployments_by_gate ON deployments (gate, gate_until);
 "#,
     },
+    Migration {
+        version: 9,
+        name: "deployments that run one task of the spec alone",
+        sqlite: r#"
+ALTER TABLE deployments ADD COLUMN runs_task TEXT;
+"#,
+        postgres: r#"
+ALTER TABLE deployments ADD COLUMN runs_task TEXT;
+"#,
+    },
 ];
 
 /// Applies every migration the database does not have yet, in order, and

@@ -9,7 +9,7 @@ use super::types::{
     deployment_id, plan_id, state, Application, Deployment, Environment, Plan, Runner,
 };
 use crate::applications::{self, ApplicationChange, NewApplication, NewEnvironment};
-use crate::auth::{caller, roles, RoleGuard};
+use crate::auth::{caller, roles, Role, RoleGuard};
 use crate::commits::{self, NewCommit};
 use crate::deployments::{self, NewDeployment};
 use crate::error::{quote, ApiError, ApiResult};
@@ -56,7 +56,9 @@ pub(super) struct CreateDeploymentInput {
     pub r#ref: String,
     /// The commit `ref` is at, when the creator knows it (a GitHub hook does).
     pub sha: Option<String>,
-    /// `deploy` unless told.
+    /// `deploy` (roll the stack out) unless told; the name of a task of
+    /// the spec (`migrate`, or `deploy:migrate`) runs that task alone at
+    /// the commit, through the same queue and lock, and makes no release.
     pub task: Option<String>,
     pub payload: Option<Json<serde_json::Value>>,
     /// Idempotency key: a second deployment with the same key in the same
@@ -67,6 +69,10 @@ pub(super) struct CreateDeploymentInput {
     /// skips such a deployment when the environment already runs a newer
     /// commit of its ref.
     pub auto_deploy: Option<bool>,
+    /// An admin's reason to create the deployment past the freeze windows
+    /// in force now, `REFUSE` ones too; kept on the deployment
+    /// (`freezeOverride`). Only an admin may give it.
+    pub override_freeze: Option<String>,
 }
 
 #[derive(InputObject)]
@@ -193,7 +199,15 @@ impl Mutation {
         ctx: &Context<'_>,
         input: CreateDeploymentInput,
     ) -> ApiResult<Deployment> {
-        let by = caller(ctx)?.sub.clone();
+        let claims = caller(ctx)?;
+        if input.override_freeze.is_some() && claims.role != Role::Admin {
+            return Err(ApiError::Forbidden(
+                "`overrideFreeze` is for admins: the caller's role may not go past a freeze \
+                 window"
+                    .into(),
+            ));
+        }
+        let by = claims.sub.clone();
         let view = deployments::create(
             state(ctx),
             &by,
@@ -209,6 +223,7 @@ impl Mutation {
                 auto_deploy: input.auto_deploy.unwrap_or(false),
                 restores: None,
                 pause_auto_deploy: None,
+                override_freeze: input.override_freeze,
             },
         )
         .await?;

@@ -583,8 +583,18 @@ impl Deployment {
         self.0.deployment.sha.as_deref()
     }
 
+    /// `deploy` (rolls the stack out), `rollback` (restores a release), or
+    /// a task of the spec to run alone (`migrate`, `deploy:migrate`).
     async fn task(&self) -> &str {
         &self.0.deployment.task
+    }
+
+    /// The task of the spec this deployment runs alone, rolling nothing out
+    /// (`migrate` for task `migrate` or `deploy:migrate`); null for a
+    /// rollout. Such a deployment takes the environment's queue and lock
+    /// like any other, but is never a release.
+    async fn runs_task(&self) -> Option<&str> {
+        self.0.deployment.runs_task.as_deref()
     }
 
     /// Free-form JSON from the creator, passed to the runner.

@@ -110,7 +110,12 @@ fn summary(
                 div.panel {
                     dl.facts {
                         dt { "Commit" } dd { code { (d.ref_name) } " " (commit(&view.application.repository, d.sha.as_deref())) }
-                        dt { "Task" } dd { (d.task) }
+                        dt { "Task" } dd {
+                            (d.task)
+                            @if let Some(task) = &d.runs_task {
+                                " — runs task " code { (task) } " of the spec alone; no service changes, and it is no release"
+                            }
+                        }
                         dt { "Asked by" } dd { (d.created_by) @if d.auto_deploy { " (auto-deploy)" } }
                         dt { "Created" } dd { (time(d.created_at, now)) }
                         @if let Some(started) = d.started_at {
@@ -527,6 +532,8 @@ pub(super) async fn redeploy(
             environment: view.environment.name.clone(),
             ref_name: d.ref_name.clone(),
             sha: d.sha.clone(),
+            // A task run alone runs again; anything else rolls out.
+            task: d.runs_task.as_ref().map(|_| d.task.clone()),
             description: Some(format!("redeploy of {}", view.name())),
             ..NewDeployment::default()
         },

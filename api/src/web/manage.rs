@@ -58,6 +58,10 @@ pub(super) async fn deploy_page(
                     label for="description" { "Note " small { "optional, shown with the deployment" } }
                     input #description type="text" name="description" maxlength="4096";
                 }
+                div.field {
+                    label for="task" { "Task " small { "optional: run this task of the spec alone (" code { "migrate" } "), changing no service" } }
+                    input #task type="text" name="task" maxlength="64" pattern="(deploy:)?[a-z0-9][a-z0-9_-]*";
+                }
                 div.actions {
                     button type="submit" formaction="/plans" { "Preview changes" }
                     button.primary type="submit" { "Deploy" }
@@ -80,6 +84,8 @@ pub(super) struct DeployForm {
     /// The commit a plan saw: the deployment deploys exactly it.
     sha: Option<String>,
     description: Option<String>,
+    /// A task of the spec to run alone instead of a rollout.
+    task: Option<String>,
 }
 
 /// `POST /apps/{app}/{env}/deploy`.
@@ -103,6 +109,10 @@ pub(super) async fn deploy(
                 .map(|s| s.trim().to_owned())
                 .filter(|s| !s.is_empty()),
             description: form.description.filter(|d| !d.trim().is_empty()),
+            task: form
+                .task
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty()),
             ..NewDeployment::default()
         },
     )

@@ -339,6 +339,45 @@ async fn a_refusing_window_says_why_and_an_admin_may_override_a_wait(backend: Ba
         "{message}"
     );
     assert!(message.contains("release freeze for the sale"), "{message}");
+    assert!(
+        message.contains("an admin may create one with `overrideFreeze`"),
+        "{message}"
+    );
+
+    // Only an admin goes past it, with a reason, which is kept.
+    let past = "mutation($r: String) { createDeployment(input: {application: \"web\", environment: \"production\", ref: \"main\", overrideFreeze: $r}) { id status gate { kind } freezeOverride { by reason } } }";
+    let (code, message) = server
+        .err(&deployer, past, json!({"r": "hotfix for the sale"}))
+        .await;
+    assert_eq!(code, "FORBIDDEN", "{message}");
+    assert!(
+        message.contains("`overrideFreeze` is for admins"),
+        "{message}"
+    );
+    let admin = server.token(Role::Admin, "root");
+    let (code, message) = server.err(&admin, past, json!({"r": "  "})).await;
+    assert_eq!(code, "BAD_USER_INPUT", "{message}");
+    assert!(server.deployments().await.is_empty(), "nothing was created");
+    let hotfix = server
+        .ok(&admin, past, json!({"r": "hotfix for the sale"}))
+        .await["createDeployment"]
+        .clone();
+    assert_eq!(hotfix["status"], "QUEUED");
+    assert_eq!(
+        hotfix["gate"]["kind"], "APPROVAL",
+        "past the freeze, the approval this environment requires is still needed: {hotfix}"
+    );
+    assert_eq!(
+        hotfix["freezeOverride"],
+        json!({"by": "root", "reason": "hotfix for the sale"})
+    );
+    server
+        .ok(
+            &admin,
+            "mutation($id: ID!) { cancelDeployment(id: $id) { id } }",
+            json!({"id": hotfix["id"]}),
+        )
+        .await;
 
     // Bad input says what is wrong.
     let (code, message) = server

@@ -490,7 +490,96 @@ async fn a_compare_url_from_another_environments_release(backend: Backend) {
     }
 }
 
+async fn a_task_run_alone_takes_the_queue_but_is_never_a_release(backend: Backend) {
+    let server = TestApi::start(backend).await;
+    github_app(&server).await;
+    deployed(&server, &sha(1), "SUCCEEDED").await;
+    let create = "mutation($task: String, $sha: String) { createDeployment(input: {application: \"web\", environment: \"production\", ref: \"main\", sha: $sha, task: $task}) { id number task runsTask } }";
+    let mut numbers_of_tasks = Vec::new();
+    for (task, runs) in [
+        (Some("deploy:migrate"), json!("migrate")),
+        (Some("flush-cache"), json!("flush-cache")),
+        (Some("deploy"), Value::Null),
+        (None, Value::Null),
+    ] {
+        // Tasks at a commit no rollout deployed.
+        let at = if runs.is_null() { sha(2) } else { sha(7) };
+        let d = server
+            .ok_as(Role::Deployer, create, json!({"task": task, "sha": at}))
+            .await["createDeployment"]
+            .clone();
+        assert_eq!(d["runsTask"], runs, "{task:?}: {d}");
+        assert_eq!(d["task"], task.unwrap_or("deploy"), "{d}");
+        let id = d["id"].as_str().unwrap().to_owned();
+        let id = id.as_str();
+        // Through the same queue and slot as a rollout.
+        server.claim_ok(RUNNER, id).await;
+        server
+            .ok(
+                &server.token(Role::Runner, RUNNER),
+                "mutation($id: ID!) { finishDeployment(id: $id, status: SUCCEEDED, message: \"done\") { id } }",
+                json!({"id": id}),
+            )
+            .await;
+        if !runs.is_null() {
+            numbers_of_tasks.push(d["number"].as_i64().unwrap());
+            let env = environment(&server, 20, None).await;
+            assert_eq!(
+                env["release"]["deployment"]["number"], 1,
+                "a task is not what runs: {env}"
+            );
+            assert_eq!(numbers(&env["releases"]), [1]);
+        }
+    }
+    assert_eq!(numbers_of_tasks, [2, 3]);
+    let env = environment(&server, 20, None).await;
+    assert_eq!(numbers(&env["releases"]), [5, 4, 1]);
+    let shas = server
+        .ok_as(
+            Role::Viewer,
+            "{ application(name: \"web\") { releaseShas } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        shas["application"]["releaseShas"],
+        json!([sha(2), sha(1)]),
+        "{shas}"
+    );
+
+    // A task run alone is not something to roll back to.
+    let (code, message) = server
+        .err(
+            &server.token(Role::Deployer, "d"),
+            "mutation { rollbackDeployment(application: \"web\", environment: \"production\", to: \"2\", reason: \"back\") { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, "BAD_USER_INPUT", "{message}");
+    assert!(
+        message.contains("web#2 is not a release of `production`: it ran task `migrate` alone"),
+        "{message}"
+    );
+
+    for bad in ["Migrate", "deploy:", "run migrations", "deploy:-x"] {
+        let (code, message) = server
+            .err(
+                &server.token(Role::Deployer, "d"),
+                create,
+                json!({"task": bad}),
+            )
+            .await;
+        assert_eq!(code, "BAD_USER_INPUT", "{bad}: {message}");
+        assert!(
+            message.contains("is neither `deploy`, `rollback`"),
+            "{message}"
+        );
+    }
+    assert_eq!(server.deployments().await.len(), 5, "nothing was created");
+}
+
 slipway_testkit::on_both_backends!(
+    a_task_run_alone_takes_the_queue_but_is_never_a_release,
     releases_are_the_deployments_that_succeeded_newest_first,
     a_compare_url_from_another_environments_release,
     a_rollback_restores_a_release_and_pauses_auto_deploys,

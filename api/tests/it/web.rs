@@ -1009,6 +1009,22 @@ async fn a_preview_shows_what_a_deployment_would_change_and_deploys_the_commit_i
     assert_eq!(deployments[0]["sha"], sha.as_str());
     assert_eq!(deployments[0]["ref"], "main");
 
+    // A task of the spec, run alone: the deployment's page says so.
+    let deployed = deployer
+        .post(
+            "/apps/web/production/deploy",
+            &[("csrf", &csrf), ("ref", "main"), ("task", " migrate ")],
+        )
+        .await;
+    assert_eq!(deployed.status(), StatusCode::SEE_OTHER);
+    let location = deployed.headers()[LOCATION].to_str().unwrap().to_owned();
+    let (_, html) = viewer.page(&location).await;
+    assert!(
+        html.contains("runs task <code>migrate</code> of the spec alone"),
+        "{html}"
+    );
+    assert_eq!(server.deployments().await.len(), 2);
+
     // A failed plan says why.
     let failed = server.request_plan("web", "production", "broken").await;
     server

@@ -315,3 +315,119 @@ fn approvals_show_in_status_and_approve_and_reject_answer_them() {
     let again = up.run(&["approve", &id]).failed();
     assert!(again.stderr.contains("CONFLICT"), "{again:#?}");
 }
+
+#[test]
+fn freeze_windows_are_added_listed_overridden_and_removed() {
+    let up = Up::start(&[]);
+    let repo = ExampleRepo::new();
+    let app = unique_name("freeze");
+    let _stack = StackGuard::new(format!("{app}-local"));
+    up.run(&[
+        "app",
+        "create",
+        &app,
+        repo.path().to_str().unwrap(),
+        "--spec-path",
+        "examples/shop/slipway.yml",
+    ])
+    .ok();
+    up.run(&["env", "create", &app, "local"]).ok();
+
+    // A window in force from every minute on, for an hour: always.
+    let added = up
+        .run(&[
+            "env",
+            "freeze",
+            &app,
+            "local",
+            "--cron",
+            "* * * * *",
+            "--duration",
+            "1h",
+            "--time-zone",
+            "Europe/Berlin",
+            "--reason",
+            "all hands",
+        ])
+        .ok();
+    assert!(
+        added.stdout.contains(
+            "from `* * * * *` (Europe/Berlin) for 1h, new deployments wait for its end: all hands; in force now, until"
+        ),
+        "{added:#?}"
+    );
+    let windows = up
+        .run(&["-o", "json", "env", "freezes", &app, "local"])
+        .ok()
+        .json();
+    let wait_id = windows[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(windows[0]["mode"], "WAIT", "{windows}");
+    let listed = up.run(&["env", "freezes", &app, "local"]).ok();
+    assert!(
+        listed.stdout.contains("ID") && listed.stdout.contains("all hands (admin)"),
+        "{listed:#?}"
+    );
+
+    let held = up
+        .run(&["-o", "json", "deploy", &app, "local", "main"])
+        .ok()
+        .json();
+    assert_eq!(held["gate"]["kind"], "FREEZE", "{held}");
+    let id = held["id"].as_str().unwrap().to_owned();
+    let refused = up.run(&["override-freeze", &id]).failed();
+    assert!(refused.stderr.contains("--reason"), "{refused:#?}");
+    let through = up
+        .run(&["override-freeze", &id, "--reason", "the fix for the outage"])
+        .ok();
+    assert!(
+        through.stdout.contains(&format!(
+            "{app}#1 is through the freeze; it goes in its turn"
+        )),
+        "{through:#?}"
+    );
+    up.run(&["cancel", &id]).ok();
+
+    // A refusing window turns a deployment away, unless an admin says why.
+    up.run(&["env", "unfreeze", &wait_id]).ok();
+    up.run(&[
+        "env",
+        "freeze",
+        &app,
+        "local",
+        "--cron",
+        "* * * * *",
+        "--duration",
+        "90m",
+        "--reason",
+        "audit",
+        "--refuse",
+    ])
+    .ok();
+    let turned_away = up.run(&["deploy", &app, "local", "main"]).failed();
+    assert!(
+        turned_away.stderr.contains("CONFLICT") && turned_away.stderr.contains("audit"),
+        "{turned_away:#?}"
+    );
+    let past = up
+        .run(&[
+            "-o",
+            "json",
+            "deploy",
+            &app,
+            "local",
+            "main",
+            "--override-freeze",
+            "security fix",
+        ])
+        .ok()
+        .json();
+    assert!(past["gate"].is_null(), "{past}");
+    up.run(&["cancel", past["id"].as_str().unwrap()]).ok();
+    let windows = up
+        .run(&["-o", "json", "env", "freezes", &app, "local"])
+        .ok()
+        .json();
+    assert_eq!(windows.as_array().unwrap().len(), 1, "{windows}");
+    assert_eq!(windows[0]["mode"], "REFUSE");
+    assert_eq!(windows[0]["durationMinutes"], 90);
+}

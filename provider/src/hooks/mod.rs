@@ -209,6 +209,8 @@ impl Hooks {
             external_id: request.external_id.map(bounded_key),
             description: request.description,
             auto_deploy: Some(request.auto_deploy),
+            // A hook never goes past a freeze window.
+            override_freeze: None,
         };
         let variables = operations::create_deployment::Variables { input };
         match self

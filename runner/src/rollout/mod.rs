@@ -30,13 +30,22 @@ use tracing::Instrument as _;
 
 use crate::git::{CommitFiles, Fetched};
 use crate::lease::{Lease, DEFAULT_LEASE};
-use crate::plan::{Plan, Rollback};
+use crate::plan::{Plan, Rollback, TaskPlan, TaskWhen};
 use crate::registry::reference::digest_of;
 use crate::report::{Convergence, Mask, Reporter};
 use crate::spec::{self, Context};
+use crate::swarm::job::JobEnd;
 use crate::swarm::{self, Applied, Baseline, ChangeKind, EngineError, Outcome};
 use crate::work::{Runner, Work};
 use record::{RecordFile, RollingBack};
+
+/// Why a task stopped before it succeeded.
+enum TaskStop {
+    Failed(String),
+    Cancelled,
+    /// A stop that ends the deployment as it is (the lease was lost).
+    Stop(Stop),
+}
 
 /// Why a rollout stopped before it succeeded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,6 +220,10 @@ impl Ending {
     ) -> Option<finish_deployment::Variables> {
         use finish_deployment::DeploymentStatus as Status;
         let (status, message, services) = match &self.0 {
+            // A task run alone rolled no service out.
+            Ok(release) if release.services.is_empty() => {
+                (Status::SUCCEEDED, &release.message, None)
+            }
             Ok(release) => (
                 Status::SUCCEEDED,
                 &release.message,
@@ -262,6 +275,9 @@ pub(crate) struct Rollout<'a> {
 impl Rollout<'_> {
     async fn run(&mut self) -> Result<Release, Stop> {
         let fetched = self.fetch().await?;
+        if let Some(task) = self.work.runs_task.clone() {
+            return self.run_alone(&fetched, &task).await;
+        }
         self.refuse_going_back(&fetched).await?;
         // The commits are reported while the stack rolls out, so that
         // deepening a shallow mirror does not hold the deployment's end; a
@@ -295,9 +311,229 @@ impl Rollout<'_> {
         }
         self.skip_unwatched(fetched, &plan).await?;
         self.resolve(&mut plan).await?;
+        self.before_tasks(&plan).await?;
         let applied = self.apply(&plan).await?;
         self.converge(&plan, &applied).await?;
+        self.after_tasks(&plan, &applied).await?;
         self.settle(&plan, &applied, fetched).await
+    }
+
+    /// A deployment that runs one task of the spec alone: at its commit,
+    /// with the images it names resolved, and no service changed. What it
+    /// created for the job (a network, a config) and nothing uses is removed.
+    async fn run_alone(&mut self, fetched: &Fetched, name: &str) -> Result<Release, Stop> {
+        let mut plan = self.plan(fetched).await?;
+        plan.only_task(name)
+            .map_err(|why| Stop::Failed(format!("nothing was run: {why}")))?;
+        self.resolve(&mut plan).await?;
+        let task = plan.tasks[0].clone();
+        let applied = self
+            .prepare_tasks(&plan, &format!("running task {name}"))
+            .await?;
+        let outcome = self.run_task(&task).await;
+        if let Some(why) = self.lease.lapsed() {
+            return Err(Stop::Lost(why));
+        }
+        self.tidy(&plan, &applied).await?;
+        match outcome {
+            Ok(()) => Ok(Release {
+                message: format!("task {name} succeeded at {}", short(&fetched.sha)),
+                services: Vec::new(),
+            }),
+            Err(TaskStop::Failed(why)) => {
+                Err(Stop::Failed(format!("{why}; no service was changed")))
+            }
+            Err(TaskStop::Cancelled) => Err(Stop::Cancelled(format!(
+                "cancelled while task {name} ran; its job was removed, no service was changed"
+            ))),
+            Err(TaskStop::Stop(stop)) => Err(stop),
+        }
+    }
+
+    /// The tasks that run before the rollout (`before: deploy`), in the
+    /// order of their names, after the stack's networks, configs and
+    /// secrets exist; the first that fails stops the deployment with no
+    /// service changed, and what was created for it removed.
+    async fn before_tasks(&mut self, plan: &Plan) -> Result<(), Stop> {
+        let tasks: Vec<TaskPlan> = plan
+            .tasks
+            .iter()
+            .filter(|t| t.when == TaskWhen::Before)
+            .cloned()
+            .collect();
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        if !self.record.record.applied.changes.is_empty() {
+            // Resumed after the rollout began: they succeeded before.
+            return Ok(());
+        }
+        let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+        let doing = format!("running task {} before the rollout", names.join(", "));
+        let applied = self.prepare_tasks(plan, &doing).await?;
+        for task in &tasks {
+            let outcome = self.run_task(task).await;
+            if let Some(why) = self.lease.lapsed() {
+                return Err(Stop::Lost(why));
+            }
+            let stop = match outcome {
+                Ok(()) => continue,
+                Err(TaskStop::Failed(why)) => Stop::Failed(format!(
+                    "{why}; the rollout did not start: no service was changed"
+                )),
+                Err(TaskStop::Cancelled) => Stop::Cancelled(format!(
+                    "cancelled while task {} ran before the rollout; no service was changed",
+                    task.name
+                )),
+                Err(TaskStop::Stop(stop)) => return Err(stop),
+            };
+            self.tidy(plan, &applied).await?;
+            return Err(stop);
+        }
+        Ok(())
+    }
+
+    /// The tasks that run once every service converged (`after: deploy`);
+    /// the first that fails rolls the stack back as a failed convergence
+    /// does (`rollback:`).
+    async fn after_tasks(&mut self, plan: &Plan, applied: &Applied) -> Result<(), Stop> {
+        let tasks: Vec<TaskPlan> = plan
+            .tasks
+            .iter()
+            .filter(|t| t.when == TaskWhen::After)
+            .cloned()
+            .collect();
+        for task in &tasks {
+            self.phase(
+                DeploymentPhase::VERIFYING,
+                &format!("running task {} after the rollout", task.name),
+                None,
+            )
+            .await;
+            let outcome = self.run_task(task).await;
+            if let Some(why) = self.lease.lapsed() {
+                return Err(Stop::Lost(why));
+            }
+            match outcome {
+                Ok(()) => {}
+                Err(TaskStop::Failed(why)) => {
+                    return Err(self.failed(plan, applied, why, None).await);
+                }
+                Err(TaskStop::Cancelled) => return Err(self.cancelled(plan, applied).await),
+                Err(TaskStop::Stop(stop)) => return Err(stop),
+            }
+        }
+        Ok(())
+    }
+
+    /// Before a task's first write: the lease renewed (after a restart),
+    /// no cancel asked, and the stack's networks, configs and secrets made,
+    /// which the job may use. Returns what was created, for [`Self::tidy`].
+    async fn prepare_tasks(&mut self, plan: &Plan, doing: &str) -> Result<Applied, Stop> {
+        if self.resumed && !self.lease.renewed(RENEW_WITHIN).await {
+            return Err(Stop::Lost(self.lease.lapsed().unwrap_or_else(|| {
+                "the lease could not be renewed after the restart".into()
+            })));
+        }
+        if self.lease.cancel_requested() {
+            return Err(Stop::Cancelled("cancelled before anything changed".into()));
+        }
+        self.phase(DeploymentPhase::UPDATING, doing, None).await;
+        let baseline = self.baseline(&plan.stack).await?;
+        if let Some(owner) = baseline.owned_by_other(&self.work.application, &self.work.environment)
+        {
+            return Err(Stop::Failed(format!("nothing was changed: {owner}")));
+        }
+        let mut applied = self.record.record.applied.clone();
+        let path = self.record.path().to_owned();
+        let mut saved = |applied: &Applied| {
+            let record = record::Record {
+                baseline: Some(baseline.clone()),
+                applied: applied.clone(),
+                rolling_back: None,
+            };
+            record::save(&path, &record).map_err(|err| {
+                EngineError::Api(format!(
+                    "cannot record the deployment's changes in {}: {err}",
+                    path.display()
+                ))
+            })
+        };
+        let result = swarm::apply::apply_data(
+            &self.runner.engine,
+            plan,
+            self.lease,
+            &mut applied,
+            &mut saved,
+        )
+        .await;
+        self.record.record.applied = applied.clone();
+        match result {
+            Ok(()) => Ok(applied),
+            Err(EngineError::Fenced(why)) => Err(Stop::Lost(why)),
+            Err(err) => {
+                self.tidy(plan, &applied).await?;
+                Err(Stop::Failed(format!("nothing was changed: {err}")))
+            }
+        }
+    }
+
+    /// Runs one task's job to its end, its output in the log under the
+    /// task's name.
+    async fn run_task(&self, task: &TaskPlan) -> Result<(), TaskStop> {
+        let report = self.report;
+        report.line(format!(
+            "task {}: running {} as job {} (timeout {} s)",
+            task.name,
+            task.job.image().unwrap_or_default(),
+            task.job.name,
+            task.timeout.as_secs()
+        ));
+        let started = Instant::now();
+        let is_cancelled = || self.lease.cancel_requested();
+        let mut line = |text: String| report.stream_line(&task.name, text);
+        let end = swarm::job::run(
+            &self.runner.engine,
+            task,
+            self.lease,
+            &is_cancelled,
+            &mut line,
+        )
+        .await;
+        match end {
+            Ok(JobEnd::Succeeded) => {
+                report.line(format!(
+                    "task {}: succeeded in {:.1} s",
+                    task.name,
+                    started.elapsed().as_secs_f64()
+                ));
+                Ok(())
+            }
+            Ok(JobEnd::Failed(why)) => Err(TaskStop::Failed(why)),
+            Ok(JobEnd::Cancelled) => Err(TaskStop::Cancelled),
+            Err(EngineError::Fenced(why)) => Err(TaskStop::Stop(Stop::Lost(why))),
+            Err(err) => Err(TaskStop::Failed(format!("task {}: {err}", task.name))),
+        }
+    }
+
+    /// Removes what a deployment created that nothing uses: networks it
+    /// created, configs and secrets no service uses.
+    async fn tidy(&self, plan: &Plan, applied: &Applied) -> Result<(), Stop> {
+        let engine = &self.runner.engine;
+        let tidy = async {
+            swarm::apply::prune_data(engine, &plan.stack, self.lease).await?;
+            swarm::apply::remove_created_networks(engine, applied, self.lease).await
+        };
+        match tidy.await {
+            Ok(()) => Ok(()),
+            Err(EngineError::Fenced(why)) => Err(Stop::Lost(why)),
+            Err(err) => {
+                self.report.line(format!(
+                    "warning: removing what the deployment created: {err}"
+                ));
+                Ok(())
+            }
+        }
     }
 
     async fn phase(&self, phase: DeploymentPhase, message: &str, sha: Option<&str>) {
@@ -688,40 +924,47 @@ impl Rollout<'_> {
             // Another runner may hold the environment now: leave the swarm alone.
             return Err(Stop::Lost(why));
         }
-        match (outcome, plan.rollback) {
-            (Outcome::Converged, _) => Ok(()),
-            (Outcome::Failed { why, .. }, Rollback::Stack) => {
+        match outcome {
+            Outcome::Converged => Ok(()),
+            Outcome::Failed { why, service } => Err(self.failed(plan, applied, why, service).await),
+            Outcome::Cancelled => Err(self.cancelled(plan, applied).await),
+        }
+    }
+
+    /// The stop of a rollout that failed after applying — a service that did
+    /// not converge (`service`), a task after the rollout —, after rolling
+    /// back as `rollback:` says.
+    async fn failed(
+        &mut self,
+        plan: &Plan,
+        applied: &Applied,
+        why: String,
+        service: Option<String>,
+    ) -> Stop {
+        match (service, plan.rollback) {
+            (_, Rollback::Stack) => {
                 let rolling = RollingBack {
                     why,
                     only: None,
                     cancel: false,
                 };
-                Err(self.roll_back(plan, applied, rolling).await)
+                self.roll_back(plan, applied, rolling).await
             }
-            (
-                Outcome::Failed {
-                    why,
-                    service: Some(service),
-                },
-                Rollback::Service,
-            ) => {
+            (Some(service), Rollback::Service) => {
                 let rolling = RollingBack {
                     why,
                     only: Some(service),
                     cancel: false,
                 };
-                Err(self.roll_back(plan, applied, rolling).await)
+                self.roll_back(plan, applied, rolling).await
             }
-            (Outcome::Failed { why, .. }, Rollback::Service | Rollback::Off) => {
-                Err(Stop::Failed(format!(
-                    "{why}; nothing was rolled back (rollback: {})",
-                    match plan.rollback {
-                        Rollback::Service => "service, and no one service failed",
-                        _ => "false",
-                    }
-                )))
-            }
-            (Outcome::Cancelled, _) => Err(self.cancelled(plan, applied).await),
+            (_, Rollback::Service | Rollback::Off) => Stop::Failed(format!(
+                "{why}; nothing was rolled back (rollback: {})",
+                match plan.rollback {
+                    Rollback::Service => "service, and no one service failed",
+                    _ => "false",
+                }
+            )),
         }
     }
 
@@ -887,18 +1130,7 @@ impl Rollout<'_> {
             .await
             .map_err(|err| stop(err, |err| err.to_string()))?;
         // What the deployment created and nothing uses now.
-        let tidy = async {
-            swarm::apply::prune_data(engine, &plan.stack, self.lease).await?;
-            swarm::apply::remove_created_networks(engine, applied, self.lease).await
-        };
-        if let Err(err) = tidy.await {
-            if let EngineError::Fenced(why) = err {
-                return Err(Stop::Lost(why));
-            }
-            self.report.line(format!(
-                "warning: removing what the deployment created: {err}"
-            ));
-        }
+        self.tidy(plan, applied).await?;
         let (mut restored, mut removed) = (0, 0);
         for change in &applied.changes {
             match change.kind {

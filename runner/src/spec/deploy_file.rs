@@ -19,12 +19,26 @@
 //! variables:
 //!   TAG: ${SLIPWAY_SHA}
 //! with_registry_auth: true          # default true; per environment too
+//! tasks:                            # one-off jobs, run as swarm jobs
+//!   migrate:
+//!     service: web                  # image, environment, networks, secrets of this service
+//!     command: [./manage, migrate]
+//!     before: deploy                # before the rollout; a failure changes no service
+//!     timeout: 10m                  # default 10m
+//!   smoke:
+//!     image: curlimages/curl        # or an image of its own, on every network of the stack
+//!     command: curl -fsS http://web/healthz
+//!     after: deploy                 # after convergence; a failure rolls the stack back
 //! ```
+//!
+//! A task with neither `before` nor `after` runs only when a deployment asks
+//! for it by name (`createDeployment(task: "migrate")`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde_norway::Value;
 
 use super::interpolate::Interpolator;
 use super::scalar::{Bool, OneOrMany, RollbackSetting, Text};
@@ -48,7 +62,48 @@ struct RawSpec {
     variables: BTreeMap<String, Text>,
     resolve_image: Option<Text>,
     with_registry_auth: Option<Bool>,
+    #[serde(default)]
+    tasks: BTreeMap<String, RawTask>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTask {
+    service: Option<Text>,
+    image: Option<Text>,
+    command: Option<Value>,
+    #[serde(default)]
+    environment: BTreeMap<String, Option<Text>>,
+    before: Option<Text>,
+    after: Option<Text>,
+    timeout: Option<Text>,
+}
+
+/// A task of `slipway.yml`, interpolated.
+#[derive(Clone, Debug)]
+pub struct TaskSpec {
+    pub name: String,
+    pub base: TaskBase,
+    /// As Compose writes `command`: a list, or a string split like a shell.
+    pub command: Option<Value>,
+    /// Added to (and overriding) the environment of the base.
+    pub environment: BTreeMap<String, Option<Text>>,
+    pub when: TaskWhen,
+    pub timeout: Duration,
+    /// `tasks.<name>`, to place errors found later.
+    pub key: KeyPath,
+}
+
+/// What a task's job is made from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaskBase {
+    /// A service of the Compose files, by its Compose name.
+    Service(String),
+    /// An image of its own.
+    Image(String),
+}
+
+pub use crate::plan::TaskWhen;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -89,6 +144,8 @@ pub struct DeploySpec {
     /// Paths whose changes auto-deploy the environment (globs); every path
     /// when empty.
     pub watch: Vec<String>,
+    /// One-off jobs (`tasks:`), by name.
+    pub tasks: Vec<TaskSpec>,
     /// Unset variables and the like.
     pub warnings: Vec<String>,
 }
@@ -203,17 +260,7 @@ pub fn read(files: &dyn Files, path: &str, ctx: &Context) -> Result<DeploySpec, 
 
     let timeout = match &env.timeout {
         None => DEFAULT_TIMEOUT,
-        Some(Text(t)) => {
-            let nanos = super::units::parse_duration(t)
-                .map_err(|m| source.error(PathError::new(&env_key.key("timeout"), m)))?;
-            if nanos <= 0 {
-                return Err(source.error(PathError::new(
-                    &env_key.key("timeout"),
-                    "must be longer than zero",
-                )));
-            }
-            Duration::from_nanos(nanos as u64)
-        }
+        Some(Text(t)) => duration(t, &env_key.key("timeout")).map_err(|e| source.error(e))?,
     };
 
     let url = match &env.url {
@@ -252,6 +299,12 @@ pub fn read(files: &dyn Files, path: &str, ctx: &Context) -> Result<DeploySpec, 
         .map(|Bool(b)| b)
         .unwrap_or(true);
 
+    let mut tasks = Vec::new();
+    for (name, raw) in raw.tasks {
+        let task = task(&name, raw, &variables, &mut warnings).map_err(|e| source.error(e))?;
+        tasks.push(task);
+    }
+
     Ok(DeploySpec {
         source,
         stack,
@@ -264,8 +317,107 @@ pub fn read(files: &dyn Files, path: &str, ctx: &Context) -> Result<DeploySpec, 
         resolve_image,
         with_registry_auth,
         watch: env.watch.clone().map(|w| w.0).unwrap_or_default(),
+        tasks,
         warnings,
     })
+}
+
+/// `10m`, `90s`: a duration longer than zero.
+fn duration(text: &str, key: &KeyPath) -> Result<Duration, PathError> {
+    let nanos = super::units::parse_duration(text).map_err(|m| PathError::new(key, m))?;
+    if nanos <= 0 {
+        return Err(PathError::new(key, "must be longer than zero"));
+    }
+    Ok(Duration::from_nanos(nanos as u64))
+}
+
+/// One task of `tasks:`, checked and interpolated with the spec's variables.
+fn task(
+    name: &str,
+    raw: RawTask,
+    variables: &BTreeMap<String, String>,
+    warnings: &mut Vec<String>,
+) -> Result<TaskSpec, PathError> {
+    let key = KeyPath::default().key("tasks").key(name);
+    if !valid_task_name(name) {
+        return Err(PathError::new(
+            &key,
+            format!(
+                "{name:?} is not a valid task name (lowercase letters, digits, '-' and '_', \
+                 starting with a letter or digit, at most 63)"
+            ),
+        ));
+    }
+    let mut interp = Interpolator::new(variables);
+    let base =
+        match (raw.service, raw.image) {
+            (Some(Text(service)), None) => TaskBase::Service(service),
+            (None, Some(Text(image))) => TaskBase::Image(interp.string(&image, &key.key("image"))?),
+            (Some(_), Some(_)) => {
+                return Err(PathError::new(
+                    &key,
+                    "names both `service` and `image`: a task runs the image of a service, or an \
+                 image of its own",
+                ))
+            }
+            (None, None) => return Err(PathError::new(
+                &key,
+                "names neither `service` (run with a service's image, environment, networks and \
+                 secrets) nor `image`",
+            )),
+        };
+    let mut command = raw.command;
+    if let Some(command) = &mut command {
+        interp.value(command, &key.key("command"))?;
+    }
+    let mut environment = BTreeMap::new();
+    for (var, value) in raw.environment {
+        let value = match value {
+            Some(Text(v)) => Some(Text(interp.string(&v, &key.key("environment").key(&var))?)),
+            None => None,
+        };
+        environment.insert(var, value);
+    }
+    warnings.append(&mut interp.warnings);
+    let when = match (raw.before, raw.after) {
+        (None, None) => TaskWhen::Alone,
+        (Some(Text(on)), None) if on == "deploy" => TaskWhen::Before,
+        (None, Some(Text(on))) if on == "deploy" => TaskWhen::After,
+        (Some(_), Some(_)) => {
+            return Err(PathError::new(
+                &key,
+                "has both `before` and `after`: a task runs once, before or after the rollout",
+            ))
+        }
+        (Some(Text(on)), None) | (None, Some(Text(on))) => {
+            return Err(PathError::new(
+                &key,
+                format!("runs before or after `deploy` (the rollout), not {on:?}"),
+            ));
+        }
+    };
+    let timeout = match &raw.timeout {
+        None => DEFAULT_TIMEOUT,
+        Some(Text(t)) => duration(t, &key.key("timeout"))?,
+    };
+    Ok(TaskSpec {
+        name: name.to_owned(),
+        base,
+        command,
+        environment,
+        when,
+        timeout,
+        key,
+    })
+}
+
+/// What a deployment may name as its task (the API checks the same): it
+/// ends a swarm service name, `<stack>_<task>`.
+fn valid_task_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 63
+        && matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'))
 }
 
 /// What `docker stack deploy` accepts as a namespace, and what is safe in

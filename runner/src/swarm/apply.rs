@@ -159,119 +159,10 @@ pub async fn apply(
     applied: &mut Applied,
     record: &mut (dyn FnMut(&Applied) -> Result<(), EngineError> + Send),
 ) -> Result<(), EngineError> {
+    apply_data(engine, plan, fence, applied, record).await?;
     let docker = &engine.docker;
-
-    for network in &plan.networks {
-        let existing = docker
-            .inspect_network(&network.name, None::<InspectNetworkOptions>)
-            .await;
-        match existing {
-            Ok(_) => {}
-            Err(err) if is_not_found(&err) => {
-                if network.external {
-                    return Err(EngineError::Api(format!(
-                        "network {} is declared external but does not exist; create it first",
-                        network.name
-                    )));
-                }
-                fence.check()?;
-                docker
-                    .create_network(NetworkCreateRequest {
-                        name: network.name.clone(),
-                        driver: Some(network.driver.clone()),
-                        attachable: Some(network.attachable),
-                        internal: Some(network.internal),
-                        labels: Some(network.labels.clone().into_iter().collect()),
-                        options: Some(network.options.clone().into_iter().collect()),
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|err| {
-                        EngineError::Api(format!(
-                            "creating network {}: {}",
-                            network.name,
-                            super::engine_message(&err)
-                        ))
-                    })?;
-                applied.networks_created.push(network.name.clone());
-                record(applied)?;
-            }
-            Err(err) => return Err(err.into()),
-        }
-    }
-
-    let configs: BTreeSet<String> = docker
-        .list_configs(None::<ListConfigsOptions>)
-        .await?
-        .into_iter()
-        .filter_map(|c| c.spec.and_then(|s| s.name))
-        .collect();
-    for config in &plan.configs {
-        if ensure_data(config, &configs, "config")? {
-            fence.check()?;
-            docker
-                .create_config(ConfigSpec {
-                    name: Some(config.name.clone()),
-                    labels: Some(config.labels.clone().into_iter().collect()),
-                    data: Some(base64::engine::general_purpose::STANDARD.encode(&config.data)),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|err| {
-                    EngineError::Api(format!(
-                        "creating config {}: {}",
-                        config.name,
-                        super::engine_message(&err)
-                    ))
-                })?;
-            applied.configs_created.push(config.name.clone());
-            record(applied)?;
-        }
-    }
-    let secrets: BTreeSet<String> = docker
-        .list_secrets(None::<ListSecretsOptions>)
-        .await?
-        .into_iter()
-        .filter_map(|s| s.spec.and_then(|s| s.name))
-        .collect();
-    for secret in &plan.secrets {
-        if ensure_data(secret, &secrets, "secret")? {
-            fence.check()?;
-            docker
-                .create_secret(SecretSpec {
-                    name: Some(secret.name.clone()),
-                    labels: Some(secret.labels.clone().into_iter().collect()),
-                    data: Some(base64::engine::general_purpose::STANDARD.encode(&secret.data)),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|err| {
-                    EngineError::Api(format!(
-                        "creating secret {}: {}",
-                        secret.name,
-                        super::engine_message(&err)
-                    ))
-                })?;
-            applied.secrets_created.push(secret.name.clone());
-            record(applied)?;
-        }
-    }
-
     // Services name their configs and secrets; the engine wants their ids too.
-    let config_ids = ids_by_name(
-        docker
-            .list_configs(None::<ListConfigsOptions>)
-            .await?
-            .into_iter()
-            .map(|c| (c.spec.and_then(|s| s.name), c.id)),
-    );
-    let secret_ids = ids_by_name(
-        docker
-            .list_secrets(None::<ListSecretsOptions>)
-            .await?
-            .into_iter()
-            .map(|s| (s.spec.and_then(|s| s.name), s.id)),
-    );
+    let (config_ids, secret_ids) = data_ids(engine).await?;
 
     let existing = stack_services(engine, &plan.stack).await?;
     for service in &plan.services {
@@ -407,6 +298,144 @@ fn ensure_data(
         ))),
         (false, false) => Ok(true),
     }
+}
+
+/// Makes the plan's networks, configs and secrets real: those it declares
+/// external must exist; the others are created when missing, each recorded
+/// in `applied` (and `record` called) so that an undo removes them.
+pub async fn apply_data(
+    engine: &Engine,
+    plan: &Plan,
+    fence: &dyn Fence,
+    applied: &mut Applied,
+    record: &mut (dyn FnMut(&Applied) -> Result<(), EngineError> + Send),
+) -> Result<(), EngineError> {
+    let docker = &engine.docker;
+    for network in &plan.networks {
+        let existing = docker
+            .inspect_network(&network.name, None::<InspectNetworkOptions>)
+            .await;
+        match existing {
+            Ok(_) => {}
+            Err(err) if is_not_found(&err) => {
+                if network.external {
+                    return Err(EngineError::Api(format!(
+                        "network {} is declared external but does not exist; create it first",
+                        network.name
+                    )));
+                }
+                fence.check()?;
+                docker
+                    .create_network(NetworkCreateRequest {
+                        name: network.name.clone(),
+                        driver: Some(network.driver.clone()),
+                        attachable: Some(network.attachable),
+                        internal: Some(network.internal),
+                        labels: Some(network.labels.clone().into_iter().collect()),
+                        options: Some(network.options.clone().into_iter().collect()),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|err| {
+                        EngineError::Api(format!(
+                            "creating network {}: {}",
+                            network.name,
+                            super::engine_message(&err)
+                        ))
+                    })?;
+                applied.networks_created.push(network.name.clone());
+                record(applied)?;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+
+    let configs: BTreeSet<String> = docker
+        .list_configs(None::<ListConfigsOptions>)
+        .await?
+        .into_iter()
+        .filter_map(|c| c.spec.and_then(|s| s.name))
+        .collect();
+    for config in &plan.configs {
+        if ensure_data(config, &configs, "config")? {
+            fence.check()?;
+            docker
+                .create_config(ConfigSpec {
+                    name: Some(config.name.clone()),
+                    labels: Some(config.labels.clone().into_iter().collect()),
+                    data: Some(base64::engine::general_purpose::STANDARD.encode(&config.data)),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|err| {
+                    EngineError::Api(format!(
+                        "creating config {}: {}",
+                        config.name,
+                        super::engine_message(&err)
+                    ))
+                })?;
+            applied.configs_created.push(config.name.clone());
+            record(applied)?;
+        }
+    }
+    let secrets: BTreeSet<String> = docker
+        .list_secrets(None::<ListSecretsOptions>)
+        .await?
+        .into_iter()
+        .filter_map(|s| s.spec.and_then(|s| s.name))
+        .collect();
+    for secret in &plan.secrets {
+        if ensure_data(secret, &secrets, "secret")? {
+            fence.check()?;
+            docker
+                .create_secret(SecretSpec {
+                    name: Some(secret.name.clone()),
+                    labels: Some(secret.labels.clone().into_iter().collect()),
+                    data: Some(base64::engine::general_purpose::STANDARD.encode(&secret.data)),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|err| {
+                    EngineError::Api(format!(
+                        "creating secret {}: {}",
+                        secret.name,
+                        super::engine_message(&err)
+                    ))
+                })?;
+            applied.secrets_created.push(secret.name.clone());
+            record(applied)?;
+        }
+    }
+    Ok(())
+}
+
+/// The ids of every config and secret, by name.
+async fn data_ids(
+    engine: &Engine,
+) -> Result<(HashMap<String, String>, HashMap<String, String>), EngineError> {
+    let docker = &engine.docker;
+    let config_ids = ids_by_name(
+        docker
+            .list_configs(None::<ListConfigsOptions>)
+            .await?
+            .into_iter()
+            .map(|c| (c.spec.and_then(|s| s.name), c.id)),
+    );
+    let secret_ids = ids_by_name(
+        docker
+            .list_secrets(None::<ListSecretsOptions>)
+            .await?
+            .into_iter()
+            .map(|s| (s.spec.and_then(|s| s.name), s.id)),
+    );
+    Ok((config_ids, secret_ids))
+}
+
+/// Gives the configs and secrets `spec` names their ids, as the engine
+/// wants them (a task's job, made after the stack's data exists).
+pub async fn with_data_ids(engine: &Engine, spec: &mut ServiceSpec) -> Result<(), EngineError> {
+    let (config_ids, secret_ids) = data_ids(engine).await?;
+    resolve_references(spec, &config_ids, &secret_ids)
 }
 
 /// The services of a stack: name → id.

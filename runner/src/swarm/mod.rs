@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod converge;
 pub mod diff;
+pub mod job;
 pub mod resolve;
 
 use std::collections::HashMap;

@@ -94,7 +94,7 @@ pub async fn resolve(
     // Each image once, whatever the number of services that run it.
     let mut wanted: BTreeMap<String, (ImageRef, Option<Credential>)> = BTreeMap::new();
     let mut actions = Vec::new();
-    for service in &mut plan.services {
+    for service in Plan::images_mut(&mut plan.services, &mut plan.tasks) {
         let written = service.written_image();
         let image = match ImageRef::parse(&written) {
             Ok(image) => image,
@@ -175,7 +175,7 @@ pub async fn resolve(
     }
 
     let mut warned = BTreeMap::new();
-    for (service, action) in plan.services.iter_mut().zip(actions) {
+    for (service, action) in Plan::images_mut(&mut plan.services, &mut plan.tasks).zip(actions) {
         let written = service.written_image();
         match action {
             Action::AsWritten => {
@@ -253,6 +253,7 @@ pub async fn resolve(
         }
     }
     if unresolved.is_empty() {
+        plan.pin_tasks();
         Ok(resolution)
     } else {
         Err(ResolveError(unresolved))

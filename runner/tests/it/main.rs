@@ -9,4 +9,5 @@ mod deploy;
 mod git;
 mod registry;
 mod releases;
+mod tasks;
 mod truth;

@@ -973,3 +973,188 @@ proptest::proptest! {
         );
     }
 }
+
+const TASKS_COMPOSE: &str = r#"
+services:
+  web:
+    image: registry.example.com/shop:${SLIPWAY_SHORT_SHA}
+    command: serve --port 80
+    environment: [ROLE=web, LEVEL=info]
+    ports: ["80:80"]
+    healthcheck: {test: [CMD, /healthz]}
+    deploy:
+      replicas: 3
+      update_config: {parallelism: 2}
+    networks: [front, back]
+    secrets: [db]
+networks:
+  front: {}
+  back: {}
+  shared: {external: true}
+secrets:
+  db: {file: ./db.txt}
+"#;
+
+fn tasks_spec(tasks: &str) -> String {
+    format!("stack: shop\nenvironments:\n  production: {{}}\ntasks:\n{tasks}")
+}
+
+#[test]
+fn a_task_borrows_its_service_as_a_job_of_its_own() {
+    let plan = load(
+        &[
+            (
+                "slipway.yml",
+                &tasks_spec(
+                    "  migrate:\n    service: web\n    command: ./manage migrate --to ${SLIPWAY_SHORT_SHA}\n    environment: {LEVEL: debug}\n    before: deploy\n    timeout: 2m\n  smoke:\n    image: curlimages/curl:8\n    command: [curl, -fsS, http://web/healthz]\n    after: deploy\n  shell:\n    service: web\n",
+                ),
+            ),
+            ("docker-compose.yml", TASKS_COMPOSE),
+            ("db.txt", "secret"),
+        ],
+        "production",
+    )
+    .unwrap();
+    let names: Vec<&str> = plan.tasks.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["migrate", "shell", "smoke"]);
+
+    let migrate = plan.task("migrate").unwrap();
+    assert_eq!(migrate.service.as_deref(), Some("shop_web"));
+    assert_eq!(migrate.timeout.as_secs(), 120);
+    let job = serde_json::to_value(&migrate.job.spec).unwrap();
+    let web = service(&plan, "shop_web");
+    assert_eq!(job["Name"], "shop_migrate");
+    assert_eq!(
+        job["Mode"],
+        json!({"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 1}})
+    );
+    assert_eq!(job["Labels"]["io.slipway.task"], "migrate");
+    assert_eq!(job["Labels"]["com.docker.stack.namespace"], "shop");
+    let container = &job["TaskTemplate"]["ContainerSpec"];
+    assert_eq!(
+        container["Image"],
+        web["TaskTemplate"]["ContainerSpec"]["Image"]
+    );
+    assert_eq!(
+        container["Args"],
+        json!(["./manage", "migrate", "--to", "0123456"])
+    );
+    assert_eq!(container["Env"], json!(["LEVEL=debug", "ROLE=web"]));
+    assert_eq!(
+        container["Secrets"],
+        web["TaskTemplate"]["ContainerSpec"]["Secrets"]
+    );
+    assert_eq!(container["HealthCheck"]["Test"], json!(["NONE"]));
+    assert_eq!(
+        job["TaskTemplate"]["RestartPolicy"]["Condition"], "none",
+        "a job is never restarted"
+    );
+    assert!(job.get("EndpointSpec").is_none(), "a job publishes no port");
+    assert!(job.get("UpdateConfig").is_none());
+    let networks = job["TaskTemplate"]["Networks"].as_array().unwrap();
+    assert_eq!(networks.len(), 2, "{networks:?}");
+    assert!(
+        networks.iter().all(|n| n.get("Aliases").is_none()),
+        "`web` keeps resolving to the service: {networks:?}"
+    );
+
+    // Without a command, the service's own.
+    let shell = plan.task("shell").unwrap();
+    assert_eq!(
+        serde_json::to_value(&shell.job.spec).unwrap()["TaskTemplate"]["ContainerSpec"]["Args"],
+        json!(["serve", "--port", "80"])
+    );
+
+    // An image of its own, on every network the stack creates.
+    let smoke = plan.task("smoke").unwrap();
+    assert_eq!(smoke.service, None);
+    assert_eq!(smoke.timeout.as_secs(), 600, "ten minutes unless told");
+    let job = serde_json::to_value(&smoke.job.spec).unwrap();
+    assert_eq!(
+        job["TaskTemplate"]["ContainerSpec"]["Image"],
+        "curlimages/curl:8"
+    );
+    let targets: Vec<&str> = job["TaskTemplate"]["Networks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["Target"].as_str().unwrap())
+        .collect();
+    assert_eq!(targets, ["shop_back", "shop_front"]);
+
+    // Running one alone keeps it and the service it borrows.
+    let mut alone = plan.clone();
+    alone.only_task("migrate").unwrap();
+    assert_eq!(alone.tasks.len(), 1);
+    assert_eq!(alone.services.len(), 1);
+    let mut alone = plan.clone();
+    alone.only_task("smoke").unwrap();
+    assert!(alone.services.is_empty());
+    let err = plan.clone().only_task("seed").unwrap_err();
+    assert!(err.contains("migrate, shell, smoke"), "{err}");
+}
+
+#[test]
+fn a_malformed_task_is_refused_saying_where_and_why() {
+    let files = |tasks: &str| {
+        vec![
+            ("slipway.yml".to_owned(), tasks_spec(tasks)),
+            ("docker-compose.yml".to_owned(), TASKS_COMPOSE.to_owned()),
+            ("db.txt".to_owned(), "secret".to_owned()),
+        ]
+    };
+    let cases = [
+        (
+            "  migrate:\n    service: web\n    image: x\n",
+            "tasks.migrate",
+            "both `service` and `image`",
+        ),
+        ("  migrate:\n    command: [x]\n", "tasks.migrate", "neither"),
+        (
+            "  migrate:\n    service: api\n",
+            "tasks.migrate.service",
+            "names no service of the Compose files (\"api\"; services: web)",
+        ),
+        (
+            "  web:\n    service: web\n",
+            "tasks.web",
+            "has the name of a service",
+        ),
+        (
+            "  migrate:\n    service: web\n    before: release\n",
+            "tasks.migrate",
+            "not \"release\"",
+        ),
+        (
+            "  migrate:\n    service: web\n    before: deploy\n    after: deploy\n",
+            "tasks.migrate",
+            "both `before` and `after`",
+        ),
+        (
+            "  migrate:\n    service: web\n    timeout: 0s\n",
+            "tasks.migrate.timeout",
+            "longer than zero",
+        ),
+        (
+            "  Migrate:\n    service: web\n",
+            "tasks.Migrate",
+            "not a valid task name",
+        ),
+        (
+            "  migrate:\n    service: web\n    restart: always\n",
+            "tasks.migrate.restart",
+            "unknown field `restart`",
+        ),
+    ];
+    for (tasks, key, says) in cases {
+        let files = files(tasks);
+        let files: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(p, c)| (p.as_str(), c.as_str()))
+            .collect();
+        let err = load(&files, "production").unwrap_err();
+        assert_eq!(err.file, "slipway.yml", "{tasks}: {err}");
+        assert_eq!(err.key.as_deref(), Some(key), "{tasks}: {err}");
+        assert!(err.message.contains(says), "{tasks}: {err}");
+    }
+}

@@ -28,6 +28,7 @@ pub mod networks;
 pub mod objects;
 pub mod ports;
 pub mod service;
+pub mod task;
 
 /// What every conversion step needs to know about the deployment.
 pub struct Scope<'a> {
@@ -150,6 +151,28 @@ pub fn plan(
             .map_err(fail)?;
         services.push(plan);
     }
+    let mut tasks = Vec::new();
+    for task in &spec.tasks {
+        let refs = service::Refs {
+            configs: &configs,
+            secrets: &secrets,
+        };
+        let plan = task::convert(
+            &scope,
+            model,
+            task,
+            &services,
+            &networks,
+            &refs,
+            &mut warnings,
+        )
+        .map_err(|e| match e {
+            // Task keys are of `slipway.yml`, not of the Compose files.
+            ConvertError::At(e) => spec.source.error(e),
+            ConvertError::Spec(e) => e,
+        })?;
+        tasks.push(plan);
+    }
 
     Ok(Plan {
         stack: spec.stack.clone(),
@@ -165,5 +188,6 @@ pub fn plan(
         with_registry_auth: spec.with_registry_auth,
         restore: None,
         watch: spec.watch.clone(),
+        tasks,
     })
 }

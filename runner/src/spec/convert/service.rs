@@ -190,7 +190,10 @@ fn non_empty<T>(v: Vec<T>) -> Option<Vec<T>> {
 }
 
 /// `command`/`entrypoint`: a list as is, a string split like a shell.
-fn command(value: Option<&Value>, path: &KeyPath) -> Result<Option<Vec<String>>, PathError> {
+pub(super) fn command(
+    value: Option<&Value>,
+    path: &KeyPath,
+) -> Result<Option<Vec<String>>, PathError> {
     match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => split_words(s)
