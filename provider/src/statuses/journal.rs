@@ -374,15 +374,17 @@ fn replay(
     live: &mut BTreeMap<i64, Tracked>,
     done: &mut Done,
 ) -> Result<(), JournalError> {
-    for (number, line) in BufReader::new(file).lines().enumerate() {
+    // Lines as bytes: a line torn inside a multi-byte character is not
+    // UTF-8, and is skipped like any other torn line.
+    for (number, line) in BufReader::new(file).split(b'\n').enumerate() {
         let line = line.map_err(|cause| JournalError::Io {
             path: path.to_owned(),
             cause,
         })?;
-        if line.trim().is_empty() {
+        if line.trim_ascii().is_empty() {
             continue;
         }
-        let record: Record = match serde_json::from_str(&line) {
+        let record: Record = match serde_json::from_slice(&line) {
             Ok(record) => record,
             Err(err) => {
                 // A line torn by a crash while appending; what it recorded
@@ -518,6 +520,27 @@ mod tests {
         assert_eq!(journal.by_github_id(6_000_000_001), Some(1));
         // A finished deployment is not tracked again.
         assert!(!journal.track(tracked(2)).unwrap());
+    }
+
+    #[test]
+    fn a_line_torn_inside_a_character_is_skipped_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let journal = Journal::open(dir.path()).unwrap();
+            assert!(journal.track(tracked(1)).unwrap());
+        }
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(FILE_NAME))
+            .unwrap();
+        // "é" is two bytes; the write stopped after the first.
+        file.write_all(b"{\"op\":\"track\",\"description\":\"caf\xc3").unwrap();
+        drop(file);
+        let journal = Journal::open(dir.path()).unwrap();
+        assert_eq!(journal.pending(), vec![1]);
+        assert!(journal.track(tracked(2)).unwrap());
+        drop(journal);
+        assert_eq!(Journal::open(dir.path()).unwrap().pending(), vec![1, 2]);
     }
 
     #[test]
