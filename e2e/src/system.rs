@@ -169,6 +169,33 @@ impl System {
         self.runner = start_runner(self.dir.path(), &self.api.url);
     }
 
+    /// SIGKILLs the provider and starts it again on the same journal and
+    /// port; waits until it answers.
+    pub async fn restart_provider(&mut self) {
+        self.provider.kill();
+        let port: u16 = self
+            .provider_url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("the provider's port");
+        self.provider = start_provider(self.dir.path(), port, &self.api.url, &self.github.url());
+        let http = self.http.clone();
+        let url = format!("{}/healthz", self.provider_url);
+        wait::until(
+            "the restarted provider to answer /healthz",
+            START,
+            || async {
+                let r = http.get(&url).send().await.map_err(|e| e.to_string())?;
+                r.status()
+                    .is_success()
+                    .then_some(())
+                    .ok_or(r.status().to_string())
+            },
+        )
+        .await;
+    }
+
     /// SIGKILLs the API.
     pub fn kill_api(&mut self) {
         self.api_process.kill();

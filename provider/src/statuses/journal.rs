@@ -534,7 +534,8 @@ mod tests {
             .open(dir.path().join(FILE_NAME))
             .unwrap();
         // "é" is two bytes; the write stopped after the first.
-        file.write_all(b"{\"op\":\"track\",\"description\":\"caf\xc3").unwrap();
+        file.write_all(b"{\"op\":\"track\",\"description\":\"caf\xc3")
+            .unwrap();
         drop(file);
         let journal = Journal::open(dir.path()).unwrap();
         assert_eq!(journal.pending(), vec![1]);
