@@ -48,10 +48,9 @@ async fn main() -> anyhow::Result<()> {
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let secret = config.jwt.secret().map_err(anyhow::Error::msg)?;
     let url = config.database.url().map_err(anyhow::Error::msg)?;
-    let db = db::connect(&url)
+    let (db, _) = db::open(&url)
         .await
-        .with_context(|| format!("cannot open the database {:?}", config.database))?;
-    db::migrate(&db).await.context("migration failed")?;
+        .with_context(|| format!("cannot open or migrate the database {:?}", config.database))?;
     let settings = Settings {
         lease: config.lease,
         public_url: config.public_url.clone(),

@@ -63,15 +63,12 @@ pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> anyhow
         "sqlite://{}?mode=rwc",
         data_dir.join("slipway.db").display()
     );
-    let database = db::connect(&database_url).await.with_context(|| {
+    let (database, _) = db::open(&database_url).await.with_context(|| {
         format!(
-            "cannot open the database {}",
+            "cannot open or migrate the database {}",
             data_dir.join("slipway.db").display()
         )
     })?;
-    db::migrate(&database)
-        .await
-        .context("database migration failed")?;
 
     let api_listener = TcpListener::bind(config.listen)
         .await

@@ -33,6 +33,21 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<usize, DbErr> {
     migrations::run(db).await
 }
 
+/// Opens a pool on a schema brought up to date, and how many migrations it
+/// took. The pool that migrated is closed first: a SQLite connection that
+/// read the schema before a migration altered a table may describe a
+/// statement's columns as they were (sqlx then misses a new column), so the
+/// pool the API uses holds only connections opened after the last migration.
+pub async fn open(url: &str) -> Result<(DatabaseConnection, usize), DbErr> {
+    let db = connect(url).await?;
+    let applied = migrate(&db).await?;
+    if applied == 0 {
+        return Ok((db, 0));
+    }
+    db.close().await?;
+    Ok((connect(url).await?, applied))
+}
+
 /// Answers whether the database takes queries (for `/readyz`).
 pub async fn ping(db: &DatabaseConnection) -> Result<(), DbErr> {
     db.execute_unprepared("SELECT 1").await.map(|_| ())

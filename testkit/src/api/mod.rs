@@ -131,8 +131,7 @@ impl TestApi {
             .map_or_else(Handle::current, |rt| rt.handle().clone());
         let url = db.url.clone();
         let started = on.spawn(async move {
-            let conn = slipway_api::db::connect(&url).await.expect("connect");
-            slipway_api::db::migrate(&conn).await.expect("migrate");
+            let (conn, _) = slipway_api::db::open(&url).await.expect("open and migrate");
             let state = AppState::new(conn, Keys::new(SECRET), clock, settings);
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
             (state, listener)
