@@ -72,6 +72,8 @@ pub mod roles {
     pub const ADMIN: &[Role] = &[Admin];
     /// Claiming deployments and reporting on them.
     pub const RUNNER: &[Role] = &[Runner];
+    /// Reporting what the forges say (CI checks).
+    pub const PROVIDER: &[Role] = &[Provider];
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -38,6 +38,10 @@ pub struct NewDeployment {
     /// An admin's reason to go past the freeze windows in force (`REFUSE`
     /// ones too); recorded on the deployment. The caller checks the role.
     pub override_freeze: Option<String>,
+    /// Waits only for the checks its environment names as required, not
+    /// for every other check (`requireChecks: all`); recorded as forced by
+    /// its creator.
+    pub force: bool,
 }
 
 const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
@@ -206,8 +210,10 @@ pub async fn create(
     }
 
     let env = auto_deploy_pause(&txn, env, &app, &input).await?;
-    let (gate, overrode) =
-        crate::gates::at_creation(&txn, &env, &app, &input, created_by, now).await?;
+    let admission = crate::gates::at_creation(&txn, &env, &app, &input, created_by, now).await?;
+    let forced = input.force && crate::checks::policy(&env).is_some_and(|p| p.all);
+    let overrode = admission.overrode_freeze;
+    let gate = admission.gate;
     if let (QueuePolicy::Fifo, Some(max)) = (env.queue_policy, env.max_queued) {
         let queued = deployment::Entity::find()
             .filter(deployment::Column::EnvironmentId.eq(env.id))
@@ -251,6 +257,10 @@ pub async fn create(
         freeze_overridden_by: Set(overrode.then(|| created_by.to_owned())),
         freeze_overridden_at: Set(overrode.then_some(now)),
         freeze_override_reason: Set(input.override_freeze.clone().filter(|_| overrode)),
+        checks_required: Set(admission
+            .checks
+            .map(|c| serde_json::to_string(&c).expect("required checks are JSON"))),
+        checks_forced_by: Set(forced.then(|| created_by.to_owned())),
         ..Default::default()
     }
     .insert(&txn)

@@ -1,13 +1,15 @@
-//! Gates before a rollout: approvals and freeze windows.
+//! Gates before a rollout: freeze windows, required checks, approvals.
 //!
 //! A gate holds a QUEUED deployment back until it opens: a person approves it
-//! (gate `Approval`), or the freeze window it was created in ends or an admin
-//! overrides it (gate `Freeze`). A gated deployment is not claimable and does
+//! (gate `Approval`), the freeze window it was created in ends or an admin
+//! overrides it (gate `Freeze`), or CI passes on its commit (gate `Checks`,
+//! see [`crate::checks`]). They come in that order: freeze, checks, approval
+//! (a person approves what CI passed). A gated deployment is not claimable and does
 //! not count as "queued before" the others of its environment, so it never
 //! holds the environment's one in-progress slot while it waits for a person
 //! or a time: a rollback can go first.
 //!
-//! A rollback passes both gates: it restores what already ran there, which is
+//! A rollback passes every gate: it restores what already ran there, which is
 //! what a gate protects, and it is what one needs in a freeze.
 //!
 //! Gates are evaluated when a deployment is created (a `REFUSE` window
@@ -24,10 +26,11 @@ use croner::Cron;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, ModelTrait, QueryFilter,
-    QueryOrder, Set,
+    QueryOrder, QuerySelect, Set,
 };
 
 use crate::applications;
+use crate::checks;
 use crate::db::entities::deployment::{self, DeploymentStatus};
 pub use crate::db::entities::deployment::{GateKind, ReviewVerdict};
 pub use crate::db::entities::freeze_window::{self, FreezeMode};
@@ -116,9 +119,21 @@ fn local(at: DateTime<Utc>, zone: &str) -> String {
     }
 }
 
-/// The gate a new deployment waits at, if any, and whether it went past a
-/// freeze window in force by an admin's override (`override_freeze`);
-/// `CONFLICT` when a `REFUSE` window covers `now` and nobody overrides it.
+/// What a new deployment must pass before its rollout.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Admission {
+    /// The gate it waits at first, if any.
+    pub gate: Option<Gate>,
+    /// The checks it waits for (now or after a freeze window).
+    pub checks: Option<checks::StoredRequiredChecks>,
+    /// It went past a freeze window in force by an admin's override
+    /// (`override_freeze`).
+    pub overrode_freeze: bool,
+}
+
+/// The gate a new deployment waits at, if any, the checks it requires, and
+/// whether an admin's override took it past a freeze window; `CONFLICT`
+/// when a `REFUSE` window covers `now` and nobody overrides it.
 pub(crate) async fn at_creation(
     db: &impl ConnectionTrait,
     env: &environment::Model,
@@ -126,13 +141,43 @@ pub(crate) async fn at_creation(
     input: &NewDeployment,
     created_by: &str,
     now: DateTime<Utc>,
-) -> ApiResult<(Option<Gate>, bool)> {
+) -> ApiResult<Admission> {
     if input.restores.is_some() && input.task.as_deref() == Some(ROLLBACK_TASK) {
-        return Ok((None, false));
+        return Ok(Admission::default());
     }
     if let Some(reason) = &input.override_freeze {
         validate_comment("overrideFreeze", reason, true)?;
     }
+    let required = checks::for_new(env, input.force);
+    let (freeze, overrode_freeze) =
+        freeze_at_creation(db, env, app, input, created_by, now).await?;
+    let gate = match (freeze, &required) {
+        (Some(freeze), _) => Some(freeze),
+        (None, Some(required)) => Some(checks::gate_at_creation(
+            input.sha.as_deref(),
+            &input.ref_name,
+            required,
+            now,
+        )),
+        (None, None) => approval_gate(env, created_by),
+    };
+    Ok(Admission {
+        gate,
+        checks: required,
+        overrode_freeze,
+    })
+}
+
+/// The freeze gate a deployment created `now` waits at, if any, and whether
+/// an admin's override went past the windows in force.
+async fn freeze_at_creation(
+    db: &impl ConnectionTrait,
+    env: &environment::Model,
+    app: &application::Model,
+    input: &NewDeployment,
+    created_by: &str,
+    now: DateTime<Utc>,
+) -> ApiResult<(Option<Gate>, bool)> {
     let mut waiting: Option<(freeze_window::Model, DateTime<Utc>)> = None;
     for window in windows(db, env.id).await? {
         let Some(end) = active_until(&window, now)? else {
@@ -145,7 +190,7 @@ pub(crate) async fn at_creation(
                 by = created_by,
                 "freeze window overridden at creation"
             );
-            return Ok((approval_gate(env, created_by), true));
+            return Ok((None, true));
         }
         match window.mode {
             FreezeMode::Refuse => {
@@ -168,10 +213,17 @@ pub(crate) async fn at_creation(
             }
         }
     }
-    if let Some((window, end)) = waiting {
-        return Ok((Some(freeze_gate(env, &window, end)), false));
-    }
-    Ok((approval_gate(env, created_by), false))
+    Ok((
+        waiting.map(|(window, end)| freeze_gate(env, &window, end)),
+        false,
+    ))
+}
+
+/// The gate after a freeze window: the checks when it requires some, else
+/// an approval when its environment requires one.
+fn after_freeze(view: &DeploymentView, now: DateTime<Utc>) -> Option<Gate> {
+    checks::first_gate(&view.deployment, now)
+        .or_else(|| approval_gate(&view.environment, &view.deployment.created_by))
 }
 
 fn freeze_gate(
@@ -193,7 +245,7 @@ fn freeze_gate(
     }
 }
 
-fn approval_gate(env: &environment::Model, created_by: &str) -> Option<Gate> {
+pub(crate) fn approval_gate(env: &environment::Model, created_by: &str) -> Option<Gate> {
     env.approval_required.then(|| Gate {
         kind: GateKind::Approval,
         until: None,
@@ -217,7 +269,7 @@ pub async fn windows(
         .await?)
 }
 
-async fn environment_of(
+pub(crate) async fn environment_of(
     db: &impl ConnectionTrait,
     application: &str,
     name: &str,
@@ -314,12 +366,17 @@ fn validate_comment(what: &str, text: &str, required: bool) -> ApiResult<()> {
 }
 
 /// The deployment `id`, which must be QUEUED at a gate of `kind`.
-async fn at_gate(state: &AppState, id: i64, kind: GateKind) -> ApiResult<DeploymentView> {
+pub(crate) async fn at_gate(
+    state: &AppState,
+    id: i64,
+    kind: GateKind,
+) -> ApiResult<DeploymentView> {
     let view = view::get(&state.db, id).await?;
     let d = &view.deployment;
     let what = match kind {
         GateKind::Approval => "an approval",
         GateKind::Freeze => "the end of a freeze window",
+        GateKind::Checks => "checks",
     };
     if d.status != DeploymentStatus::Queued {
         return Err(ApiError::Conflict(format!(
@@ -345,7 +402,7 @@ async fn at_gate(state: &AppState, id: i64, kind: GateKind) -> ApiResult<Deploym
 /// Moves a QUEUED deployment from gate `from` to `next` (or to no gate),
 /// with `extra` columns set on the way; `None` when another request moved it
 /// first.
-async fn move_gate(
+pub(crate) async fn move_gate(
     state: &AppState,
     row: &deployment::Model,
     from: GateKind,
@@ -395,14 +452,17 @@ async fn move_gate(
         .pop())
 }
 
-async fn announce(state: &AppState, row: deployment::Model) -> ApiResult<DeploymentView> {
+pub(crate) async fn announce(
+    state: &AppState,
+    row: deployment::Model,
+) -> ApiResult<DeploymentView> {
     let view = view::hydrate_one(&state.db, row).await?;
     state.events.deployment_changed(&state.db, &view).await;
     deployments::publish_next_claimable(state, view.environment.id).await?;
     Ok(view)
 }
 
-fn moved_first(view: &DeploymentView) -> ApiError {
+pub(crate) fn moved_first(view: &DeploymentView) -> ApiError {
     ApiError::Conflict(format!(
         "deployment {} changed while this was asked; look at it again",
         view.name()
@@ -509,8 +569,8 @@ fn review(
 }
 
 /// Lets a deployment through the freeze window it waits for (an admin's
-/// call, recorded with the reason). It then waits for an approval if its
-/// environment requires one.
+/// call, recorded with the reason). It then waits for its checks, or an
+/// approval, when its environment requires them.
 pub async fn override_freeze(
     state: &AppState,
     id: i64,
@@ -520,7 +580,7 @@ pub async fn override_freeze(
     validate_comment("reason", reason, true)?;
     let view = at_gate(state, id, GateKind::Freeze).await?;
     let d = &view.deployment;
-    let next = approval_gate(&view.environment, &d.created_by);
+    let next = after_freeze(&view, state.clock.now());
     let row = move_gate(
         state,
         d,
@@ -548,7 +608,7 @@ pub async fn override_freeze(
 }
 
 /// Opens the `Freeze` gates whose window has ended: each deployment moves on
-/// to its approval (when required) or becomes claimable, and runners hear of
+/// to its checks or its approval (when required) or becomes claimable, and runners hear of
 /// it. One whose environment froze again meanwhile (another `WAIT` window)
 /// waits for that one's end. Returns the deployments it moved.
 pub async fn open_expired(state: &AppState) -> ApiResult<Vec<DeploymentView>> {
@@ -575,7 +635,7 @@ pub async fn open_expired(state: &AppState) -> ApiResult<Vec<DeploymentView>> {
                 }
             }
         }
-        let next = next.or_else(|| approval_gate(env, &view.deployment.created_by));
+        let next = next.or_else(|| after_freeze(&view, now));
         if let Some(row) =
             move_gate(state, &view.deployment, GateKind::Freeze, next, Vec::new()).await?
         {
@@ -584,6 +644,21 @@ pub async fn open_expired(state: &AppState) -> ApiResult<Vec<DeploymentView>> {
         }
     }
     Ok(opened)
+}
+
+/// The deployments QUEUED at a gate of `kind`, oldest first (at most 500).
+pub async fn waiting_at(
+    db: &impl ConnectionTrait,
+    kind: GateKind,
+) -> ApiResult<Vec<DeploymentView>> {
+    let rows = deployment::Entity::find()
+        .filter(deployment::Column::Status.eq(DeploymentStatus::Queued))
+        .filter(deployment::Column::Gate.eq(kind))
+        .order_by_asc(deployment::Column::Id)
+        .limit(500)
+        .all(db)
+        .await?;
+    view::hydrate(db, rows).await
 }
 
 impl DeploymentView {

@@ -477,7 +477,8 @@ pub async fn renew_all(state: &AppState) -> ApiResult<u64> {
 
 /// Runs [`expire`] (and [`crate::plans::expire`], and
 /// [`crate::gates::open_expired`], which announces deployments whose freeze
-/// window ended) every `every` until
+/// window ended, and [`crate::checks::fail_expired`], which fails those
+/// whose checks timed out) every `every` until
 /// `shutdown` resolves.
 pub async fn reap(
     state: AppState,
@@ -498,6 +499,9 @@ pub async fn reap(
                 }
                 if let Err(err) = crate::gates::open_expired(&state).await {
                     tracing::error!(?err, "opening ended freeze windows failed");
+                }
+                if let Err(err) = crate::checks::fail_expired(&state).await {
+                    tracing::error!(?err, "failing deployments whose checks timed out failed");
                 }
             }
             () = &mut shutdown => return,

@@ -18,7 +18,9 @@
 //!   (and environment locks; [`repository`] keeps credentials out of their
 //!   URLs), [`deployments`] (creation, history, cancel, the
 //!   queue), [`leases`] (claim, heartbeat, progress, finish, expiry), [`logs`],
-//!   [`runners`].
+//!   [`runners`], [`gates`] (what a queued deployment waits for: freeze
+//!   windows, approvals) with [`checks`] (required CI checks, as the
+//!   provider reports them).
 //! - [`db`]: connection, append-only migrations and entities. Only this crate
 //!   knows the SQL schema.
 //! - [`view`]: the deployment read model (a deployment with its application
@@ -29,6 +31,7 @@
 
 pub mod applications;
 pub mod auth;
+pub mod checks;
 pub mod clock;
 pub mod commits;
 pub mod config;

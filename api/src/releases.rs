@@ -147,6 +147,7 @@ pub async fn rollback(state: &AppState, by: &str, ask: Rollback) -> ApiResult<De
             restores: Some(target.id),
             pause_auto_deploy: Some(reason.to_owned()),
             override_freeze: None,
+            force: false,
         },
     )
     .await
@@ -206,6 +207,7 @@ pub async fn promote(
             pause_auto_deploy: None,
             // A promotion waits out a freeze like any deployment.
             override_freeze: None,
+            force: false,
         },
     )
     .await

@@ -8,16 +8,17 @@ use serde::Serialize;
 use slipway_client::operations::{
     cli_approve_deployment, cli_cancel_deployment, cli_create_application, cli_create_deployment,
     cli_create_environment, cli_deployment_logs, cli_deployments, cli_lock_environment,
-    cli_reject_deployment, cli_set_approval_policy, cli_status, cli_unlock_environment,
-    CliApproveDeployment, CliCancelDeployment, CliCreateApplication, CliCreateDeployment,
-    CliCreateEnvironment, CliDeploymentLogs, CliDeployments, CliLockEnvironment,
-    CliRejectDeployment, CliSetApprovalPolicy, CliStatus, CliUnlockEnvironment,
+    cli_reject_deployment, cli_set_approval_policy, cli_set_required_checks, cli_status,
+    cli_unlock_environment, CliApproveDeployment, CliCancelDeployment, CliCreateApplication,
+    CliCreateDeployment, CliCreateEnvironment, CliDeploymentLogs, CliDeployments,
+    CliLockEnvironment, CliRejectDeployment, CliSetApprovalPolicy, CliSetRequiredChecks, CliStatus,
+    CliUnlockEnvironment,
 };
 use slipway_client::Client;
 
 use crate::config::{
     ApiArgs, AppCreateArgs, ApproveArgs, CancelArgs, DeployArgs, DeploymentsArgs, EnvApprovalArgs,
-    EnvArgs, EnvCreateArgs, EnvLockArgs, LogsArgs, Output, RejectArgs, StatusArgs,
+    EnvArgs, EnvChecksArgs, EnvCreateArgs, EnvLockArgs, LogsArgs, Output, RejectArgs, StatusArgs,
 };
 use crate::view::{self, short, table, time};
 use crate::{follow, releases};
@@ -143,6 +144,39 @@ pub async fn env_approval(args: EnvApprovalArgs, output: Output) -> anyhow::Resu
     Ok(ExitCode::SUCCESS)
 }
 
+pub async fn env_checks(args: EnvChecksArgs, output: Output) -> anyhow::Result<ExitCode> {
+    let client = client(&args.api)?;
+    let data = client
+        .run::<CliSetRequiredChecks>(cli_set_required_checks::Variables {
+            application: args.application,
+            environment: args.environment,
+            checks: Some(args.names),
+            all: Some(args.all),
+            timeout_minutes: args.timeout,
+        })
+        .await?;
+    let done = match &data.set_required_checks.required_checks {
+        None => "takes deployments without waiting for checks".to_owned(),
+        Some(required) => {
+            let mut what: Vec<String> = required.names.iter().map(|n| format!("`{n}`")).collect();
+            if required.all {
+                what.push(if what.is_empty() {
+                    "every check".to_owned()
+                } else {
+                    "every other check".to_owned()
+                });
+            }
+            format!(
+                "waits for {} to pass on each deployment's commit (for at most {} minutes)",
+                what.join(" and "),
+                required.timeout_minutes
+            )
+        }
+    };
+    print_environment(&data.set_required_checks, &done, output);
+    Ok(ExitCode::SUCCESS)
+}
+
 fn print_environment(answer: &impl Serialize, done: &str, output: Output) {
     if output == Output::Json {
         return print_json(answer);
@@ -185,6 +219,7 @@ pub async fn deploy(args: DeployArgs, output: Output) -> anyhow::Result<ExitCode
                 // A person asked for it.
                 auto_deploy: Some(false),
                 override_freeze: args.override_freeze,
+                force: Some(args.force),
             },
         })
         .await?;
@@ -268,6 +303,7 @@ pub async fn status(args: StatusArgs, output: Output) -> anyhow::Result<ExitCode
                         ": `slipway approve {}` or `slipway reject {} --comment WHY`",
                         d.id, d.id
                     ),
+                    "CHECKS" => checks_line(&view::read::<_, Vec<view::Check>>(&d.checks)),
                     _ => String::new(),
                 }
             ))
@@ -541,4 +577,27 @@ pub async fn reject(args: RejectArgs, output: Output) -> anyhow::Result<ExitCode
         d.message.as_deref().unwrap_or_default()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// "; ci/build passed, test pending (https://…)": what the provider last
+/// saw of a deployment's checks; "; no report yet" before it said anything.
+fn checks_line(checks: &[view::Check]) -> String {
+    if checks.is_empty() {
+        return "; no check reported yet".to_owned();
+    }
+    let each: Vec<String> = checks
+        .iter()
+        .map(|c| {
+            let state = match c.state.as_str() {
+                "SUCCESS" => "passed",
+                "FAILURE" => "failed",
+                _ => "pending",
+            };
+            match &c.url {
+                Some(url) => format!("{} {state} ({url})", c.name),
+                None => format!("{} {state}", c.name),
+            }
+        })
+        .collect();
+    format!("; {}", each.join(", "))
 }

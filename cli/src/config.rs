@@ -208,6 +208,32 @@ pub enum EnvCommand {
     Freezes(EnvArgs),
     /// Remove a freeze window, by its id (needs an admin token).
     Unfreeze(EnvUnfreezeArgs),
+    /// Which CI checks new deployments to an environment wait for (gate
+    /// CHECKS, read by the provider from GitHub or GitLab): each NAME, and
+    /// with `--all` every check on the commit; with neither, none.
+    Checks(EnvChecksArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct EnvChecksArgs {
+    /// The application's name.
+    pub application: String,
+    /// The environment's name.
+    pub environment: String,
+    /// Checks that must pass: status contexts or check run names
+    /// (`ci/build`, `test`); on GitLab, `pipeline`.
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+    /// Every check the forge reports on the commit must pass too (and at
+    /// least one must be reported); `deploy --force` skips those not named.
+    #[arg(long)]
+    pub all: bool,
+    /// Minutes a deployment waits for its checks before it fails (60 unless
+    /// set; kept when left out).
+    #[arg(long, value_name = "MINUTES")]
+    pub timeout: Option<i64>,
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 #[derive(Args, Debug)]
@@ -333,6 +359,10 @@ pub struct DeployArgs {
     /// this reason (needs an admin token); kept with the deployment.
     #[arg(long, value_name = "REASON")]
     pub override_freeze: Option<String>,
+    /// Go past the checks the environment does not name as required (with
+    /// `env checks --all`); recorded as forced by you.
+    #[arg(long)]
+    pub force: bool,
     /// Follow the deployment until it ends; exit non-zero unless it succeeds.
     #[arg(long, short)]
     pub follow: bool,

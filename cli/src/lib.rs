@@ -46,6 +46,7 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> anyhow::Result
         Command::Env(EnvCommand::Freeze(args)) => freeze::add(args, output).await,
         Command::Env(EnvCommand::Freezes(args)) => freeze::list(args, output).await,
         Command::Env(EnvCommand::Unfreeze(args)) => freeze::remove(args, output).await,
+        Command::Env(EnvCommand::Checks(args)) => commands::env_checks(args, output).await,
         Command::Deploy(args) => commands::deploy(args, output).await,
         Command::Status(args) => commands::status(args, output).await,
         Command::Deployments(args) => commands::deployments(args, output).await,

@@ -34,7 +34,7 @@ pub struct Deployment {
     pub url: Option<String>,
     pub cancel_requested: bool,
     pub log_count: i64,
-    /// What it waits for while QUEUED (an approval, a freeze window's end).
+    /// What it waits for while QUEUED (a freeze window's end, checks, an approval).
     pub gate: Option<Gate>,
     pub application: Named,
     pub environment: Named,
@@ -45,6 +45,14 @@ pub struct Deployment {
 pub struct Gate {
     pub kind: String,
     pub waiting_for: String,
+}
+
+/// A CI check as the provider last reported it.
+#[derive(Deserialize, Serialize, Debug, Clone)]
+pub struct Check {
+    pub name: String,
+    pub state: String,
+    pub url: Option<String>,
 }
 
 impl Deployment {

@@ -270,6 +270,15 @@ pub struct CliSetApprovalPolicy;
     response_derives = "Debug, Clone, PartialEq, Serialize",
     variables_derives = "Debug, Clone"
 )]
+pub struct CliSetRequiredChecks;
+
+#[derive(GraphQLQuery)]
+#[graphql(
+    schema_path = "../schema.graphql",
+    query_path = "graphql/cli.graphql",
+    response_derives = "Debug, Clone, PartialEq, Serialize",
+    variables_derives = "Debug, Clone"
+)]
 pub struct CliApproveDeployment;
 
 #[derive(GraphQLQuery)]
@@ -408,3 +417,23 @@ pub struct CliRemoveFreezeWindow;
     variables_derives = "Debug, Clone"
 )]
 pub struct CliOverrideFreeze;
+
+// The provider's required checks.
+
+#[derive(GraphQLQuery)]
+#[graphql(
+    schema_path = "../schema.graphql",
+    query_path = "graphql/checks.graphql",
+    response_derives = "Debug, Clone, PartialEq",
+    variables_derives = "Debug, Clone"
+)]
+pub struct DeploymentsAtChecks;
+
+#[derive(GraphQLQuery)]
+#[graphql(
+    schema_path = "../schema.graphql",
+    query_path = "graphql/checks.graphql",
+    response_derives = "Debug, Clone, PartialEq",
+    variables_derives = "Debug, Clone"
+)]
+pub struct ReportChecks;

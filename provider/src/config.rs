@@ -14,6 +14,7 @@ use crate::hooks::SOURCES;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8701";
 const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
+const DEFAULT_GITLAB_URL: &str = "https://gitlab.com";
 /// Absolute, so the journal does not depend on where the provider was started
 /// from (the runner keeps its mirrors in `/var/lib/slipway-runner`).
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/slipway-provider";
@@ -59,6 +60,12 @@ pub struct Config {
         default_value = DEFAULT_DATA_DIR
     )]
     pub data_dir: PathBuf,
+
+    /// How often, in seconds, the deployments waiting for required checks
+    /// are read and their commits' checks asked of GitHub or GitLab.
+    #[arg(long, env = "SLIPWAY_CHECKS_EVERY", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub checks_every: u64,
 
     /// How long a hook sender may take; not a flag (tests shorten them).
     #[arg(skip)]
@@ -114,6 +121,23 @@ pub struct Hooks {
     )]
     pub gitlab_webhook_token_file: Option<PathBuf>,
 
+    /// GitLab token (`read_api` scope) with which the pipelines of the
+    /// commits deployments wait on are read (required checks); without it
+    /// GitLab repositories' checks are not read.
+    #[arg(long, env = "SLIPWAY_GITLAB_TOKEN", hide_env_values = true)]
+    pub gitlab_token: Option<Secret>,
+    /// File holding the GitLab token.
+    #[arg(
+        long,
+        env = "SLIPWAY_GITLAB_TOKEN_FILE",
+        conflicts_with = "gitlab_token"
+    )]
+    pub gitlab_token_file: Option<PathBuf>,
+
+    /// The GitLab instance (its repositories' host; the API is under `/api/v4`).
+    #[arg(long, env = "SLIPWAY_GITLAB_URL", default_value = DEFAULT_GITLAB_URL)]
+    pub gitlab_url: String,
+
     /// Bearer token for `/hooks/generic`; without it that route answers 404.
     #[arg(long, env = "SLIPWAY_GENERIC_TOKEN", hide_env_values = true)]
     pub generic_token: Option<Secret>,
@@ -144,10 +168,14 @@ impl Config {
                 github_api_url: DEFAULT_GITHUB_API_URL.into(),
                 gitlab_webhook_token: None,
                 gitlab_webhook_token_file: None,
+                gitlab_token: None,
+                gitlab_token_file: None,
+                gitlab_url: DEFAULT_GITLAB_URL.into(),
                 generic_token: None,
                 generic_token_file: None,
             },
             data_dir: DEFAULT_DATA_DIR.into(),
+            checks_every: 15,
             timeouts: crate::http::Timeouts::default(),
         }
     }
@@ -161,6 +189,11 @@ impl Config {
             self.hooks.github_token.as_ref(),
             self.hooks.github_token_file.as_deref(),
         )?;
+        let gitlab_token = slipway_secret::read(
+            "gitlab-token",
+            self.hooks.gitlab_token.as_ref(),
+            self.hooks.gitlab_token_file.as_deref(),
+        )?;
         let mut hooks = Vec::new();
         for source in SOURCES {
             let (value, file) = source.secret_flags(&self.hooks);
@@ -171,6 +204,7 @@ impl Config {
         Ok(Secrets {
             token,
             github_token,
+            gitlab_token,
             hooks,
         })
     }
@@ -183,6 +217,8 @@ pub struct Secrets {
     pub token: Secret,
     /// For GitHub deployment statuses; none are posted without it.
     pub github_token: Option<Secret>,
+    /// For reading GitLab pipelines (required checks).
+    pub gitlab_token: Option<Secret>,
     /// The secret of each hook source that is on, by the source's name.
     hooks: Vec<(&'static str, Secret)>,
 }

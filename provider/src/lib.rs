@@ -24,8 +24,13 @@
 //! - [`statuses`]: following the API's deployment events and posting GitHub
 //!   deployment statuses; [`statuses::journal`] is the durable record of
 //!   what is still to post; [`statuses::github`] the REST calls.
+//! - [`checks`]: required checks — reading the deployments that wait for
+//!   them, their commits' statuses and check runs on GitHub
+//!   ([`checks::github`]) or pipelines on GitLab ([`checks::gitlab`]), and
+//!   reporting them to the API.
 //! - [`error`]: the answers a hook gets when it creates nothing.
 
+pub mod checks;
 pub mod config;
 pub mod error;
 pub mod hooks;
@@ -61,6 +66,30 @@ pub async fn run(
     let api = slipway_client::Client::new(&api_url, secrets.token.expose());
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut forges = checks::Forges::default();
+    if let Some(token) = &secrets.github_token {
+        let url = config::base_url("github-api-url", &config.hooks.github_api_url)?;
+        let hosts = checks::hosts(&url, "github.com");
+        forges.github = Some((Github::new(&url, token.clone()), hosts));
+    }
+    if let Some(token) = &secrets.gitlab_token {
+        let url = config::base_url("gitlab-url", &config.hooks.gitlab_url)?;
+        let hosts = checks::hosts(&url, "gitlab.com");
+        forges.gitlab = Some((checks::gitlab::Gitlab::new(&url, token.clone()), hosts));
+    }
+    let checks_task = if forges.is_empty() {
+        tracing::info!("no --github-token or --gitlab-token: required checks are not read");
+        None
+    } else {
+        let every = std::time::Duration::from_secs(config.checks_every);
+        tracing::info!(every = ?every, github = forges.github.is_some(), gitlab = forges.gitlab.is_some(), "reading required checks");
+        Some(tokio::spawn(checks::watch(
+            api.clone(),
+            forges,
+            every,
+            stopped.clone(),
+        )))
+    };
     let (statuses, tasks) = match &secrets.github_token {
         Some(token) => {
             let github_api = config::base_url("github-api-url", &config.hooks.github_api_url)?;
@@ -107,6 +136,9 @@ pub async fn run(
     })
     .await;
     for task in tasks {
+        let _ = task.await;
+    }
+    if let Some(task) = checks_task {
         let _ = task.await;
     }
     served.map_err(Error::Serve)

@@ -60,6 +60,11 @@ impl RepoId {
             }
     }
 
+    /// The host, lowercase, when the name has one.
+    pub fn host(&self) -> Option<&str> {
+        self.host.as_deref()
+    }
+
     /// `owner/name` (or `group/subgroup/name`), lowercase.
     pub fn path(&self) -> &str {
         &self.path

@@ -54,6 +54,13 @@ pub mod environment {
         pub approval_required: bool,
         /// ... and that person is not the one who created the deployment.
         pub approval_not_by_creator: bool,
+        /// JSON list of the CI checks its deployments wait for (gate
+        /// `Checks`), by name; `None` when none is named.
+        pub required_checks: Option<String>,
+        /// ... and every other check the forge reports must pass too.
+        pub required_checks_all: bool,
+        /// How long a deployment waits for its checks before it fails.
+        pub required_checks_timeout_minutes: i64,
     }
 
     /// What a new deployment does to the ones queued before it.
@@ -211,6 +218,14 @@ pub mod deployment {
         /// "migrate")`), rolling nothing out; `None` for a rollout (tasks
         /// `deploy` and `rollback`). Such a deployment is never a release.
         pub runs_task: Option<String>,
+        /// [`StoredRequiredChecks`] JSON: the checks it waits for, as its
+        /// environment required them when it was created (and `force` left them).
+        pub checks_required: Option<String>,
+        /// JSON list of [`StoredCheck`]: the provider's last report.
+        pub checks: Option<String>,
+        pub checks_reported_at: Option<ChronoDateTimeUtc>,
+        /// The creator who forced it past the checks not named as required.
+        pub checks_forced_by: Option<String>,
     }
 
     /// What holds a QUEUED deployment back; stored like the status.
@@ -223,6 +238,38 @@ pub mod deployment {
         /// It was created inside a freeze window and waits for its end.
         #[sea_orm(string_value = "FREEZE")]
         Freeze,
+        /// It waits for CI checks to pass on its commit, as the provider reports them.
+        #[sea_orm(string_value = "CHECKS")]
+        Checks,
+    }
+
+    /// The checks a deployment waits for: the `checks_required` column.
+    #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct StoredRequiredChecks {
+        /// Checks that must pass, by name.
+        pub names: Vec<String>,
+        /// Every check the forge reports must pass (and at least one must be reported).
+        pub all: bool,
+        pub timeout_minutes: i64,
+    }
+
+    /// One check as the provider saw it on the forge: an entry of the `checks` column.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct StoredCheck {
+        pub name: String,
+        pub state: CheckState,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub url: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+    pub enum CheckState {
+        /// Not finished, or not started.
+        Pending,
+        Success,
+        Failure,
     }
 
     /// What a person said of a deployment waiting for approval.

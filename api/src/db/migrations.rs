@@ -383,6 +383,28 @@ ALTER TABLE deployments ADD COLUMN runs_task TEXT;
 ALTER TABLE deployments ADD COLUMN runs_task TEXT;
 "#,
     },
+    Migration {
+        version: 10,
+        name: "gates: required CI checks",
+        sqlite: r#"
+ALTER TABLE environments ADD COLUMN required_checks TEXT;
+ALTER TABLE environments ADD COLUMN required_checks_all BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE environments ADD COLUMN required_checks_timeout_minutes BIGINT NOT NULL DEFAULT 60;
+ALTER TABLE deployments ADD COLUMN checks_required TEXT;
+ALTER TABLE deployments ADD COLUMN checks TEXT;
+ALTER TABLE deployments ADD COLUMN checks_reported_at TEXT;
+ALTER TABLE deployments ADD COLUMN checks_forced_by TEXT;
+"#,
+        postgres: r#"
+ALTER TABLE environments ADD COLUMN required_checks TEXT;
+ALTER TABLE environments ADD COLUMN required_checks_all BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE environments ADD COLUMN required_checks_timeout_minutes BIGINT NOT NULL DEFAULT 60;
+ALTER TABLE deployments ADD COLUMN checks_required TEXT;
+ALTER TABLE deployments ADD COLUMN checks TEXT;
+ALTER TABLE deployments ADD COLUMN checks_reported_at TIMESTAMPTZ;
+ALTER TABLE deployments ADD COLUMN checks_forced_by TEXT;
+"#,
+    },
 ];
 
 /// Applies every migration the database does not have yet, in order, and

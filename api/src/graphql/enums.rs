@@ -70,6 +70,21 @@ pub(crate) enum GateKind {
     /// The end of the freeze window it was created in, or an admin's
     /// `overrideFreeze`.
     Freeze,
+    /// The environment's required CI checks to pass on its commit, as the
+    /// provider reports them (`reportChecks`); `until` is when it times out.
+    Checks,
+}
+
+/// A CI check's state on a commit, as the provider reads it from the forge.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(remote = "crate::checks::CheckState")]
+pub(crate) enum CheckState {
+    /// Not finished (or not started: queued, waiting, no pipeline yet).
+    Pending,
+    /// Passed (GitHub: `success`, `neutral` and `skipped` check runs too).
+    Success,
+    /// Failed, errored, cancelled or timed out.
+    Failure,
 }
 
 /// What a deployment created inside a freeze window does.

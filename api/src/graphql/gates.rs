@@ -1,5 +1,6 @@
 //! The schema's view of gates: what a deployment waits for, who let it
-//! through, and the environment's approval policy and freeze windows.
+//! through, and the environment's approval policy, freeze windows and
+//! required checks.
 //!
 //! A gate is its own object on `Deployment`, not a `DeploymentPhase`: a
 //! phase says what a runner is doing to an IN_PROGRESS deployment, while a
@@ -9,7 +10,8 @@
 use async_graphql::{SimpleObject, ID};
 use chrono::{DateTime, Utc};
 
-use super::enums::{FreezeMode, GateKind, ReviewVerdict};
+use super::enums::{CheckState, FreezeMode, GateKind, ReviewVerdict};
+use crate::checks;
 use crate::db::entities::{deployment, environment};
 use crate::gates::{self, freeze_window};
 
@@ -21,7 +23,9 @@ pub(crate) struct Gate {
     /// In words: "an approval by a deployer other than alice, who created it".
     pub waiting_for: String,
     pub since: DateTime<Utc>,
-    /// When it opens by itself (a freeze window's end); none for an approval.
+    /// When it opens by itself (a freeze window's end), or when the
+    /// deployment fails if its checks have not passed by then (CHECKS);
+    /// none for an approval.
     pub until: Option<DateTime<Utc>>,
 }
 
@@ -120,6 +124,52 @@ impl FreezeWindow {
             created_by: w.created_by,
             created_at: w.created_at,
             active_until,
+        }
+    }
+}
+
+/// The CI checks deployments must pass before their rollout.
+///
+/// `names` must each pass. With `all`, every other check the forge reports
+/// on the commit must pass too, and at least one must be reported (a commit
+/// with no statuses and no check runs is pending, not passed). A deployment
+/// created with `force` waits for `names` only — with `all` and no names,
+/// for none.
+#[derive(SimpleObject)]
+pub(crate) struct RequiredChecks {
+    pub names: Vec<String>,
+    pub all: bool,
+    /// How long a deployment waits for them before it fails.
+    pub timeout_minutes: i64,
+}
+
+impl RequiredChecks {
+    pub(super) fn of(required: checks::StoredRequiredChecks) -> Self {
+        RequiredChecks {
+            names: required.names,
+            all: required.all,
+            timeout_minutes: required.timeout_minutes,
+        }
+    }
+}
+
+/// A CI check on a deployment's commit, as the provider last reported it.
+#[derive(SimpleObject)]
+pub(crate) struct Check {
+    /// The status context (`ci/build`), the check run's name, or `pipeline`
+    /// (GitLab).
+    pub name: String,
+    pub state: CheckState,
+    /// Where a person reads it (the forge's page of the check).
+    pub url: Option<String>,
+}
+
+impl Check {
+    pub(super) fn of(c: checks::StoredCheck) -> Self {
+        Check {
+            name: c.name,
+            state: c.state.into(),
+            url: c.url,
         }
     }
 }

@@ -3,13 +3,16 @@ use std::sync::Arc;
 use async_graphql::{Context, InputObject, Json, Object, ID};
 use chrono::{DateTime, Utc};
 
-use super::enums::{ConvergenceState, DeploymentPhase, DeploymentStatus, FreezeMode, QueuePolicy};
+use super::enums::{
+    CheckState, ConvergenceState, DeploymentPhase, DeploymentStatus, FreezeMode, QueuePolicy,
+};
 use super::gates::FreezeWindow;
 use super::types::{
     deployment_id, plan_id, state, Application, Deployment, Environment, Plan, Runner,
 };
 use crate::applications::{self, ApplicationChange, NewApplication, NewEnvironment};
 use crate::auth::{caller, roles, Role, RoleGuard};
+use crate::checks::{self, StoredCheck};
 use crate::commits::{self, NewCommit};
 use crate::deployments::{self, NewDeployment};
 use crate::error::{quote, ApiError, ApiResult};
@@ -73,6 +76,21 @@ pub(super) struct CreateDeploymentInput {
     /// in force now, `REFUSE` ones too; kept on the deployment
     /// (`freezeOverride`). Only an admin may give it.
     pub override_freeze: Option<String>,
+    /// Go past the checks the environment does not name as required: with
+    /// `requireChecks: all`, wait only for the named ones (for none when it
+    /// names none). Recorded on the deployment (`checksForcedBy`). False
+    /// unless told.
+    pub force: Option<bool>,
+}
+
+/// A CI check on a commit, as the provider read it from the forge.
+#[derive(InputObject)]
+pub(super) struct CheckInput {
+    /// The status context, the check run's name, or `pipeline` (GitLab).
+    pub name: String,
+    pub state: CheckState,
+    /// The forge's page of the check (http or https).
+    pub url: Option<String>,
 }
 
 #[derive(InputObject)]
@@ -224,6 +242,7 @@ impl Mutation {
                 restores: None,
                 pause_auto_deploy: None,
                 override_freeze: input.override_freeze,
+                force: input.force.unwrap_or(false),
             },
         )
         .await?;
@@ -274,6 +293,60 @@ impl Mutation {
         )
         .await?;
         Ok(Environment::new(env, Arc::new(app)))
+    }
+
+    /// The CI checks the environment's new deployments wait for (gate
+    /// CHECKS) before their rollout: each of `checks` (status contexts or
+    /// check run names; on GitLab, `pipeline`), and with `all` every check
+    /// the forge reports on the commit (at least one). Neither clears it.
+    /// A deployment that waited `timeoutMinutes` (60 unless set; kept when
+    /// left out) fails. Deployments already queued keep what they were
+    /// created with; rollbacks never wait for checks.
+    #[graphql(guard = "RoleGuard::new(roles::ADMIN)")]
+    async fn set_required_checks(
+        &self,
+        ctx: &Context<'_>,
+        application: String,
+        environment: String,
+        checks: Option<Vec<String>>,
+        all: Option<bool>,
+        timeout_minutes: Option<i64>,
+    ) -> ApiResult<Environment> {
+        let (env, app) = checks::set_required_checks(
+            state(ctx),
+            &application,
+            &environment,
+            checks.unwrap_or_default(),
+            all.unwrap_or(false),
+            timeout_minutes,
+        )
+        .await?;
+        Ok(Environment::new(env, Arc::new(app)))
+    }
+
+    /// What the provider saw of the checks on `sha`, the commit of a
+    /// deployment waiting at gate CHECKS (its sha from now on when it had
+    /// none; another sha than a known one is `CONFLICT`). Every required
+    /// check passed: the gate opens. One failed: the deployment ends FAILED
+    /// naming it. Otherwise it keeps waiting, saying for which.
+    #[graphql(guard = "RoleGuard::new(roles::PROVIDER)")]
+    async fn report_checks(
+        &self,
+        ctx: &Context<'_>,
+        deployment: ID,
+        sha: String,
+        checks: Vec<CheckInput>,
+    ) -> ApiResult<Deployment> {
+        let checks = checks
+            .into_iter()
+            .map(|c| StoredCheck {
+                name: c.name,
+                state: c.state.into(),
+                url: c.url,
+            })
+            .collect();
+        let view = checks::report(state(ctx), deployment_id(&deployment)?, &sha, checks).await?;
+        Ok(Deployment(Arc::new(view)))
     }
 
     /// Adds a freeze window: from each occurrence of `cron` (five fields, in

@@ -3,14 +3,14 @@ use std::sync::Arc;
 use async_graphql::connection::Connection;
 use async_graphql::{Context, Object, ID};
 
-use super::enums::DeploymentStatus;
+use super::enums::{DeploymentStatus, GateKind};
 use super::types::{
     deployment_id, deployment_page, plan_id, state, Application, Deployment, Plan, Runner, Viewer,
 };
 use crate::auth::{caller, roles, RoleGuard};
 use crate::deployments::{self, Filter};
 use crate::error::{ApiError, ApiResult};
-use crate::{applications, plans, runners, view};
+use crate::{applications, gates, plans, runners, view};
 
 pub struct Query;
 
@@ -71,6 +71,18 @@ impl Query {
     #[graphql(guard = "RoleGuard::new(roles::READ)")]
     async fn claimable_deployments(&self, ctx: &Context<'_>) -> ApiResult<Vec<Deployment>> {
         let views = deployments::claimable(&state(ctx).db).await?;
+        Ok(views.into_iter().map(|v| Deployment(Arc::new(v))).collect())
+    }
+
+    /// Deployments QUEUED at a gate of `kind`, oldest first (at most 500).
+    /// The provider reads those at CHECKS to evaluate them on the forge.
+    #[graphql(guard = "RoleGuard::new(roles::READ)")]
+    async fn deployments_at_gate(
+        &self,
+        ctx: &Context<'_>,
+        kind: GateKind,
+    ) -> ApiResult<Vec<Deployment>> {
+        let views = gates::waiting_at(&state(ctx).db, kind.into()).await?;
         Ok(views.into_iter().map(|v| Deployment(Arc::new(v))).collect())
     }
 

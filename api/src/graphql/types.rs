@@ -317,6 +317,12 @@ impl Environment {
         super::gates::ApprovalPolicy::of(&self.model)
     }
 
+    /// The CI checks its new deployments wait for (gate CHECKS); none when
+    /// it requires none.
+    async fn required_checks(&self) -> Option<super::gates::RequiredChecks> {
+        crate::checks::policy(&self.model).map(super::gates::RequiredChecks::of)
+    }
+
     /// Its freeze windows, oldest first.
     #[graphql(guard = "RoleGuard::new(roles::READ)")]
     async fn freeze_windows(
@@ -619,8 +625,9 @@ impl Deployment {
         self.0.deployment.message.as_deref()
     }
 
-    /// What it waits for while QUEUED before a runner may take it: an
-    /// approval or the end of a freeze window; none when nothing holds it.
+    /// What it waits for while QUEUED before a runner may take it: the end
+    /// of a freeze window, its required checks, or an approval; none when
+    /// nothing holds it.
     /// Not a `phase`: a phase is what a runner does to an IN_PROGRESS
     /// deployment, a gate holds a QUEUED one that no runner has.
     async fn gate(&self) -> Option<super::gates::Gate> {
@@ -635,6 +642,34 @@ impl Deployment {
     /// The admin who let it through a freeze window, and why.
     async fn freeze_override(&self) -> Option<super::gates::FreezeOverride> {
         super::gates::FreezeOverride::of(&self.0.deployment)
+    }
+
+    /// The CI checks it waits for (or waited for), as its environment
+    /// required them when it was created and `force` left them; none when
+    /// it requires none (rollbacks never do).
+    async fn required_checks(&self) -> Option<super::gates::RequiredChecks> {
+        crate::checks::required(&self.0.deployment).map(super::gates::RequiredChecks::of)
+    }
+
+    /// The checks on its commit as the provider last reported them; empty
+    /// before the first report.
+    async fn checks(&self) -> Vec<super::gates::Check> {
+        crate::checks::reported(&self.0.deployment)
+            .into_iter()
+            .map(super::gates::Check::of)
+            .collect()
+    }
+
+    /// When the provider's report of its checks last changed (the provider
+    /// reads them every few seconds; the same answer is not stored again).
+    async fn checks_reported_at(&self) -> Option<DateTime<Utc>> {
+        self.0.deployment.checks_reported_at
+    }
+
+    /// The deployer who created it with `force`, past the checks its
+    /// environment does not name as required.
+    async fn checks_forced_by(&self) -> Option<&str> {
+        self.0.deployment.checks_forced_by.as_deref()
     }
 
     /// The subject of the token that created it.

@@ -99,12 +99,17 @@ fn summary(
                     strong { (match gate.kind {
                         GateKind::Approval => "Waiting for approval",
                         GateKind::Freeze => "Waiting for a freeze window to end",
+                        GateKind::Checks => "Waiting for checks",
                     }) }
                     " — waits for " (gate.waiting_for)
                     @if let Some(since) = d.gate_since { " (since " (time(since, now)) ")" }
+                    @if let (GateKind::Checks, Some(until)) = (gate.kind, gate.until) {
+                        "; it fails if they have not passed by " (time(until, now))
+                    }
                     ". It holds no place in the queue: the deployments behind it may go first."
                 }
             }
+            (checks(d, now))
             (timeline(d.status, d.phase))
             div.grid2 {
                 div.panel {
@@ -134,6 +139,10 @@ fn summary(
                                 @if let Some(at) = d.reviewed_at { " " (time(at, now)) }
                                 @if let Some(comment) = &d.review_comment { ": " (comment) }
                             }
+                        }
+                        @if let Some(by) = &d.checks_forced_by {
+                            dt { "Checks forced by" }
+                            dd { (by) " (only the checks named as required were waited for)" }
                         }
                         @if let Some(by) = &d.freeze_overridden_by {
                             dt { "Freeze overridden by" }
@@ -172,6 +181,59 @@ fn summary(
             (actions(view, current, who))
         }
     }
+}
+
+/// The CI checks on the deployment's commit as the provider last reported
+/// them, each with its state and a link to it; what the deployment requires.
+fn checks(d: &crate::db::entities::deployment::Model, now: DateTime<Utc>) -> Markup {
+    let Some(required) = crate::checks::required(d) else {
+        return html! {};
+    };
+    let reported = crate::checks::reported(d);
+    html! {
+        div.panel #checks {
+            strong { "Required checks" }
+            " — "
+            @if required.names.is_empty() { "every check the forge reports" }
+            @else {
+                @for (i, name) in required.names.iter().enumerate() {
+                    @if i > 0 { ", " }
+                    code { (name) }
+                }
+                @if required.all { " and every other check" }
+            }
+            " (timeout " (required.timeout_minutes) " min)"
+            @if reported.is_empty() {
+                p.muted { "No report from the provider yet." }
+            } @else {
+                table aria-label="Checks" {
+                    thead { tr { th { "Check" } th { "State" } } }
+                    tbody {
+                        @for c in &reported {
+                            tr {
+                                td {
+                                    @if let Some(url) = &c.url { a href=(url) rel="noreferrer" { (c.name) } }
+                                    @else { (c.name) }
+                                }
+                                td { (check_state(c.state)) }
+                            }
+                        }
+                    }
+                }
+                @if let Some(at) = d.checks_reported_at { p.muted { "Reported " (time(at, now)) "." } }
+            }
+        }
+    }
+}
+
+fn check_state(state: crate::checks::CheckState) -> Markup {
+    use crate::checks::CheckState;
+    let (class, label) = match state {
+        CheckState::Pending => ("QUEUED", "pending"),
+        CheckState::Success => ("SUCCEEDED", "passed"),
+        CheckState::Failure => ("FAILED", "failed"),
+    };
+    html! { span class={ "status " (class) } { (label) } }
 }
 
 fn convergence_state(state: ConvergenceState) -> Markup {

@@ -62,6 +62,23 @@ pub(super) async fn deploy_page(
                     label for="task" { "Task " small { "optional: run this task of the spec alone (" code { "migrate" } "), changing no service" } }
                     input #task type="text" name="task" maxlength="64" pattern="(deploy:)?[a-z0-9][a-z0-9_-]*";
                 }
+                @if let Some(required) = crate::checks::policy(&env) {
+                    p.muted {
+                        "It waits for CI to pass on its commit: "
+                        @if required.names.is_empty() { "every check" } @else { (required.names.join(", ")) @if required.all { " and every other check" } }
+                        " (at most " (required.timeout_minutes) " minutes)."
+                    }
+                    @if required.all {
+                        div.field {
+                            label {
+                                input type="checkbox" name="force" value="on";
+                                " Force: wait only for the checks named as required"
+                                @if required.names.is_empty() { " (none)" }
+                                " — recorded as forced by you"
+                            }
+                        }
+                    }
+                }
                 div.actions {
                     button type="submit" formaction="/plans" { "Preview changes" }
                     button.primary type="submit" { "Deploy" }
@@ -86,6 +103,8 @@ pub(super) struct DeployForm {
     description: Option<String>,
     /// A task of the spec to run alone instead of a rollout.
     task: Option<String>,
+    /// `on` when the deployer goes past the checks not named as required.
+    force: Option<String>,
 }
 
 /// `POST /apps/{app}/{env}/deploy`.
@@ -113,6 +132,7 @@ pub(super) async fn deploy(
                 .task
                 .map(|t| t.trim().to_owned())
                 .filter(|t| !t.is_empty()),
+            force: form.force.as_deref() == Some("on"),
             ..NewDeployment::default()
         },
     )

@@ -31,7 +31,7 @@ pub(super) struct Row {
     pub release: Option<deployment::Model>,
     pub running: Option<deployment::Model>,
     pub queued: u64,
-    /// Of those queued, how many wait at a gate (an approval, a freeze).
+    /// Of those queued, how many wait at a gate (checks, an approval, a freeze).
     pub gated: u64,
     /// The newest deployment, when it failed.
     pub failure: Option<deployment::Model>,
@@ -211,7 +211,7 @@ pub(super) fn environment_row(row: &Row, now: DateTime<Utc>) -> Markup {
                     span.muted { "idle" }
                 }
                 @if row.queued > 0 { br; span.chip { (row.queued) " queued" } }
-                @if row.gated > 0 { br; span.chip { (row.gated) " waiting for an approval or a freeze to end" } }
+                @if row.gated > 0 { br; span.chip { (row.gated) " waiting for checks, an approval or a freeze to end" } }
                 @if row.env.auto_deploy_paused_by.is_some() { br; span.chip { "auto-deploy paused" } }
             }
             td data-label="Lock" {
@@ -473,7 +473,7 @@ async fn environment_live_part(
                         p.muted { "No deployment in progress." }
                     }
                     @if row.gated > 0 {
-                        p { (row.gated) " of the queued wait for an approval or a freeze to end: their pages say which." }
+                        p { (row.gated) " of the queued wait for checks, an approval or a freeze to end: their pages say which." }
                     }
                     p { (row.queued) " queued · auto-deploys from "
                         @if let Some(tracked) = &env.auto_deploy_ref { code { (tracked) } } @else { "no branch" } }

@@ -148,6 +148,17 @@ fn operations() -> Vec<(&'static str, String, &'static [Role])> {
             roles::ADMIN,
         ),
         ("removeFreezeWindow", "mutation { removeFreezeWindow(id: \"999\") { id } }", roles::ADMIN),
+        (
+            "setRequiredChecks",
+            "mutation { setRequiredChecks(application: \"web\", environment: \"subs\", checks: []) { name } }",
+            roles::ADMIN,
+        ),
+        (
+            "reportChecks",
+            "mutation { reportChecks(deployment: \"999\", sha: \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\", checks: []) { id } }",
+            roles::PROVIDER,
+        ),
+        ("deploymentsAtGate", "{ deploymentsAtGate(kind: CHECKS) { id } }", roles::READ),
         ("approveDeployment", "mutation { approveDeployment(id: \"999\") { id } }", roles::OPERATE),
         ("rejectDeployment", "mutation { rejectDeployment(id: \"999\", comment: \"no\") { id } }", roles::OPERATE),
         ("overrideFreeze", "mutation { overrideFreeze(id: \"999\", reason: \"hotfix\") { id } }", roles::ADMIN),

@@ -5,6 +5,7 @@
 
 mod applications;
 mod auth;
+mod checks;
 mod claims;
 mod commits;
 mod deployments;

@@ -1229,6 +1229,87 @@ async fn the_deployment_page_shows_its_gate_and_the_forms_that_open_it(backend: 
     assert!(html.contains("hotfix"));
 }
 
+async fn the_deployment_page_shows_the_checks_with_their_state_and_links(backend: Backend) {
+    let server = TestApi::start(backend).await;
+    server
+        .app(
+            "web",
+            "https://github.com/acme/web.git",
+            &[("production", None, None)],
+        )
+        .await;
+    server
+        .ok_as(
+            Role::Admin,
+            "mutation { setRequiredChecks(application: \"web\", environment: \"production\", checks: [\"ci/build\", \"test\"], timeoutMinutes: 45) { name } }",
+            json!({}),
+        )
+        .await;
+    let id = server.deploy("web", "production").await;
+    let path = format!("/deployments/{id}");
+    let browser = Browser::sign_in(&server, Role::Viewer, "vic").await;
+    let (_, html) = browser.page(&path).await;
+    assert!(html.contains("Waiting for checks"), "{html}");
+    assert!(html.contains("Required checks"), "{html}");
+    assert!(html.contains("(timeout 45 min)"), "{html}");
+    assert!(html.contains("No report from the provider yet."), "{html}");
+
+    let sha = "0123456789abcdef0123456789abcdef01234567";
+    server
+        .ok(
+            &server.token(Role::Provider, "provider"),
+            "mutation($id: ID!, $sha: String!) { reportChecks(deployment: $id, sha: $sha, checks: [
+                {name: \"ci/build\", state: SUCCESS, url: \"https://ci.example.com/b/1?x=1&y=<2>\"},
+                {name: \"test\", state: PENDING}
+            ]) { id } }",
+            json!({"id": id, "sha": sha}),
+        )
+        .await;
+    let (_, html) = browser.page(&path).await;
+    assert!(html.contains("waits for test to pass on 0123456"), "{html}");
+    assert!(
+        html.contains(r#"<a href="https://ci.example.com/b/1?x=1&amp;y=&lt;2&gt;" rel="noreferrer">ci/build</a>"#),
+        "a link, escaped: {html}"
+    );
+    assert!(html.contains(">passed</span>"), "{html}");
+    assert!(html.contains(">pending</span>"), "{html}");
+
+    // With `all`, the deploy form offers Force, which the deployment records.
+    server
+        .ok_as(
+            Role::Admin,
+            "mutation { setRequiredChecks(application: \"web\", environment: \"production\", checks: [\"test\"], all: true) { name } }",
+            json!({}),
+        )
+        .await;
+    let deployer = Browser::sign_in(&server, Role::Deployer, "dana").await;
+    let (_, form) = deployer.page("/apps/web/production/deploy").await;
+    assert!(
+        form.contains("It waits for CI to pass on its commit: test and every other check"),
+        "{form}"
+    );
+    assert!(form.contains(r#"name="force""#), "{form}");
+    let csrf = deployer.csrf().await;
+    let created = deployer
+        .post(
+            "/apps/web/production/deploy",
+            &[("csrf", csrf.as_str()), ("ref", "main"), ("force", "on")],
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::SEE_OTHER);
+    let forced = server
+        .ok_as(
+            Role::Viewer,
+            "{ deployments(first: 1) { nodes { checksForcedBy requiredChecks { names all } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        forced["deployments"]["nodes"][0],
+        json!({"checksForcedBy": "dana", "requiredChecks": {"names": ["test"], "all": false}})
+    );
+}
+
 async fn the_overview_says_how_many_deployments_wait_at_a_gate(backend: Backend) {
     let server = TestApi::start(backend).await;
     server
@@ -1250,17 +1331,18 @@ async fn the_overview_says_how_many_deployments_wait_at_a_gate(backend: Backend)
     let (_, overview) = browser.page("/").await;
     assert!(overview.contains("1 queued"), "{overview}");
     assert!(
-        overview.contains("1 waiting for an approval or a freeze to end"),
+        overview.contains("1 waiting for checks, an approval or a freeze to end"),
         "{overview}"
     );
     let (_, environment) = browser.page("/apps/web/production").await;
     assert!(
-        environment.contains("1 of the queued wait for an approval or a freeze to end"),
+        environment.contains("1 of the queued wait for checks, an approval or a freeze to end"),
         "{environment}"
     );
 }
 
 slipway_testkit::on_both_backends!(
+    the_deployment_page_shows_the_checks_with_their_state_and_links,
     the_overview_says_how_many_deployments_wait_at_a_gate,
     the_deployment_page_shows_its_gate_and_the_forms_that_open_it,
     a_preview_shows_what_a_deployment_would_change_and_deploys_the_commit_it_saw,

@@ -431,3 +431,97 @@ fn freeze_windows_are_added_listed_overridden_and_removed() {
     assert_eq!(windows[0]["mode"], "REFUSE");
     assert_eq!(windows[0]["durationMinutes"], 90);
 }
+
+#[test]
+fn required_checks_show_in_status_and_force_is_recorded() {
+    let up = Up::start(&[]);
+    let repo = ExampleRepo::new();
+    let app = unique_name("checks");
+    up.run(&[
+        "app",
+        "create",
+        &app,
+        repo.path().to_str().unwrap(),
+        "--spec-path",
+        "examples/shop/slipway.yml",
+    ])
+    .ok();
+    up.run(&["env", "create", &app, "local"]).ok();
+    let set = up
+        .run(&[
+            "-o",
+            "json",
+            "env",
+            "checks",
+            &app,
+            "local",
+            "ci/build",
+            "test",
+            "--all",
+            "--timeout",
+            "30",
+        ])
+        .ok()
+        .json();
+    assert_eq!(
+        set["requiredChecks"],
+        serde_json::json!({"names": ["ci/build", "test"], "all": true, "timeoutMinutes": 30})
+    );
+    let said = up
+        .run(&["env", "checks", &app, "local", "test", "--all"])
+        .ok();
+    assert!(
+        said.stdout
+            .contains("waits for `test` and every other check to pass on each deployment's commit (for at most 30 minutes)"),
+        "{said:#?}"
+    );
+
+    let sha = "1a2b3c4d5e6f1a2b3c4d5e6f1a2b3c4d5e6f1a2b";
+    let waiting = up
+        .run(&["-o", "json", "deploy", &app, "local", "main", "--sha", sha])
+        .ok()
+        .json();
+    assert_eq!(waiting["gate"]["kind"], "CHECKS");
+    let id = waiting["id"].as_str().unwrap().to_owned();
+    let forced = up
+        .run(&[
+            "-o", "json", "deploy", &app, "local", "main", "--sha", sha, "--force",
+        ])
+        .ok()
+        .json();
+    assert_eq!(
+        forced["gate"]["waitingFor"], "test to pass on 1a2b3c4",
+        "forced past every check but the named one"
+    );
+    let forced_id = forced["id"].as_str().unwrap().to_owned();
+
+    let status = up.run(&["status", &app]).ok();
+    assert!(
+        status.stdout.contains(&format!("{app}#1 ({id}) at CHECKS")),
+        "{status:#?}"
+    );
+    assert!(
+        status.stdout.contains(&format!(
+            "{app}#1 ({id}) waits for test and every other check to pass on 1a2b3c4; none reported yet; no check reported yet"
+        )),
+        "{status:#?}"
+    );
+    assert!(
+        status.stdout.contains(&format!(
+            "{app}#2 ({forced_id}) waits for test to pass on 1a2b3c4"
+        )),
+        "{status:#?}"
+    );
+
+    // Nothing required any more: new deployments wait for no check.
+    let cleared = up.run(&["env", "checks", &app, "local"]).ok();
+    assert!(
+        cleared
+            .stdout
+            .contains("takes deployments without waiting for checks"),
+        "{cleared:#?}"
+    );
+    for id in [&id, &forced_id] {
+        up.run(&["cancel", id]).ok();
+    }
+}

@@ -211,6 +211,8 @@ impl Hooks {
             auto_deploy: Some(request.auto_deploy),
             // A hook never goes past a freeze window.
             override_freeze: None,
+            // A hook never goes past the checks its environment requires.
+            force: None,
         };
         let variables = operations::create_deployment::Variables { input };
         match self

@@ -162,7 +162,25 @@ impl Github {
         }))
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, GithubError> {
+    /// A URL under the API's base, with `segments` percent-encoded one by one
+    /// (a ref's slashes stay in its segment).
+    pub(crate) fn url(&self, segments: &[&str]) -> reqwest::Url {
+        let mut url = reqwest::Url::parse(&self.base).expect("a checked base URL");
+        url.path_segments_mut()
+            .expect("an http(s) URL")
+            .pop_if_empty()
+            .extend(segments);
+        url
+    }
+
+    pub(crate) fn get(&self, url: reqwest::Url) -> reqwest::RequestBuilder {
+        self.http.get(url)
+    }
+
+    pub(crate) async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Value, GithubError> {
         let response = request
             .bearer_auth(self.token.expose())
             .send()

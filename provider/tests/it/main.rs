@@ -7,6 +7,7 @@
 mod support;
 
 mod bad_input;
+mod checks;
 mod config;
 mod generic;
 mod github;

@@ -1,5 +1,6 @@
-//! A fake of the part of GitHub's REST API that Slipway calls — deployments
-//! and deployment statuses — served over real HTTP on 127.0.0.1, recording
+//! A fake of the part of GitHub's REST API that Slipway calls — deployments,
+//! deployment statuses, and a commit's combined status, check runs and the
+//! commit a ref is at — served over real HTTP on 127.0.0.1, recording
 //! what it received and failing on demand (502s, rate limits); and the hooks
 //! GitHub sends, signed as GitHub signs them.
 
@@ -12,7 +13,7 @@ use std::time::Instant;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
@@ -65,6 +66,12 @@ struct Recorded {
     failed: AtomicUsize,
     /// Requests still to answer 403 "rate limit exceeded" (resetting in a second).
     limited: AtomicUsize,
+    /// Commit statuses by sha, as CI posted them (latest per context).
+    commit_statuses: Mutex<HashMap<String, Vec<Value>>>,
+    /// Check runs by sha (GitHub Actions reports only these).
+    check_runs: Mutex<HashMap<String, Vec<Value>>>,
+    /// The commit each branch or tag is at.
+    refs: Mutex<HashMap<String, String>>,
 }
 
 /// GitHub's deployments and statuses API, on 127.0.0.1; stops when dropped.
@@ -95,6 +102,15 @@ impl FakeGithub {
             .route(
                 "/repos/{owner}/{repo}/deployments/{id}/statuses",
                 post(create_status),
+            )
+            .route("/repos/{owner}/{repo}/commits/{ref}", get(commit))
+            .route(
+                "/repos/{owner}/{repo}/commits/{ref}/status",
+                get(combined_status),
+            )
+            .route(
+                "/repos/{owner}/{repo}/commits/{ref}/check-runs",
+                get(list_check_runs),
             )
             .with_state(recorded.clone());
         let listener = TcpListener::bind((ip, 0)).await.expect("bind");
@@ -164,6 +180,24 @@ impl FakeGithub {
     /// How many statuses GitHub took, for every deployment.
     pub fn status_count(&self) -> usize {
         self.recorded.statuses.lock().unwrap().len()
+    }
+
+    /// Sets the commit statuses of `sha` (`{context, state, target_url}`).
+    pub fn set_statuses(&self, sha: &str, statuses: Vec<Value>) {
+        let mut all = self.recorded.commit_statuses.lock().unwrap();
+        all.insert(sha.to_owned(), statuses);
+    }
+
+    /// Sets the check runs of `sha` (`{name, status, conclusion, html_url}`).
+    pub fn set_check_runs(&self, sha: &str, runs: Vec<Value>) {
+        let mut all = self.recorded.check_runs.lock().unwrap();
+        all.insert(sha.to_owned(), runs);
+    }
+
+    /// Points the branch or tag `name` at `sha`.
+    pub fn set_ref(&self, name: &str, sha: &str) {
+        let mut refs = self.recorded.refs.lock().unwrap();
+        refs.insert(name.to_owned(), sha.to_owned());
     }
 
     /// Deployments Slipway created on GitHub: (repository, id, body).
@@ -287,6 +321,137 @@ async fn create_status(
         at: Instant::now(),
     });
     (StatusCode::CREATED, Json(json!({"id": 1, "state": state}))).into_response()
+}
+
+/// What GitHub answers a request without a token to a private repository's
+/// commits, or a request that is not JSON of its REST API version.
+fn refuse_unauthenticated(headers: &HeaderMap) -> Option<Response> {
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("Bearer ") && v.len() > "Bearer ".len());
+    if !bearer {
+        let body = Json(json!({"message": "Requires authentication"}));
+        return Some((StatusCode::UNAUTHORIZED, body).into_response());
+    }
+    let accept = headers.get("accept").and_then(|v| v.to_str().ok());
+    if accept != Some("application/vnd.github+json") {
+        let body = Json(json!({"message": "the fake wants Accept: application/vnd.github+json"}));
+        return Some((StatusCode::NOT_ACCEPTABLE, body).into_response());
+    }
+    None
+}
+
+fn is_sha(text: &str) -> bool {
+    text.len() == 40 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn no_commit(git_ref: &str) -> Response {
+    let body = Json(json!({"message": format!("No commit found for SHA: {git_ref}")}));
+    (StatusCode::UNPROCESSABLE_ENTITY, body).into_response()
+}
+
+/// `GET /repos/{owner}/{repo}/commits/{ref}`: the commit, by sha or by a
+/// branch or tag [`FakeGithub::set_ref`] set.
+async fn commit(
+    State(recorded): State<Arc<Recorded>>,
+    Path((owner, repo, git_ref)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let path = format!("/repos/{owner}/{repo}/commits/{git_ref}");
+    if let Some(failed) = record(&recorded, "GET", path, &headers, Value::Null) {
+        return failed;
+    }
+    if let Some(refused) = refuse_unauthenticated(&headers) {
+        return refused;
+    }
+    let sha = if is_sha(&git_ref) {
+        Some(git_ref.clone())
+    } else {
+        recorded.refs.lock().unwrap().get(&git_ref).cloned()
+    };
+    match sha {
+        Some(sha) => Json(json!({"sha": sha, "commit": {"message": "a commit"}})).into_response(),
+        None => no_commit(&git_ref),
+    }
+}
+
+/// `GET /repos/{owner}/{repo}/commits/{ref}/status`: the combined status,
+/// `pending` with no statuses at all, as GitHub answers.
+async fn combined_status(
+    State(recorded): State<Arc<Recorded>>,
+    Path((owner, repo, sha)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let path = format!("/repos/{owner}/{repo}/commits/{sha}/status");
+    if let Some(failed) = record(&recorded, "GET", path, &headers, Value::Null) {
+        return failed;
+    }
+    if let Some(refused) = refuse_unauthenticated(&headers) {
+        return refused;
+    }
+    if !is_sha(&sha) {
+        return no_commit(&sha);
+    }
+    let statuses = recorded
+        .commit_statuses
+        .lock()
+        .unwrap()
+        .get(&sha)
+        .cloned()
+        .unwrap_or_default();
+    let states: Vec<&str> = statuses
+        .iter()
+        .filter_map(|s| s["state"].as_str())
+        .collect();
+    let state = if states.iter().any(|s| *s == "failure" || *s == "error") {
+        "failure"
+    } else if !states.is_empty() && states.iter().all(|s| *s == "success") {
+        "success"
+    } else {
+        "pending"
+    };
+    Json(json!({
+        "state": state,
+        "sha": sha,
+        "total_count": statuses.len(),
+        "statuses": statuses,
+    }))
+    .into_response()
+}
+
+/// `GET /repos/{owner}/{repo}/commits/{ref}/check-runs?filter=&per_page=`.
+async fn list_check_runs(
+    State(recorded): State<Arc<Recorded>>,
+    Path((owner, repo, sha)): Path<(String, String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let path = format!("/repos/{owner}/{repo}/commits/{sha}/check-runs");
+    if let Some(failed) = record(&recorded, "GET", path, &headers, json!(query)) {
+        return failed;
+    }
+    if let Some(refused) = refuse_unauthenticated(&headers) {
+        return refused;
+    }
+    if !is_sha(&sha) {
+        return no_commit(&sha);
+    }
+    if query
+        .get("filter")
+        .is_some_and(|f| f != "latest" && f != "all")
+    {
+        let body = Json(json!({"message": "Invalid filter"}));
+        return (StatusCode::UNPROCESSABLE_ENTITY, body).into_response();
+    }
+    let runs = recorded
+        .check_runs
+        .lock()
+        .unwrap()
+        .get(&sha)
+        .cloned()
+        .unwrap_or_default();
+    Json(json!({"total_count": runs.len(), "check_runs": runs})).into_response()
 }
 
 /// `X-Hub-Signature-256` of `body` under `secret`, as GitHub computes it.

@@ -3,3 +3,4 @@
 //! Only outside services are faked: Slipway's own parts are always real.
 
 pub mod github;
+pub mod gitlab;
