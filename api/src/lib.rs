@@ -21,6 +21,9 @@
 //!   [`runners`], [`gates`] (what a queued deployment waits for: freeze
 //!   windows, approvals) with [`checks`] (required CI checks, as the
 //!   provider reports them).
+//! - [`notifications`]: where each environment's deployments are told
+//!   (Slack, signed webhooks) and the outbox the database's triggers fill in
+//!   the transaction of each change; [`notifications::outbox`] sends it.
 //! - [`db`]: connection, append-only migrations and entities. Only this crate
 //!   knows the SQL schema.
 //! - [`view`]: the deployment read model (a deployment with its application
@@ -44,6 +47,7 @@ pub mod graphql;
 pub mod http;
 pub mod leases;
 pub mod logs;
+pub mod notifications;
 pub mod plans;
 pub mod releases;
 pub mod repository;
@@ -87,6 +91,12 @@ pub async fn serve(
             let _ = stopped.wait_for(|stop| *stop).await;
         }
     }));
+    let outbox = tokio::spawn(notifications::outbox::run(state.clone(), {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }
+    }));
     let router = http::router_with(state.clone(), subscriptions.handle.clone());
     let events = state.events.clone();
     let result = http::serve_connections(listener, router, &state.settings.timeouts, async move {
@@ -96,6 +106,7 @@ pub async fn serve(
     })
     .await;
     let _ = reaper.await;
+    let _ = outbox.await;
     drop(subscriptions);
     result
 }

@@ -219,11 +219,16 @@ fn digest(secret: &str) -> String {
 /// 32 random bytes from the kernel, URL-safe base64.
 pub fn random_secret() -> ApiResult<String> {
     use base64::Engine as _;
-    let mut bytes = [0u8; 32];
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>()?))
+}
+
+/// `N` random bytes from the kernel.
+pub fn random_bytes<const N: usize>() -> ApiResult<[u8; N]> {
+    let mut bytes = [0u8; N];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
         .map_err(|err| ApiError::internal(format!("cannot read /dev/urandom: {err}")))?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -535,3 +535,157 @@ pub mod plan {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod notification {
+    use sea_orm::entity::prelude::*;
+
+    /// Where an environment's deployments are told about: a Slack incoming
+    /// webhook or a signed webhook. `target` and `secret` are write-only:
+    /// the API never answers them.
+    #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "notifications")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub environment_id: i64,
+        pub kind: NotificationKind,
+        /// The URL messages are posted to (a Slack webhook URL is its secret).
+        pub target: String,
+        /// A webhook's signing key, `whsec_` and base64.
+        pub secret: Option<String>,
+        pub created_by: String,
+        pub created_at: ChronoDateTimeUtc,
+        /// Set when the receiver said it is gone (`410`): nothing more is sent.
+        pub disabled_at: Option<ChronoDateTimeUtc>,
+        pub disabled_reason: Option<String>,
+        /// Set by `removeNotification`; the row stays for its deliveries.
+        pub removed_at: Option<ChronoDateTimeUtc>,
+    }
+
+    impl std::fmt::Debug for Model {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Notification")
+                .field("id", &self.id)
+                .field("environment_id", &self.environment_id)
+                .field("kind", &self.kind)
+                .field("target", &crate::notifications::shown_target(&self.target))
+                .field("disabled_at", &self.disabled_at)
+                .field("removed_at", &self.removed_at)
+                .finish_non_exhaustive()
+        }
+    }
+
+    #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+    #[sea_orm(rs_type = "String", db_type = "Text")]
+    pub enum NotificationKind {
+        /// A Slack incoming webhook: messages with blocks.
+        #[sea_orm(string_value = "SLACK")]
+        Slack,
+        /// JSON signed per the Standard Webhooks specification.
+        #[sea_orm(string_value = "WEBHOOK")]
+        Webhook,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod notification_event {
+    use sea_orm::entity::prelude::*;
+
+    /// One event a notification is sent for. The database's triggers read
+    /// these rows, so the event names are part of the schema.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "notification_events")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub notification_id: i64,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub event: DeploymentEvent,
+    }
+
+    /// What happened to a deployment, as notifications tell it.
+    #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+    #[sea_orm(rs_type = "String", db_type = "Text")]
+    pub enum DeploymentEvent {
+        /// Created (it may wait at a gate).
+        #[sea_orm(string_value = "QUEUED")]
+        Queued,
+        /// A runner claimed it.
+        #[sea_orm(string_value = "STARTED")]
+        Started,
+        #[sea_orm(string_value = "SUCCEEDED")]
+        Succeeded,
+        /// It failed and the stack was left as it was (or never touched).
+        #[sea_orm(string_value = "FAILED")]
+        Failed,
+        #[sea_orm(string_value = "CANCELLED")]
+        Cancelled,
+        /// It failed after changing the stack, and the runner took the
+        /// stack back to what ran before.
+        #[sea_orm(string_value = "ROLLED_BACK")]
+        RolledBack,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod delivery {
+    use sea_orm::entity::prelude::*;
+
+    use super::notification_event::DeploymentEvent;
+
+    /// One message to one notification's target about one event of a
+    /// deployment: the outbox. Rows are written by the database's triggers
+    /// in the transaction of the deployment's change, and sent by
+    /// `notifications::outbox`.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "deliveries")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub notification_id: i64,
+        pub deployment_id: i64,
+        pub event: DeploymentEvent,
+        pub occurred_at: ChronoDateTimeUtc,
+        pub state: DeliveryState,
+        pub attempts: i64,
+        pub next_attempt_at: ChronoDateTimeUtc,
+        /// While a sender works on it, no other takes it.
+        pub locked_until: Option<ChronoDateTimeUtc>,
+        pub last_attempt_at: Option<ChronoDateTimeUtc>,
+        /// The receiver's status and the start of its body, or why the
+        /// request failed.
+        pub last_answer: Option<String>,
+        /// What is sent, made at the first attempt and sent alike at each.
+        pub body: Option<String>,
+        pub delivered_at: Option<ChronoDateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+    #[sea_orm(rs_type = "String", db_type = "Text")]
+    pub enum DeliveryState {
+        /// Not sent yet, or to be tried again at `next_attempt_at`.
+        #[sea_orm(string_value = "PENDING")]
+        Pending,
+        /// The receiver answered 2xx.
+        #[sea_orm(string_value = "DELIVERED")]
+        Delivered,
+        /// Every attempt of the schedule failed.
+        #[sea_orm(string_value = "FAILED")]
+        Failed,
+        /// Not sent: the notification was removed or its receiver is gone.
+        #[sea_orm(string_value = "DISCARDED")]
+        Discarded,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -404,6 +404,141 @@ ALTER TABLE deployments ADD COLUMN checks TEXT;
 ALTER TABLE deployments ADD COLUMN checks_reported_at TIMESTAMPTZ;
 ALTER TABLE deployments ADD COLUMN checks_forced_by TEXT;
 "#,
+    },    Migration {
+        version: 11,
+        name: "notifications: an outbox of deliveries, filled by triggers in the transaction of each change",
+        sqlite: r#"
+CREATE TABLE notifications (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    environment_id BIGINT NOT NULL REFERENCES environments (id),
+    kind TEXT NOT NULL,
+    target TEXT NOT NULL,
+    secret TEXT,
+    created_by TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    disabled_at TEXT,
+    disabled_reason TEXT,
+    removed_at TEXT
+);
+CREATE INDEX notifications_by_environment ON notifications (environment_id);
+CREATE TABLE notification_events (
+    notification_id BIGINT NOT NULL REFERENCES notifications (id),
+    event TEXT NOT NULL,
+    PRIMARY KEY (notification_id, event)
+);
+CREATE TABLE deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    notification_id BIGINT NOT NULL REFERENCES notifications (id),
+    deployment_id BIGINT NOT NULL REFERENCES deployments (id),
+    event TEXT NOT NULL,
+    occurred_at TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'PENDING',
+    attempts BIGINT NOT NULL DEFAULT 0,
+    next_attempt_at TEXT NOT NULL,
+    locked_until TEXT,
+    last_attempt_at TEXT,
+    last_answer TEXT,
+    body TEXT,
+    delivered_at TEXT
+);
+CREATE INDEX deliveries_pending ON deliveries (state, next_attempt_at);
+CREATE INDEX deliveries_by_notification ON deliveries (notification_id, deployment_id, id);
+CREATE INDEX deliveries_by_deployment ON deliveries (deployment_id);
+CREATE TRIGGER deployments_queued_deliveries AFTER INSERT ON deployments
+BEGIN
+    INSERT INTO deliveries (notification_id, deployment_id, event, occurred_at, next_attempt_at)
+    SELECT n.id, NEW.id, e.event, NEW.created_at, NEW.created_at
+    FROM notifications n JOIN notification_events e ON e.notification_id = n.id
+    WHERE n.environment_id = NEW.environment_id AND n.disabled_at IS NULL
+        AND n.removed_at IS NULL AND e.event = 'QUEUED';
+END;
+CREATE TRIGGER deployments_status_deliveries AFTER UPDATE OF status ON deployments
+WHEN NEW.status <> OLD.status
+BEGIN
+    INSERT INTO deliveries (notification_id, deployment_id, event, occurred_at, next_attempt_at)
+    SELECT n.id, NEW.id, e.event, ev.at, ev.at
+    FROM (SELECT CASE NEW.status
+                WHEN 'IN_PROGRESS' THEN 'STARTED'
+                WHEN 'SUCCEEDED' THEN 'SUCCEEDED'
+                WHEN 'CANCELLED' THEN 'CANCELLED'
+                WHEN 'FAILED' THEN
+                    CASE WHEN NEW.phase = 'ROLLING_BACK' THEN 'ROLLED_BACK' ELSE 'FAILED' END
+            END AS event,
+            COALESCE(NEW.finished_at, NEW.started_at, NEW.created_at) AS at) ev
+    JOIN notification_events e ON e.event = ev.event
+    JOIN notifications n ON n.id = e.notification_id
+    WHERE n.environment_id = NEW.environment_id AND n.disabled_at IS NULL
+        AND n.removed_at IS NULL;
+END;
+"#,
+        postgres: r#"
+CREATE TABLE notifications (
+    id BIGSERIAL PRIMARY KEY,
+    environment_id BIGINT NOT NULL REFERENCES environments (id),
+    kind TEXT NOT NULL,
+    target TEXT NOT NULL,
+    secret TEXT,
+    created_by TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    disabled_at TIMESTAMPTZ,
+    disabled_reason TEXT,
+    removed_at TIMESTAMPTZ
+);
+CREATE INDEX notifications_by_environment ON notifications (environment_id);
+CREATE TABLE notification_events (
+    notification_id BIGINT NOT NULL REFERENCES notifications (id),
+    event TEXT NOT NULL,
+    PRIMARY KEY (notification_id, event)
+);
+CREATE TABLE deliveries (
+    id BIGSERIAL PRIMARY KEY,
+    notification_id BIGINT NOT NULL REFERENCES notifications (id),
+    deployment_id BIGINT NOT NULL REFERENCES deployments (id),
+    event TEXT NOT NULL,
+    occurred_at TIMESTAMPTZ NOT NULL,
+    state TEXT NOT NULL DEFAULT 'PENDING',
+    attempts BIGINT NOT NULL DEFAULT 0,
+    next_attempt_at TIMESTAMPTZ NOT NULL,
+    locked_until TIMESTAMPTZ,
+    last_attempt_at TIMESTAMPTZ,
+    last_answer TEXT,
+    body TEXT,
+    delivered_at TIMESTAMPTZ
+);
+CREATE INDEX deliveries_pending ON deliveries (state, next_attempt_at);
+CREATE INDEX deliveries_by_notification ON deliveries (notification_id, deployment_id, id);
+CREATE INDEX deliveries_by_deployment ON deliveries (deployment_id);
+CREATE FUNCTION slipway_deployment_deliveries() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    ev TEXT;
+    at TIMESTAMPTZ;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        ev := 'QUEUED';
+        at := NEW.created_at;
+    ELSIF NEW.status IS DISTINCT FROM OLD.status THEN
+        ev := CASE NEW.status
+            WHEN 'IN_PROGRESS' THEN 'STARTED'
+            WHEN 'SUCCEEDED' THEN 'SUCCEEDED'
+            WHEN 'CANCELLED' THEN 'CANCELLED'
+            WHEN 'FAILED' THEN
+                CASE WHEN NEW.phase = 'ROLLING_BACK' THEN 'ROLLED_BACK' ELSE 'FAILED' END
+        END;
+        at := COALESCE(NEW.finished_at, NEW.started_at, NEW.created_at);
+    END IF;
+    IF ev IS NOT NULL THEN
+        INSERT INTO deliveries (notification_id, deployment_id, event, occurred_at, next_attempt_at)
+        SELECT n.id, NEW.id, e.event, at, at
+        FROM notifications n JOIN notification_events e ON e.notification_id = n.id
+        WHERE n.environment_id = NEW.environment_id AND n.disabled_at IS NULL
+            AND n.removed_at IS NULL AND e.event = ev;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER deployments_deliveries AFTER INSERT OR UPDATE OF status ON deployments
+    FOR EACH ROW EXECUTE FUNCTION slipway_deployment_deliveries();
+"#,
     },
 ];
 

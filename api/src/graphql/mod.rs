@@ -10,6 +10,7 @@ pub mod cost;
 mod enums;
 mod gates;
 mod mutation;
+mod notifications;
 mod query;
 mod subscription;
 mod trace;

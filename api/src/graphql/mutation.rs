@@ -7,6 +7,9 @@ use super::enums::{
     CheckState, ConvergenceState, DeploymentPhase, DeploymentStatus, FreezeMode, QueuePolicy,
 };
 use super::gates::FreezeWindow;
+use super::notifications::{
+    DeploymentEvent, Notification, NotificationKind, SetNotificationPayload,
+};
 use super::types::{
     deployment_id, plan_id, state, Application, Deployment, Environment, Plan, Runner,
 };
@@ -19,6 +22,7 @@ use crate::error::{quote, ApiError, ApiResult};
 use crate::gates;
 use crate::leases::{self, Holder};
 use crate::logs::{self, NewLine};
+use crate::notifications;
 use crate::plans::{self, Answer};
 use crate::releases;
 use crate::runners;
@@ -81,6 +85,22 @@ pub(super) struct CreateDeploymentInput {
     /// names none). Recorded on the deployment (`checksForcedBy`). False
     /// unless told.
     pub force: Option<bool>,
+}
+
+#[derive(InputObject)]
+pub(super) struct SetNotificationInput {
+    pub application: String,
+    pub environment: String,
+    pub kind: NotificationKind,
+    /// The URL to post to (http or https): a Slack incoming webhook's URL,
+    /// or a webhook receiver's. Write-only: shown back as its host.
+    pub target: String,
+    /// WEBHOOK only: the signing key, `whsec_` and the base64 of 24 to 64
+    /// random bytes. Write-only; one is made (and answered once) when none
+    /// is given.
+    pub secret: Option<String>,
+    /// What to tell: at least one event.
+    pub events: Vec<DeploymentEvent>,
 }
 
 /// A CI check on a commit, as the provider read it from the forge.
@@ -393,6 +413,48 @@ impl Mutation {
             .map_err(|_| ApiError::BadInput(format!("{} is not a freeze window id", quote(&id))))?;
         let window = gates::remove_freeze_window(state(ctx), id).await?;
         Ok(FreezeWindow::new(window, state(ctx).clock.now()))
+    }
+
+    /// Sets where the deployments of an environment are told about: a Slack
+    /// incoming webhook or a webhook signed per the Standard Webhooks
+    /// specification, for the `events` named. Setting the same kind and
+    /// target again changes its events (and its secret, when given) and
+    /// enables it again after a 410. The target and the secret are never
+    /// shown back; a webhook given no `secret` gets one, answered this once.
+    #[graphql(guard = "RoleGuard::new(roles::ADMIN)")]
+    async fn set_notification(
+        &self,
+        ctx: &Context<'_>,
+        input: SetNotificationInput,
+    ) -> ApiResult<SetNotificationPayload> {
+        let by = caller(ctx)?.sub.clone();
+        let (notification, secret) = notifications::set(
+            state(ctx),
+            &by,
+            notifications::NewNotification {
+                application: input.application,
+                environment: input.environment,
+                kind: input.kind.into(),
+                target: input.target,
+                secret: input.secret,
+                events: input.events.into_iter().map(Into::into).collect(),
+            },
+        )
+        .await?;
+        Ok(SetNotificationPayload {
+            notification: Notification(notification),
+            secret,
+        })
+    }
+
+    /// Removes a notification: nothing more is sent to it, and what it
+    /// still owed is discarded. Its deliveries stay on record.
+    #[graphql(guard = "RoleGuard::new(roles::ADMIN)")]
+    async fn remove_notification(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Notification> {
+        let id = id
+            .parse::<i64>()
+            .map_err(|_| ApiError::BadInput(format!("{} is not a notification id", quote(&id))))?;
+        Ok(Notification(notifications::remove(state(ctx), id).await?))
     }
 
     /// Approves a deployment waiting for approval; it then goes in its turn.

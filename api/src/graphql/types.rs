@@ -129,7 +129,10 @@ const PAGE: i32 = 20;
 const MAX_PAGE: i32 = 100;
 
 /// `first` (checked) and the id the page starts below, from `after`.
-fn page_arguments(first: Option<i32>, after: Option<String>) -> ApiResult<(i32, Option<i64>)> {
+pub(crate) fn page_arguments(
+    first: Option<i32>,
+    after: Option<String>,
+) -> ApiResult<(i32, Option<i64>)> {
     let first = first.unwrap_or(PAGE);
     if !(0..=MAX_PAGE).contains(&first) {
         return Err(ApiError::BadInput(format!(
@@ -335,6 +338,37 @@ impl Environment {
             .into_iter()
             .map(|w| super::gates::FreezeWindow::new(w, now))
             .collect())
+    }
+
+    /// Where its deployments are told about (Slack, webhooks), oldest
+    /// first. Admins only: even masked, targets say where news goes.
+    #[graphql(guard = "RoleGuard::new(roles::ADMIN)")]
+    async fn notifications(
+        &self,
+        ctx: &Context<'_>,
+    ) -> ApiResult<Vec<super::notifications::Notification>> {
+        Ok(
+            crate::notifications::of_environment(&state(ctx).db, self.model.id)
+                .await?
+                .into_iter()
+                .map(super::notifications::Notification)
+                .collect(),
+        )
+    }
+
+    /// The messages owed to its notifications, newest first (admins only).
+    #[graphql(guard = "RoleGuard::new(roles::ADMIN)")]
+    async fn deliveries(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> ApiResult<Connection<String, super::notifications::Delivery>> {
+        let filter = crate::notifications::DeliveryFilter {
+            environment_id: Some(self.model.id),
+            ..Default::default()
+        };
+        super::notifications::delivery_page(ctx, filter, first, after).await
     }
 
     /// The deployment running now, if any.

@@ -4,3 +4,5 @@
 
 pub mod github;
 pub mod gitlab;
+pub mod slack;
+pub mod webhooks;
