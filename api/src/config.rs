@@ -56,6 +56,62 @@ pub struct ServeConfig {
     /// How long a runner's claim holds without a heartbeat (e.g. 30s, 2m).
     #[arg(long, env = "SLIPWAY_LEASE", default_value = "30s", value_parser = crate::auth::parse_ttl)]
     pub lease: chrono::Duration,
+    #[command(flatten)]
+    pub slack: SlackConfig,
+}
+
+/// Chat-ops: Slack's slash command at `/hooks/slack`, on when a signing
+/// secret is given.
+#[derive(Args, Debug, Clone)]
+pub struct SlackConfig {
+    /// The Slack app's signing secret, which signs its slash commands.
+    #[arg(long, env = "SLIPWAY_SLACK_SIGNING_SECRET", hide_env_values = true)]
+    pub slack_signing_secret: Option<Secret>,
+    /// File holding the signing secret (e.g. a swarm secret).
+    #[arg(
+        long,
+        env = "SLIPWAY_SLACK_SIGNING_SECRET_FILE",
+        conflicts_with = "slack_signing_secret"
+    )]
+    pub slack_signing_secret_file: Option<PathBuf>,
+    /// A Slack user who may use the command, as USER_ID=SUBJECT:ROLE
+    /// (U024BE7LH=alice:deployer); repeat it, or separate them with commas.
+    #[arg(long = "slack-user", env = "SLIPWAY_SLACK_USERS", value_delimiter = ',', value_parser = parse_slack_user)]
+    pub slack_users: Vec<(String, crate::chatops::SlackUser)>,
+    /// Where Slack is: a command's response_url must lead there.
+    #[arg(
+        long,
+        env = "SLIPWAY_SLACK_URL",
+        default_value = "https://hooks.slack.com"
+    )]
+    pub slack_url: String,
+}
+
+fn parse_slack_user(text: &str) -> Result<(String, crate::chatops::SlackUser), String> {
+    crate::chatops::parse_user(text)
+}
+
+impl SlackConfig {
+    /// Chat-ops as configured: off without a signing secret.
+    pub fn commands(&self) -> Result<Option<crate::chatops::SlackCommands>, String> {
+        let secret = slipway_secret::read(
+            "slack-signing-secret",
+            self.slack_signing_secret.as_ref(),
+            self.slack_signing_secret_file.as_deref(),
+        )
+        .map_err(|err| err.to_string())?;
+        let Some(signing_secret) = secret else {
+            if !self.slack_users.is_empty() {
+                return Err("--slack-user needs --slack-signing-secret(-file): without it no Slack command is taken".into());
+            }
+            return Ok(None);
+        };
+        Ok(Some(crate::chatops::SlackCommands {
+            signing_secret,
+            users: self.slack_users.iter().cloned().collect(),
+            slack_url: self.slack_url.clone(),
+        }))
+    }
 }
 
 #[derive(Args, Clone)]

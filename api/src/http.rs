@@ -27,12 +27,14 @@ use axum::http::header::{
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
+use tower::ServiceExt;
 
+use crate::audit::{Origin, Peer};
 use crate::auth::{Auth, EXPIRED};
 use crate::graphql::{self, Execution, SlipwaySchema};
 use crate::state::{AppState, Timeouts};
@@ -74,6 +76,7 @@ pub fn router_with(state: AppState, subscriptions: tokio::runtime::Handle) -> Ro
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(http)
+        .merge(crate::chatops::router(state_for_web.clone()))
         .merge(crate::web::router(state_for_web))
         // A span per request, so what a handler logs says which request it
         // served; 5xx answers are logged as failures, the rest at debug.
@@ -106,9 +109,9 @@ pub(crate) async fn serve_connections(
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(err) if is_connection_error(&err) => continue,
                 Err(err) => {
                     // Out of file descriptors and the like: wait instead of spinning.
@@ -120,7 +123,13 @@ pub(crate) async fn serve_connections(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        // Every request knows its connection's peer (for the audit log).
+        let service = hyper_util::service::TowerToHyperService::new(router.clone().map_request(
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(Peer(peer));
+                request
+            },
+        ));
         let connection = http1
             .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
             .with_upgrades();
@@ -399,6 +408,7 @@ struct UrlParams {
 /// `GET /graphql`: a query in the URL, or GraphiQL for a browser.
 async fn graphql_get(
     State(http): State<Http>,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
     url: Result<Query<UrlParams>, QueryRejection>,
 ) -> Response {
@@ -417,13 +427,18 @@ async fn graphql_get(
         return not_acceptable();
     };
     match Params::from_url(url) {
-        Ok(params) => execute(&http, &headers, params, format, false).await,
+        Ok(params) => execute(&http, peer, &headers, params, format, false).await,
         Err(message) => Refusal::new(StatusCode::BAD_REQUEST, message).into_response(format),
     }
 }
 
 /// `POST /graphql`: a JSON body.
-async fn graphql_post(State(http): State<Http>, headers: HeaderMap, body: Body) -> Response {
+async fn graphql_post(
+    State(http): State<Http>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let Some(format) = negotiate(&headers) else {
         return not_acceptable();
     };
@@ -439,7 +454,7 @@ async fn graphql_post(State(http): State<Http>, headers: HeaderMap, body: Body) 
         Err(refusal) => return refusal.into_response(format),
     };
     match Params::from_body(&body) {
-        Ok(params) => execute(&http, &headers, params, format, true).await,
+        Ok(params) => execute(&http, peer, &headers, params, format, true).await,
         Err(message) => Refusal::new(StatusCode::BAD_REQUEST, message).into_response(format),
     }
 }
@@ -522,6 +537,7 @@ async fn read_body(headers: &HeaderMap, body: Body, timeout: Duration) -> Result
 /// may be repeated by anything on the way); subscriptions by WebSocket.
 async fn execute(
     http: &Http,
+    peer: Option<Extension<Peer>>,
     headers: &HeaderMap,
     params: Params,
     format: Format,
@@ -561,6 +577,7 @@ async fn execute(
     let execution = Arc::new(Execution::default());
     let request = request
         .data(authenticate(http, headers))
+        .data(Origin::of(peer.map(|Extension(Peer(peer))| peer), headers))
         .data(execution.clone());
     let response = http.schema.execute(request).await;
     // A request that never ran has no `data` (GraphQL's "request error").
@@ -692,9 +709,11 @@ async fn readyz(State(http): State<Http>) -> Response {
 
 async fn graphql_ws(
     State(http): State<Http>,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let origin = Origin::of(peer.map(|Extension(Peer(peer))| peer), &headers);
     let legacy = match first_protocol(&headers) {
         Some(protocol) => protocol == "graphql-ws",
         None => {
@@ -713,7 +732,7 @@ async fn graphql_ws(
         .max_frame_size(MAX_WS_MESSAGE_BYTES)
         .on_upgrade(move |socket| async move {
             let runtime = http.subscriptions.clone();
-            let _ = runtime.spawn(serve_ws(http, socket, legacy)).await;
+            let _ = runtime.spawn(serve_ws(http, socket, legacy, origin)).await;
         })
 }
 
@@ -737,7 +756,7 @@ fn first_protocol(headers: &HeaderMap) -> Option<&str> {
 /// `ping`; `ka` and a WebSocket ping on the legacy protocol), dropped when the
 /// client has sent nothing for `ws_silence` (3008), and closed with 4403 when
 /// its token expires.
-async fn serve_ws(http: Http, socket: WebSocket, legacy: bool) {
+async fn serve_ws(http: Http, socket: WebSocket, legacy: bool, origin: Origin) {
     let timeouts = http.state.settings.timeouts.clone();
     let (mut sink, mut stream) = socket.split();
     let first = match tokio::time::timeout(timeouts.ws_init, first_text(&mut stream)).await {
@@ -797,6 +816,7 @@ async fn serve_ws(http: Http, socket: WebSocket, legacy: bool) {
         .on_connection_init(move |_| async move {
             let mut data = Data::default();
             data.insert(auth);
+            data.insert(origin);
             Ok(data)
         })
         .map(|message| match message {

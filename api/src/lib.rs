@@ -24,6 +24,8 @@
 //! - [`notifications`]: where each environment's deployments are told
 //!   (Slack, signed webhooks) and the outbox the database's triggers fill in
 //!   the transaction of each change; [`notifications::outbox`] sends it.
+//! - [`audit`]: the audit log of every mutation, web UI action and chat
+//!   command; [`chatops`]: Slack's slash command.
 //! - [`db`]: connection, append-only migrations and entities. Only this crate
 //!   knows the SQL schema.
 //! - [`view`]: the deployment read model (a deployment with its application
@@ -33,7 +35,9 @@
 //! - [`clock`]: "now", movable in tests.
 
 pub mod applications;
+pub mod audit;
 pub mod auth;
+pub mod chatops;
 pub mod checks;
 pub mod clock;
 pub mod commits;

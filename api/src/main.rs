@@ -55,6 +55,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         lease: config.lease,
         public_url: config.public_url.clone(),
         hooks_url: config.hooks_url.clone(),
+        slack: config.slack.commands().map_err(anyhow::Error::msg)?,
         ..Settings::default()
     };
     let state = AppState::new(db, Keys::new(&secret), Clock::system(), settings);

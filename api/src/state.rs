@@ -28,6 +28,8 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// Where the provider takes hooks, if known (the setup page shows it).
     pub hooks_url: Option<String>,
+    /// Slack's slash commands, when chat-ops is configured.
+    pub slack: Option<crate::chatops::SlackCommands>,
     /// How long clients may take, so a slow or silent one cannot hold a
     /// connection for ever.
     pub timeouts: Timeouts,
@@ -39,6 +41,7 @@ impl Default for Settings {
             lease: Duration::seconds(30),
             public_url: None,
             hooks_url: None,
+            slack: None,
             timeouts: Timeouts::default(),
         }
     }

@@ -548,6 +548,9 @@ pub mod notification {
         #[sea_orm(primary_key)]
         pub id: i64,
         pub environment_id: i64,
+        /// Set when only this deployment's news goes to it (the answer to a
+        /// chat command); such notifications are not listed.
+        pub deployment_id: Option<i64>,
         pub kind: NotificationKind,
         /// The URL messages are posted to (a Slack webhook URL is its secret).
         pub target: String,
@@ -682,6 +685,46 @@ pub mod delivery {
         /// Not sent: the notification was removed or its receiver is gone.
         #[sea_orm(string_value = "DISCARDED")]
         Discarded,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod audit_entry {
+    use sea_orm::entity::prelude::*;
+
+    /// One action someone took, as the audit log keeps it: names rather
+    /// than references, so an entry outlives what it names.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_log")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub at: ChronoDateTimeUtc,
+        /// The token's or session's subject, or `(anonymous)`.
+        pub actor: String,
+        pub role: Option<String>,
+        /// `GRAPHQL`, `WEB` or `CHAT`.
+        pub via: String,
+        /// The mutation's name (`cancelDeployment`), the same for the UI.
+        pub action: String,
+        pub application: Option<String>,
+        pub environment: Option<String>,
+        /// What it acted on beyond the environment (`deployment 12`).
+        pub object: Option<String>,
+        /// The arguments as JSON, secrets left out.
+        pub arguments: Option<String>,
+        /// The peer's address.
+        pub ip: Option<String>,
+        /// `X-Forwarded-For` as sent: a proxy's word, not checked.
+        pub forwarded_for: Option<String>,
+        pub user_agent: Option<String>,
+        /// `OK` or the error's code (`FORBIDDEN`).
+        pub result: String,
+        pub error: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

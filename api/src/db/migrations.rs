@@ -404,13 +404,16 @@ ALTER TABLE deployments ADD COLUMN checks TEXT;
 ALTER TABLE deployments ADD COLUMN checks_reported_at TIMESTAMPTZ;
 ALTER TABLE deployments ADD COLUMN checks_forced_by TEXT;
 "#,
-    },    Migration {
+    },
+    Migration {
         version: 11,
         name: "notifications: an outbox of deliveries, filled by triggers in the transaction of each change",
         sqlite: r#"
 CREATE TABLE notifications (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     environment_id BIGINT NOT NULL REFERENCES environments (id),
+    -- Set for one deployment's news only (a chat command's answer).
+    deployment_id BIGINT REFERENCES deployments (id),
     kind TEXT NOT NULL,
     target TEXT NOT NULL,
     secret TEXT,
@@ -450,7 +453,8 @@ BEGIN
     SELECT n.id, NEW.id, e.event, NEW.created_at, NEW.created_at
     FROM notifications n JOIN notification_events e ON e.notification_id = n.id
     WHERE n.environment_id = NEW.environment_id AND n.disabled_at IS NULL
-        AND n.removed_at IS NULL AND e.event = 'QUEUED';
+        AND n.removed_at IS NULL
+        AND (n.deployment_id IS NULL OR n.deployment_id = NEW.id) AND e.event = 'QUEUED';
 END;
 CREATE TRIGGER deployments_status_deliveries AFTER UPDATE OF status ON deployments
 WHEN NEW.status <> OLD.status
@@ -468,13 +472,16 @@ BEGIN
     JOIN notification_events e ON e.event = ev.event
     JOIN notifications n ON n.id = e.notification_id
     WHERE n.environment_id = NEW.environment_id AND n.disabled_at IS NULL
-        AND n.removed_at IS NULL;
+        AND n.removed_at IS NULL
+        AND (n.deployment_id IS NULL OR n.deployment_id = NEW.id);
 END;
 "#,
         postgres: r#"
 CREATE TABLE notifications (
     id BIGSERIAL PRIMARY KEY,
     environment_id BIGINT NOT NULL REFERENCES environments (id),
+    -- Set for one deployment's news only (a chat command's answer).
+    deployment_id BIGINT REFERENCES deployments (id),
     kind TEXT NOT NULL,
     target TEXT NOT NULL,
     secret TEXT,
@@ -531,13 +538,60 @@ BEGIN
         SELECT n.id, NEW.id, e.event, at, at
         FROM notifications n JOIN notification_events e ON e.notification_id = n.id
         WHERE n.environment_id = NEW.environment_id AND n.disabled_at IS NULL
-            AND n.removed_at IS NULL AND e.event = ev;
+            AND n.removed_at IS NULL
+        AND (n.deployment_id IS NULL OR n.deployment_id = NEW.id) AND e.event = ev;
     END IF;
     RETURN NULL;
 END
 $$;
 CREATE TRIGGER deployments_deliveries AFTER INSERT OR UPDATE OF status ON deployments
     FOR EACH ROW EXECUTE FUNCTION slipway_deployment_deliveries();
+"#,
+    },
+    Migration {
+        version: 12,
+        name: "the audit log: every action, by whom, from where, and how it ended; names, not references, so it outlives what it names",
+        sqlite: r#"
+CREATE TABLE audit_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    role TEXT,
+    via TEXT NOT NULL,
+    action TEXT NOT NULL,
+    application TEXT,
+    environment TEXT,
+    object TEXT,
+    arguments TEXT,
+    ip TEXT,
+    forwarded_for TEXT,
+    user_agent TEXT,
+    result TEXT NOT NULL,
+    error TEXT
+);
+CREATE INDEX audit_log_application ON audit_log (application, id);
+CREATE INDEX audit_log_actor ON audit_log (actor, id);
+"#,
+        postgres: r#"
+CREATE TABLE audit_log (
+    id BIGSERIAL PRIMARY KEY,
+    at TIMESTAMPTZ NOT NULL,
+    actor TEXT NOT NULL,
+    role TEXT,
+    via TEXT NOT NULL,
+    action TEXT NOT NULL,
+    application TEXT,
+    environment TEXT,
+    object TEXT,
+    arguments TEXT,
+    ip TEXT,
+    forwarded_for TEXT,
+    user_agent TEXT,
+    result TEXT NOT NULL,
+    error TEXT
+);
+CREATE INDEX audit_log_application ON audit_log (application, id);
+CREATE INDEX audit_log_actor ON audit_log (actor, id);
 "#,
     },
 ];

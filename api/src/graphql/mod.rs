@@ -4,8 +4,10 @@
 //! checked against [`MAX_COST`] (see [`cost`]), a heavy one waits for its
 //! turn ([`HEAVY_COST`]), its errors get a code and a bounded size, and the
 //! HTTP layer learns whether it was executed at all ([`Execution`]). Each
-//! operation runs in a tracing span of its own (`trace`).
+//! operation runs in a tracing span of its own (`trace`), and each mutation
+//! is recorded in the audit log (`audit`).
 
+mod audit;
 pub mod cost;
 mod enums;
 mod gates;
@@ -66,6 +68,7 @@ fn builder() -> SchemaBuilder<Query, Mutation, Subscription> {
             heavy: Arc::new(Semaphore::new(HEAVY_AT_ONCE)),
         })
         .extension(trace::Traced)
+        .extension(audit::Audited)
 }
 
 pub fn schema(state: AppState) -> SlipwaySchema {

@@ -105,4 +105,20 @@ impl Query {
         let list = runners::list(state(ctx)).await?;
         Ok(list.into_iter().map(Runner).collect())
     }
+
+    /// What was done, by whom, from where, and how it ended — every
+    /// mutation and every form of the web UI — newest first (admins only).
+    /// Entries name what they acted on, and stay when it is gone.
+    #[graphql(guard = "RoleGuard::new(roles::ADMIN)")]
+    async fn audit_log(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        application: Option<String>,
+        actor: Option<String>,
+    ) -> ApiResult<Connection<String, super::audit::AuditEntry>> {
+        let filter = crate::audit::Filter { application, actor };
+        super::audit::audit_page(ctx, filter, first, after).await
+    }
 }

@@ -92,6 +92,7 @@ pub async fn set(
         .filter(notification::Column::EnvironmentId.eq(env.id))
         .filter(notification::Column::Kind.eq(input.kind))
         .filter(notification::Column::Target.eq(target.clone()))
+        .filter(notification::Column::DeploymentId.is_null())
         .filter(notification::Column::RemovedAt.is_null())
         .one(&txn)
         .await?;
@@ -145,6 +146,45 @@ pub async fn set(
     Ok((Notification { model, events }, answered))
 }
 
+/// Tells a Slack `target` (a chat command's `response_url`) what becomes
+/// of one deployment from now on: it starts, and how it ends. Through the
+/// outbox like any notification; not listed among the environment's.
+pub async fn follow(
+    state: &AppState,
+    by: &str,
+    deployment: &crate::view::DeploymentView,
+    target: &str,
+) -> ApiResult<()> {
+    let target = check_target(target)?;
+    let txn = state.db.begin().await?;
+    let row = notification::ActiveModel {
+        environment_id: Set(deployment.environment.id),
+        deployment_id: Set(Some(deployment.deployment.id)),
+        kind: Set(NotificationKind::Slack),
+        target: Set(target),
+        created_by: Set(by.to_owned()),
+        created_at: Set(state.clock.now()),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await?;
+    let events = [
+        DeploymentEvent::Started,
+        DeploymentEvent::Succeeded,
+        DeploymentEvent::Failed,
+        DeploymentEvent::RolledBack,
+        DeploymentEvent::Cancelled,
+    ];
+    notification_event::Entity::insert_many(events.map(|event| notification_event::ActiveModel {
+        notification_id: Set(row.id),
+        event: Set(event),
+    }))
+    .exec(&txn)
+    .await?;
+    txn.commit().await?;
+    Ok(())
+}
+
 /// Removes a notification: nothing more is sent to it, and what it still
 /// owed is discarded. The row stays, with its deliveries, for the record.
 pub async fn remove(state: &AppState, id: i64) -> ApiResult<Notification> {
@@ -186,6 +226,7 @@ pub async fn of_environment(
 ) -> ApiResult<Vec<Notification>> {
     let rows = notification::Entity::find()
         .filter(notification::Column::EnvironmentId.eq(environment_id))
+        .filter(notification::Column::DeploymentId.is_null())
         .filter(notification::Column::RemovedAt.is_null())
         .order_by_asc(notification::Column::Id)
         .all(db)

@@ -348,7 +348,12 @@ impl Sender {
             NotificationKind::Slack => {
                 let view = view::get(&self.state.db, row.deployment_id).await?;
                 let public_url = self.state.settings.public_url.as_deref();
-                slack::message(&view, row.event, public_url).to_string()
+                let mut message = slack::message(&view, row.event, public_url);
+                if n.deployment_id.is_some() {
+                    // The answer to a chat command, for the channel to see.
+                    message["response_type"] = json!("in_channel");
+                }
+                message.to_string()
             }
             NotificationKind::Webhook => json!({
                 "type": row.event.webhook_type(),

@@ -7,9 +7,11 @@
 //! behind the subscriptions; `assets/app.js` swaps them in, and every page
 //! reads fine without it. Browsers sign in to a server-side session
 //! ([`crate::sessions`]); every form carries the session's CSRF token, and
-//! every answer the security headers of [`security_headers`].
+//! every answer the security headers of [`security_headers`]. Every form
+//! posted is recorded in the audit log (`audited`).
 
 mod assets;
+mod audited;
 mod deployment;
 mod layout;
 mod live;
@@ -75,6 +77,10 @@ pub fn router(state: AppState) -> Router {
         .route("/setup/applications", post(manage::create_application))
         .route("/setup/environments", post(manage::create_environment))
         .route("/assets/{file}", get(assets::serve))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            audited::record,
+        ))
         .layer(middleware::from_fn(security_headers))
         .with_state(state)
 }
@@ -131,13 +137,23 @@ impl FromRequestParts<AppState> for SignedIn {
             None => Ok(None),
         };
         match found {
-            Ok(Some(session)) => Ok(SignedIn {
-                session,
-                from_here: same_origin(state, &parts.headers),
-            }),
-            Ok(None) => Err(to_sign_in(
-                parts.uri.path_and_query().map_or("/", |p| p.as_str()),
-            )),
+            Ok(Some(session)) => {
+                if let Some(acting) = parts.extensions.get::<audited::Acting>() {
+                    acting.set(&session.subject, session.role);
+                }
+                Ok(SignedIn {
+                    session,
+                    from_here: same_origin(state, &parts.headers),
+                })
+            }
+            Ok(None) => {
+                let mut answer = to_sign_in(parts.uri.path_and_query().map_or("/", |p| p.as_str()));
+                let refused = ApiError::Unauthenticated("not signed in".into());
+                answer
+                    .extensions_mut()
+                    .insert(audited::Failure::of(&refused));
+                Err(answer)
+            }
             Err(err) => Err(WebError(err).into_response()),
         }
     }
@@ -272,7 +288,11 @@ impl IntoResponse for WebError {
             ApiError::BadInput(_) | ApiError::Lagged(_) => StatusCode::BAD_REQUEST,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        (status, layout::error_page(status, self.0.message())).into_response()
+        let mut response = (status, layout::error_page(status, self.0.message())).into_response();
+        response
+            .extensions_mut()
+            .insert(audited::Failure::of(&self.0));
+        response
     }
 }
 

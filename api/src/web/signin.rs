@@ -5,7 +5,7 @@ use axum::extract::{Query, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
+use axum::{Extension, Form};
 use maud::html;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
@@ -14,6 +14,7 @@ use crate::error::ApiError;
 use crate::sessions::{self, Opened};
 use crate::state::AppState;
 
+use super::audited::{Acting, Failure};
 use super::layout::{page, Section};
 use super::{cookie, SignedIn, WebResult, SESSION_COOKIE};
 
@@ -113,6 +114,7 @@ pub(super) struct LoginForm {
 /// `POST /login`: a sign-in link's code or a token becomes a session.
 pub(super) async fn submit(
     State(state): State<AppState>,
+    acting: Option<Extension<Acting>>,
     headers: HeaderMap,
     Form(input): Form<LoginForm>,
 ) -> Response {
@@ -121,13 +123,11 @@ pub(super) async fn submit(
     let same: bool = cookie(&headers, LOGIN_COOKIE)
         .is_some_and(|nonce| nonce.as_bytes().ct_eq(input.login.as_bytes()).into());
     if !same || !super::same_origin(&state, &headers) {
-        return form(
-            &state,
-            &headers,
-            next,
-            code,
-            Some("this sign-in form has expired: try again"),
-        );
+        let expired = "this sign-in form has expired: try again";
+        let mut answer = form(&state, &headers, next, code, Some(expired));
+        let refused = ApiError::Forbidden(expired.into());
+        answer.extensions_mut().insert(Failure::of(&refused));
+        return answer;
     }
     let opened = match (code, input.token.as_deref()) {
         (Some(code), _) => sessions::open_with_code(&state, code).await,
@@ -135,10 +135,19 @@ pub(super) async fn submit(
         (None, None) => Err(ApiError::BadInput("give a token to sign in".into())),
     };
     match opened {
-        Ok(opened) => signed_in(&state, &headers, opened, next),
+        Ok(opened) => {
+            if let Some(Extension(acting)) = acting {
+                acting.set(&opened.session.subject, opened.session.role);
+            }
+            signed_in(&state, &headers, opened, next)
+        }
         // A code that does not open a session will not later: show the
         // token form.
-        Err(err) => form(&state, &headers, next, None, Some(err.message())),
+        Err(err) => {
+            let mut answer = form(&state, &headers, next, None, Some(err.message()));
+            answer.extensions_mut().insert(Failure::of(&err));
+            answer
+        }
     }
 }
 

@@ -4,7 +4,9 @@
 //! SQLite files and real PostgreSQL databases (each `async` test runs on both).
 
 mod applications;
+mod audit;
 mod auth;
+mod chatops;
 mod checks;
 mod claims;
 mod commits;

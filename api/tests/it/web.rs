@@ -38,14 +38,14 @@ fn pair(set_cookie: &str) -> String {
 }
 
 /// A browser signed in as `subject` with `role`, through a sign-in link.
-struct Browser<'a> {
+pub struct Browser<'a> {
     server: &'a TestApi,
     client: Client,
     cookie: String,
 }
 
 impl<'a> Browser<'a> {
-    async fn sign_in(server: &'a TestApi, role: Role, subject: &str) -> Browser<'a> {
+    pub async fn sign_in(server: &'a TestApi, role: Role, subject: &str) -> Browser<'a> {
         let (code, _) = slipway_api::sessions::create_code(&server.state, subject, role, "test")
             .await
             .unwrap();
@@ -76,13 +76,13 @@ impl<'a> Browser<'a> {
     }
 
     /// The CSRF token the session's forms carry, read from a page.
-    async fn csrf(&self) -> String {
+    pub async fn csrf(&self) -> String {
         let (_, html) = self.page("/runners").await;
         let at = html.find("name=\"csrf\" value=\"").expect("a form") + 19;
         html[at..at + html[at..].find('"').unwrap()].to_owned()
     }
 
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
         self.client
             .post(self.server.url(path))
             .header(COOKIE, &self.cookie)

@@ -1,9 +1,11 @@
-//! A fake of a Slack incoming webhook over real HTTP on 127.0.0.1, as
-//! strict as Slack: JSON only, at the webhook's own path (`404 no_service`
-//! elsewhere), a `text` always (`400 no_text`), blocks of the kinds and
-//! sizes Slack takes (`400 invalid_blocks`), and at most one message a
-//! second (`429 rate_limited` with `Retry-After`). Answers `200 ok`, or
-//! what a test scripts.
+//! A fake of Slack over real HTTP on 127.0.0.1: an incoming webhook as
+//! strict as Slack's — JSON only, at the webhook's own path (`404
+//! no_service` elsewhere), a `text` always (`400 no_text`), blocks of the
+//! kinds and sizes Slack takes (`400 invalid_blocks`), and at most one
+//! message a second (`429 rate_limited` with `Retry-After`), answering
+//! `200 ok` or what a test scripts — and the `response_url`s of slash
+//! commands (`/commands/…`, five messages each, as Slack allows). A test
+//! plays Slack sending a command with [`signed_command`].
 
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -40,6 +42,8 @@ pub struct Message {
 
 #[derive(Default)]
 struct Shared {
+    /// Messages to response URLs, by path.
+    responses: Mutex<Vec<(String, Value)>>,
     /// Statuses to answer accepted messages with, in order; then 200.
     answers: Mutex<VecDeque<u16>>,
     accepted: Mutex<Vec<Message>>,
@@ -59,6 +63,7 @@ impl FakeSlack {
     pub async fn start() -> FakeSlack {
         let shared = Arc::new(Shared::default());
         let router = Router::new()
+            .route("/commands/{*path}", post(respond))
             .route("/{*path}", post(incoming))
             .with_state(shared.clone());
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
@@ -81,6 +86,29 @@ impl FakeSlack {
     /// The incoming webhook's URL.
     pub fn webhook_url(&self) -> String {
         format!("http://{}{PATH}", self.addr)
+    }
+
+    /// A response URL of a command, as Slack makes them.
+    pub fn response_url(&self, command: u32) -> String {
+        format!("http://{}/commands/T0SLIPWAY/{command}/r3sp0ns3", self.addr)
+    }
+
+    /// The messages posted to response URLs: the path and the message.
+    pub fn responses(&self) -> Vec<(String, Value)> {
+        self.shared.responses.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` messages were posted to response URLs.
+    pub async fn wait_for_responses(&self, n: usize, within: Duration) -> Vec<(String, Value)> {
+        wait::until(&format!("{n} Slack response(s)"), within, || async {
+            let responses = self.responses();
+            if responses.len() >= n {
+                Ok(responses)
+            } else {
+                Err(format!("{} so far: {responses:?}", responses.len()))
+            }
+        })
+        .await
     }
 
     /// Answers the next accepted messages with these statuses, in order.
@@ -164,6 +192,91 @@ async fn incoming(
     }
     let status = StatusCode::from_u16(status).expect("a status code");
     (status, "scripted failure").into_response()
+}
+
+/// A message to a command's response URL: JSON with a `text`, valid
+/// blocks, a `response_type` of `in_channel` or `ephemeral` if any, and at
+/// most five to one URL.
+async fn respond(
+    State(shared): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let json = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let message = serde_json::from_slice::<Value>(&body).ok().filter(|_| json);
+    let Some(message) = message else {
+        return (StatusCode::BAD_REQUEST, "invalid_payload").into_response();
+    };
+    if message["text"].as_str().is_none_or(|t| t.trim().is_empty()) {
+        return (StatusCode::BAD_REQUEST, "no_text").into_response();
+    }
+    if let Err(why) = check_blocks(&message["blocks"]) {
+        return (StatusCode::BAD_REQUEST, format!("invalid_blocks: {why}")).into_response();
+    }
+    if !matches!(
+        message.get("response_type").and_then(Value::as_str),
+        None | Some("in_channel" | "ephemeral")
+    ) {
+        return (StatusCode::BAD_REQUEST, "invalid_response_type").into_response();
+    }
+    let mut responses = shared.responses.lock().unwrap();
+    let path = uri.path().to_owned();
+    if responses.iter().filter(|(p, _)| *p == path).count() >= 5 {
+        return (StatusCode::NOT_FOUND, "used_url").into_response();
+    }
+    responses.push((path, message));
+    (StatusCode::OK, "ok").into_response()
+}
+
+/// What Slack sends for a slash command: the form body and the headers
+/// that sign it with `secret` at `timestamp` (`v0=` and the hex HMAC-SHA256
+/// of `v0:timestamp:body`).
+pub fn signed_command(
+    secret: &str,
+    timestamp: i64,
+    fields: &[(&str, &str)],
+) -> (String, Vec<(&'static str, String)>) {
+    use hmac::{Hmac, Mac};
+    let body = form_body(fields);
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("a key");
+    mac.update(format!("v0:{timestamp}:{body}").as_bytes());
+    let signature = format!("v0={}", hex_of(&mac.finalize().into_bytes()));
+    let headers = vec![
+        (
+            "content-type",
+            "application/x-www-form-urlencoded".to_owned(),
+        ),
+        ("x-slack-request-timestamp", timestamp.to_string()),
+        ("x-slack-signature", signature),
+    ];
+    (body, headers)
+}
+
+fn form_body(fields: &[(&str, &str)]) -> String {
+    let encode = |text: &str| {
+        text.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                    (b as char).to_string()
+                }
+                b' ' => "+".into(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Blocks as Slack's Block Kit takes them in a message: at most 50, each a
