@@ -298,6 +298,21 @@ impl Graph {
         walk
     }
 
+    /// The known commits reachable from `here` and not from `there` (all
+    /// those reachable from `here` without one): what a release brings.
+    pub fn since(&self, here: &str, there: Option<&str>) -> Vec<String> {
+        let new = self.walk(here);
+        let old = there.map(|there| self.walk(there));
+        let mut since: Vec<String> = new
+            .known
+            .into_iter()
+            .filter(|sha| old.as_ref().is_none_or(|old| !old.known.contains(sha)))
+            .map(str::to_owned)
+            .collect();
+        since.sort();
+        since
+    }
+
     /// How far `here` is from `there`; `None` when either is not known.
     pub fn distance(&self, here: &str, there: &str) -> Option<Distance> {
         let (here, _) = self.parents.get_key_value(here)?;

@@ -28,7 +28,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve the API (the default).
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Print the GraphQL schema (SDL), as `schema.graphql` holds it.
     Schema,
     /// Print a signed token for a role.
@@ -58,6 +58,29 @@ pub struct ServeConfig {
     pub lease: chrono::Duration,
     #[command(flatten)]
     pub slack: SlackConfig,
+    /// A Sentry auth token (with project:releases) for Sentry notifications
+    /// that bring none of their own.
+    #[arg(long, env = "SLIPWAY_SENTRY_TOKEN", hide_env_values = true)]
+    pub sentry_token: Option<Secret>,
+    /// File holding the Sentry token (e.g. a swarm secret).
+    #[arg(
+        long,
+        env = "SLIPWAY_SENTRY_TOKEN_FILE",
+        conflicts_with = "sentry_token"
+    )]
+    pub sentry_token_file: Option<PathBuf>,
+}
+
+impl ServeConfig {
+    /// The Sentry token, from the flag or its file.
+    pub fn sentry_token(&self) -> Result<Option<Secret>, String> {
+        slipway_secret::read(
+            "sentry-token",
+            self.sentry_token.as_ref(),
+            self.sentry_token_file.as_deref(),
+        )
+        .map_err(|err| err.to_string())
+    }
 }
 
 /// Chat-ops: Slack's slash command at `/hooks/slack`, on when a signing

@@ -17,7 +17,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         None => serve(cli.serve).await,
-        Some(Command::Serve(config)) => serve(config).await,
+        Some(Command::Serve(config)) => serve(*config).await,
         Some(Command::Schema) => {
             print!("{}", slipway_api::graphql::sdl());
             Ok(())
@@ -56,6 +56,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         public_url: config.public_url.clone(),
         hooks_url: config.hooks_url.clone(),
         slack: config.slack.commands().map_err(anyhow::Error::msg)?,
+        sentry_token: config.sentry_token().map_err(anyhow::Error::msg)?,
         ..Settings::default()
     };
     let state = AppState::new(db, Keys::new(&secret), Clock::system(), settings);

@@ -345,6 +345,14 @@ pub fn commit_url(repository: &str, sha: &str) -> Option<String> {
     })
 }
 
+/// A forge repository's `owner/name` (`acme/shop`), as Sentry and the
+/// forges name it.
+pub fn repository_name(repository: &str) -> Option<String> {
+    let (_, path) = forge_path(repository)?;
+    let path = path.trim_end_matches('/').trim_end_matches(".git");
+    (path.split('/').filter(|p| !p.is_empty()).count() >= 2).then(|| path.to_owned())
+}
+
 enum Forge {
     GitHub,
     GitLab,

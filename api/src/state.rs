@@ -30,6 +30,8 @@ pub struct Settings {
     pub hooks_url: Option<String>,
     /// Slack's slash commands, when chat-ops is configured.
     pub slack: Option<crate::chatops::SlackCommands>,
+    /// The auth token Sentry notifications use unless they bring their own.
+    pub sentry_token: Option<slipway_secret::Secret>,
     /// How long clients may take, so a slow or silent one cannot hold a
     /// connection for ever.
     pub timeouts: Timeouts,
@@ -42,6 +44,7 @@ impl Default for Settings {
             public_url: None,
             hooks_url: None,
             slack: None,
+            sentry_token: None,
             timeouts: Timeouts::default(),
         }
     }

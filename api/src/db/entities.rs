@@ -554,7 +554,8 @@ pub mod notification {
         pub kind: NotificationKind,
         /// The URL messages are posted to (a Slack webhook URL is its secret).
         pub target: String,
-        /// A webhook's signing key, `whsec_` and base64.
+        /// A webhook's signing key (`whsec_` and base64), or a Sentry
+        /// notification's own auth token.
         pub secret: Option<String>,
         pub created_by: String,
         pub created_at: ChronoDateTimeUtc,
@@ -587,6 +588,9 @@ pub mod notification {
         /// JSON signed per the Standard Webhooks specification.
         #[sea_orm(string_value = "WEBHOOK")]
         Webhook,
+        /// A Sentry project: releases and deploys through Sentry's API.
+        #[sea_orm(string_value = "SENTRY")]
+        Sentry,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -23,6 +23,10 @@ pub(crate) enum NotificationKind {
     /// Standard Webhooks specification (`webhook-id`, `webhook-timestamp`,
     /// `webhook-signature`).
     Webhook,
+    /// A Sentry project (its page is the target): the release of the
+    /// commit when a deployment starts, a deploy to the environment when it
+    /// succeeds. Events: `STARTED`, `SUCCEEDED`.
+    Sentry,
 }
 
 /// What happened to a deployment, as notifications tell it.

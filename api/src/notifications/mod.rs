@@ -1,6 +1,6 @@
 //! Telling people: where each environment's deployments are announced
-//! (a Slack incoming webhook, a signed webhook), and the outbox of what is
-//! to be sent.
+//! (a Slack incoming webhook, a signed webhook, a Sentry project's
+//! releases), and the outbox of what is to be sent.
 //!
 //! Nothing here decides when a message is owed. The database does: a
 //! trigger on `deployments` (migration 11) writes a `deliveries` row for
@@ -14,6 +14,7 @@
 //! secret, except once — the secret it made when none was given.
 
 pub mod outbox;
+pub mod sentry;
 pub mod slack;
 pub mod webhook;
 
@@ -65,14 +66,21 @@ pub async fn set(
     input: NewNotification,
 ) -> ApiResult<(Notification, Option<String>)> {
     let target = check_target(&input.target)?;
-    if let Some(secret) = &input.secret {
-        if input.kind == NotificationKind::Slack {
+    match (input.kind, &input.secret) {
+        (NotificationKind::Slack, Some(_)) => {
             return Err(ApiError::BadInput(
-                "`secret` is for webhooks: a Slack incoming webhook is not signed, its URL is the secret"
+                "`secret` is for webhooks and Sentry: a Slack incoming webhook is not signed, its URL is the secret"
                     .into(),
             ));
         }
-        webhook::SigningKey::parse(secret)?;
+        (NotificationKind::Webhook, Some(secret)) => {
+            webhook::SigningKey::parse(secret)?;
+        }
+        (NotificationKind::Sentry, secret) => {
+            sentry::Project::parse(&target)?;
+            check_sentry(state, secret.as_deref(), &input.events)?;
+        }
+        _ => {}
     }
     let events: BTreeSet<_> = input.events.iter().copied().map(EventOrder).collect();
     if events.is_empty() {
@@ -144,6 +152,36 @@ pub async fn set(
     );
     let events = events.into_iter().map(|e| e.0).collect();
     Ok((Notification { model, events }, answered))
+}
+
+/// A Sentry notification has a token (its own, or the API's) and asks for
+/// what Sentry records: the start and the success of a deployment.
+fn check_sentry(
+    state: &AppState,
+    token: Option<&str>,
+    events: &[DeploymentEvent],
+) -> ApiResult<()> {
+    if let Some(token) = token {
+        if token.is_empty() || token.len() > 512 || token.contains(char::is_whitespace) {
+            return Err(ApiError::BadInput(
+                "`secret` of a Sentry notification is an auth token (with project:releases): 1 to 512 characters, no spaces"
+                    .into(),
+            ));
+        }
+    } else if state.settings.sentry_token.is_none() {
+        return Err(ApiError::BadInput(
+            "a Sentry notification needs a token: give `secret` (an auth token with project:releases), or start the API with --sentry-token-file"
+                .into(),
+        ));
+    }
+    let told = [DeploymentEvent::Started, DeploymentEvent::Succeeded];
+    if let Some(other) = events.iter().find(|e| !told.contains(e)) {
+        return Err(ApiError::BadInput(format!(
+            "Sentry is told STARTED (the release) and SUCCEEDED (a deploy), not {}",
+            sea_orm::ActiveEnum::to_value(other)
+        )));
+    }
+    Ok(())
 }
 
 /// Tells a Slack `target` (a chat command's `response_url`) what becomes

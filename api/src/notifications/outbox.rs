@@ -11,6 +11,8 @@
 //! - Retries on the Standard Webhooks schedule ([`RETRY_AFTER`]), then
 //!   FAILED; a `429`'s `Retry-After` is honoured when it asks for longer. A
 //!   `410 Gone` disables the notification and discards what it still owed.
+//! - A Sentry delivery is two calls, the release (Sentry answers `208`
+//!   when it exists) and then its deploy; a retry makes both again.
 //! - Slack takes at most one message per second per webhook: sends to one
 //!   Slack notification are spaced by [`SLACK_GAP`].
 //! - Several senders (API replicas) share the outbox: a sender takes a row
@@ -32,7 +34,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::{slack, webhook, Notification};
+use super::{sentry, slack, webhook, Notification};
 use crate::auth::{Auth, Claims, Role};
 use crate::db::entities::delivery::{self, DeliveryState};
 use crate::db::entities::notification::{self, NotificationKind};
@@ -300,25 +302,29 @@ impl Sender {
                 body
             }
         };
-        if n.kind == NotificationKind::Slack {
-            self.space_slack(n.id).await;
-        }
-        let mut request = self
-            .http
-            .post(&n.target)
-            .header(reqwest::header::CONTENT_TYPE, "application/json");
-        if n.kind == NotificationKind::Webhook {
-            let key = webhook::SigningKey::parse(n.secret.as_deref().unwrap_or_default())?;
-            let id = webhook::message_id(row.id);
-            let timestamp = Utc::now().timestamp();
-            request = request
-                .header("webhook-signature", key.sign(&id, timestamp, &body))
-                .header("webhook-id", id)
-                .header("webhook-timestamp", timestamp.to_string());
-        }
-        let answer = request.body(body).send().await;
+        let outcome = match n.kind {
+            NotificationKind::Sentry => self.send_sentry(n, &body).await?,
+            NotificationKind::Slack | NotificationKind::Webhook => {
+                if n.kind == NotificationKind::Slack {
+                    self.space_slack(n.id).await;
+                }
+                let mut request = self
+                    .http
+                    .post(&n.target)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json");
+                if n.kind == NotificationKind::Webhook {
+                    let key = webhook::SigningKey::parse(n.secret.as_deref().unwrap_or_default())?;
+                    let id = webhook::message_id(row.id);
+                    let timestamp = Utc::now().timestamp();
+                    request = request
+                        .header("webhook-signature", key.sign(&id, timestamp, &body))
+                        .header("webhook-id", id)
+                        .header("webhook-timestamp", timestamp.to_string());
+                }
+                Outcome::of(request.body(body).send().await).await
+            }
+        };
         let now = self.state.clock.now();
-        let outcome = Outcome::of(answer).await;
         tracing::debug!(
             delivery = row.id,
             notification = n.id,
@@ -329,6 +335,53 @@ impl Sender {
         let recorded = self.record(n, &row, outcome, now).await;
         self.taken.lock().unwrap().remove(&row.id);
         recorded
+    }
+
+    /// Creates the release a Sentry delivery holds, then its deploy if it
+    /// has one; the outcome of the first call that failed, or of the last.
+    async fn send_sentry(&self, n: &notification::Model, body: &str) -> ApiResult<Outcome> {
+        let calls: Value = serde_json::from_str(body).map_err(ApiError::internal)?;
+        if let Some(skip) = calls["skip"].as_str() {
+            return Ok(Outcome {
+                verdict: Verdict::Delivered,
+                answer: format!("nothing sent: {skip}"),
+            });
+        }
+        let project = sentry::Project::parse(&n.target)?;
+        let token = n.secret.clone().or_else(|| {
+            self.state
+                .settings
+                .sentry_token
+                .as_ref()
+                .map(|t| t.expose().to_owned())
+        });
+        let Some(token) = token else {
+            return Ok(Outcome {
+                verdict: Verdict::Retry(None),
+                answer: "no Sentry token: start the API with --sentry-token-file".into(),
+            });
+        };
+        let release = &calls["release"];
+        let version = release["version"].as_str().unwrap_or_default();
+        let answer = self
+            .http
+            .post(project.releases_url())
+            .bearer_auth(&token)
+            .json(release)
+            .send()
+            .await;
+        let made = Outcome::of(answer).await;
+        if !matches!(made.verdict, Verdict::Delivered) || calls["deploy"].is_null() {
+            return Ok(made);
+        }
+        let answer = self
+            .http
+            .post(project.deploys_url(version))
+            .bearer_auth(&token)
+            .json(&calls["deploy"])
+            .send()
+            .await;
+        Ok(Outcome::of(answer).await)
     }
 
     /// Waits until a message to the Slack notification `id` keeps to
@@ -354,6 +407,14 @@ impl Sender {
                     message["response_type"] = json!("in_channel");
                 }
                 message.to_string()
+            }
+            NotificationKind::Sentry => {
+                let view = view::get(&self.state.db, row.deployment_id).await?;
+                let project = sentry::Project::parse(&n.target)?;
+                let public_url = self.state.settings.public_url.as_deref();
+                sentry::calls(&self.state.db, &project, &view, row.event, public_url)
+                    .await?
+                    .to_string()
             }
             NotificationKind::Webhook => json!({
                 "type": row.event.webhook_type(),

@@ -24,6 +24,7 @@ mod plans;
 mod properties;
 mod queue;
 mod releases;
+mod sentry;
 mod sockets;
 mod timeouts;
 mod web;

@@ -4,5 +4,6 @@
 
 pub mod github;
 pub mod gitlab;
+pub mod sentry;
 pub mod slack;
 pub mod webhooks;
