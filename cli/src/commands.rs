@@ -6,19 +6,20 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 use slipway_client::operations::{
-    cli_approve_deployment, cli_cancel_deployment, cli_create_application, cli_create_deployment,
-    cli_create_environment, cli_deployment_logs, cli_deployments, cli_lock_environment,
-    cli_reject_deployment, cli_set_approval_policy, cli_set_required_checks, cli_status,
-    cli_unlock_environment, CliApproveDeployment, CliCancelDeployment, CliCreateApplication,
-    CliCreateDeployment, CliCreateEnvironment, CliDeploymentLogs, CliDeployments,
-    CliLockEnvironment, CliRejectDeployment, CliSetApprovalPolicy, CliSetRequiredChecks, CliStatus,
-    CliUnlockEnvironment,
+    cli_approve_deployment, cli_audit_log, cli_cancel_deployment, cli_create_application,
+    cli_create_deployment, cli_create_environment, cli_deployment_logs, cli_deployments,
+    cli_lock_environment, cli_reject_deployment, cli_set_approval_policy, cli_set_required_checks,
+    cli_status, cli_unlock_environment, CliApproveDeployment, CliAuditLog, CliCancelDeployment,
+    CliCreateApplication, CliCreateDeployment, CliCreateEnvironment, CliDeploymentLogs,
+    CliDeployments, CliLockEnvironment, CliRejectDeployment, CliSetApprovalPolicy,
+    CliSetRequiredChecks, CliStatus, CliUnlockEnvironment,
 };
 use slipway_client::Client;
 
 use crate::config::{
-    ApiArgs, AppCreateArgs, ApproveArgs, CancelArgs, DeployArgs, DeploymentsArgs, EnvApprovalArgs,
-    EnvArgs, EnvChecksArgs, EnvCreateArgs, EnvLockArgs, LogsArgs, Output, RejectArgs, StatusArgs,
+    ApiArgs, AppCreateArgs, ApproveArgs, AuditArgs, CancelArgs, DeployArgs, DeploymentsArgs,
+    EnvApprovalArgs, EnvArgs, EnvChecksArgs, EnvCreateArgs, EnvLockArgs, LogsArgs, Output,
+    RejectArgs, StatusArgs,
 };
 use crate::view::{self, short, table, time};
 use crate::{follow, releases};
@@ -410,6 +411,61 @@ pub async fn status(args: StatusArgs, output: Output) -> anyhow::Result<ExitCode
     if let Some(against) = &against {
         releases::print_against(against);
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn audit(args: AuditArgs, output: Output) -> anyhow::Result<ExitCode> {
+    let client = client(&args.api)?;
+    let data = client
+        .run::<CliAuditLog>(cli_audit_log::Variables {
+            application: args.application,
+            actor: args.actor,
+            first: Some(args.limit),
+        })
+        .await?;
+    let entries = &data.audit_log.nodes;
+    if output == Output::Json {
+        print_json(entries);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if entries.is_empty() {
+        println!("nothing recorded");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            let on: Vec<&str> = [&e.application, &e.environment, &e.object]
+                .into_iter()
+                .filter_map(|part| part.as_deref())
+                .collect();
+            let result = match &e.error {
+                Some(error) => format!("{}: {error}", e.result),
+                None => e.result.clone(),
+            };
+            vec![
+                e.at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                e.actor.clone(),
+                e.role.clone().unwrap_or_else(|| "-".into()),
+                e.via.clone(),
+                e.action.clone(),
+                if on.is_empty() {
+                    "-".into()
+                } else {
+                    on.join(" ")
+                },
+                e.ip.clone().unwrap_or_else(|| "-".into()),
+                result,
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &["AT", "ACTOR", "ROLE", "VIA", "ACTION", "ON", "FROM", "RESULT"],
+            &rows
+        )
+    );
     Ok(ExitCode::SUCCESS)
 }
 

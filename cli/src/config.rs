@@ -57,6 +57,9 @@ pub enum Command {
     Status(StatusArgs),
     /// The deployment history of an application, newest first.
     Deployments(DeploymentsArgs),
+    /// What was done, by whom, from where, and how it ended: the audit log,
+    /// newest first (admins).
+    Audit(AuditArgs),
     /// What ran in an environment, newest first: per release the images it
     /// changed, who deployed it, when, and for how long it served.
     Releases(ReleasesArgs),
@@ -390,6 +393,21 @@ pub struct DeploymentsArgs {
     pub environment: Option<String>,
     /// How many, newest first.
     #[arg(long, default_value_t = 20)]
+    pub limit: i64,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    /// Only what was done to this application.
+    #[arg(long)]
+    pub application: Option<String>,
+    /// Only what this subject did.
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// How many, newest first.
+    #[arg(long, default_value_t = 50)]
     pub limit: i64,
     #[command(flatten)]
     pub api: ApiArgs,

@@ -50,6 +50,7 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> anyhow::Result
         Command::Deploy(args) => commands::deploy(args, output).await,
         Command::Status(args) => commands::status(args, output).await,
         Command::Deployments(args) => commands::deployments(args, output).await,
+        Command::Audit(args) => commands::audit(args, output).await,
         Command::Releases(args) => releases::list(args, output).await,
         Command::Rollback(args) => releases::rollback(args, output).await,
         Command::Resume(args) => releases::resume(args, output).await,

@@ -437,3 +437,12 @@ pub struct DeploymentsAtChecks;
     variables_derives = "Debug, Clone"
 )]
 pub struct ReportChecks;
+
+#[derive(GraphQLQuery)]
+#[graphql(
+    schema_path = "../schema.graphql",
+    query_path = "graphql/cli.graphql",
+    response_derives = "Debug, Clone, PartialEq, Serialize",
+    variables_derives = "Debug, Clone"
+)]
+pub struct CliAuditLog;

@@ -38,6 +38,15 @@ async fn slipway(server: &TestApi, args: &[&str]) -> Out {
         .unwrap()
 }
 
+/// Runs `slipway args...` against `server` with `token`.
+async fn slipway_as(server: &TestApi, token: &str, args: &[&str]) -> Out {
+    let mut command = slipway_command(server, args);
+    command.env("SLIPWAY_TOKEN", token);
+    tokio::task::spawn_blocking(move || Out::from(command.output().expect("slipway runs")))
+        .await
+        .unwrap()
+}
+
 /// The rows of a table `slipway` printed: cells are apart by two spaces or more.
 fn rows(text: &str) -> Vec<Vec<String>> {
     text.lines()
@@ -819,4 +828,64 @@ async fn status_against_an_environment_shows_how_many_commits_behind_the_others_
         json!({"behind": 2, "ahead": 1, "exact": false})
     );
     assert!(environment("local")["commits"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_lists_what_was_done_for_admins_only() {
+    let server = TestApi::start(Backend::Sqlite).await;
+    github_app(&server, &[("production", None, None)]).await;
+    let locked = slipway(
+        &server,
+        &[
+            "env",
+            "lock",
+            "web",
+            "production",
+            "--reason",
+            "db migration",
+        ],
+    )
+    .await
+    .ok();
+    assert!(locked.stdout.contains("locked"), "{locked:#?}");
+
+    let admin = server.token(Role::Admin, "ada");
+    let listed = slipway_as(&server, &admin, &["audit", "--application", "web"])
+        .await
+        .ok();
+    let lock = &rows(&listed.stdout)[1];
+    assert_eq!(
+        lock[1..],
+        [
+            "alice",
+            "deployer",
+            "GRAPHQL",
+            "lockEnvironment",
+            "web production",
+            "127.0.0.1",
+            "OK"
+        ]
+    );
+    assert!(
+        listed.stdout.contains("createEnvironment"),
+        "{}",
+        listed.stdout
+    );
+
+    let json = slipway_as(
+        &server,
+        &admin,
+        &["--output", "json", "audit", "--actor", "alice"],
+    )
+    .await
+    .ok();
+    let entries: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(entries.as_array().unwrap().len(), 1, "{entries}");
+    assert!(entries[0]["arguments"]
+        .as_str()
+        .unwrap()
+        .contains("db migration"));
+
+    let refused = slipway(&server, &["audit"]).await.failed();
+    assert!(refused.stderr.contains("FORBIDDEN"), "{refused:#?}");
 }
