@@ -211,6 +211,14 @@ pub enum EnvCommand {
     Freezes(EnvArgs),
     /// Remove a freeze window, by its id (needs an admin token).
     Unfreeze(EnvUnfreezeArgs),
+    /// Tell a Slack incoming webhook, a signed webhook or a Sentry project
+    /// about an environment's deployments (needs an admin token).
+    Notify(EnvNotifyArgs),
+    /// Where an environment's deployments are told, and how the last
+    /// message to each went.
+    Notifications(EnvArgs),
+    /// Stop telling a notification, by its id (needs an admin token).
+    Unnotify(EnvUnnotifyArgs),
     /// Which CI checks new deployments to an environment wait for (gate
     /// CHECKS, read by the provider from GitHub or GitLab): each NAME, and
     /// with `--all` every check on the commit; with neither, none.
@@ -261,6 +269,54 @@ pub struct EnvFreezeArgs {
     /// Refuse new deployments in the window instead of holding them.
     #[arg(long)]
     pub refuse: bool,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["slack", "webhook", "sentry"])))]
+pub struct EnvNotifyArgs {
+    /// The application's name.
+    pub application: String,
+    /// The environment's name.
+    pub environment: String,
+    /// A Slack incoming webhook's URL.
+    #[arg(long, value_name = "URL")]
+    pub slack: Option<String>,
+    /// A receiver's URL: JSON signed per the Standard Webhooks specification.
+    #[arg(long, value_name = "URL")]
+    pub webhook: Option<String>,
+    /// A Sentry project's page (https://sentry.io/organizations/ORG/projects/PROJECT/).
+    #[arg(long, value_name = "URL")]
+    pub sentry: Option<String>,
+    /// What to tell, comma-separated (queued, started, succeeded, failed,
+    /// rolled-back, cancelled); by default all but queued (Sentry: started,
+    /// succeeded).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub events: Vec<NotifyEvent>,
+    /// File holding the webhook's signing secret (`whsec_…`; one is made and
+    /// printed once without it) or the Sentry token.
+    #[arg(long)]
+    pub secret_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// An event a notification is sent for.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotifyEvent {
+    Queued,
+    Started,
+    Succeeded,
+    Failed,
+    RolledBack,
+    Cancelled,
+}
+
+#[derive(Args, Debug)]
+pub struct EnvUnnotifyArgs {
+    /// The notification's id (as `slipway env notifications` prints it).
+    pub id: String,
     #[command(flatten)]
     pub api: ApiArgs,
 }

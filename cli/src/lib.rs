@@ -21,6 +21,7 @@ pub mod commands;
 pub mod config;
 pub mod follow;
 pub mod freeze;
+pub mod notify;
 pub mod releases;
 pub mod secret;
 pub mod up;
@@ -46,6 +47,9 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> anyhow::Result
         Command::Env(EnvCommand::Freeze(args)) => freeze::add(args, output).await,
         Command::Env(EnvCommand::Freezes(args)) => freeze::list(args, output).await,
         Command::Env(EnvCommand::Unfreeze(args)) => freeze::remove(args, output).await,
+        Command::Env(EnvCommand::Notify(args)) => notify::set(args, output).await,
+        Command::Env(EnvCommand::Notifications(args)) => notify::list(args, output).await,
+        Command::Env(EnvCommand::Unnotify(args)) => notify::remove(args, output).await,
         Command::Env(EnvCommand::Checks(args)) => commands::env_checks(args, output).await,
         Command::Deploy(args) => commands::deploy(args, output).await,
         Command::Status(args) => commands::status(args, output).await,

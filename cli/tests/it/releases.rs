@@ -889,3 +889,102 @@ async fn audit_lists_what_was_done_for_admins_only() {
     let refused = slipway(&server, &["audit"]).await.failed();
     assert!(refused.stderr.contains("FORBIDDEN"), "{refused:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_are_set_listed_and_removed() {
+    let server = TestApi::start(Backend::Sqlite).await;
+    github_app(&server, &[("production", None, None)]).await;
+    let admin = server.token(Role::Admin, "ada");
+    let env = ["web", "production"];
+    let slack = "https://hooks.slack.com/services/T0/B0/s3cr3t";
+
+    let set = slipway_as(
+        &server,
+        &admin,
+        &[
+            &["env", "notify"][..],
+            &env,
+            &["--webhook", "http://127.0.0.1:9/hooks/x"],
+        ]
+        .concat(),
+    )
+    .await
+    .ok();
+    assert!(
+        set.stdout.contains(
+            "WEBHOOK http://127.0.0.1:9/… told STARTED, SUCCEEDED, FAILED, ROLLED_BACK, CANCELLED"
+        ),
+        "{set:#?}"
+    );
+    assert!(
+        set.stdout.contains("signing secret (shown this once"),
+        "{set:#?}"
+    );
+    assert!(set.stdout.contains("whsec_"), "{set:#?}");
+    slipway_as(
+        &server,
+        &admin,
+        &[
+            &["env", "notify"][..],
+            &env,
+            &["--slack", slack, "--events", "failed,rolled-back"],
+        ]
+        .concat(),
+    )
+    .await
+    .ok();
+    let sentry = slipway_as(
+        &server,
+        &admin,
+        &[
+            &["env", "notify"][..],
+            &env,
+            &[
+                "--sentry",
+                "https://sentry.io/organizations/acme/projects/web/",
+            ],
+        ]
+        .concat(),
+    )
+    .await
+    .failed();
+    assert!(sentry.stderr.contains("needs a token"), "{sentry:#?}");
+
+    let listed = slipway_as(
+        &server,
+        &admin,
+        &[&["env", "notifications"][..], &env].concat(),
+    )
+    .await
+    .ok();
+    assert!(!listed.stdout.contains("s3cr3t"), "{}", listed.stdout);
+    let table = rows(&listed.stdout);
+    assert_eq!(table.len(), 3, "{}", listed.stdout);
+    assert_eq!(
+        table[2][1..5],
+        [
+            "SLACK",
+            "https://hooks.slack.com/…",
+            "FAILED,ROLLED_BACK",
+            "on"
+        ]
+    );
+    let id = table[2][0].clone();
+    let removed = slipway_as(&server, &admin, &["env", "unnotify", &id])
+        .await
+        .ok();
+    assert!(removed.stdout.contains("removed"), "{removed:#?}");
+    let listed = slipway_as(
+        &server,
+        &admin,
+        &[&["env", "notifications"][..], &env].concat(),
+    )
+    .await
+    .ok();
+    assert_eq!(rows(&listed.stdout).len(), 2, "{}", listed.stdout);
+
+    let refused = slipway(&server, &[&["env", "notifications"][..], &env].concat())
+        .await
+        .failed();
+    assert!(refused.stderr.contains("FORBIDDEN"), "{refused:#?}");
+}
