@@ -56,6 +56,10 @@ pub struct ServeConfig {
     /// How long a runner's claim holds without a heartbeat (e.g. 30s, 2m).
     #[arg(long, env = "SLIPWAY_LEASE", default_value = "30s", value_parser = crate::auth::parse_ttl)]
     pub lease: chrono::Duration,
+    /// Address of a listener of its own serving Prometheus metrics at
+    /// `GET /metrics` (e.g. 127.0.0.1:9700); without it there are none.
+    #[arg(long, env = "SLIPWAY_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Args, Clone)]
