@@ -2,8 +2,9 @@
 # Install and start everything the Slipway test suite needs on a Debian 12
 # machine, as root: Docker engine in swarm mode, local busybox test images,
 # PostgreSQL with a superuser role `root`, mold, git, Node with npm (the API's
-# tests run the GraphQL-over-HTTP audit suite, graphql-http, with them) and
-# Chromium (the web UI's tests drive it with Playwright).
+# tests run the GraphQL-over-HTTP audit suite, graphql-http, with them),
+# Chromium (the web UI's tests drive it with Playwright) and Python's
+# prometheus_client (the metrics tests parse scrapes with it).
 #
 # Idempotent: every step checks first and does nothing when already done.
 # Prints the PostgreSQL URL the tests should use at the end.
@@ -82,6 +83,9 @@ missing_pkgs() {
   pkg_missing npm npm && out+=(npm)
   # The web UI's tests drive Debian's Chromium with Playwright.
   pkg_missing chromium chromium && out+=(chromium)
+  # The metrics tests parse scrapes with Prometheus's own Python parser
+  # (testkit/src/prometheus.rs runs it with /usr/bin/python3).
+  pkg_missing python3-prometheus-client && out+=(python3-prometheus-client)
   echo "${out[@]}"
 }
 

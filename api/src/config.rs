@@ -69,6 +69,10 @@ pub struct ServeConfig {
         conflicts_with = "sentry_token"
     )]
     pub sentry_token_file: Option<PathBuf>,
+    /// Address of a listener of its own serving Prometheus metrics at
+    /// `GET /metrics` (e.g. 127.0.0.1:9700); without it there are none.
+    #[arg(long, env = "SLIPWAY_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ServeConfig {

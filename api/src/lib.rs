@@ -33,6 +33,10 @@
 //! - [`events`]: the in-process stream behind subscriptions, fed after commit;
 //!   events name what changed by id and carry the rows already loaded.
 //! - [`clock`]: "now", movable in tests.
+//! - [`metrics`]: Prometheus metrics on a listener of their own, read from
+//!   the database at each scrape; [`dora`] the delivery figures
+//!   (`Environment.dora`): deploy frequency, change failure rate, time to
+//!   restore.
 
 pub mod applications;
 pub mod audit;
@@ -44,6 +48,7 @@ pub mod commits;
 pub mod config;
 pub mod db;
 pub mod deployments;
+pub mod dora;
 pub mod error;
 pub mod events;
 pub mod gates;
@@ -51,6 +56,7 @@ pub mod graphql;
 pub mod http;
 pub mod leases;
 pub mod logs;
+pub mod metrics;
 pub mod notifications;
 pub mod plans;
 pub mod releases;
@@ -72,15 +78,35 @@ pub use crate::state::{AppState, Settings, Timeouts};
 /// How often expired leases are looked for.
 const REAP_EVERY: Duration = Duration::from_secs(5);
 
-/// Serves the API on `listener` until `shutdown` resolves, expiring the leases
+/// Where the API listens: its own listener and, when metrics are on, theirs.
+/// A `TcpListener` alone is the API without metrics.
+#[derive(Debug)]
+pub struct Listeners {
+    /// GraphQL, the web UI and the health checks.
+    pub api: TcpListener,
+    /// `GET /metrics` ([`metrics::serve`]); `None` keeps metrics off.
+    pub metrics: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(api: TcpListener) -> Self {
+        Self { api, metrics: None }
+    }
+}
+
+/// Serves the API on `listeners` until `shutdown` resolves, expiring the leases
 /// of lost runners in the background. WebSocket connections get a runtime of
 /// their own (one thread), so subscriptions cannot starve requests. Slow and
 /// idle connections are closed after `state.settings.timeouts`.
 pub async fn serve(
     state: AppState,
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let Listeners {
+        api: listener,
+        metrics,
+    } = listeners.into();
     let subscriptions = SubscriptionRuntime::start()?;
     // Runners could not renew their leases while the API was down.
     match leases::renew_all(&state).await {
@@ -101,6 +127,12 @@ pub async fn serve(
             let _ = stopped.wait_for(|stop| *stop).await;
         }
     }));
+    let metrics = metrics.map(|listener| {
+        let mut stopped = stopped.clone();
+        tokio::spawn(metrics::serve(state.clone(), listener, async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }))
+    });
     let router = http::router_with(state.clone(), subscriptions.handle.clone());
     let events = state.events.clone();
     let result = http::serve_connections(listener, router, &state.settings.timeouts, async move {
@@ -111,6 +143,11 @@ pub async fn serve(
     .await;
     let _ = reaper.await;
     let _ = outbox.await;
+    if let Some(metrics) = metrics {
+        if let Ok(Err(err)) = metrics.await {
+            tracing::error!(%err, "the metrics listener failed");
+        }
+    }
     drop(subscriptions);
     result
 }

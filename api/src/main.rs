@@ -2,7 +2,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use slipway_api::auth::Keys;
 use slipway_api::config::{Cli, Command, ServeConfig};
-use slipway_api::{db, AppState, Clock, Settings};
+use slipway_api::{db, AppState, Clock, Listeners, Settings};
 use tokio::net::TcpListener;
 
 #[tokio::main]
@@ -67,7 +67,21 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         "listening on http://{} (GraphiQL at /graphql)",
         listener.local_addr()?
     );
-    slipway_api::serve(state, listener, shutdown_signal()).await?;
+    let metrics = match config.metrics_listen {
+        Some(addr) => {
+            let metrics = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+            tracing::info!("metrics at http://{}/metrics", metrics.local_addr()?);
+            Some(metrics)
+        }
+        None => None,
+    };
+    let listeners = Listeners {
+        api: listener,
+        metrics,
+    };
+    slipway_api::serve(state, listeners, shutdown_signal()).await?;
     Ok(())
 }
 

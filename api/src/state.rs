@@ -9,6 +9,7 @@ use sea_orm::DatabaseConnection;
 use crate::auth::Keys;
 use crate::clock::Clock;
 use crate::events::Events;
+use crate::metrics::Metrics;
 
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -17,6 +18,8 @@ pub struct AppState {
     pub events: Events,
     pub keys: Keys,
     pub settings: Arc<Settings>,
+    /// What this process measures itself (GraphQL timings), for `/metrics`.
+    pub metrics: Metrics,
 }
 
 /// Behaviour that deployments of this API share.
@@ -96,6 +99,7 @@ impl AppState {
             events: Events::new(4096),
             keys,
             settings: Arc::new(settings),
+            metrics: Metrics::default(),
         }
     }
 }

@@ -67,6 +67,11 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub checks_every: u64,
 
+    /// Address of a listener of its own serving Prometheus metrics at
+    /// `GET /metrics` (e.g. 127.0.0.1:9701); without it there are none.
+    #[arg(long, env = "SLIPWAY_PROVIDER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// How long a hook sender may take; not a flag (tests shorten them).
     #[arg(skip)]
     pub timeouts: crate::http::Timeouts,
@@ -176,6 +181,7 @@ impl Config {
             },
             data_dir: DEFAULT_DATA_DIR.into(),
             checks_every: 15,
+            metrics_listen: None,
             timeouts: crate::http::Timeouts::default(),
         }
     }

@@ -29,12 +29,15 @@
 //!   ([`checks::github`]) or pipelines on GitLab ([`checks::gitlab`]), and
 //!   reporting them to the API.
 //! - [`error`]: the answers a hook gets when it creates nothing.
+//! - [`metrics`]: how long hooks take to be answered, for Prometheus, on a
+//!   listener of their own.
 
 pub mod checks;
 pub mod config;
 pub mod error;
 pub mod hooks;
 pub mod http;
+pub mod metrics;
 pub mod repository;
 pub mod signature;
 pub mod statuses;
@@ -46,16 +49,40 @@ use tokio::net::TcpListener;
 pub use crate::config::{Config, Secret};
 pub use crate::error::Error;
 use crate::hooks::Hooks;
+use crate::metrics::Metrics;
 use crate::statuses::github::Github;
 use crate::statuses::journal::Journal;
 
-/// Serves the hooks on `listener` and reports statuses to GitHub until
+/// Where the provider listens: for hooks and, when metrics are on, for
+/// scrapes. A `TcpListener` alone is the hooks' without metrics.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The hook routes and `/healthz`.
+    pub hooks: TcpListener,
+    /// `GET /metrics` ([`metrics`]); `None` keeps metrics off.
+    pub metrics: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(hooks: TcpListener) -> Self {
+        Self {
+            hooks,
+            metrics: None,
+        }
+    }
+}
+
+/// Serves the hooks on `listeners` and reports statuses to GitHub until
 /// `shutdown` resolves; hooks being answered then are finished first.
 pub async fn run(
     config: Config,
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    let Listeners {
+        hooks: listener,
+        metrics: metrics_listener,
+    } = listeners.into();
     let secrets = config.secrets()?;
     let api_url = config::base_url("api-url", &config.api_url)?;
     let public_url = config
@@ -96,7 +123,7 @@ pub async fn run(
             let journal = Journal::open(&config.data_dir)?;
             let github = Github::new(&github_api, token.clone());
             let (statuses, tasks) =
-                statuses::start(journal, github, api.clone(), public_url, stopped);
+                statuses::start(journal, github, api.clone(), public_url, stopped.clone());
             tracing::info!(github = %github_api, data_dir = %config.data_dir.display(), "reporting deployment statuses to GitHub");
             (Some(statuses), tasks)
         }
@@ -123,11 +150,23 @@ pub async fn run(
             ),
         }
     }
+    let metrics = Metrics::default();
+    let metrics_task = metrics_listener.map(|listener| {
+        let (metrics, timeouts, mut stopped) =
+            (metrics.clone(), config.timeouts.clone(), stopped.clone());
+        tokio::spawn(async move {
+            metrics::serve(metrics, listener, &timeouts, async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            })
+            .await
+        })
+    });
     let hooks = Hooks {
         api,
         secrets,
         statuses,
         body_timeout: config.timeouts.body,
+        metrics,
     };
     let router = http::router(hooks);
     let served = http::serve(listener, router, &config.timeouts, async move {
@@ -140,6 +179,11 @@ pub async fn run(
     }
     if let Some(task) = checks_task {
         let _ = task.await;
+    }
+    if let Some(task) = metrics_task {
+        if let Ok(Err(err)) = task.await {
+            tracing::error!(%err, "the metrics listener failed");
+        }
     }
     served.map_err(Error::Serve)
 }

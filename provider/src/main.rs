@@ -1,6 +1,6 @@
 use anyhow::Context as _;
 use clap::Parser;
-use slipway_provider::Config;
+use slipway_provider::{Config, Listeners};
 use tokio::net::TcpListener;
 
 #[tokio::main]
@@ -16,7 +16,21 @@ async fn main() -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    slipway_provider::run(config, listener, shutdown_signal()).await?;
+    let metrics = match config.metrics_listen {
+        Some(addr) => {
+            let metrics = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+            tracing::info!("metrics at http://{}/metrics", metrics.local_addr()?);
+            Some(metrics)
+        }
+        None => None,
+    };
+    let listeners = Listeners {
+        hooks: listener,
+        metrics,
+    };
+    slipway_provider::run(config, listeners, shutdown_signal()).await?;
     Ok(())
 }
 

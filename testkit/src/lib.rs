@@ -29,6 +29,7 @@
 //! - [`proxy`]: a TCP proxy that can partition what passes through it (to the
 //!   API, or to the Docker engine's socket).
 //! - [`bench`]: the table every bench prints, and its figures' formats.
+//! - [`prometheus`]: a scrape parsed by Prometheus's own Python parser.
 //!
 //! Without features no Slipway crate is linked, so the end-to-end tests see
 //! the binaries only as an operator does.
@@ -40,6 +41,7 @@ pub mod fakes;
 pub mod git;
 pub mod net;
 pub mod process;
+pub mod prometheus;
 #[cfg(feature = "provider")]
 pub mod provider;
 pub mod proxy;

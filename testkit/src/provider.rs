@@ -7,12 +7,13 @@ use std::path::PathBuf;
 use axum::http::StatusCode;
 use serde_json::Value;
 use slipway_api::auth::Role;
-use slipway_provider::{Config, Secret};
+use slipway_provider::{Config, Listeners, Secret};
 use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 
 use crate::api::TestApi;
 use crate::fakes::github::{self, FakeGithub};
+use crate::prometheus::Scrape;
 use crate::running::Running;
 
 pub const GITHUB_SECRET: &str = "github-webhook-secret-for-tests";
@@ -38,6 +39,9 @@ pub fn config(api: &TestApi, github: &FakeGithub, data_dir: PathBuf) -> Config {
 /// The provider, served on 127.0.0.1; stopped and awaited when dropped.
 pub struct TestProvider {
     pub addr: SocketAddr,
+    /// Where `GET /metrics` is served, when the configuration has a
+    /// `metrics_listen` (`127.0.0.1:0` picks a free port).
+    pub metrics_addr: Option<SocketAddr>,
     pub config: Config,
     running: Running,
     http: reqwest::Client,
@@ -45,18 +49,27 @@ pub struct TestProvider {
 
 impl TestProvider {
     pub async fn start(config: Config) -> TestProvider {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
+        let hooks = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = hooks.local_addr().expect("addr");
+        let metrics = match config.metrics_listen {
+            Some(at) => Some(TcpListener::bind(at).await.expect("bind")),
+            None => None,
+        };
+        let metrics_addr = metrics
+            .as_ref()
+            .map(|listener| listener.local_addr().expect("addr"));
+        let listeners = Listeners { hooks, metrics };
         let running = Running::spawn("the provider", &Handle::current(), {
             let config = config.clone();
             |stopped| async move {
-                slipway_provider::run(config, listener, stopped.wait())
+                slipway_provider::run(config, listeners, stopped.wait())
                     .await
                     .expect("the provider runs");
             }
         });
         TestProvider {
             addr,
+            metrics_addr,
             config,
             running,
             http: reqwest::Client::new(),
@@ -71,6 +84,23 @@ impl TestProvider {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// `GET /metrics` on the metrics listener, parsed as Prometheus parses it.
+    pub async fn scrape(&self) -> Scrape {
+        let addr = self.metrics_addr.expect("the provider serves metrics");
+        let response = self
+            .http
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert!(
+            response.status().is_success(),
+            "GET /metrics answered {}",
+            response.status()
+        );
+        Scrape::parse(&response.text().await.expect("the exposition"))
     }
 
     /// Posts a GitHub hook signed with [`GITHUB_SECRET`].

@@ -4,17 +4,20 @@
 //! checked against [`MAX_COST`] (see [`cost`]), a heavy one waits for its
 //! turn ([`HEAVY_COST`]), its errors get a code and a bounded size, and the
 //! HTTP layer learns whether it was executed at all ([`Execution`]). Each
-//! operation runs in a tracing span of its own (`trace`), and each mutation
-//! is recorded in the audit log (`audit`).
+//! operation runs in a tracing span of its own (`trace`); the schema served
+//! to clients also times each one (`timed`); each mutation is recorded in
+//! the audit log (`audit`).
 
 mod audit;
 pub mod cost;
+mod dora;
 mod enums;
 mod gates;
 mod mutation;
 mod notifications;
 mod query;
 mod subscription;
+mod timed;
 mod trace;
 pub mod types;
 
@@ -71,7 +74,18 @@ fn builder() -> SchemaBuilder<Query, Mutation, Subscription> {
         .extension(audit::Audited)
 }
 
+/// The schema clients are served: each query and mutation is timed into
+/// `state.metrics`.
 pub fn schema(state: AppState) -> SlipwaySchema {
+    builder()
+        .extension(timed::Timed(state.metrics.clone()))
+        .data(state)
+        .finish()
+}
+
+/// The schema the API asks itself through (the outbox reads a deployment
+/// as webhooks show it): not a client's request, so not timed.
+pub(crate) fn own_schema(state: AppState) -> SlipwaySchema {
     builder().data(state).finish()
 }
 

@@ -371,6 +371,20 @@ impl Environment {
         super::notifications::delivery_page(ctx, filter, first, after).await
     }
 
+    /// How this environment delivered over the `days` (1 to 366) before now:
+    /// deploy frequency, change failure rate, time to restore.
+    #[graphql(guard = "RoleGuard::new(roles::READ)")]
+    async fn dora(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 30)] days: i64,
+    ) -> ApiResult<super::dora::Dora> {
+        let state = state(ctx);
+        let figures =
+            crate::dora::of_environment(&state.db, self.model.id, days, state.clock.now()).await?;
+        Ok(super::dora::Dora(figures))
+    }
+
     /// The deployment running now, if any.
     #[graphql(guard = "RoleGuard::new(roles::READ)")]
     async fn in_progress(&self, ctx: &Context<'_>) -> ApiResult<Option<Deployment>> {

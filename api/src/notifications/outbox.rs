@@ -147,7 +147,7 @@ impl Sender {
             .build()
             .map_err(ApiError::internal)?;
         Ok(Self {
-            schema: graphql::schema(state.clone()),
+            schema: graphql::own_schema(state.clone()),
             state,
             http,
             last_slack: Mutex::default(),

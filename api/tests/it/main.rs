@@ -19,6 +19,7 @@ mod http;
 mod instances;
 mod limits;
 mod logs;
+mod metrics;
 mod notifications;
 mod plans;
 mod properties;

@@ -36,6 +36,8 @@ pub struct Hooks {
     pub(crate) statuses: Option<Statuses>,
     /// How long a sender may take to send a hook's body.
     pub(crate) body_timeout: std::time::Duration,
+    /// Where each hook's answer time goes.
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 /// A hook's answer when it did its work.

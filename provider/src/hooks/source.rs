@@ -8,12 +8,15 @@
 //! 2. 404 when the source's secret is not set;
 //! 3. [`Verify::verify`] over the raw bytes, before anything parses them (401);
 //! 4. [`Extract::extract`] reads what the hook asks for (400, 202);
-//! 5. [`Hooks::carry_out`] creates the deployments through the API.
+//! 5. [`Hooks::carry_out`] creates the deployments through the API;
+//!
+//! and records how long the answer took (`crate::metrics`).
 //!
 //! The list of sources is [`super::SOURCES`]; the routes, the provider's
 //! start-up log and `slipway up`'s banner are made from it.
 
 use std::path::Path;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -113,8 +116,13 @@ impl std::fmt::Debug for Source {
 fn handler<S: Verify + Extract + 'static>(source: &'static Source) -> MethodRouter<Hooks> {
     post(
         move |State(hooks): State<Hooks>, headers: HeaderMap, body: Body| async move {
+            let started = Instant::now();
             let result = receive::<S>(source, &hooks, &headers, body).await;
-            http::answer(source.name, result)
+            let answer = http::answer(source.name, result);
+            hooks
+                .metrics
+                .hook_answered(source.name, answer.status(), started.elapsed());
+            answer
         },
     )
 }

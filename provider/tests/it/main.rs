@@ -15,6 +15,7 @@ mod gitlab;
 mod journal;
 mod keys;
 mod merge_requests;
+mod metrics;
 mod push;
 mod statuses;
 mod timeouts;

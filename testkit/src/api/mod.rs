@@ -12,13 +12,14 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use slipway_api::auth::{Keys, Role};
-use slipway_api::{AppState, Clock, Settings};
+use slipway_api::{AppState, Clock, Listeners, Settings};
 use tokio::net::TcpListener;
 use tokio::runtime::{Handle, Runtime};
 
 pub use db::{Backend, TestDb};
 pub use ws::{Closed, Ws};
 
+use crate::prometheus::Scrape;
 use crate::running::Running;
 use crate::wait;
 
@@ -44,6 +45,9 @@ pub struct Options {
     /// Send the warnings of Slipway's crates to the test's output (benches
     /// keep their output for figures).
     pub logs: bool,
+    /// Serve Prometheus metrics on a listener of their own
+    /// ([`TestApi::metrics_addr`]).
+    pub metrics: bool,
 }
 
 impl Default for Options {
@@ -54,13 +58,24 @@ impl Default for Options {
             settings: Settings::default(),
             own_runtime: false,
             logs: true,
+            metrics: false,
         }
     }
+}
+
+/// What a `TestApi` serves with, kept across restarts.
+struct Served {
+    clock: Clock,
+    settings: Settings,
+    logs: bool,
+    metrics: bool,
 }
 
 /// A running API.
 pub struct TestApi {
     pub addr: SocketAddr,
+    /// Where `GET /metrics` is served, with [`Options::metrics`].
+    pub metrics_addr: Option<SocketAddr>,
     pub state: AppState,
     pub db: TestDb,
     /// `None` once stopped.
@@ -100,25 +115,27 @@ impl TestApi {
         });
         let db = TestDb::new(options.backend).await;
         let scratch = tempfile::tempdir().expect("a scratch directory");
-        Self::serve(
-            db,
-            options.clock,
-            options.settings,
-            runtime,
-            options.logs,
-            scratch,
-        )
-        .await
+        let served = Served {
+            clock: options.clock,
+            settings: options.settings,
+            logs: options.logs,
+            metrics: options.metrics,
+        };
+        Self::serve(db, served, runtime, scratch).await
     }
 
     async fn serve(
         db: TestDb,
-        clock: Clock,
-        settings: Settings,
+        served: Served,
         runtime: Option<Runtime>,
-        logs: bool,
         scratch: tempfile::TempDir,
     ) -> TestApi {
+        let Served {
+            clock,
+            settings,
+            logs,
+            metrics,
+        } = served;
         if logs {
             // Slipway's warnings and errors go to the test's output.
             let _ = tracing_subscriber::fmt()
@@ -133,21 +150,30 @@ impl TestApi {
         let started = on.spawn(async move {
             let (conn, _) = slipway_api::db::open(&url).await.expect("open and migrate");
             let state = AppState::new(conn, Keys::new(SECRET), clock, settings);
-            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            (state, listener)
+            let api = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let metrics = match metrics {
+                true => Some(TcpListener::bind("127.0.0.1:0").await.expect("bind")),
+                false => None,
+            };
+            (state, Listeners { api, metrics })
         });
-        let (state, listener) = started.await.expect("the API's start-up");
-        let addr = listener.local_addr().expect("addr");
+        let (state, listeners) = started.await.expect("the API's start-up");
+        let addr = listeners.api.local_addr().expect("addr");
+        let metrics_addr = listeners
+            .metrics
+            .as_ref()
+            .map(|listener| listener.local_addr().expect("addr"));
         let server = Running::spawn("the API", &on, {
             let state = state.clone();
             |stopped| async move {
-                slipway_api::serve(state, listener, stopped.wait())
+                slipway_api::serve(state, listeners, stopped.wait())
                     .await
                     .expect("serve");
             }
         });
         let api = TestApi {
             addr,
+            metrics_addr,
             state,
             db,
             server: Some(server),
@@ -172,13 +198,35 @@ impl TestApi {
         if let Some(mut server) = self.server.take() {
             server.stop().await;
         }
-        let clock = self.state.clock.clone();
-        let settings = (*self.state.settings).clone();
+        let served = Served {
+            clock: self.state.clock.clone(),
+            settings: (*self.state.settings).clone(),
+            logs: self.logs,
+            metrics: self.metrics_addr.is_some(),
+        };
         self.state.db.clone().close().await.ok();
         let db = std::mem::replace(&mut self.db, TestDb::handed_on());
         let runtime = self.runtime.take();
         let scratch = self.scratch.take().expect("a scratch directory");
-        Self::serve(db, clock, settings, runtime, self.logs, scratch).await
+        Self::serve(db, served, runtime, scratch).await
+    }
+
+    /// `GET /metrics` on the metrics listener, parsed as Prometheus parses
+    /// it; the API must have been started with [`Options::metrics`].
+    pub async fn scrape(&self) -> Scrape {
+        let addr = self.metrics_addr.expect("the API serves metrics");
+        let response = self
+            .http
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert!(
+            response.status().is_success(),
+            "GET /metrics answered {}",
+            response.status()
+        );
+        Scrape::parse(&response.text().await.expect("the exposition"))
     }
 
     /// A directory that lives as long as this API, across restarts: for the
