@@ -151,3 +151,18 @@ fn sample(value: &Value) -> Sample {
         value: value["value"].as_f64().unwrap_or(f64::NAN),
     }
 }
+
+/// `GET /metrics` at `addr`, parsed as Prometheus parses it.
+pub async fn scrape(http: &reqwest::Client, addr: std::net::SocketAddr) -> Scrape {
+    let response = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics");
+    assert!(
+        response.status().is_success(),
+        "GET /metrics answered {}",
+        response.status()
+    );
+    Scrape::parse(&response.text().await.expect("the exposition"))
+}

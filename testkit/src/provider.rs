@@ -89,18 +89,7 @@ impl TestProvider {
     /// `GET /metrics` on the metrics listener, parsed as Prometheus parses it.
     pub async fn scrape(&self) -> Scrape {
         let addr = self.metrics_addr.expect("the provider serves metrics");
-        let response = self
-            .http
-            .get(format!("http://{addr}/metrics"))
-            .send()
-            .await
-            .expect("GET /metrics");
-        assert!(
-            response.status().is_success(),
-            "GET /metrics answered {}",
-            response.status()
-        );
-        Scrape::parse(&response.text().await.expect("the exposition"))
+        crate::prometheus::scrape(&self.http, addr).await
     }
 
     /// Posts a GitHub hook signed with [`GITHUB_SECRET`].

@@ -215,18 +215,7 @@ impl TestApi {
     /// it; the API must have been started with [`Options::metrics`].
     pub async fn scrape(&self) -> Scrape {
         let addr = self.metrics_addr.expect("the API serves metrics");
-        let response = self
-            .http
-            .get(format!("http://{addr}/metrics"))
-            .send()
-            .await
-            .expect("GET /metrics");
-        assert!(
-            response.status().is_success(),
-            "GET /metrics answered {}",
-            response.status()
-        );
-        Scrape::parse(&response.text().await.expect("the exposition"))
+        crate::prometheus::scrape(&self.http, addr).await
     }
 
     /// A directory that lives as long as this API, across restarts: for the

@@ -4,7 +4,6 @@
 //! project as its URL-encoded path in one segment, `sha` in the query.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -14,8 +13,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
-use tokio::runtime::Handle;
 
 use crate::running::Running;
 
@@ -57,20 +54,7 @@ impl FakeGitlab {
                 get(commit),
             )
             .with_state(recorded.clone());
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("address");
-        let server = Running::spawn(
-            "the fake GitLab",
-            &Handle::current(),
-            |stopped| async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(stopped.wait())
-                    .await
-                    .expect("the fake GitLab serves");
-            },
-        );
+        let (addr, server) = super::serve("the fake GitLab", router).await;
         FakeGitlab {
             addr,
             recorded,

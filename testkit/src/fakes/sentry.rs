@@ -7,7 +7,7 @@
 //! (of the release). Creating a release that exists answers `208`, as
 //! Sentry does.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,8 +19,6 @@ use axum::routing::post;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
-use tokio::runtime::Handle;
 
 use crate::running::Running;
 use crate::wait;
@@ -58,20 +56,7 @@ impl FakeSentry {
                 post(deploy),
             )
             .with_state(shared.clone());
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("address");
-        let server = Running::spawn(
-            "the fake Sentry",
-            &Handle::current(),
-            |stopped| async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(stopped.wait())
-                    .await
-                    .expect("the fake Sentry serves");
-            },
-        );
+        let (addr, server) = super::serve("the fake Sentry", router).await;
         FakeSentry {
             addr,
             shared,

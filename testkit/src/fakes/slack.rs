@@ -8,7 +8,7 @@
 //! plays Slack sending a command with [`signed_command`].
 
 use std::collections::VecDeque;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,8 +19,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use serde_json::Value;
-use tokio::net::TcpListener;
-use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 use crate::running::Running;
@@ -66,16 +64,7 @@ impl FakeSlack {
             .route("/commands/{*path}", post(respond))
             .route("/{*path}", post(incoming))
             .with_state(shared.clone());
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("address");
-        let server = Running::spawn("the fake Slack", &Handle::current(), |stopped| async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stopped.wait())
-                .await
-                .expect("the fake Slack serves");
-        });
+        let (addr, server) = super::serve("the fake Slack", router).await;
         FakeSlack {
             addr,
             shared,

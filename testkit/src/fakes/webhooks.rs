@@ -6,7 +6,7 @@
 //! `whsec_`. What it answers can be scripted, a request at a time.
 
 use std::collections::VecDeque;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,8 +21,6 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
-use tokio::net::TcpListener;
-use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
 use crate::running::Running;
@@ -78,20 +76,7 @@ impl FakeWebhooks {
         let router = Router::new()
             .route("/{*path}", post(receive))
             .with_state(shared.clone());
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("address");
-        let server = Running::spawn(
-            "the webhook receiver",
-            &Handle::current(),
-            |stopped| async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(stopped.wait())
-                    .await
-                    .expect("the webhook receiver serves");
-            },
-        );
+        let (addr, server) = super::serve("the webhook receiver", router).await;
         FakeWebhooks {
             addr,
             shared,
