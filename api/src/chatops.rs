@@ -22,9 +22,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
+use slipway_secret::signature::slack;
 use slipway_secret::Secret;
 
 use crate::audit::{self, Action, Origin, Peer, Via};
@@ -35,8 +34,6 @@ use crate::state::AppState;
 use crate::view::DeploymentView;
 use crate::{applications, notifications, releases};
 
-/// How far Slack's timestamp may be from now.
-const TOLERANCE_SECS: i64 = 5 * 60;
 /// The largest command Slack sends is a few hundred bytes.
 const MAX_BODY_BYTES: usize = 16 * 1024;
 /// The most environments `status` lists.
@@ -117,31 +114,15 @@ async fn slash_command(
 }
 
 /// Checks that Slack signed `body` at a time within five minutes of `now`.
-pub fn verify(secret: &Secret, headers: &HeaderMap, body: &[u8], now: i64) -> Result<(), String> {
+fn verify(secret: &Secret, headers: &HeaderMap, body: &[u8], now: i64) -> Result<(), String> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let timestamp = header("x-slack-request-timestamp")
-        .ok_or("no X-Slack-Request-Timestamp")?
-        .parse::<i64>()
-        .map_err(|_| "X-Slack-Request-Timestamp is not a number of seconds")?;
-    if (now - timestamp).abs() > TOLERANCE_SECS {
-        return Err(format!(
-            "X-Slack-Request-Timestamp is {}s from now, more than {TOLERANCE_SECS}s: a replay, or a clock off",
-            now - timestamp
-        ));
-    }
-    let signature = header("x-slack-signature").ok_or("no X-Slack-Signature")?;
-    let given = signature
-        .strip_prefix("v0=")
-        .and_then(|hex| hex::decode(hex).ok())
-        .ok_or("X-Slack-Signature is not v0=<hex>")?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes())
-        .map_err(|_| "the signing secret cannot key an HMAC")?;
-    mac.update(format!("v0:{timestamp}:").as_bytes());
-    mac.update(body);
-    mac.verify_slice(&given).map_err(|_| {
-        "X-Slack-Signature does not match the body: not signed with this app's signing secret"
-            .into()
-    })
+    slack::verify(
+        secret,
+        header("x-slack-request-timestamp"),
+        header("x-slack-signature"),
+        body,
+        now,
+    )
 }
 
 /// Whether `url` leads to Slack (`slack_url`'s origin, under it).
@@ -560,7 +541,7 @@ mod tests {
     }
 
     #[test]
-    fn signatures_are_slack_s() {
+    fn signatures_are_read_from_slack_s_headers() {
         // Slack's documented example.
         let secret = Secret::new("8f742231b10e8888abcd99yyyzzz85a5");
         let body = b"token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
@@ -573,9 +554,8 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(verify(&secret, &headers, body, 1531420618 + 60), Ok(()));
-        let late = verify(&secret, &headers, body, 1531420618 + 301).unwrap_err();
-        assert!(late.contains("replay"), "{late}");
-        let tampered = verify(&secret, &headers, b"token=x&text=deploy", 1531420618).unwrap_err();
-        assert!(tampered.contains("does not match"), "{tampered}");
+        headers.remove("x-slack-signature");
+        let unsigned = verify(&secret, &headers, body, 1531420618).unwrap_err();
+        assert!(unsigned.contains("no X-Slack-Signature"), "{unsigned}");
     }
 }

@@ -1,7 +1,10 @@
 //! A soak: for a while, GitHub `deployment` hooks for several environments of
 //! one application on the real swarm, with faults injected at random — the
 //! runner SIGKILLed, the API SIGKILLed and started again, the provider
-//! SIGKILLed and started again — then, once everything has settled, checks:
+//! SIGKILLed and started again, the Docker engine refusing every call for a
+//! few seconds, the git server slowed down for a while (both through
+//! proxies between the runner and them) — then, once everything has
+//! settled, checks:
 //!
 //! - every deployment reached a final state;
 //! - each environment's release is what its stack runs (the greeting of the
@@ -25,7 +28,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use slipway_e2e::system::System;
+use slipway_e2e::system::{Links, System};
 use slipway_testkit::fakes::github;
 use slipway_testkit::swarm::{inspect_service, stack_name, StackGuard};
 
@@ -126,7 +129,7 @@ async fn main() {
     let _guards: Vec<StackGuard> = (0..ENVIRONMENTS)
         .map(|n| StackGuard::new(format!("{prefix}-{n}")))
         .collect();
-    let mut system = System::start().await;
+    let mut system = System::start_with(Links::Proxied).await;
 
     // A warm-up round, so the memory at the start is of a process at work.
     let mut greetings: BTreeMap<String, String> = BTreeMap::new();
@@ -153,8 +156,13 @@ async fn main() {
     let mut faults: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut commits = 0;
     let mut refused = 0;
+    let mut slow_git_until: Option<Instant> = None;
     while Instant::now() < deadline {
-        match random.below(10) {
+        if slow_git_until.is_some_and(|until| Instant::now() >= until) {
+            git_link(&system).restore();
+            slow_git_until = None;
+        }
+        match random.below(12) {
             // Most of the time: a new commit deployed to one environment.
             0..=6 => {
                 commits += 1;
@@ -167,7 +175,7 @@ async fn main() {
                 greetings.insert(sha.clone(), greeting);
                 let env = environment(random.below(ENVIRONMENTS as u64) as usize);
                 let event =
-                    github::deployment_event(next_gh, &env, &sha, json!({}), &system.git.url);
+                    github::deployment_event(next_gh, &env, &sha, json!({}), &system.repo_url);
                 // The provider may be down or restarting: GitHub redelivers.
                 let (status, _) = system
                     .hook("deployment", &format!("soak-{next_gh}"), &event)
@@ -189,13 +197,29 @@ async fn main() {
                 tokio::time::sleep(Duration::from_millis(random.below(3000))).await;
                 system.start_api_again().await;
             }
-            _ => {
+            9 => {
                 *faults.entry("provider SIGKILL and restart").or_default() += 1;
                 system.restart_provider().await;
+            }
+            10 => {
+                *faults.entry("engine refusing calls for 1-5 s").or_default() += 1;
+                let engine = system
+                    .engine_link
+                    .as_ref()
+                    .expect("the engine behind a proxy");
+                engine.cut();
+                tokio::time::sleep(Duration::from_millis(1000 + random.below(4000))).await;
+                engine.restore();
+            }
+            _ => {
+                *faults.entry("git server slow for 5-30 s").or_default() += 1;
+                git_link(&system).slow(Duration::from_millis(200 + random.below(1300)));
+                slow_git_until = Some(Instant::now() + Duration::from_secs(5 + random.below(25)));
             }
         }
         tokio::time::sleep(Duration::from_millis(500 + random.below(4000))).await;
     }
+    git_link(&system).restore();
     println!(
         "soak: {commits} commits, {} hooks accepted, {refused} not (the provider was down), faults {faults:?}",
         gh_ids.len()
@@ -319,8 +343,15 @@ async fn main() {
     }
 }
 
+fn git_link(system: &System) -> &slipway_testkit::proxy::Proxy {
+    system
+        .git_link
+        .as_ref()
+        .expect("the git server behind a proxy")
+}
+
 async fn deploy(system: &System, gh_id: u64, env: &str, sha: &str) -> String {
-    let event = github::deployment_event(gh_id, env, sha, json!({}), &system.git.url);
+    let event = github::deployment_event(gh_id, env, sha, json!({}), &system.repo_url);
     let (status, body) = system
         .hook("deployment", &format!("soak-{gh_id}"), &event)
         .await;

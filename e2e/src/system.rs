@@ -1,7 +1,9 @@
 //! Slipway as an operator runs it: `slipway-api` on a file-backed SQLite
 //! database, `slipway-runner` on the local swarm, `slipway-provider` with a
 //! fake GitHub, each a separate process on 127.0.0.1, plus the git server the
-//! application's repository lives on.
+//! application's repository lives on. [`System::start_with`] can put the
+//! runner's links to the Docker engine and to the git server behind proxies
+//! that fail or slow them down on demand.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,6 +16,7 @@ use slipway_testkit::fakes::github::{self, FakeGithub};
 use slipway_testkit::free_port;
 use slipway_testkit::git::GitServer;
 use slipway_testkit::process::Process;
+use slipway_testkit::proxy::{Proxy, Target};
 use slipway_testkit::wait;
 
 use crate::api::Api;
@@ -67,16 +70,36 @@ pub struct System {
     provider_url: String,
     pub github: FakeGithub,
     pub git: GitServer,
+    /// The application's repository, as the API and the runner know it:
+    /// [`GitServer::url`], or through [`System::git_link`].
+    pub repo_url: String,
+    /// With [`Links::Proxied`], the runner's way to the Docker engine
+    /// (`--docker-host`) and to the git server.
+    pub engine_link: Option<Proxy>,
+    pub git_link: Option<Proxy>,
     http: reqwest::Client,
     /// Database, secrets, the runner's workdir, the provider's journal and
     /// every process's output. Dropped last, after the processes are killed.
     dir: TempDir,
 }
 
+/// How the runner reaches the engine and the git server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Links {
+    Direct,
+    /// Each through a [`Proxy`] on 127.0.0.1, to cut or slow down.
+    Proxied,
+}
+
 impl System {
     /// Starts everything, with application `shop` of the served repository and
     /// its environment `production`, auto-deployed from `main`.
     pub async fn start() -> System {
+        System::start_with(Links::Direct).await
+    }
+
+    /// [`System::start`], with the runner's links as `links` says.
+    pub async fn start_with(links: Links) -> System {
         slipway_testkit::swarm::require_swarm();
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path();
@@ -95,13 +118,28 @@ impl System {
 
         let github = FakeGithub::start().await;
         let git = GitServer::start(path).await;
+        let (engine_link, git_link) = match links {
+            Links::Direct => (None, None),
+            Links::Proxied => {
+                let engine = Proxy::start(Target::Unix("/var/run/docker.sock".into())).await;
+                let daemon = git.url["git://".len()..]
+                    .split_once('/')
+                    .and_then(|(addr, _)| addr.parse().ok())
+                    .expect("the git daemon's address");
+                (Some(engine), Some(Proxy::start(Target::Tcp(daemon)).await))
+            }
+        };
+        let repo_url = match &git_link {
+            Some(link) => format!("git://{}/acme/shop.git", link.addr),
+            None => git.url.clone(),
+        };
         let api_port = free_port();
         let api_process = start_api(path, api_port);
         let admin = std::fs::read_to_string(path.join("admin-token")).unwrap();
         let api = Api::new(format!("http://127.0.0.1:{api_port}"), admin);
         wait::until("the API to answer /healthz", START, || api.healthy()).await;
 
-        api.create_app("shop", &git.url).await;
+        api.create_app("shop", &repo_url).await;
         api.create_env("shop", "production", Some("main"), ENVIRONMENT_URL)
             .await;
 
@@ -125,7 +163,8 @@ impl System {
         })
         .await;
 
-        let runner = start_runner(path, &api.url);
+        let docker_host = engine_link.as_ref().map(|p| format!("tcp://{}", p.addr));
+        let runner = start_runner(path, &api.url, docker_host.as_deref());
         let system = System {
             api,
             api_process,
@@ -135,6 +174,9 @@ impl System {
             provider_url,
             github,
             git,
+            repo_url,
+            engine_link,
+            git_link,
             http,
             dir,
         };
@@ -166,7 +208,11 @@ impl System {
     /// SIGKILLs the runner and starts it again with the same flags and workdir.
     pub fn restart_runner(&mut self) {
         self.runner.kill();
-        self.runner = start_runner(self.dir.path(), &self.api.url);
+        let docker_host = self
+            .engine_link
+            .as_ref()
+            .map(|p| format!("tcp://{}", p.addr));
+        self.runner = start_runner(self.dir.path(), &self.api.url, docker_host.as_deref());
     }
 
     /// SIGKILLs the provider and starts it again on the same journal and
@@ -219,7 +265,7 @@ impl System {
     /// Sends a `deployment` hook for GitHub deployment `gh_id` of `sha`;
     /// returns the Slipway deployment's id.
     pub async fn deploy_hook(&self, gh_id: u64, sha: &str) -> String {
-        let event = github::deployment_event(gh_id, "production", sha, json!({}), &self.git.url);
+        let event = github::deployment_event(gh_id, "production", sha, json!({}), &self.repo_url);
         let (status, body) = self
             .hook("deployment", &format!("delivery-{gh_id}"), &event)
             .await;
@@ -316,7 +362,7 @@ fn start_provider(dir: &Path, port: u16, api_url: &str, github_url: &str) -> Pro
     Process::spawn("slipway-provider", command, &dir.join("provider.log"))
 }
 
-fn start_runner(dir: &Path, api_url: &str) -> Process {
+fn start_runner(dir: &Path, api_url: &str, docker_host: Option<&str>) -> Process {
     let workdir: PathBuf = dir.join("runner");
     let mut command = Command::new(bins::path("slipway-runner"));
     command
@@ -331,6 +377,9 @@ fn start_runner(dir: &Path, api_url: &str) -> Process {
         .arg("--workdir")
         .arg(workdir)
         .env("SLIPWAY_LOG", "info");
+    if let Some(host) = docker_host {
+        command.args(["--docker-host", host]);
+    }
     Process::spawn("slipway-runner", command, &dir.join("runner.log"))
 }
 

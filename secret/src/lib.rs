@@ -39,6 +39,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod signature;
+
 /// What `Debug` and `Display` show instead of a secret.
 pub const REDACTED: &str = "<redacted>";
 

@@ -1,11 +1,12 @@
 //! A TCP proxy on 127.0.0.1 that can partition what passes through it: to
 //! the API (a runner cut off from it) or to the Docker engine's socket (an
 //! engine that stops answering for a moment), or lose the answer to one
-//! request (a request that reached the server whose answer never came back).
+//! request (a request that reached the server whose answer never came back),
+//! or slow everything down (a git server that takes its time).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,6 +33,8 @@ const SERVER_ACTS_WITHIN: Duration = Duration::from_millis(500);
 #[derive(Default)]
 struct Shared {
     mode: AtomicU8,
+    /// How long each chunk waits before it passes, in milliseconds.
+    delay_ms: AtomicU64,
     /// The next request containing this text reaches the server, but its
     /// connection is closed before the answer comes back.
     lose_answer_to: Mutex<Option<String>>,
@@ -108,8 +111,16 @@ impl Proxy {
         self.drop_connections();
     }
 
-    /// Lets traffic through again (to new connections).
+    /// From now on every chunk, either way, passes `each` late: a slow
+    /// server or a slow link. Open connections slow down too.
+    pub fn slow(&self, each: Duration) {
+        let ms = u64::try_from(each.as_millis()).unwrap_or(u64::MAX);
+        self.shared.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Lets traffic through again (to new connections), at full speed.
     pub fn restore(&self) {
+        self.shared.delay_ms.store(0, Ordering::SeqCst);
         self.shared.mode.store(FORWARD, Ordering::SeqCst);
     }
 
@@ -192,6 +203,10 @@ where
             }
             Ok(n) => n,
         };
+        let delay = shared.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         if shared.mode.load(Ordering::SeqCst) != FORWARD {
             std::future::pending::<()>().await;
         }

@@ -74,7 +74,7 @@ pub async fn set(
             ));
         }
         (NotificationKind::Webhook, Some(secret)) => {
-            webhook::SigningKey::parse(secret)?;
+            webhook::parse(secret)?;
         }
         (NotificationKind::Sentry, secret) => {
             sentry::Project::parse(&target)?;
@@ -91,7 +91,7 @@ pub async fn set(
     }
     let (env, _) = environment_of(&state.db, &input.application, &input.environment).await?;
     let made = match (&input.secret, input.kind) {
-        (None, NotificationKind::Webhook) => Some(webhook::SigningKey::generate()?),
+        (None, NotificationKind::Webhook) => Some(webhook::generate()?),
         _ => None,
     };
     let now = state.clock.now();

@@ -313,7 +313,7 @@ impl Sender {
                     .post(&n.target)
                     .header(reqwest::header::CONTENT_TYPE, "application/json");
                 if n.kind == NotificationKind::Webhook {
-                    let key = webhook::SigningKey::parse(n.secret.as_deref().unwrap_or_default())?;
+                    let key = webhook::parse(n.secret.as_deref().unwrap_or_default())?;
                     let id = webhook::message_id(row.id);
                     let timestamp = Utc::now().timestamp();
                     request = request

@@ -125,7 +125,7 @@ async fn a_push_to_an_auto_deploy_branch_deploys_and_creates_a_github_deployment
         "refs/heads/develop",
         &before,
         &before,
-        &system.git.url,
+        &system.repo_url,
     );
     let (status, body) = system.hook("push", "push-develop", &event).await;
     assert_eq!(status, 202, "{body}");
@@ -134,7 +134,7 @@ async fn a_push_to_an_auto_deploy_branch_deploys_and_creates_a_github_deployment
         "refs/heads/main",
         &before,
         &sha,
-        &system.git.url,
+        &system.repo_url,
     );
     let (status, body) = system.hook("push", "push-main-1", &event).await;
     assert_eq!(status, 200, "{body}");
@@ -175,7 +175,7 @@ async fn a_push_to_an_auto_deploy_branch_deploys_and_creates_a_github_deployment
         "production",
         &sha,
         serde_json::json!({}),
-        &system.git.url,
+        &system.repo_url,
     );
     echo["deployment"]["payload"] = created["payload"].clone();
     let (status, body) = system.hook("deployment", "echo-1", &echo).await;
