@@ -193,6 +193,8 @@ pub struct NewEnvironment {
     pub url: Option<String>,
     pub queue_policy: QueuePolicy,
     pub max_queued: Option<i64>,
+    /// The labels a runner must have to deploy it; none: any runner.
+    pub runner_labels: Vec<String>,
 }
 
 /// The most a queue cap may be.
@@ -258,6 +260,7 @@ pub async fn create_environment(
         ));
     }
     validate_max_queued(input.max_queued)?;
+    let runner_labels = crate::runners::validate_labels(input.runner_labels)?;
     let app = get(&state.db, &input.application).await?;
     let created = environment::ActiveModel {
         application_id: Set(app.id),
@@ -266,6 +269,8 @@ pub async fn create_environment(
         url: Set(input.url),
         queue_policy: Set(input.queue_policy),
         max_queued: Set(input.max_queued),
+        runner_labels: Set((!runner_labels.is_empty())
+            .then(|| serde_json::to_string(&runner_labels).expect("a list of strings is JSON"))),
         created_at: Set(state.clock.now()),
         ..Default::default()
     }

@@ -8,11 +8,11 @@
 
 use std::fmt;
 
-use sea_orm::sea_query::{Expr, SimpleExpr};
+use sea_orm::sea_query::{Expr, Query, SimpleExpr};
 use sea_orm::{ColumnTrait, Condition, DbErr, EntityTrait, QueryFilter, QueryOrder, SqlErr};
 
-use crate::db::entities::deployment;
 use crate::db::entities::deployment::{ServiceConvergence, StoredService};
+use crate::db::entities::{deployment, environment};
 use crate::deployments::{self, DeploymentPhase, DeploymentStatus};
 use crate::error::{ApiError, ApiResult};
 use crate::runners;
@@ -88,6 +88,9 @@ pub async fn claim(
     let holder = holder.into();
     holder.validate()?;
     let runner = holder.runner;
+    if let Some(env) = environment_of(state, id).await? {
+        runners::check_may_take(state, runner, &env, &format!("deployment {id}")).await?;
+    }
     let now = state.clock.now();
     let claimed = deployment::Entity::update_many()
         .col_expr(
@@ -142,6 +145,19 @@ pub async fn claim(
         state.events.deployment_changed(&state.db, &view).await;
     }
     Ok(view)
+}
+
+/// The environment of deployment `id`, if there is such a deployment.
+async fn environment_of(state: &AppState, id: i64) -> ApiResult<Option<environment::Model>> {
+    let of_deployment = Query::select()
+        .column(deployment::Column::EnvironmentId)
+        .from(deployment::Entity)
+        .and_where(deployment::Column::Id.eq(id))
+        .to_owned();
+    Ok(environment::Entity::find()
+        .filter(environment::Column::Id.in_subquery(of_deployment))
+        .one(&state.db)
+        .await?)
 }
 
 fn is_unique_violation(err: &DbErr) -> bool {
@@ -459,29 +475,15 @@ pub async fn expire(state: &AppState) -> ApiResult<Vec<DeploymentView>> {
     Ok(expired)
 }
 
-/// Gives every in-progress deployment a full lease from now. Run when the API
-/// starts: while it was down no runner could renew its lease, and that must
-/// not count against them.
-pub async fn renew_all(state: &AppState) -> ApiResult<u64> {
-    let now = state.clock.now();
-    let renewed = deployment::Entity::update_many()
-        .col_expr(
-            deployment::Column::LeaseExpiresAt,
-            Expr::value(now + state.settings.lease),
-        )
-        .filter(deployment::Column::Status.eq(DeploymentStatus::InProgress))
-        .exec(&state.db)
-        .await?;
-    Ok(renewed.rows_affected)
-}
-
-/// Runs [`expire`] (and [`crate::plans::expire`], and
+/// Runs [`expire`] (and [`runners::explain_waiting`], [`crate::plans::expire`], and
 /// [`crate::gates::open_expired`], which announces deployments whose freeze
 /// window ended, and [`crate::checks::fail_expired`], which fails those
-/// whose checks timed out) every `every` until
-/// `shutdown` resolves.
+/// whose checks timed out) every `every` until `shutdown` resolves; and
+/// records each time that the replica `instance` is alive
+/// ([`crate::replicas::alive`]).
 pub async fn reap(
     state: AppState,
+    instance: String,
     every: std::time::Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -491,8 +493,14 @@ pub async fn reap(
     loop {
         tokio::select! {
             _ = ticker.tick() => {
+                if let Err(err) = crate::replicas::alive(&state, &instance).await {
+                    tracing::error!(?err, "recording that this replica is alive failed");
+                }
                 if let Err(err) = expire(&state).await {
                     tracing::error!(?err, "expiring leases failed");
+                }
+                if let Err(err) = runners::explain_waiting(&state).await {
+                    tracing::error!(?err, "saying which deployments no runner may take failed");
                 }
                 if let Err(err) = crate::plans::expire(&state).await {
                     tracing::error!(?err, "expiring plans failed");

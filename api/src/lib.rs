@@ -60,6 +60,7 @@ pub mod metrics;
 pub mod notifications;
 pub mod plans;
 pub mod releases;
+pub mod replicas;
 pub mod repository;
 pub mod runners;
 pub mod sessions;
@@ -108,14 +109,28 @@ pub async fn serve(
         metrics,
     } = listeners.into();
     let subscriptions = SubscriptionRuntime::start()?;
-    // Runners could not renew their leases while the API was down.
-    match leases::renew_all(&state).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!("renewed the leases of {n} deployment(s) in progress"),
-        Err(err) => tracing::error!(?err, "could not renew leases at start"),
+    // Runners could not renew their leases while no API was up.
+    let instance =
+        replicas::new_instance().map_err(|err| std::io::Error::other(err.message().to_owned()))?;
+    match replicas::start(&state, &instance).await {
+        Ok(replicas::Renewed::NoneOtherServing(other)) => {
+            tracing::info!(%instance, %other, "another replica is serving: leases kept as they are")
+        }
+        Ok(replicas::Renewed::All(0) | replicas::Renewed::SinceLastSeen(0, _)) => {}
+        Ok(replicas::Renewed::All(n)) => {
+            tracing::info!(%instance, "renewed the leases of {n} deployment(s) in progress")
+        }
+        Ok(replicas::Renewed::SinceLastSeen(n, at)) => tracing::info!(
+            %instance,
+            "renewed the leases of {n} deployment(s) in progress when the last replica was seen at {at}"
+        ),
+        Err(err) => tracing::error!(
+            ?err,
+            "could not record this replica or renew leases at start"
+        ),
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let reaper = tokio::spawn(leases::reap(state.clone(), REAP_EVERY, {
+    let reaper = tokio::spawn(leases::reap(state.clone(), instance, REAP_EVERY, {
         let mut stopped = stopped.clone();
         async move {
             let _ = stopped.wait_for(|stop| *stop).await;

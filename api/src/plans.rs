@@ -165,6 +165,9 @@ pub async fn requested(db: &impl ConnectionTrait) -> ApiResult<Vec<PlanView>> {
 /// Runner `runner` takes plan `id`. Of concurrent claims one wins; a plan
 /// already claimed (even by the same runner) or finished is `CONFLICT`.
 pub async fn claim(state: &AppState, runner: &str, id: i64) -> ApiResult<PlanView> {
+    let asked = get(&state.db, id).await?;
+    crate::runners::check_may_take(state, runner, &asked.environment, &format!("plan {id}"))
+        .await?;
     let now = state.clock.now();
     let row = plan::Entity::update_many()
         .col_expr(plan::Column::Status, Expr::value(PlanStatus::Running))

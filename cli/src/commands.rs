@@ -94,6 +94,7 @@ pub async fn env_create(args: EnvCreateArgs, output: Output) -> anyhow::Result<E
                 url: args.url,
                 queue_policy: None,
                 max_queued: None,
+                runner_labels: (!args.runner_labels.is_empty()).then_some(args.runner_labels),
             },
         })
         .await?;
@@ -178,7 +179,7 @@ pub async fn env_checks(args: EnvChecksArgs, output: Output) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_environment(answer: &impl Serialize, done: &str, output: Output) {
+pub(crate) fn print_environment(answer: &impl Serialize, done: &str, output: Output) {
     if output == Output::Json {
         return print_json(answer);
     }

@@ -60,6 +60,9 @@ pub enum Command {
     /// What was done, by whom, from where, and how it ended: the audit log,
     /// newest first (admins).
     Audit(AuditArgs),
+    /// The runners: their labels, version, instance, whether each is
+    /// connected or lost, and what each holds.
+    Runners(ApiArgs),
     /// What ran in an environment, newest first: per release the images it
     /// changed, who deployed it, when, and for how long it served.
     Releases(ReleasesArgs),
@@ -223,6 +226,23 @@ pub enum EnvCommand {
     /// CHECKS, read by the provider from GitHub or GitLab): each NAME, and
     /// with `--all` every check on the commit; with neither, none.
     Checks(EnvChecksArgs),
+    /// Which runners may deploy an environment (needs an admin token):
+    /// those started with every LABEL (`--label swarm=prod-eu`); with none,
+    /// any runner.
+    Runners(EnvRunnersArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct EnvRunnersArgs {
+    /// The application's name.
+    pub application: String,
+    /// The environment's name.
+    pub environment: String,
+    /// Labels a runner must have (`swarm=prod-eu`).
+    #[arg(value_name = "LABEL")]
+    pub labels: Vec<String>,
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 #[derive(Args, Debug)]
@@ -378,6 +398,10 @@ pub struct EnvCreateArgs {
     /// Where the environment is reachable.
     #[arg(long)]
     pub url: Option<String>,
+    /// A label a runner must have to deploy it (`swarm=prod-eu`; repeat for
+    /// more); any runner may without one.
+    #[arg(long = "runner-label", value_name = "LABEL")]
+    pub runner_labels: Vec<String>,
     #[command(flatten)]
     pub api: ApiArgs,
 }

@@ -23,6 +23,7 @@ pub mod follow;
 pub mod freeze;
 pub mod notify;
 pub mod releases;
+pub mod runners;
 pub mod secret;
 pub mod up;
 pub mod view;
@@ -51,10 +52,12 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> anyhow::Result
         Command::Env(EnvCommand::Notifications(args)) => notify::list(args, output).await,
         Command::Env(EnvCommand::Unnotify(args)) => notify::remove(args, output).await,
         Command::Env(EnvCommand::Checks(args)) => commands::env_checks(args, output).await,
+        Command::Env(EnvCommand::Runners(args)) => runners::set(args, output).await,
         Command::Deploy(args) => commands::deploy(args, output).await,
         Command::Status(args) => commands::status(args, output).await,
         Command::Deployments(args) => commands::deployments(args, output).await,
         Command::Audit(args) => commands::audit(args, output).await,
+        Command::Runners(args) => runners::list(args, output).await,
         Command::Releases(args) => releases::list(args, output).await,
         Command::Rollback(args) => releases::rollback(args, output).await,
         Command::Resume(args) => releases::resume(args, output).await,

@@ -473,3 +473,21 @@ pub struct CliNotifications;
     variables_derives = "Debug, Clone"
 )]
 pub struct CliRemoveNotification;
+
+#[derive(GraphQLQuery)]
+#[graphql(
+    schema_path = "../schema.graphql",
+    query_path = "graphql/cli.graphql",
+    response_derives = "Debug, Clone, PartialEq, Serialize",
+    variables_derives = "Debug, Clone"
+)]
+pub struct CliSetRunnerLabels;
+
+#[derive(GraphQLQuery)]
+#[graphql(
+    schema_path = "../schema.graphql",
+    query_path = "graphql/cli.graphql",
+    response_derives = "Debug, Clone, PartialEq, Serialize",
+    variables_derives = "Debug, Clone"
+)]
+pub struct CliRunners;

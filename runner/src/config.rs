@@ -46,8 +46,15 @@ pub struct RunConfig {
     /// it to the API; this one is for logs.
     #[arg(long, env = "SLIPWAY_RUNNER_NAME")]
     pub name: Option<String>,
-    /// Labels the runner registers with (repeat, or comma-separated).
-    #[arg(long, env = "SLIPWAY_RUNNER_LABELS", value_delimiter = ',')]
+    /// Labels the runner registers with (`--label swarm=prod-eu`; repeat, or
+    /// comma-separated). An environment whose `runnerLabels` it has them all
+    /// may be deployed by it; one that names labels it lacks is not offered.
+    #[arg(
+        long = "label",
+        visible_alias = "labels",
+        env = "SLIPWAY_RUNNER_LABELS",
+        value_delimiter = ','
+    )]
     pub labels: Vec<String>,
     /// How many deployments (of different environments) to carry out at once.
     #[arg(long, env = "SLIPWAY_RUNNER_CONCURRENCY", default_value_t = 4)]

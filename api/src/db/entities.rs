@@ -61,6 +61,9 @@ pub mod environment {
         pub required_checks_all: bool,
         /// How long a deployment waits for its checks before it fails.
         pub required_checks_timeout_minutes: i64,
+        /// JSON list of the labels a runner must have to deploy here;
+        /// `None` when any runner may.
+        pub runner_labels: Option<String>,
     }
 
     /// What a new deployment does to the ones queued before it.
@@ -389,6 +392,25 @@ pub mod runner {
         pub last_instance: Option<String>,
         pub last_seen_at: ChronoDateTimeUtc,
         pub created_at: ChronoDateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod api_replica {
+    use sea_orm::entity::prelude::*;
+
+    /// One API process, as it last said it was alive (see [`crate::replicas`]).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "api_replicas")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub instance: String,
+        pub started_at: ChronoDateTimeUtc,
+        pub last_seen_at: ChronoDateTimeUtc,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

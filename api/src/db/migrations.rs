@@ -594,6 +594,26 @@ CREATE INDEX audit_log_application ON audit_log (application, id);
 CREATE INDEX audit_log_actor ON audit_log (actor, id);
 "#,
     },
+    Migration {
+        version: 13,
+        name: "runner pools: the labels a runner needs to deploy an environment; each API replica's last sign of life",
+        sqlite: r#"
+ALTER TABLE environments ADD COLUMN runner_labels TEXT;
+CREATE TABLE api_replicas (
+    instance TEXT PRIMARY KEY,
+    started_at TEXT NOT NULL,
+    last_seen_at TEXT NOT NULL
+);
+"#,
+        postgres: r#"
+ALTER TABLE environments ADD COLUMN runner_labels TEXT;
+CREATE TABLE api_replicas (
+    instance TEXT PRIMARY KEY,
+    started_at TIMESTAMPTZ NOT NULL,
+    last_seen_at TIMESTAMPTZ NOT NULL
+);
+"#,
+    },
 ];
 
 /// Applies every migration the database does not have yet, in order, and

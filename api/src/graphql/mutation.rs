@@ -52,6 +52,9 @@ pub(super) struct CreateEnvironmentInput {
     pub queue_policy: Option<QueuePolicy>,
     /// The most deployments that may wait (`FIFO` only); no cap unless told.
     pub max_queued: Option<i64>,
+    /// The labels a runner must have to deploy it (`swarm=prod-eu`); any
+    /// runner may unless told.
+    pub runner_labels: Option<Vec<String>>,
 }
 
 #[derive(InputObject)]
@@ -197,6 +200,7 @@ impl Mutation {
                 url: input.url,
                 queue_policy: input.queue_policy.map(Into::into).unwrap_or_default(),
                 max_queued: input.max_queued,
+                runner_labels: input.runner_labels.unwrap_or_default(),
             },
         )
         .await?;
@@ -289,6 +293,24 @@ impl Mutation {
             max_queued,
         )
         .await?;
+        Ok(Environment::new(env, Arc::new(app)))
+    }
+
+    /// The labels a runner must have to deploy the environment
+    /// (`swarm=prod-eu`: a runner started with `--label swarm=prod-eu`);
+    /// empty: any runner. From now on only such runners hear of its
+    /// deployments and plans or may claim them, those already queued
+    /// included; one nobody connected may take says so in its message.
+    #[graphql(guard = "RoleGuard::new(roles::ADMIN)")]
+    async fn set_runner_labels(
+        &self,
+        ctx: &Context<'_>,
+        application: String,
+        environment: String,
+        labels: Vec<String>,
+    ) -> ApiResult<Environment> {
+        let (env, app) =
+            runners::set_environment_labels(state(ctx), &application, &environment, labels).await?;
         Ok(Environment::new(env, Arc::new(app)))
     }
 

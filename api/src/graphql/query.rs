@@ -7,7 +7,7 @@ use super::enums::{DeploymentStatus, GateKind};
 use super::types::{
     deployment_id, deployment_page, plan_id, state, Application, Deployment, Plan, Runner, Viewer,
 };
-use crate::auth::{caller, roles, RoleGuard};
+use crate::auth::{caller, roles, Role, RoleGuard};
 use crate::deployments::{self, Filter};
 use crate::error::{ApiError, ApiResult};
 use crate::{applications, gates, plans, runners, view};
@@ -67,11 +67,21 @@ impl Query {
     }
 
     /// Deployments a runner may claim now: per environment the oldest queued one,
-    /// when none is in progress. Runners read this after every (re)connect.
+    /// when none is in progress. Runners read this after every (re)connect;
+    /// a runner gets only those of environments whose `runnerLabels` it has.
     #[graphql(guard = "RoleGuard::new(roles::READ)")]
     async fn claimable_deployments(&self, ctx: &Context<'_>) -> ApiResult<Vec<Deployment>> {
+        let caller = caller(ctx)?;
+        let has = match caller.role {
+            Role::Runner => Some(runners::labels_of(state(ctx), &caller.sub).await?),
+            _ => None,
+        };
         let views = deployments::claimable(&state(ctx).db).await?;
-        Ok(views.into_iter().map(|v| Deployment(Arc::new(v))).collect())
+        Ok(views
+            .into_iter()
+            .filter(|v| has.as_ref().is_none_or(|has| runners::may_take(has, v)))
+            .map(|v| Deployment(Arc::new(v)))
+            .collect())
     }
 
     /// Deployments QUEUED at a gate of `kind`, oldest first (at most 500).
@@ -93,11 +103,17 @@ impl Query {
     }
 
     /// Plans waiting for a runner, oldest first. Runners read this after
-    /// every (re)connect, for what `planRequested` told while they were away.
+    /// every (re)connect, for what `planRequested` told while they were away;
+    /// each gets only those of environments whose `runnerLabels` it has.
     #[graphql(guard = "RoleGuard::new(roles::RUNNER)")]
     async fn requested_plans(&self, ctx: &Context<'_>) -> ApiResult<Vec<Plan>> {
+        let has = runners::labels_of(state(ctx), &caller(ctx)?.sub).await?;
         let views = plans::requested(&state(ctx).db).await?;
-        Ok(views.into_iter().map(Plan).collect())
+        Ok(views
+            .into_iter()
+            .filter(|v| runners::serves(&has, &runners::required(&v.environment)))
+            .map(Plan)
+            .collect())
     }
 
     #[graphql(guard = "RoleGuard::new(roles::READ)")]

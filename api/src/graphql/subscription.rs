@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use async_graphql::{Context, Subscription, ID};
 use futures_util::{Stream, StreamExt};
 use sea_orm::DatabaseConnection;
@@ -5,12 +7,12 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
 use super::types::{deployment_id, state, Deployment, LogLine, Plan};
-use crate::applications;
-use crate::auth::{roles, RoleGuard};
+use crate::auth::{caller, roles, RoleGuard};
 use crate::error::ApiError;
 use crate::events::{DeploymentChanged, Event};
 use crate::logs;
 use crate::plans::{self, PlanStatus};
+use crate::{applications, runners};
 
 pub struct Subscription;
 
@@ -20,41 +22,65 @@ impl Subscription {
     /// `claimableDeployments` after (re)connecting, for what they missed.
     /// A subscriber that falls behind gets a `LAGGED` error and the
     /// subscription completes: it subscribes again and reads the list.
+    ///
+    /// A runner hears only of environments whose `runnerLabels` it has
+    /// (as it registered them before subscribing), and is shown as
+    /// connected while the subscription is open.
     #[graphql(guard = "RoleGuard::new(roles::RUNNER)")]
     async fn deployment_queued(
         &self,
         ctx: &Context<'_>,
-    ) -> impl Stream<Item = async_graphql::Result<Deployment>> {
-        let db = state(ctx).db.clone();
-        events(ctx).filter_map(move |event| {
-            let db = db.clone();
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Deployment>>> {
+        let runner = caller(ctx).map_err(ApiError::into_graphql)?.sub.clone();
+        let state = state(ctx);
+        let has = runners::labels_of(state, &runner)
+            .await
+            .map_err(ApiError::into_graphql)?;
+        let presence = Arc::new(runners::keep_present(state, &runner));
+        let db = state.db.clone();
+        Ok(events(ctx).filter_map(move |event| {
+            let (db, has, _presence) = (db.clone(), has.clone(), presence.clone());
             async move {
                 match event {
-                    Ok(Event::Queued(changed)) => resolve(&db, &changed).await.map(Ok),
+                    Ok(Event::Queued(changed)) => resolve(&db, &changed)
+                        .await
+                        .filter(|d| runners::may_take(&has, &d.0))
+                        .map(Ok),
                     Ok(_) => None,
                     Err(err) => Some(Err(err.into_graphql())),
                 }
             }
-        })
+        }))
     }
 
     /// Every plan that is requested, as it is then. Runners also read
     /// `requestedPlans` after (re)connecting, for what they missed; a
     /// subscriber that falls behind gets `LAGGED` and the subscription completes.
+    /// A runner hears only of environments whose `runnerLabels` it has.
     #[graphql(guard = "RoleGuard::new(roles::RUNNER)")]
     async fn plan_requested(
         &self,
         ctx: &Context<'_>,
-    ) -> impl Stream<Item = async_graphql::Result<Plan>> {
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Plan>>> {
+        let runner = caller(ctx).map_err(ApiError::into_graphql)?.sub.clone();
+        let has = runners::labels_of(state(ctx), &runner)
+            .await
+            .map_err(ApiError::into_graphql)?;
         let db = state(ctx).db.clone();
-        events(ctx).filter_map(move |event| {
-            let db = db.clone();
+        Ok(events(ctx).filter_map(move |event| {
+            let (db, has) = (db.clone(), has.clone());
             async move {
                 match event {
                     Ok(Event::Plan(changed)) if changed.status == PlanStatus::Queued => {
                         match plans::get(&db, changed.plan_id).await {
                             // Claimed already by the time it was read: nothing to take.
-                            Ok(view) if view.plan.status == PlanStatus::Queued => {
+                            Ok(view)
+                                if view.plan.status == PlanStatus::Queued
+                                    && runners::serves(
+                                        &has,
+                                        &runners::required(&view.environment),
+                                    ) =>
+                            {
                                 Some(Ok(Plan(view)))
                             }
                             Ok(_) => None,
@@ -72,7 +98,7 @@ impl Subscription {
                     Err(err) => Some(Err(err.into_graphql())),
                 }
             }
-        })
+        }))
     }
 
     /// Every change of state, phase or message of the deployments of

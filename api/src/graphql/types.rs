@@ -315,6 +315,13 @@ impl Environment {
         }))
     }
 
+    /// The labels a runner must have to deploy it (`swarm=prod-eu`); empty
+    /// when any runner may. Only such runners hear of its deployments and
+    /// plans, and may claim them.
+    async fn runner_labels(&self) -> Vec<String> {
+        crate::runners::required(&self.model)
+    }
+
     /// Whether its deployments wait for a deployer's approval.
     async fn approval_policy(&self) -> super::gates::ApprovalPolicy {
         super::gates::ApprovalPolicy::of(&self.model)
@@ -899,10 +906,36 @@ impl Runner {
         self.0.last_instance.as_deref()
     }
 
-    /// The runner's last claim, heartbeat or registration.
+    /// The runner's last claim, heartbeat, registration or sign of its open
+    /// subscription (every 10 s while it listens).
     async fn last_seen_at(&self) -> DateTime<Utc> {
         self.0.last_seen_at
     }
+
+    /// CONNECTED when heard from within the last 30 seconds; LOST otherwise
+    /// (a runner that stopped, or that cannot reach the API).
+    async fn health(&self, ctx: &Context<'_>) -> RunnerHealth {
+        match crate::runners::is_connected(&self.0, state(ctx).clock.now()) {
+            true => RunnerHealth::Connected,
+            false => RunnerHealth::Lost,
+        }
+    }
+
+    /// The deployments it holds now (IN_PROGRESS), oldest first.
+    #[graphql(guard = "RoleGuard::new(roles::READ)")]
+    async fn holds(&self, ctx: &Context<'_>) -> ApiResult<Vec<Deployment>> {
+        let views = crate::runners::holds(&state(ctx).db, &self.0.name).await?;
+        Ok(views.into_iter().map(|v| Deployment(Arc::new(v))).collect())
+    }
+}
+
+/// Whether a runner is there.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, async_graphql::Enum)]
+pub enum RunnerHealth {
+    /// Heard from within the last 30 seconds.
+    Connected,
+    /// Not heard from for longer.
+    Lost,
 }
 
 /// What deploying a ref to an environment would change, as a runner planned

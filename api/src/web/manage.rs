@@ -237,13 +237,17 @@ pub(super) async fn runners(State(state): State<AppState>, who: SignedIn) -> Web
             div.panel { p.muted { "No runner has registered yet. " code { "slipway up" } " runs one; on a swarm, the stack in " code { "deploy/" } " does." } }
         } @else {
             table.responsive {
-                thead { tr { th { "Runner" } th { "Labels" } th { "Version" } th { "Last heard from" } th { "Holds" } } }
+                thead { tr { th { "Runner" } th { "Health" } th { "Labels" } th { "Version" } th { "Last heard from" } th { "Holds" } } }
                 tbody {
                     @for runner in &runners {
                         @let labels: Vec<String> = serde_json::from_str(&runner.labels).unwrap_or_default();
                         tr {
                             td data-label="Runner" { strong { (runner.name) }
                                 @if let Some(instance) = &runner.last_instance { br; code.muted { (instance) } } }
+                            td data-label="Health" {
+                                @if runners::is_connected(runner, now) { span.status.SUCCEEDED { "connected" } }
+                                @else { span.status.FAILED title="not heard from for more than 30 seconds" { "lost" } }
+                            }
                             td data-label="Labels" { div.chips { @for label in &labels { span.chip { (label) } } } }
                             td data-label="Version" { (runner.version.as_deref().unwrap_or("—")) }
                             td data-label="Last heard from" { (time(runner.last_seen_at, now)) }

@@ -1,10 +1,12 @@
 //! Claims, the one-in-progress rule, the queue order and leases.
 
+use sea_orm::sea_query::Expr;
+use sea_orm::{EntityTrait, Set};
 use serde_json::json;
 use slipway_api::auth::Role;
-use slipway_api::db::entities::deployment;
+use slipway_api::db::entities::{api_replica, deployment};
 use slipway_api::deployments::{self, NewDeployment};
-use slipway_api::{leases, Clock, Settings};
+use slipway_api::{leases, replicas, Clock, Settings};
 
 use slipway_testkit::api::{error_of, Backend, TestApi};
 
@@ -211,6 +213,7 @@ async fn the_reaper_expires_leases_on_its_own(backend: Backend) {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let reaper = tokio::spawn(leases::reap(
         state,
+        "test-reaper".into(),
         std::time::Duration::from_millis(100),
         async {
             let _ = stopped.await;
@@ -281,6 +284,8 @@ slipway_testkit::on_both_backends!(
     the_reaper_expires_leases_on_its_own,
     only_the_holder_reports_on_a_deployment,
     an_api_restart_does_not_count_against_leases,
+    a_runner_lost_before_the_api_went_down_is_not_kept_alive_by_its_restart,
+    a_replica_starting_beside_another_that_serves_renews_no_lease,
 );
 
 async fn an_api_restart_does_not_count_against_leases(backend: Backend) {
@@ -302,4 +307,88 @@ async fn an_api_restart_does_not_count_against_leases(backend: Backend) {
         )
         .await;
     assert_eq!(server.status(&id).await["status"], "IN_PROGRESS");
+}
+
+/// Every replica row says it was alive at `at`, as their reapers would.
+async fn replicas_seen_at(server: &TestApi, at: chrono::DateTime<chrono::Utc>) {
+    api_replica::Entity::update_many()
+        .col_expr(api_replica::Column::LastSeenAt, Expr::value(at))
+        .exec(&server.state.db)
+        .await
+        .unwrap();
+}
+
+async fn a_runner_lost_before_the_api_went_down_is_not_kept_alive_by_its_restart(backend: Backend) {
+    let clock = Clock::manual("2026-01-01T00:00:00Z".parse().unwrap());
+    let server = TestApi::start_with(backend, clock.clone(), Settings::default()).await;
+    server.create_app("web").await;
+    let id = server.deploy("web", "prod").await;
+    assert!(server.claim("r1", &id).await.get("errors").is_none());
+    // The runner goes silent; the API serves on for a minute, then stops
+    // and is down for 20 s.
+    clock.advance(chrono::Duration::seconds(60));
+    replicas_seen_at(&server, clock.now()).await;
+    clock.advance(chrono::Duration::seconds(20));
+    let server = server.restart().await;
+    leases::expire(&server.state).await.unwrap();
+    let d = server.status(&id).await;
+    assert_eq!(d["status"], "FAILED", "{d}");
+    assert!(
+        d["message"]
+            .as_str()
+            .unwrap()
+            .contains("runner r1 was lost"),
+        "{d}"
+    );
+}
+
+async fn a_replica_starting_beside_another_that_serves_renews_no_lease(backend: Backend) {
+    let clock = Clock::manual("2026-01-01T00:00:00Z".parse().unwrap());
+    let server = TestApi::start_with(backend, clock.clone(), Settings::default()).await;
+    server.create_app("web").await;
+    let id = server.deploy("web", "prod").await;
+    assert!(server.claim("r1", &id).await.get("errors").is_none());
+    let lease = |d: &deployment::Model| d.lease_expires_at.unwrap();
+    let before = deployment::Entity::find_by_id(id.parse::<i64>().unwrap())
+        .one(&server.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    // This test speaks for every replica: the server's own row goes, so
+    // that its reaper's ticks write nothing.
+    api_replica::Entity::delete_many()
+        .exec(&server.state.db)
+        .await
+        .unwrap();
+    // Another replica serves, and was seen just now; this one starts.
+    clock.advance(chrono::Duration::seconds(20));
+    api_replica::Entity::insert(api_replica::ActiveModel {
+        instance: Set("api-2".into()),
+        started_at: Set(clock.now()),
+        last_seen_at: Set(clock.now()),
+    })
+    .exec(&server.state.db)
+    .await
+    .unwrap();
+    let renewed = replicas::start(&server.state, "api-3").await.unwrap();
+    assert_eq!(renewed, replicas::Renewed::NoneOtherServing("api-2".into()));
+    let after = deployment::Entity::find_by_id(before.id)
+        .one(&server.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        lease(&after),
+        lease(&before),
+        "the lease is as the runner left it"
+    );
+    // Once the other replica is quiet too, a start renews what ran then.
+    clock.advance(chrono::Duration::seconds(5));
+    replicas_seen_at(&server, clock.now()).await;
+    clock.advance(chrono::Duration::seconds(60));
+    let renewed = replicas::start(&server.state, "api-4").await.unwrap();
+    assert!(
+        matches!(renewed, replicas::Renewed::SinceLastSeen(1, _)),
+        "{renewed:?}"
+    );
 }

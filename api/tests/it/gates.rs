@@ -502,6 +502,7 @@ async fn the_reaper_announces_a_deployment_whose_freeze_ended(backend: Backend) 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let reaper = tokio::spawn(slipway_api::leases::reap(
         server.state.clone(),
+        "test-reaper".into(),
         std::time::Duration::from_millis(10),
         async {
             let _ = stopped.await;

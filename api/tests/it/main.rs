@@ -22,6 +22,7 @@ mod logs;
 mod metrics;
 mod notifications;
 mod plans;
+mod pools;
 mod properties;
 mod queue;
 mod releases;

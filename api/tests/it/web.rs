@@ -1341,7 +1341,36 @@ async fn the_overview_says_how_many_deployments_wait_at_a_gate(backend: Backend)
     );
 }
 
+async fn the_runners_page_tells_connected_runners_from_lost_ones(backend: Backend) {
+    let clock = Clock::manual(Utc::now());
+    let server = TestApi::start_with(backend, clock.clone(), Settings::default()).await;
+    server
+        .ok(
+            &server.token(Role::Runner, "eu-1"),
+            "mutation { registerRunner(labels: [\"swarm=prod-eu\"], version: \"9.9\") { name } }",
+            json!({}),
+        )
+        .await;
+    let browser = Browser::sign_in(&server, Role::Viewer, "vic").await;
+    let (_, html) = browser.page("/runners").await;
+    assert!(
+        html.contains("eu-1") && html.contains("swarm=prod-eu"),
+        "{html}"
+    );
+    assert!(
+        html.contains(">connected<") && !html.contains(">lost<"),
+        "{html}"
+    );
+    clock.advance(chrono::Duration::seconds(31));
+    let (_, html) = browser.page("/runners").await;
+    assert!(
+        html.contains(">lost<") && !html.contains(">connected<"),
+        "{html}"
+    );
+}
+
 slipway_testkit::on_both_backends!(
+    the_runners_page_tells_connected_runners_from_lost_ones,
     the_deployment_page_shows_the_checks_with_their_state_and_links,
     the_overview_says_how_many_deployments_wait_at_a_gate,
     the_deployment_page_shows_its_gate_and_the_forms_that_open_it,

@@ -525,3 +525,82 @@ fn required_checks_show_in_status_and_force_is_recorded() {
         up.run(&["cancel", id]).ok();
     }
 }
+
+#[test]
+fn runner_pools_are_set_listed_and_waited_for() {
+    let up = Up::start(&[]);
+    let repo = ExampleRepo::new();
+    let app = unique_name("pools");
+    up.run(&[
+        "app",
+        "create",
+        &app,
+        repo.path().to_str().unwrap(),
+        "--spec-path",
+        "examples/shop/slipway.yml",
+    ])
+    .ok();
+    let created = up
+        .run(&[
+            "-o",
+            "json",
+            "env",
+            "create",
+            &app,
+            "local",
+            "--runner-label",
+            "swarm=elsewhere",
+        ])
+        .ok()
+        .json();
+    assert_eq!(created["name"], "local", "{created}");
+
+    // `slipway up`'s own runner, labelled `local`, is there.
+    let runners = up.run(&["-o", "json", "runners"]).ok().json();
+    let own = &runners.as_array().unwrap()[0];
+    assert_eq!(own["labels"], serde_json::json!(["local"]), "{runners}");
+    assert_eq!(own["health"], "CONNECTED", "{runners}");
+    let table = up.run(&["runners"]).ok();
+    assert!(
+        table.stdout.contains("HEALTH") && table.stdout.contains("connected"),
+        "{table:#?}"
+    );
+
+    // It may not deploy `local` now: the deployment waits, and says why.
+    let queued = up
+        .run(&["-o", "json", "deploy", &app, "local", "main"])
+        .ok()
+        .json();
+    let id = queued["id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let listed = up.run(&["deployments", &app]).ok();
+        if listed
+            .stdout
+            .contains("waiting: no runner with swarm=elsewhere is connected")
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{listed:#?}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    up.run(&["cancel", &id]).ok();
+
+    let set = up
+        .run(&["env", "runners", &app, "local", "swarm=a", "gpu"])
+        .ok();
+    assert!(
+        set.stdout
+            .contains("only runners with swarm=a and gpu may deploy environment local"),
+        "{set:#?}"
+    );
+    let cleared = up.run(&["env", "runners", &app, "local"]).ok();
+    assert!(
+        cleared
+            .stdout
+            .contains("any runner may deploy environment local"),
+        "{cleared:#?}"
+    );
+    let refused = up.run(&["env", "runners", &app, "local", "a b"]).failed();
+    assert!(refused.stderr.contains("label"), "{refused:#?}");
+}

@@ -7,6 +7,7 @@ mod spec;
 mod commits;
 mod deploy;
 mod git;
+mod pools;
 mod registry;
 mod releases;
 mod tasks;
