@@ -27,12 +27,14 @@ use crate::view;
 /// Arguments whose values are never kept: they are, or may hold, secrets.
 pub const SECRET_ARGUMENTS: &[&str] = &["secret", "target", "token", "password", "code"];
 
-/// The runner's protocol chatter, which the deployment itself records (its
-/// heartbeats, progress, log lines): not entries of their own.
+/// The runner's protocol chatter, which the deployment or the environment
+/// itself records (its heartbeats, progress, log lines, what it sees of the
+/// swarm every minute): not entries of their own.
 pub const UNRECORDED: &[&str] = &[
     "heartbeatDeployment",
     "updateDeploymentProgress",
     "appendDeploymentLogs",
+    "reportObserved",
 ];
 
 /// The longest text kept of a header, an argument list or an error.

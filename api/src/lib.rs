@@ -57,6 +57,7 @@ pub mod http;
 pub mod leases;
 pub mod logs;
 pub mod metrics;
+pub mod nodes;
 pub mod notifications;
 pub mod plans;
 pub mod releases;

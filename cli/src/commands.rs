@@ -247,6 +247,9 @@ pub async fn deploy(args: DeployArgs, output: Output) -> anyhow::Result<ExitCode
 
 pub async fn status(args: StatusArgs, output: Output) -> anyhow::Result<ExitCode> {
     let client = client(&args.api)?;
+    if args.nodes {
+        return crate::nodes::print(&client, args.application.as_deref(), output).await;
+    }
     let mut data = client.run::<CliStatus>(cli_status::Variables).await?;
     if let Some(name) = &args.application {
         data.applications.retain(|app| &app.name == name);

@@ -53,7 +53,8 @@ pub enum Command {
     /// Deploy a branch, tag or commit to an environment.
     Deploy(DeployArgs),
     /// What runs where: per environment the release, the lock, what is in progress
-    /// and a paused auto-deploy; `--against ENV` compares the others with ENV.
+    /// and a paused auto-deploy; `--against ENV` compares the others with ENV;
+    /// `--nodes` shows every task on every node and the drift from the release.
     Status(StatusArgs),
     /// The deployment history of an application, newest first.
     Deployments(DeploymentsArgs),
@@ -461,6 +462,11 @@ pub struct StatusArgs {
     /// which services run other images, and whether the commit differs.
     #[arg(long, value_name = "ENV", requires = "application")]
     pub against: Option<String>,
+    /// What runs where instead: per environment every task of its stack,
+    /// on which node, at which digest, and how that drifted from the
+    /// release, as a runner last saw the swarm.
+    #[arg(long, conflicts_with = "against")]
+    pub nodes: bool,
     #[command(flatten)]
     pub api: ApiArgs,
 }

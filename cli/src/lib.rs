@@ -21,6 +21,7 @@ pub mod commands;
 pub mod config;
 pub mod follow;
 pub mod freeze;
+pub mod nodes;
 pub mod notify;
 pub mod releases;
 pub mod runners;

@@ -491,3 +491,30 @@ pub struct CliSetRunnerLabels;
     variables_derives = "Debug, Clone"
 )]
 pub struct CliRunners;
+
+#[derive(GraphQLQuery)]
+#[graphql(
+    schema_path = "../schema.graphql",
+    query_path = "graphql/runner.graphql",
+    response_derives = "Debug, Clone, PartialEq",
+    variables_derives = "Debug, Clone"
+)]
+pub struct ObservableEnvironments;
+
+#[derive(GraphQLQuery)]
+#[graphql(
+    schema_path = "../schema.graphql",
+    query_path = "graphql/runner.graphql",
+    response_derives = "Debug, Clone, PartialEq",
+    variables_derives = "Debug, Clone"
+)]
+pub struct ReportObserved;
+
+#[derive(GraphQLQuery)]
+#[graphql(
+    schema_path = "../schema.graphql",
+    query_path = "graphql/cli.graphql",
+    response_derives = "Debug, Clone, PartialEq, Serialize",
+    variables_derives = "Debug, Clone"
+)]
+pub struct CliNodes;

@@ -59,6 +59,16 @@ pub struct RunConfig {
     /// How many deployments (of different environments) to carry out at once.
     #[arg(long, env = "SLIPWAY_RUNNER_CONCURRENCY", default_value_t = 4)]
     pub concurrency: usize,
+    /// How often, in seconds, to report what runs on which node for every
+    /// environment it may deploy (and after each deployment anyway).
+    #[arg(
+        long,
+        env = "SLIPWAY_RUNNER_OBSERVE_EVERY",
+        default_value_t = 60,
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub observe_every: u64,
     /// Where repository mirrors are kept.
     #[arg(
         long,
@@ -87,6 +97,7 @@ impl std::fmt::Debug for RunConfig {
             .field("name", &self.name)
             .field("labels", &self.labels)
             .field("concurrency", &self.concurrency)
+            .field("observe_every", &self.observe_every)
             .field("workdir", &self.workdir)
             .field("docker_host", &self.docker_host)
             .field("git", &self.git)

@@ -20,11 +20,14 @@
 //! - [`swarm`]: resolving images to digests, applying a plan, watching it
 //!   converge, rolling it back.
 //! - [`report`]: log lines and progress to the API, secrets masked.
+//! - [`observe`]: what runs where — each environment's stack task by task,
+//!   node by node — reported after every deployment and every minute.
 
 pub mod config;
 pub mod git;
 pub mod instance;
 pub mod lease;
+pub mod observe;
 pub mod plan;
 pub mod preview;
 pub mod registry;

@@ -42,6 +42,7 @@ async fn run(config: RunConfig) -> anyhow::Result<()> {
     runner.secrets = secrets;
     runner.registry_auth = registry_auth;
     runner.concurrency = config.concurrency;
+    runner.observe_every = std::time::Duration::from_secs(config.observe_every);
     work::run(runner, shutdown_signal()).await;
     Ok(())
 }

@@ -129,6 +129,8 @@ pub struct Runner {
     /// How often `claimableDeployments` is read even when no event came: a
     /// safety net under the subscription.
     pub resync_every: Duration,
+    /// How often what runs where is reported ([`crate::observe`]).
+    pub observe_every: Duration,
     /// Keeps the workdir's instance lock for as long as the runner lives.
     _instance: Arc<Instance>,
 }
@@ -156,7 +158,7 @@ const PLANS_AT_ONCE: usize = 2;
 impl Runner {
     /// A runner with the defaults: no labels, no registry credentials, four
     /// deployments at once, fetches of ten minutes at most, the claimable
-    /// list read every 30 s.
+    /// list read every 30 s, what runs where reported every minute.
     /// Takes `workdir`'s instance id and lock (see [`crate::instance`]).
     pub fn open(
         client: Client,
@@ -180,6 +182,7 @@ impl Runner {
             concurrency: 4,
             fetch_timeout: Duration::from_secs(600),
             resync_every: Duration::from_secs(30),
+            observe_every: Duration::from_secs(60),
             _instance: Arc::new(instance),
         })
     }
@@ -192,6 +195,7 @@ impl Runner {
 pub async fn run(runner: Runner, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let mut slots = Slots::new(runner.concurrency);
+    let observer = tokio::spawn(crate::observe::run(runner.clone(), runner.observe_every));
     let mut backoff = Duration::from_millis(500);
     loop {
         tokio::select! {
@@ -211,6 +215,8 @@ pub async fn run(runner: Runner, shutdown: impl Future<Output = ()>) {
     }
     // Nothing of this runner outlives `run`: the workdir's lock is free
     // for the next start once it returns.
+    observer.abort();
+    let _ = observer.await;
     slots.tasks.shutdown().await;
     slots.previews.shutdown().await;
 }
@@ -260,7 +266,14 @@ impl Slots {
         let (runner, running, freed) = (runner.clone(), self.running.clone(), self.freed.clone());
         self.tasks.spawn(async move {
             let id = work.id.clone();
+            let (application, environment) = (work.application.clone(), work.environment.clone());
             crate::rollout::execute(&runner, work, sent).await;
+            // What the deployment left running, at once.
+            if let Err(err) =
+                crate::observe::report(&runner, Some((&application, &environment))).await
+            {
+                tracing::warn!(%err, "could not report what runs where");
+            }
             if let Ok(mut running) = running.lock() {
                 running.remove(&id);
             }

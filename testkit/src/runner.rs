@@ -26,6 +26,8 @@ pub struct RunnerOptions {
     pub fetch_timeout: Duration,
     /// How often it reads the claimable deployments without an event.
     pub resync_every: Duration,
+    /// How often it reports what runs where.
+    pub observe_every: Duration,
     /// Its workdir; by default one per name under the API's scratch
     /// directory, so a runner started again with the same name is the same
     /// runner (the same instance) restarted.
@@ -46,6 +48,7 @@ impl Default for RunnerOptions {
             concurrency: 4,
             fetch_timeout: Duration::from_secs(60),
             resync_every: Duration::from_secs(30),
+            observe_every: Duration::from_secs(60),
             workdir: None,
             api_url: None,
             engine: None,
@@ -85,6 +88,7 @@ pub async fn start_runner_with(api: &TestApi, name: &str, options: RunnerOptions
     runner.concurrency = options.concurrency;
     runner.fetch_timeout = options.fetch_timeout;
     runner.resync_every = options.resync_every;
+    runner.observe_every = options.observe_every;
     let running = Running::spawn("the runner", &Handle::current(), |stopped| {
         slipway_runner::work::run(runner, stopped.wait())
     });

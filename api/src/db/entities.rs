@@ -64,6 +64,12 @@ pub mod environment {
         /// JSON list of the labels a runner must have to deploy here;
         /// `None` when any runner may.
         pub runner_labels: Option<String>,
+        /// JSON list of [`crate::nodes::ObservedService`]: its services as a
+        /// runner last saw them on the swarm, task by task.
+        pub observed: Option<String>,
+        pub observed_at: Option<ChronoDateTimeUtc>,
+        /// The runner that saw them.
+        pub observed_by: Option<String>,
     }
 
     /// What a new deployment does to the ones queued before it.

@@ -614,6 +614,20 @@ CREATE TABLE api_replicas (
 );
 "#,
     },
+    Migration {
+        version: 14,
+        name: "what runs where: each environment's services, task by task and node by node, as a runner last saw them",
+        sqlite: r#"
+ALTER TABLE environments ADD COLUMN observed TEXT;
+ALTER TABLE environments ADD COLUMN observed_at TEXT;
+ALTER TABLE environments ADD COLUMN observed_by TEXT;
+"#,
+        postgres: r#"
+ALTER TABLE environments ADD COLUMN observed TEXT;
+ALTER TABLE environments ADD COLUMN observed_at TIMESTAMPTZ;
+ALTER TABLE environments ADD COLUMN observed_by TEXT;
+"#,
+    },
 ];
 
 /// Applies every migration the database does not have yet, in order, and

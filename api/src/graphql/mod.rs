@@ -14,6 +14,7 @@ mod dora;
 mod enums;
 mod gates;
 mod mutation;
+mod nodes;
 mod notifications;
 mod query;
 mod subscription;

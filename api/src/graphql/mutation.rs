@@ -296,6 +296,30 @@ impl Mutation {
         Ok(Environment::new(env, Arc::new(app)))
     }
 
+    /// What the runner sees of the environment's stack on the swarm now:
+    /// every service with its tasks (node, digest, state), replacing what
+    /// was seen before (`Environment.nodes`). Only a runner that may deploy
+    /// the environment may report it.
+    #[graphql(guard = "RoleGuard::new(roles::RUNNER)")]
+    async fn report_observed(
+        &self,
+        ctx: &Context<'_>,
+        application: String,
+        environment: String,
+        services: Vec<super::nodes::ObservedServiceInput>,
+    ) -> ApiResult<Environment> {
+        let runner = caller(ctx)?.sub.clone();
+        let (env, app) = crate::nodes::report(
+            state(ctx),
+            &runner,
+            &application,
+            &environment,
+            services.into_iter().map(Into::into).collect(),
+        )
+        .await?;
+        Ok(Environment::new(env, Arc::new(app)))
+    }
+
     /// The labels a runner must have to deploy the environment
     /// (`swarm=prod-eu`: a runner started with `--label swarm=prod-eu`);
     /// empty: any runner. From now on only such runners hear of its

@@ -315,6 +315,25 @@ impl Environment {
         }))
     }
 
+    /// Its stack as a runner last saw it on the swarm — every service's
+    /// tasks, on which node, running which digest — and how that differs
+    /// from its release; null until a runner looked (runners look after
+    /// each deployment and every minute).
+    #[graphql(guard = "RoleGuard::new(roles::READ)")]
+    async fn nodes(&self, ctx: &Context<'_>) -> ApiResult<Option<super::nodes::EnvironmentNodes>> {
+        let Some(observed) = crate::nodes::observed(&self.model)? else {
+            return Ok(None);
+        };
+        let release = deployments::current_release(&state(ctx).db, self.model.id).await?;
+        let services = release.as_ref().map(crate::view::services).transpose()?;
+        Ok(Some(super::nodes::EnvironmentNodes::of(
+            observed,
+            self.model.observed_at.unwrap_or(self.model.created_at),
+            self.model.observed_by.clone().unwrap_or_default(),
+            services.as_deref(),
+        )))
+    }
+
     /// The labels a runner must have to deploy it (`swarm=prod-eu`); empty
     /// when any runner may. Only such runners hear of its deployments and
     /// plans, and may claim them.
@@ -552,6 +571,33 @@ impl Release {
     /// Per service, the image it runs (with digest where known).
     async fn services(&self) -> ApiResult<Vec<ReleaseService>> {
         release_services(&self.0)
+    }
+
+    /// Whether every node runs this release's digests with every replica
+    /// up, as a runner last saw the swarm (`Environment.nodes` says how it
+    /// drifted otherwise); null when it is no longer the environment's
+    /// release or no runner has looked since it was made.
+    #[graphql(guard = "RoleGuard::new(roles::READ)")]
+    async fn consistent(&self, ctx: &Context<'_>) -> ApiResult<Option<bool>> {
+        let db = &state(ctx).db;
+        let current = deployments::current_release(db, self.0.environment.id).await?;
+        if current.as_ref().map(|row| row.id) != Some(self.0.deployment.id) {
+            return Ok(None);
+        }
+        let env = <environment::Entity as sea_orm::EntityTrait>::find_by_id(self.0.environment.id)
+            .one(db)
+            .await?
+            .ok_or_else(|| ApiError::NotFound("the release's environment is gone".into()))?;
+        let looked_since = match (env.observed_at, self.0.deployment.finished_at) {
+            (Some(at), Some(made)) => at >= made,
+            _ => false,
+        };
+        let Some(observed) = crate::nodes::observed(&env)?.filter(|_| looked_since) else {
+            return Ok(None);
+        };
+        Ok(Some(
+            crate::nodes::drift(&self.0.services()?, &observed).is_empty(),
+        ))
     }
 }
 

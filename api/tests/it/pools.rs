@@ -1,6 +1,7 @@
 //! Runner pools: an environment's `runnerLabels` decide which runners hear of
-//! its deployments and plans and may claim them; a deployment no connected
-//! runner may take says so; `runners` tells connected from lost.
+//! its deployments and plans, may claim them and may say what runs where; a
+//! deployment no connected runner may take says so; `runners` tells
+//! connected from lost.
 
 use serde_json::{json, Value};
 use slipway_api::auth::Role;
@@ -330,4 +331,122 @@ slipway_testkit::on_both_backends!(
     a_deployment_no_connected_runner_may_take_says_so,
     an_open_subscription_keeps_its_runner_connected,
     labels_are_checked_and_bad_ones_change_nothing,
+    what_runs_where_is_reported_by_a_runner_of_the_pool_and_judged_against_the_release,
 );
+
+const REPORT: &str = "mutation($e: String!, $s: [ObservedServiceInput!]!) {
+    reportObserved(application: \"web\", environment: $e, services: $s) { name }
+}";
+const NODES: &str = "{ application(name: \"web\") { environment(name: \"prod\") {
+    nodes { observedBy consistent drift services { name replicas running tasks { node digest state } } }
+    release { consistent }
+} } }";
+
+async fn what_runs_where_is_reported_by_a_runner_of_the_pool_and_judged_against_the_release(
+    backend: Backend,
+) {
+    let server = TestApi::start(backend).await;
+    let (rs, rp) = pools(&server).await;
+    let nodes = || async { server.ok_as(Role::Viewer, NODES, json!({})).await };
+    assert_eq!(
+        nodes().await["application"]["environment"]["nodes"],
+        Value::Null
+    );
+    let web = |digest: &str, state: &str| {
+        json!([{"name": "web_web", "replicas": 2, "tasks": [
+            {"node": "node-1", "digest": "sha256:aaaa", "state": "running"},
+            {"node": "node-2", "digest": digest, "state": state},
+        ]}])
+    };
+
+    // Only a runner of the pool may say; bad reports change nothing.
+    let (code, message) = server
+        .err(
+            &rs,
+            REPORT,
+            json!({"e": "prod", "s": web("sha256:aaaa", "running")}),
+        )
+        .await;
+    assert_eq!(code, "CONFLICT", "{message}");
+    let twice = json!([{"name": "a", "tasks": []}, {"name": "a", "tasks": []}]);
+    let (code, message) = server
+        .err(&rp, REPORT, json!({"e": "prod", "s": twice}))
+        .await;
+    assert_eq!(
+        (code.as_str(), message.contains("twice")),
+        ("BAD_USER_INPUT", true),
+        "{message}"
+    );
+    let control = json!([{"name": "a", "tasks": [{"state": "run\u{7}ning"}]}]);
+    let (code, _) = server
+        .err(&rp, REPORT, json!({"e": "prod", "s": control}))
+        .await;
+    assert_eq!(code, "BAD_USER_INPUT");
+    assert_eq!(
+        nodes().await["application"]["environment"]["nodes"],
+        Value::Null
+    );
+
+    // Before any release, nothing is consistent.
+    server
+        .ok(
+            &rp,
+            REPORT,
+            json!({"e": "prod", "s": web("sha256:aaaa", "running")}),
+        )
+        .await;
+    let env = nodes().await["application"]["environment"].clone();
+    assert_eq!(env["nodes"]["observedBy"], "rp");
+    assert_eq!(env["nodes"]["consistent"], false);
+    assert_eq!(
+        env["nodes"]["drift"],
+        json!(["the environment has no release"])
+    );
+    assert_eq!(env["nodes"]["services"][0]["running"], 2);
+
+    // A release of sha256:aaaa: consistent once a runner looked again.
+    let id = server.deploy("web", "prod").await;
+    assert!(server.claim("rp", &id).await.get("errors").is_none());
+    server
+        .ok(
+            &rp,
+            "mutation($id: ID!, $s: [ServiceImageInput!]) { finishDeployment(id: $id, status: SUCCEEDED, services: $s) { id } }",
+            json!({"id": id, "s": [{"name": "web_web", "image": "shop/web:1@sha256:aaaa", "digest": "sha256:aaaa"}]}),
+        )
+        .await;
+    let env = nodes().await["application"]["environment"].clone();
+    assert_eq!(
+        env["release"]["consistent"],
+        Value::Null,
+        "not looked at since: {env}"
+    );
+    server
+        .ok(
+            &rp,
+            REPORT,
+            json!({"e": "prod", "s": web("sha256:aaaa", "running")}),
+        )
+        .await;
+    let env = nodes().await["application"]["environment"].clone();
+    assert_eq!(env["nodes"]["consistent"], true, "{env}");
+    assert_eq!(env["release"]["consistent"], true, "{env}");
+
+    // A node left on an old digest, pending: drift.
+    server
+        .ok(
+            &rp,
+            REPORT,
+            json!({"e": "prod", "s": web("sha256:bbbb", "pending")}),
+        )
+        .await;
+    let env = nodes().await["application"]["environment"].clone();
+    assert_eq!(env["release"]["consistent"], false, "{env}");
+    assert_eq!(
+        env["nodes"]["drift"],
+        json!([
+            "web_web on node-2 runs bbbb, not the release's aaaa",
+            "web_web on node-2 is pending",
+            "web_web runs 1 of 2 tasks",
+        ])
+    );
+}

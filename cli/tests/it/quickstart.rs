@@ -102,6 +102,32 @@ fn the_example_deploys_with_follow_and_runs_on_the_swarm() {
     assert!(row.contains(&format!("{app}#1")), "{status:#?}");
     assert!(row.contains(&repo.head()[..7]), "{status:#?}");
 
+    // `status --nodes` shows every task on its node, as the runner saw the
+    // swarm right after the deployment.
+    let host = std::process::Command::new("docker")
+        .args(["info", "--format", "{{.Name}}"])
+        .output()
+        .unwrap();
+    let host = String::from_utf8_lossy(&host.stdout).trim().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let nodes = loop {
+        let nodes = up.run(&["status", "--nodes", &app]).ok();
+        if nodes.stdout.contains("every node runs the release") {
+            break nodes;
+        }
+        assert!(Instant::now() < deadline, "{nodes:#?}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let task = nodes
+        .stdout
+        .lines()
+        .find(|l| l.contains(&format!("{app}-local_web")))
+        .unwrap_or_else(|| panic!("{nodes:#?}"));
+    assert!(
+        task.contains("1/1") && task.contains(&host) && task.contains("running"),
+        "{nodes:#?}"
+    );
+
     // `deployments` lists it, `logs` replays its log.
     let history = up.run(&["deployments", &app]).ok();
     assert!(history.stdout.contains("SUCCEEDED"), "{history:#?}");

@@ -8,6 +8,7 @@ pub mod apply;
 pub mod converge;
 pub mod diff;
 pub mod job;
+pub mod observe;
 pub mod resolve;
 
 use std::collections::HashMap;

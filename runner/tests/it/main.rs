@@ -7,6 +7,7 @@ mod spec;
 mod commits;
 mod deploy;
 mod git;
+mod nodes;
 mod pools;
 mod registry;
 mod releases;
