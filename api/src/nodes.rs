@@ -120,17 +120,22 @@ pub async fn report(
         &format!("environment `{}` of {}", env.name, app.name),
     )
     .await?;
+    let json = serde_json::to_string(&services).expect("observed services are JSON");
+    let changed = env.observed.as_deref() != Some(json.as_str());
     let env = environment::ActiveModel {
         id: Set(env.id),
-        observed: Set(Some(
-            serde_json::to_string(&services).expect("observed services are JSON"),
-        )),
+        observed: Set(Some(json)),
         observed_at: Set(Some(state.clock.now())),
         observed_by: Set(Some(runner.to_owned())),
         ..Default::default()
     }
     .update(&state.db)
     .await?;
+    // Its page shows it live; a report that says what the last one said
+    // changes nothing there.
+    if changed {
+        state.events.environment_changed(&env);
+    }
     Ok((env, app))
 }
 

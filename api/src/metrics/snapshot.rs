@@ -11,6 +11,9 @@
 //!   environment (zero included);
 //! - `slipway_release_info{application,environment,sha} 1`: the commit of
 //!   each environment's release (`deployments::current_release`);
+//! - `slipway_environment_drift{application,environment}`: how many ways
+//!   what runs differs from the release (`Environment.nodes.drift`; 0 is
+//!   consistent), for every environment a runner has looked at;
 //! - `slipway_runner_last_heartbeat_age_seconds{runner}`: how long ago each
 //!   runner was last heard from;
 //! - `slipway_notification_deliveries{state}`: the outbox's rows by state,
@@ -85,6 +88,8 @@ struct EnvironmentNow {
     in_progress: u64,
     /// Its release's commit, when it has a release whose commit is known.
     release_sha: Option<String>,
+    /// How many ways what runs differs from the release, once a runner looked.
+    drift: Option<u64>,
 }
 
 /// A gauge of every environment: its name, its help and what it reads.
@@ -180,12 +185,19 @@ async fn environments_now(
     for env in environments {
         let (application, environment) = names[&env.id].clone();
         let release = deployments::current_release(db, env.id).await?;
+        let drift = match (crate::nodes::observed(env)?, &release) {
+            (Some(observed), Some(release)) => {
+                Some(crate::nodes::drift(&crate::view::services(release)?, &observed).len() as u64)
+            }
+            _ => None,
+        };
         now.push(EnvironmentNow {
             application,
             environment,
             queued: count(env.id, DeploymentStatus::Queued),
             in_progress: count(env.id, DeploymentStatus::InProgress),
             release_sha: release.and_then(|release| release.sha),
+            drift,
         });
     }
     Ok(now)
@@ -387,6 +399,23 @@ impl Snapshot {
                 ("sha", sha.as_str()),
             ];
             ConstGauge::new(1i64).encode(releases.encode_family(&labels)?)?;
+        }
+        let mut drifts = encoder.encode_descriptor(
+            "slipway_environment_drift",
+            "How many ways what runs on the swarm differs from each environment's release, \
+             as a runner last saw it (0: every node runs the release)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for env in &self.environments {
+            let Some(drift) = env.drift else {
+                continue;
+            };
+            let labels = [
+                ("application", env.application.as_str()),
+                ("environment", env.environment.as_str()),
+            ];
+            ConstGauge::new(drift as i64).encode(drifts.encode_family(&labels)?)?;
         }
         Ok(())
     }

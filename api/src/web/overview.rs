@@ -479,6 +479,8 @@ async fn environment_live_part(
                         @if let Some(tracked) = &env.auto_deploy_ref { code { (tracked) } } @else { "no branch" } }
                 }
             }
+            h2 { "On the swarm" }
+            (on_the_swarm(&env, row.release.as_ref(), now)?)
             h2 { "Releases" }
             @if releases.is_empty() {
                 div.panel { p.muted { "No release yet: a deployment that succeeds here is one." } }
@@ -522,6 +524,65 @@ async fn environment_live_part(
             }
             h2 { "Latest deployments" }
             (deployments_table(&recent, now))
+        }
+    })
+}
+
+/// What runs where: every task of the stack as a runner last saw the swarm,
+/// and how it drifted from the release.
+fn on_the_swarm(
+    env: &environment::Model,
+    release: Option<&deployment::Model>,
+    now: DateTime<Utc>,
+) -> ApiResult<Markup> {
+    let Some(observed) = crate::nodes::observed(env)? else {
+        return Ok(html! {
+            div.panel { p.muted { "No runner has looked at this environment's stack yet: runners look after each deployment and every minute." } }
+        });
+    };
+    let drift = match release {
+        Some(release) => crate::nodes::drift(&view::services(release)?, &observed),
+        None => vec!["the environment has no release".into()],
+    };
+    let seen = html! {
+        span.muted { " Seen " (time(env.observed_at.unwrap_or(env.created_at), now))
+            " by " (env.observed_by.as_deref().unwrap_or("a runner")) "." }
+    };
+    Ok(html! {
+        @if drift.is_empty() {
+            p { span.status.SUCCEEDED { "consistent" } " Every node runs the release's digests, every replica up." (seen) }
+        } @else {
+            div.banner.failure role="status" {
+                span { strong { "Drift" } (seen)
+                    ul { @for line in &drift { li { (line) } } } }
+            }
+        }
+        table.responsive {
+            thead { tr { th { "Service" } th { "Tasks" } th { "Node" } th { "Digest" } th { "State" } } }
+            tbody {
+                @for service in &observed {
+                    @let count = match service.replicas {
+                        Some(want) => format!("{} of {want}", service.running()),
+                        None => format!("{} (global)", service.running()),
+                    };
+                    @if service.tasks.is_empty() {
+                        tr { td data-label="Service" { (service.name) } td data-label="Tasks" { (count) } td { "—" } td { "—" } td { "no task" } }
+                    }
+                    @for task in &service.tasks {
+                        tr {
+                            td data-label="Service" { (service.name) }
+                            td data-label="Tasks" { (count) }
+                            td data-label="Node" { (task.node.as_deref().unwrap_or("—")) }
+                            td data-label="Digest" { @match &task.digest {
+                                Some(digest) => code title=(digest) { (digest.get(..19).unwrap_or(digest)) "…" },
+                                None => span.muted { "unpinned" },
+                            } }
+                            td data-label="State" { (task.state)
+                                @if let Some(error) = &task.error { ": " span.muted { (error) } } }
+                        }
+                    }
+                }
+            }
         }
     })
 }

@@ -209,6 +209,27 @@ async fn metrics_follow_deployments_as_they_happen(backend: Backend) {
         scrape.value("slipway_deployment_duration_seconds_count", &cancelled),
         Some(0.0)
     );
+    // Drift: only once a runner looked; each difference counts.
+    assert_eq!(scrape.find("slipway_environment_drift", &[]).count(), 0);
+    let report = "mutation($s: [ObservedServiceInput!]!) { reportObserved(application: \"shop\", environment: \"production\", services: $s) { name } }";
+    let runner = server.token(Role::Runner, RUNNER);
+    let extra = json!([{"name": "shop_debug", "replicas": 1, "tasks": [{"node": "n1", "state": "running"}]}]);
+    server.ok(&runner, report, json!({"s": extra})).await;
+    assert_eq!(
+        server
+            .scrape()
+            .await
+            .value("slipway_environment_drift", &env("production")),
+        Some(1.0)
+    );
+    server.ok(&runner, report, json!({"s": []})).await;
+    assert_eq!(
+        server
+            .scrape()
+            .await
+            .value("slipway_environment_drift", &env("production")),
+        Some(0.0)
+    );
     let releases: Vec<_> = scrape.find("slipway_release_info", &[]).collect();
     assert_eq!(releases.len(), 1, "{releases:?}");
     assert_eq!(

@@ -1369,7 +1369,56 @@ async fn the_runners_page_tells_connected_runners_from_lost_ones(backend: Backen
     );
 }
 
+async fn the_environment_page_shows_what_runs_on_each_node_and_the_drift(backend: Backend) {
+    let server = TestApi::start(backend).await;
+    server.create_app("web").await;
+    let id = server.deploy("web", "production").await;
+    let runner = server.token(Role::Runner, "r1");
+    server
+        .ok(
+            &runner,
+            "mutation { registerRunner(labels: []) { name } }",
+            json!({}),
+        )
+        .await;
+    let browser = Browser::sign_in(&server, Role::Viewer, "vic").await;
+    let (_, html) = browser.page("/apps/web/production").await;
+    assert!(html.contains("No runner has looked"), "{html}");
+    assert!(server.claim("r1", &id).await.get("errors").is_none());
+    server
+        .ok(
+            &runner,
+            "mutation($id: ID!) { finishDeployment(id: $id, status: SUCCEEDED, services: [{name: \"web_web\", image: \"web:1@sha256:aaaa\", digest: \"sha256:aaaa\"}]) { id } }",
+            json!({"id": id}),
+        )
+        .await;
+    let report = "mutation($digest: String!) { reportObserved(application: \"web\", environment: \"production\", services: [{name: \"web_web\", replicas: 1, tasks: [{node: \"node-<7>\", digest: $digest, state: \"running\"}]}]) { name } }";
+    server
+        .ok(&runner, report, json!({"digest": "sha256:aaaa"}))
+        .await;
+    let (_, html) = browser.page("/apps/web/production").await;
+    assert!(
+        html.contains("On the swarm") && html.contains(">consistent<"),
+        "{html}"
+    );
+    assert!(
+        html.contains("node-&lt;7&gt;") && !html.contains("node-<7>"),
+        "escaped: {html}"
+    );
+    server
+        .ok(&runner, report, json!({"digest": "sha256:bbbb"}))
+        .await;
+    let (_, html) = browser.page("/apps/web/production").await;
+    assert!(html.contains("Drift"), "{html}");
+    assert!(
+        html.contains("web_web on node-&lt;7&gt; runs bbbb, not the release&#39;s aaaa")
+            || html.contains("web_web on node-&lt;7&gt; runs bbbb, not the release's aaaa"),
+        "{html}"
+    );
+}
+
 slipway_testkit::on_both_backends!(
+    the_environment_page_shows_what_runs_on_each_node_and_the_drift,
     the_runners_page_tells_connected_runners_from_lost_ones,
     the_deployment_page_shows_the_checks_with_their_state_and_links,
     the_overview_says_how_many_deployments_wait_at_a_gate,
