@@ -130,6 +130,12 @@ async fn main() {
         .map(|n| StackGuard::new(format!("{prefix}-{n}")))
         .collect();
     let mut system = System::start_with(Links::Proxied).await;
+    for n in 0..ENVIRONMENTS {
+        system
+            .api
+            .create_env("shop", &environment(n), None, "https://soak.example")
+            .await;
+    }
 
     // A warm-up round, so the memory at the start is of a process at work.
     let mut greetings: BTreeMap<String, String> = BTreeMap::new();
@@ -324,6 +330,20 @@ async fn main() {
     }
 
     println!("deployments: {} ({by_status:?})", deployments.len());
+    // Why those that failed failed, by the message's first words.
+    let mut why: BTreeMap<String, usize> = BTreeMap::new();
+    for d in deployments.iter().filter(|d| d["status"] == "FAILED") {
+        let message = d["message"].as_str().unwrap_or("no message");
+        let head: String = message
+            .split_whitespace()
+            .take(6)
+            .collect::<Vec<_>>()
+            .join(" ");
+        *why.entry(head).or_default() += 1;
+    }
+    for (head, n) in &why {
+        println!("  failed {n}×: {head} …");
+    }
     println!("| process | RSS at start (KiB) | at end (KiB) | end / start |");
     println!("|---|---|---|---|");
     for (name, start) in &start_memory {
@@ -367,7 +387,7 @@ async fn all_deployments(system: &System) -> Vec<Value> {
         let page = system
             .api
             .gql(
-                "query($after: String) { deployments(first: 100, after: $after) { pageInfo { hasNextPage endCursor } nodes { id name status runner } } }",
+                "query($after: String) { deployments(first: 100, after: $after) { pageInfo { hasNextPage endCursor } nodes { id name status runner message } } }",
                 json!({"after": after}),
             )
             .await["deployments"]
