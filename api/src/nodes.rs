@@ -285,7 +285,7 @@ mod tests {
             [
                 "shop_web on n2 runs 222222222222, not the release's 111111111111",
                 "shop_web on n3 is pending: no suitable node",
-                "shop_web runs 1 of 3 tasks",
+                "shop_web runs 2 of 3 tasks",
                 "shop_worker is not on the swarm: removed since the release",
                 "shop_debug runs but is not in the release",
             ]
