@@ -13,8 +13,6 @@
 //! claims and heartbeats too. A deployment that could be taken but that no
 //! connected runner may take says so in its message ([`explain_waiting`]).
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
@@ -199,21 +197,12 @@ pub async fn explain_waiting(state: &AppState) -> ApiResult<usize> {
         .filter(|r| is_connected(r, now))
         .map(|r| parse_labels(Some(&r.labels)))
         .collect();
-    let mut wanted: HashMap<i64, Option<String>> = HashMap::new();
-    for view in &claimable {
-        let needs = required(&view.environment);
-        let message = (!connected.iter().any(|has| serves(has, &needs))).then(|| {
-            format!(
-                "{WAITING}{} is connected",
-                &runner_with(&needs)["runner".len()..]
-            )
-        });
-        wanted.insert(view.deployment.id, message);
-    }
     let mut changed = 0;
     for view in claimable {
         let d = &view.deployment;
-        let want = wanted.remove(&d.id).flatten();
+        let needs = required(&view.environment);
+        let want = (!connected.iter().any(|has| serves(has, &needs)))
+            .then(|| format!("waiting: no {} is connected", runner_with(&needs)));
         let ours = d.message.as_deref().is_none_or(|m| m.starts_with(WAITING));
         if !ours || d.message == want {
             continue;

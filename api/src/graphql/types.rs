@@ -584,15 +584,13 @@ impl Release {
         if current.as_ref().map(|row| row.id) != Some(self.0.deployment.id) {
             return Ok(None);
         }
-        let env = <environment::Entity as sea_orm::EntityTrait>::find_by_id(self.0.environment.id)
-            .one(db)
-            .await?
-            .ok_or_else(|| ApiError::NotFound("the release's environment is gone".into()))?;
+        // The environment as this request read it, observation included.
+        let env = &self.0.environment;
         let looked_since = match (env.observed_at, self.0.deployment.finished_at) {
             (Some(at), Some(made)) => at >= made,
             _ => false,
         };
-        let Some(observed) = crate::nodes::observed(&env)?.filter(|_| looked_since) else {
+        let Some(observed) = crate::nodes::observed(env)?.filter(|_| looked_since) else {
             return Ok(None);
         };
         Ok(Some(
