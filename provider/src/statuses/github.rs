@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::{HeaderMap, ACCEPT, RETRY_AFTER, USER_AGENT};
 use reqwest::StatusCode;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::journal::GithubDeploymentSpec;
@@ -42,6 +42,23 @@ pub struct StatusBody {
     pub environment_url: Option<String>,
     pub description: String,
     pub auto_inactive: bool,
+}
+
+/// A deployment status as GitHub lists it (what Slipway reads of it).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+pub struct ListedStatus {
+    pub state: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub log_url: Option<String>,
+}
+
+impl ListedStatus {
+    /// Its state, when it is one Slipway posts.
+    pub fn state(&self) -> Option<GithubState> {
+        serde_json::from_value(Value::String(self.state.clone())).ok()
+    }
 }
 
 /// GitHub's REST API with one token.
@@ -102,6 +119,25 @@ impl Github {
         );
         let request = self.http.post(url).json(status);
         self.send(request).await.map(drop)
+    }
+
+    /// `GET /repos/{repo}/deployments/{id}/statuses`: the latest hundred,
+    /// newest first (Slipway posts at most three per deployment).
+    pub async fn list_statuses(
+        &self,
+        repo: &str,
+        github_id: u64,
+    ) -> Result<Vec<ListedStatus>, GithubError> {
+        let url = format!(
+            "{}/repos/{repo}/deployments/{github_id}/statuses",
+            self.base
+        );
+        let request = self.http.get(url).query(&[("per_page", "100")]);
+        let answer = self.send(request).await?;
+        serde_json::from_value(answer).map_err(|err| GithubError::Retry {
+            reason: format!("GitHub's list of deployment statuses is not one: {err}"),
+            after: None,
+        })
     }
 
     /// `POST /repos/{repo}/deployments` for a deployment Slipway made, with

@@ -12,7 +12,11 @@
 //! [`Reporter`] reads the deployment as it is now, derives the statuses its
 //! life so far implies (`queued`, `in_progress` once it started, then the
 //! final one) and posts those GitHub does not have yet, oldest deployment
-//! first, waiting out GitHub's failures and rate limits.
+//! first, waiting out GitHub's failures and rate limits. A status whose
+//! answer never came (GitHub may have taken it), or that was posted just
+//! before the provider stopped and so is not in the journal, is *in doubt*:
+//! before posting more for that deployment, the reporter reads the statuses
+//! GitHub has and records those that are Slipway's, so none is posted twice.
 
 pub mod github;
 pub mod journal;
@@ -27,7 +31,7 @@ use slipway_client::operations::{self, deployment::DeploymentStatus};
 use slipway_client::{Client, DateTime};
 use tokio::sync::{mpsc, watch};
 
-use self::github::{Github, GithubError, StatusBody};
+use self::github::{Github, GithubError, ListedStatus, StatusBody};
 use self::journal::{GithubDeploymentSpec, Journal, JournalError, Tracked};
 
 /// How often every pending deployment is looked at even without an event.
@@ -174,6 +178,7 @@ pub fn start(
         api: api.clone(),
         public_url,
         stop: stop.clone(),
+        in_doubt: BTreeSet::new(),
     };
     let tasks = vec![
         tokio::spawn(follow(api, journal, wake, stop)),
@@ -253,6 +258,9 @@ struct Reporter {
     api: Client,
     public_url: Option<String>,
     stop: watch::Receiver<bool>,
+    /// Deployments GitHub may have taken more statuses of than the journal
+    /// says: every pending one at start, and one whose post failed.
+    in_doubt: BTreeSet<i64>,
 }
 
 /// What became of one attempt to bring a deployment's statuses up to date.
@@ -267,6 +275,8 @@ enum Outcome {
 impl Reporter {
     async fn run(mut self, mut woken: mpsc::UnboundedReceiver<Wake>) {
         let mut dirty: BTreeSet<i64> = self.journal.pending().into_iter().collect();
+        // The provider may have stopped between a post and its record.
+        self.in_doubt = dirty.clone();
         let mut backoff = Backoff::default();
         loop {
             // Take every wake-up that is waiting, then work the oldest.
@@ -345,7 +355,7 @@ impl Reporter {
             return self.settle(deployment);
         }
         let path = life(&now.status, now.started_at.is_some());
-        let todo = unposted(&path, &tracked.posted);
+        let mut todo = unposted(&path, &tracked.posted);
 
         let github_id = match tracked.github_id {
             Some(id) => id,
@@ -358,6 +368,15 @@ impl Reporter {
                 Err(outcome) => return outcome,
             },
         };
+        if !todo.is_empty() && self.in_doubt.contains(&deployment) {
+            match self.recover(&mut tracked, github_id, &now).await {
+                Ok(()) => {
+                    self.in_doubt.remove(&deployment);
+                    todo = unposted(&path, &tracked.posted);
+                }
+                Err(outcome) => return outcome,
+            }
+        }
         for state in todo {
             if *self.stop.borrow() {
                 return Outcome::Stopped;
@@ -378,11 +397,14 @@ impl Reporter {
                     );
                     if let Err(err) = self.journal_posted(deployment, state).await {
                         tracing::error!(deployment, %err, "cannot record a posted status");
+                        self.in_doubt.insert(deployment);
                         return Outcome::Again(None);
                     }
                 }
                 Err(GithubError::Retry { reason, after }) => {
                     tracing::warn!(deployment, %reason, "GitHub did not take a status; retrying");
+                    // It may have, and only its answer was lost.
+                    self.in_doubt.insert(deployment);
                     return Outcome::Again(after);
                 }
                 Err(GithubError::Refused { status, message }) => {
@@ -402,6 +424,40 @@ impl Reporter {
             return self.settle(deployment);
         }
         Outcome::Settled
+    }
+
+    /// Records in the journal the statuses of `tracked` that GitHub has and
+    /// the journal lacks: those whose post was answered too late, or not
+    /// recorded before the provider stopped.
+    async fn recover(
+        &self,
+        tracked: &mut Tracked,
+        github_id: u64,
+        now: &operations::deployment::DeploymentInfo,
+    ) -> Result<(), Outcome> {
+        let listed = self
+            .github
+            .list_statuses(&tracked.repo, github_id)
+            .await
+            .map_err(|err| self.github_failed(tracked, err, "list deployment statuses"))?;
+        let log_url = self.log_url(now);
+        for state in ours(&listed, log_url.as_deref(), &now.name) {
+            if tracked.posted.contains(&state) {
+                continue;
+            }
+            tracing::info!(
+                deployment = tracked.deployment,
+                github_deployment = github_id,
+                state = ?state,
+                "GitHub has a status the journal lacks; recording it instead of posting it again"
+            );
+            if let Err(err) = self.journal_posted(tracked.deployment, state).await {
+                tracing::error!(deployment = tracked.deployment, %err, "cannot record a posted status");
+                return Err(Outcome::Again(None));
+            }
+            tracked.posted.push(state);
+        }
+        Ok(())
     }
 
     /// Creates (or finds, when a previous attempt got that far) the GitHub
@@ -509,22 +565,26 @@ impl Reporter {
             .expect("journal task")
     }
 
-    fn status_body(
-        &self,
-        state: GithubState,
-        now: &operations::deployment::DeploymentInfo,
-    ) -> StatusBody {
-        let log_url = match &self.public_url {
+    /// Where a status links to: the deployment's page in Slipway.
+    fn log_url(&self, now: &operations::deployment::DeploymentInfo) -> Option<String> {
+        match &self.public_url {
             Some(base) => Some(format!(
                 "{}/deployments/{}",
                 base.trim_end_matches('/'),
                 now.id
             )),
             None => now.url.clone(),
-        };
+        }
+    }
+
+    fn status_body(
+        &self,
+        state: GithubState,
+        now: &operations::deployment::DeploymentInfo,
+    ) -> StatusBody {
         StatusBody {
             state,
-            log_url,
+            log_url: self.log_url(now),
             environment_url: now.environment.url.clone(),
             description: truncate_chars(&describe(state, now), DESCRIPTION_MAX),
             auto_inactive: true,
@@ -570,6 +630,27 @@ fn unposted(path: &[GithubState], posted: &[GithubState]) -> Vec<GithubState> {
                 .collect(),
         },
     }
+}
+
+/// The states of the statuses in `listed` (GitHub's list, newest first) that
+/// Slipway posted for the deployment named `name`, oldest first: those that
+/// link to `log_url`, or when there is none, whose description names it.
+/// Other tools may post statuses on a GitHub deployment too.
+fn ours(listed: &[ListedStatus], log_url: Option<&str>, name: &str) -> Vec<GithubState> {
+    let named = |description: &str| {
+        description
+            .strip_prefix(name)
+            .is_some_and(|rest| rest.starts_with([' ', ':']))
+    };
+    listed
+        .iter()
+        .rev()
+        .filter(|status| match log_url {
+            Some(url) => status.log_url.as_deref() == Some(url),
+            None => status.description.as_deref().is_some_and(named),
+        })
+        .filter_map(|status| status.state())
+        .collect()
 }
 
 fn describe(state: GithubState, now: &operations::deployment::DeploymentInfo) -> String {
@@ -670,6 +751,41 @@ mod tests {
             unposted(&[Queued, Error], &[Queued, InProgress]),
             vec![Error]
         );
+    }
+
+    #[test]
+    fn only_slipways_own_listed_statuses_count() {
+        let status = |state: &str, description: &str, log_url: Option<&str>| ListedStatus {
+            state: state.into(),
+            description: Some(description.into()),
+            log_url: log_url.map(str::to_owned),
+        };
+        let url = "https://slipway.example.com/deployments/7";
+        // Newest first, as GitHub lists them.
+        let listed = [
+            status(
+                "in_progress",
+                "shop#7 is deploying to production",
+                Some(url),
+            ),
+            status(
+                "in_progress",
+                "another tool's step",
+                Some("https://ci.example.com"),
+            ),
+            status("inactive", "shop#7 is queued for production", Some(url)),
+            status("queued", "shop#7 is queued for production", Some(url)),
+        ];
+        assert_eq!(ours(&listed, Some(url), "shop#7"), vec![Queued, InProgress]);
+
+        // Without a link, by the name that starts the description.
+        let listed = [
+            status("failure", "shop#7: did not converge", None),
+            status("success", "shop#70 deployed to production", None),
+            status("queued", "shop#7 is queued for production", None),
+        ];
+        assert_eq!(ours(&listed, None, "shop#7"), vec![Queued, Failure]);
+        assert_eq!(ours(&[], None, "shop#7"), vec![]);
     }
 
     #[test]

@@ -194,7 +194,7 @@ async fn a_rate_limit_is_waited_out_until_it_resets() {
         .github
         .received()
         .into_iter()
-        .filter(|r| r.path == path)
+        .filter(|r| r.path == path && r.method == "POST")
         .collect();
     assert_eq!(tries.len(), 2, "one limited try, one that got through");
     assert!(tries[0].failed && !tries[1].failed);
@@ -205,4 +205,78 @@ async fn a_rate_limit_is_waited_out_until_it_resets() {
         waited >= std::time::Duration::from_millis(900),
         "retried after {waited:?}"
     );
+}
+
+#[tokio::test]
+async fn a_status_whose_answer_was_lost_is_not_posted_again() {
+    use slipway_testkit::proxy::{Proxy, Target};
+
+    // GitHub takes the status, but its answer never reaches the provider.
+    let github = FakeGithub::start().await;
+    let proxy = Proxy::start(Target::Tcp(github.addr)).await;
+    proxy.lose_answer_to("\"state\":\"queued\"");
+    let world = World::start_with(github, |config| {
+        config.hooks.github_api_url = proxy.url();
+    })
+    .await;
+    world.shop().await;
+
+    let id = deploy(&world, 0, "production").await;
+    wait_for("the answer to the queued status to be lost", || {
+        let lost = proxy.answer_lost();
+        async move { lost.then_some(()) }
+    })
+    .await;
+    states_become(&world, GH_ID, &["queued"]).await;
+    world.api.claim_ok(RUNNER, &id).await;
+    world
+        .api
+        .finish_with(RUNNER, &id, "SUCCEEDED", "done")
+        .await;
+    states_become(&world, GH_ID, &["queued", "in_progress", "success"]).await;
+
+    // The provider asked GitHub what it had instead of posting again.
+    let path = format!("/repos/{REPO}/deployments/{GH_ID}/statuses");
+    let asked = world
+        .github
+        .received()
+        .into_iter()
+        .filter(|r| r.path == path && r.method == "GET")
+        .count();
+    assert_eq!(
+        asked, 1,
+        "one look at GitHub's statuses after the lost answer"
+    );
+}
+
+#[tokio::test]
+async fn a_status_posted_but_not_journaled_before_a_stop_is_not_posted_again() {
+    let mut world = World::start().await;
+    world.shop().await;
+    let id = deploy(&world, 0, "production").await;
+    states_become(&world, GH_ID, &["queued"]).await;
+    let config = world.stop_provider().await;
+
+    // As if the provider was killed after GitHub took the status and before
+    // the journal recorded it: the journal's last record is that post.
+    let journal = config
+        .data_dir
+        .join(slipway_provider::statuses::journal::FILE_NAME);
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let last = lines.pop().unwrap();
+    assert!(
+        last.contains("\"op\":\"posted\"") && last.contains("queued"),
+        "{last}"
+    );
+    std::fs::write(&journal, lines.join("\n") + "\n").unwrap();
+
+    world.api.claim_ok(RUNNER, &id).await;
+    world.start_provider(config).await;
+    states_become(&world, GH_ID, &["queued", "in_progress"]).await;
+    world
+        .api
+        .finish_with(RUNNER, &id, "SUCCEEDED", "done")
+        .await;
+    states_become(&world, GH_ID, &["queued", "in_progress", "success"]).await;
 }

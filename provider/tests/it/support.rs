@@ -38,10 +38,19 @@ pub struct World {
 
 impl World {
     pub async fn start() -> World {
+        World::start_with(FakeGithub::start().await, |_| {}).await
+    }
+
+    /// The world of `github`, with the provider's configuration changed by
+    /// `configure` before it starts.
+    pub async fn start_with(
+        github: FakeGithub,
+        configure: impl FnOnce(&mut slipway_provider::Config),
+    ) -> World {
         let api = start_api().await;
-        let github = FakeGithub::start().await;
         let data_dir = tempfile::tempdir().expect("temp dir");
-        let config = config(&api, &github, data_dir.path().to_owned());
+        let mut config = config(&api, &github, data_dir.path().to_owned());
+        configure(&mut config);
         let provider = TestProvider::start(config).await;
         World {
             api,

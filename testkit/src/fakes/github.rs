@@ -43,6 +43,8 @@ pub struct Received {
 pub struct Status {
     /// The GitHub deployment's id.
     pub deployment: u64,
+    /// The status's own id.
+    pub id: u64,
     pub body: Value,
     pub at: Instant,
 }
@@ -101,7 +103,7 @@ impl FakeGithub {
             )
             .route(
                 "/repos/{owner}/{repo}/deployments/{id}/statuses",
-                post(create_status),
+                post(create_status).get(list_statuses),
             )
             .route("/repos/{owner}/{repo}/commits/{ref}", get(commit))
             .route(
@@ -314,13 +316,58 @@ async fn create_status(
     if let Some(failed) = record(&recorded, "POST", path, &headers, body.clone()) {
         return failed;
     }
-    let state = body["state"].clone();
+    let status_id = recorded.next_id.fetch_add(1, Ordering::SeqCst);
+    let answer = listed_status(status_id, &body);
     recorded.statuses.lock().unwrap().push(Status {
         deployment: id,
+        id: status_id,
         body,
         at: Instant::now(),
     });
-    (StatusCode::CREATED, Json(json!({"id": 1, "state": state}))).into_response()
+    (StatusCode::CREATED, Json(answer)).into_response()
+}
+
+/// `GET /repos/{owner}/{repo}/deployments/{id}/statuses`: newest first, at
+/// most `per_page` (30 unless asked, 100 at most), as GitHub lists them.
+async fn list_statuses(
+    State(recorded): State<Arc<Recorded>>,
+    Path((owner, repo, id)): Path<(String, String, u64)>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let path = format!("/repos/{owner}/{repo}/deployments/{id}/statuses");
+    if let Some(failed) = record(&recorded, "GET", path, &headers, json!(query)) {
+        return failed;
+    }
+    let per_page = query
+        .get("per_page")
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(30)
+        .min(100);
+    let list: Vec<Value> = recorded
+        .statuses
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .filter(|status| status.deployment == id)
+        .take(per_page)
+        .map(|status| listed_status(status.id, &status.body))
+        .collect();
+    Json(list).into_response()
+}
+
+/// A deployment status as GitHub answers it: what was posted, with its id,
+/// and the log URL as the target URL too.
+fn listed_status(id: u64, body: &Value) -> Value {
+    json!({
+        "id": id,
+        "state": body["state"],
+        "description": body.get("description").cloned().unwrap_or(json!("")),
+        "log_url": body.get("log_url").cloned().unwrap_or(json!("")),
+        "target_url": body.get("log_url").cloned().unwrap_or(json!("")),
+        "environment_url": body.get("environment_url").cloned().unwrap_or(json!("")),
+    })
 }
 
 /// What GitHub answers a request without a token to a private repository's
