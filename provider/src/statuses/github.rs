@@ -45,7 +45,7 @@ pub struct StatusBody {
 }
 
 /// A deployment status as GitHub lists it (what Slipway reads of it).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct ListedStatus {
     pub state: String,
     #[serde(default)]
@@ -113,11 +113,10 @@ impl Github {
         github_id: u64,
         status: &StatusBody,
     ) -> Result<(), GithubError> {
-        let url = format!(
-            "{}/repos/{repo}/deployments/{github_id}/statuses",
-            self.base
-        );
-        let request = self.http.post(url).json(status);
+        let request = self
+            .http
+            .post(self.statuses_url(repo, github_id))
+            .json(status);
         self.send(request).await.map(drop)
     }
 
@@ -128,16 +127,22 @@ impl Github {
         repo: &str,
         github_id: u64,
     ) -> Result<Vec<ListedStatus>, GithubError> {
-        let url = format!(
-            "{}/repos/{repo}/deployments/{github_id}/statuses",
-            self.base
-        );
-        let request = self.http.get(url).query(&[("per_page", "100")]);
+        let request = self
+            .http
+            .get(self.statuses_url(repo, github_id))
+            .query(&[("per_page", "100")]);
         let answer = self.send(request).await?;
         serde_json::from_value(answer).map_err(|err| GithubError::Retry {
             reason: format!("GitHub's list of deployment statuses is not one: {err}"),
             after: None,
         })
+    }
+
+    fn statuses_url(&self, repo: &str, github_id: u64) -> String {
+        format!(
+            "{}/repos/{repo}/deployments/{github_id}/statuses",
+            self.base
+        )
     }
 
     /// `POST /repos/{repo}/deployments` for a deployment Slipway made, with
