@@ -302,10 +302,13 @@ pub async fn create(
     );
     state.events.deployment_changed(&state.db, &view).await;
     // Announce it only if it is claimable now; a deployment that must wait is
-    // announced when the one before it finishes.
-    let next = next_claimable(&state.db, view.environment.id).await?;
-    if next.is_some_and(|next| next.id == view.deployment.id) {
-        state.events.queued(Arc::new(view.clone()));
+    // announced when the one before it finishes. (A shared bus announces
+    // what it reads in the event log.)
+    if !state.events.is_shared() {
+        let next = next_claimable(&state.db, view.environment.id).await?;
+        if next.is_some_and(|next| next.id == view.deployment.id) {
+            state.events.queued(Arc::new(view.clone()));
+        }
     }
     Ok(view)
 }
@@ -483,6 +486,10 @@ pub async fn newest(
 
 /// Tells runners about the deployment of `environment_id` that became claimable, if any.
 pub async fn publish_next_claimable(state: &AppState, environment_id: i64) -> ApiResult<()> {
+    if state.events.is_shared() {
+        // The event log's follower does it for every replica.
+        return Ok(());
+    }
     if let Some(next) = next_claimable(&state.db, environment_id).await? {
         let view = hydrate_one(&state.db, next).await?;
         state.events.queued(Arc::new(view));

@@ -13,8 +13,14 @@
 //! database. The changes of one deployment are published one at a time, each
 //! with the deployment as read after taking its turn: subscribers see its
 //! states in the order they were committed, never an older one after a newer.
+//!
+//! On PostgreSQL the bus is *shared*: several API replicas write to one
+//! database, so the calls that publish here do nothing, and every event comes
+//! from the database's event log instead ([`crate::bus`]), this replica's own
+//! changes as much as any other's. Those events carry their number in the log.
 
 use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use sea_orm::ConnectionTrait;
@@ -60,16 +66,31 @@ pub struct DeploymentChanged {
     pub environment_id: i64,
     /// The deployment as it was read for the event, when this process has it.
     loaded: Option<Arc<DeploymentView>>,
+    /// Its number in the event log, on a shared bus.
+    pub event: Option<i64>,
+    /// On a shared bus, an event of the log up to which every event was
+    /// published before this one (or never will be).
+    pub(crate) settled: i64,
 }
 
 impl DeploymentChanged {
     /// An event about `view`, carrying it.
-    fn of(view: Arc<DeploymentView>) -> Self {
+    pub fn of(view: Arc<DeploymentView>) -> Self {
         Self {
             deployment_id: view.deployment.id,
             application_id: view.deployment.application_id,
             environment_id: view.deployment.environment_id,
             loaded: Some(view),
+            event: None,
+            settled: 0,
+        }
+    }
+
+    /// Event `event` of the log, about `view` as that change left it.
+    pub(crate) fn logged(event: i64, view: Arc<DeploymentView>) -> Self {
+        Self {
+            event: Some(event),
+            ..Self::of(view)
         }
     }
 
@@ -80,6 +101,8 @@ impl DeploymentChanged {
             application_id: view.deployment.application_id,
             environment_id: view.deployment.environment_id,
             loaded: None,
+            event: None,
+            settled: 0,
         }
     }
 
@@ -103,6 +126,15 @@ pub struct LinesStored {
 }
 
 impl LinesStored {
+    /// The lines `seqs` of a deployment, to be read from the database.
+    pub(crate) fn logged(deployment_id: i64, seqs: RangeInclusive<i64>) -> Self {
+        Self {
+            deployment_id,
+            seqs,
+            loaded: None,
+        }
+    }
+
     /// An event about `lines` (consecutive lines of one deployment, at least
     /// one), carrying them.
     fn of(deployment_id: i64, lines: Arc<Vec<log_line::Model>>) -> Self {
@@ -135,20 +167,74 @@ pub struct Events {
     /// Set when the API shuts down: streams that never end by themselves
     /// (the web UI's live pages) end then.
     closing: Arc<watch::Sender<bool>>,
+    /// Where the events of a shared bus stand; `None` in-process.
+    log: Option<Arc<Log>>,
+}
+
+/// How far a replica has followed the event log.
+#[derive(Debug, Default)]
+struct Log {
+    /// The newest event published.
+    latest: AtomicI64,
+    /// Every event up to this one is published, or will never be (its
+    /// transaction rolled back).
+    settled: AtomicI64,
 }
 
 impl Events {
+    /// An in-process bus, for one API process alone on its database.
     pub fn new(capacity: usize) -> Self {
         Self {
             sender: broadcast::channel(capacity).0,
             turns: (0..TURNS).map(|_| Mutex::new(None)).collect(),
             closing: Arc::new(watch::channel(false).0),
+            log: None,
         }
     }
 
-    fn publish(&self, event: Event) {
+    /// A bus fed by the database's event log alone ([`crate::bus`]).
+    pub fn shared(capacity: usize) -> Self {
+        Self {
+            log: Some(Arc::default()),
+            ..Self::new(capacity)
+        }
+    }
+
+    /// Whether events come from the database's event log.
+    pub fn is_shared(&self) -> bool {
+        self.log.is_some()
+    }
+
+    /// The newest event of the log published, and the one up to which every
+    /// event is published or never will be; `None` in-process.
+    pub(crate) fn log_position(&self) -> Option<(i64, i64)> {
+        self.log.as_ref().map(|log| {
+            (
+                log.latest.load(Ordering::Acquire),
+                log.settled.load(Ordering::Acquire),
+            )
+        })
+    }
+
+    /// Records how far the event log was followed (see [`Events::log_position`]).
+    pub(crate) fn followed(&self, latest: i64, settled: i64) {
+        if let Some(log) = &self.log {
+            log.latest.fetch_max(latest, Ordering::AcqRel);
+            log.settled.fetch_max(settled, Ordering::AcqRel);
+        }
+    }
+
+    /// Hands `event` to every subscriber of this process, whatever the bus.
+    /// The event log's follower publishes through this; so may tests.
+    pub fn deliver(&self, event: Event) {
         // No subscriber is not an error: the change is in the database.
         let _ = self.sender.send(event);
+    }
+
+    fn publish(&self, event: Event) {
+        if !self.is_shared() {
+            self.deliver(event);
+        }
     }
 
     /// Publishes that `view` became claimable.
@@ -169,6 +255,9 @@ impl Events {
     /// show a state older than one already published. A state just published
     /// is not published again.
     pub async fn deployment_changed(&self, db: &impl ConnectionTrait, changed: &DeploymentView) {
+        if self.is_shared() {
+            return;
+        }
         let id = changed.deployment.id;
         let mut last = self.turns[id.rem_euclid(TURNS as i64) as usize]
             .lock()

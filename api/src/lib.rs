@@ -41,6 +41,7 @@
 pub mod applications;
 pub mod audit;
 pub mod auth;
+pub mod bus;
 pub mod chatops;
 pub mod checks;
 pub mod clock;
@@ -137,6 +138,12 @@ pub async fn serve(
             let _ = stopped.wait_for(|stop| *stop).await;
         }
     }));
+    let bus = state.events.is_shared().then(|| {
+        let mut stopped = stopped.clone();
+        tokio::spawn(bus::follow(state.clone(), async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }))
+    });
     let outbox = tokio::spawn(notifications::outbox::run(state.clone(), {
         let mut stopped = stopped.clone();
         async move {
@@ -159,6 +166,9 @@ pub async fn serve(
     .await;
     let _ = reaper.await;
     let _ = outbox.await;
+    if let Some(bus) = bus {
+        let _ = bus.await;
+    }
     if let Some(metrics) = metrics {
         if let Ok(Err(err)) = metrics.await {
             tracing::error!(%err, "the metrics listener failed");

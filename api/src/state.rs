@@ -93,10 +93,16 @@ impl Default for Timeouts {
 
 impl AppState {
     pub fn new(db: DatabaseConnection, keys: Keys, clock: Clock, settings: Settings) -> Self {
+        // Several replicas may share a PostgreSQL database; its event log
+        // tells each of them every change.
+        let events = match sea_orm::ConnectionTrait::get_database_backend(&db) {
+            sea_orm::DatabaseBackend::Postgres => Events::shared(4096),
+            _ => Events::new(4096),
+        };
         Self {
             db,
             clock,
-            events: Events::new(4096),
+            events,
             keys,
             settings: Arc::new(settings),
             metrics: Metrics::default(),

@@ -628,6 +628,112 @@ ALTER TABLE environments ADD COLUMN observed_at TIMESTAMPTZ;
 ALTER TABLE environments ADD COLUMN observed_by TEXT;
 "#,
     },
+    Migration {
+        version: 15,
+        name: "the event log on PostgreSQL: every change of a deployment, environment, plan and log, numbered and notified in its own transaction, for every API replica",
+        // SQLite has one API process, whose event stream is in memory.
+        sqlite: "SELECT 1;",
+        postgres: r#"
+CREATE TABLE events (
+    id BIGSERIAL PRIMARY KEY,
+    at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    kind TEXT NOT NULL,
+    application_id BIGINT NOT NULL,
+    environment_id BIGINT NOT NULL,
+    deployment_id BIGINT,
+    plan_id BIGINT,
+    status TEXT,
+    first_seq BIGINT,
+    last_seq BIGINT,
+    -- A deployment as this change left it.
+    snapshot JSONB
+);
+CREATE INDEX events_by_at ON events (at);
+
+CREATE FUNCTION slipway_notify_event(event BIGINT) RETURNS VOID
+LANGUAGE sql AS $$ SELECT pg_notify('slipway_events', event::text) $$;
+
+-- Heartbeats and log counts are not changes anyone follows.
+CREATE FUNCTION slipway_deployment_event() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    event BIGINT;
+BEGIN
+    IF TG_OP = 'UPDATE' AND
+        (to_jsonb(OLD) - ARRAY['last_heartbeat_at', 'lease_expires_at', 'log_count'])
+        = (to_jsonb(NEW) - ARRAY['last_heartbeat_at', 'lease_expires_at', 'log_count'])
+    THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO events (kind, application_id, environment_id, deployment_id, status, snapshot)
+    VALUES ('deployment', NEW.application_id, NEW.environment_id, NEW.id, NEW.status, to_jsonb(NEW))
+    RETURNING id INTO event;
+    PERFORM slipway_notify_event(event);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER deployments_events AFTER INSERT OR UPDATE ON deployments
+    FOR EACH ROW EXECUTE FUNCTION slipway_deployment_event();
+
+-- What a runner saw of the swarm changes only when the services did.
+CREATE FUNCTION slipway_environment_event() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    event BIGINT;
+BEGIN
+    IF (to_jsonb(OLD) - ARRAY['observed_at', 'observed_by'])
+        = (to_jsonb(NEW) - ARRAY['observed_at', 'observed_by'])
+    THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO events (kind, application_id, environment_id)
+    VALUES ('environment', NEW.application_id, NEW.id)
+    RETURNING id INTO event;
+    PERFORM slipway_notify_event(event);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER environments_events AFTER UPDATE ON environments
+    FOR EACH ROW EXECUTE FUNCTION slipway_environment_event();
+
+CREATE FUNCTION slipway_plan_event() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    event BIGINT;
+BEGIN
+    IF TG_OP = 'UPDATE' AND OLD.status = NEW.status THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO events (kind, application_id, environment_id, plan_id, status)
+    VALUES ('plan', NEW.application_id, NEW.environment_id, NEW.id, NEW.status)
+    RETURNING id INTO event;
+    PERFORM slipway_notify_event(event);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER plans_events AFTER INSERT OR UPDATE OF status ON plans
+    FOR EACH ROW EXECUTE FUNCTION slipway_plan_event();
+
+-- One event per deployment per batch of lines.
+CREATE FUNCTION slipway_log_event() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    event BIGINT;
+BEGIN
+    FOR event IN
+        INSERT INTO events (kind, application_id, environment_id, deployment_id, first_seq, last_seq)
+        SELECT 'logs', d.application_id, d.environment_id, l.deployment_id, l.first, l.last
+        FROM (SELECT deployment_id, min(seq) AS first, max(seq) AS last
+              FROM stored GROUP BY deployment_id) l
+        JOIN deployments d ON d.id = l.deployment_id
+        RETURNING id
+    LOOP
+        PERFORM slipway_notify_event(event);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER deployment_logs_events AFTER INSERT ON deployment_logs
+    REFERENCING NEW TABLE AS stored
+    FOR EACH STATEMENT EXECUTE FUNCTION slipway_log_event();
+"#,
+    },
 ];
 
 /// Applies every migration the database does not have yet, in order, and

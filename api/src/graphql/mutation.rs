@@ -270,7 +270,7 @@ impl Mutation {
             },
         )
         .await?;
-        Ok(Deployment(Arc::new(view)))
+        Ok(Deployment::of(view))
     }
 
     /// How the environment queues deployments: `FIFO` (each waits its turn,
@@ -412,7 +412,7 @@ impl Mutation {
             })
             .collect();
         let view = checks::report(state(ctx), deployment_id(&deployment)?, &sha, checks).await?;
-        Ok(Deployment(Arc::new(view)))
+        Ok(Deployment::of(view))
     }
 
     /// Adds a freeze window: from each occurrence of `cron` (five fields, in
@@ -514,7 +514,7 @@ impl Mutation {
     ) -> ApiResult<Deployment> {
         let by = caller(ctx)?.sub.clone();
         let view = gates::approve(state(ctx), deployment_id(&id)?, &by, comment.as_deref()).await?;
-        Ok(Deployment(Arc::new(view)))
+        Ok(Deployment::of(view))
     }
 
     /// Rejects a deployment waiting for approval: it ends CANCELLED, with
@@ -528,7 +528,7 @@ impl Mutation {
     ) -> ApiResult<Deployment> {
         let by = caller(ctx)?.sub.clone();
         let view = gates::reject(state(ctx), deployment_id(&id)?, &by, &comment).await?;
-        Ok(Deployment(Arc::new(view)))
+        Ok(Deployment::of(view))
     }
 
     /// Lets a deployment through the freeze window it waits for, recorded
@@ -542,7 +542,7 @@ impl Mutation {
     ) -> ApiResult<Deployment> {
         let by = caller(ctx)?.sub.clone();
         let view = gates::override_freeze(state(ctx), deployment_id(&id)?, &by, &reason).await?;
-        Ok(Deployment(Arc::new(view)))
+        Ok(Deployment::of(view))
     }
 
     /// Queues a deployment (task `rollback`) that restores a release of the
@@ -573,7 +573,7 @@ impl Mutation {
             },
         )
         .await?;
-        Ok(Deployment(Arc::new(view)))
+        Ok(Deployment::of(view))
     }
 
     /// Queues a deployment to environment `to` of exactly the release that
@@ -589,7 +589,7 @@ impl Mutation {
     ) -> ApiResult<Deployment> {
         let by = caller(ctx)?.sub.clone();
         let view = releases::promote(state(ctx), &by, &application, &from, &to).await?;
-        Ok(Deployment(Arc::new(view)))
+        Ok(Deployment::of(view))
     }
 
     /// Lets pushes and pipelines deploy the environment again after a
@@ -611,7 +611,7 @@ impl Mutation {
     async fn cancel_deployment(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Deployment> {
         let by = caller(ctx)?.sub.clone();
         let view = deployments::cancel(state(ctx), deployment_id(&id)?, &by).await?;
-        Ok(Deployment(Arc::new(view)))
+        Ok(Deployment::of(view))
     }
 
     /// Registers the calling runner (named by its token) with labels, version
@@ -645,7 +645,7 @@ impl Mutation {
         let runner = caller(ctx)?.sub.clone();
         let holder = Holder::new(&runner, instance.as_deref());
         let view = leases::claim(state(ctx), holder, deployment_id(&id)?).await?;
-        Ok(Deployment(Arc::new(view)))
+        Ok(Deployment::of(view))
     }
 
     /// Renews the lease; `cancelRequested` in the answer tells the runner to stop.
@@ -659,7 +659,7 @@ impl Mutation {
         let runner = caller(ctx)?.sub.clone();
         let holder = Holder::new(&runner, instance.as_deref());
         let view = leases::heartbeat(state(ctx), holder, deployment_id(&id)?).await?;
-        Ok(Deployment(Arc::new(view)))
+        Ok(Deployment::of(view))
     }
 
     /// Stores log lines; they are numbered after the ones already stored.
@@ -687,7 +687,7 @@ impl Mutation {
             .collect();
         let row = logs::append(state(ctx), holder, id, lines, after).await?;
         let view = view::hydrate_one(&state(ctx).db, row).await?;
-        Ok(Deployment(Arc::new(view)))
+        Ok(Deployment::of(view))
     }
 
     // Each argument is one the schema offers; they go through one by one.
@@ -717,7 +717,7 @@ impl Mutation {
             convergence.map(|services| services.into_iter().map(Into::into).collect()),
         )
         .await?;
-        Ok(Deployment(Arc::new(view)))
+        Ok(Deployment::of(view))
     }
 
     /// Records commits of the deployment's repository that the API may not
@@ -835,7 +835,7 @@ impl Mutation {
             services,
         )
         .await?;
-        Ok(Deployment(Arc::new(view)))
+        Ok(Deployment::of(view))
     }
 }
 

@@ -1,8 +1,6 @@
 //! The schema's view of notifications and their deliveries. A target is
 //! shown as its scheme and host only, a secret never (but once, made).
 
-use std::sync::Arc;
-
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
@@ -186,7 +184,7 @@ impl Delivery {
 
     async fn deployment(&self, ctx: &Context<'_>) -> ApiResult<Deployment> {
         let view = view::get(&state(ctx).db, self.0.deployment_id).await?;
-        Ok(Deployment(Arc::new(view)))
+        Ok(Deployment::of(view))
     }
 
     async fn notification(&self, ctx: &Context<'_>) -> ApiResult<Notification> {

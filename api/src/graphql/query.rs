@@ -41,7 +41,7 @@ impl Query {
     #[graphql(guard = "RoleGuard::new(roles::READ)")]
     async fn deployment(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<Deployment>> {
         match view::get(&state(ctx).db, deployment_id(&id)?).await {
-            Ok(view) => Ok(Some(Deployment(Arc::new(view)))),
+            Ok(view) => Ok(Some(Deployment::of(view))),
             Err(ApiError::NotFound(_)) => Ok(None),
             Err(err) => Err(err),
         }
@@ -80,7 +80,7 @@ impl Query {
         Ok(views
             .into_iter()
             .filter(|v| has.as_ref().is_none_or(|has| runners::may_take(has, v)))
-            .map(|v| Deployment(Arc::new(v)))
+            .map(Deployment::of)
             .collect())
     }
 
@@ -93,7 +93,7 @@ impl Query {
         kind: GateKind,
     ) -> ApiResult<Vec<Deployment>> {
         let views = gates::waiting_at(&state(ctx).db, kind.into()).await?;
-        Ok(views.into_iter().map(|v| Deployment(Arc::new(v))).collect())
+        Ok(views.into_iter().map(Deployment::of).collect())
     }
 
     /// The plan `id` (see `requestPlan`).

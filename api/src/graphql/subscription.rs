@@ -10,9 +10,9 @@ use super::types::{deployment_id, state, Deployment, LogLine, Plan};
 use crate::auth::{caller, roles, RoleGuard};
 use crate::error::ApiError;
 use crate::events::{DeploymentChanged, Event};
-use crate::logs;
 use crate::plans::{self, PlanStatus};
 use crate::{applications, runners};
+use crate::{bus, logs};
 
 pub struct Subscription;
 
@@ -101,22 +101,40 @@ impl Subscription {
         }))
     }
 
-    /// Every change of state, phase or message of the deployments of
-    /// `application`, or of the deployment `id` (both optional). A subscriber
-    /// that falls behind gets a `LAGGED` error and the subscription completes.
+    /// Every change of the deployments of `application`, or of the
+    /// deployment `id` (both optional): its status, phase, message, gate,
+    /// convergence.
+    ///
+    /// On PostgreSQL every change has its number in the event log
+    /// (`eventId`), and API replicas share the log: with `afterEvent`, the
+    /// changes after that one come first, then live ones, so a client that
+    /// lost its connection subscribes again on any replica and misses
+    /// nothing. A subscriber that falls behind catches up from the log.
+    /// Events are kept a day.
+    ///
+    /// On SQLite the events are this process's alone: `afterEvent` is
+    /// refused, and a subscriber that falls behind gets a `LAGGED` error and
+    /// the subscription completes.
     #[graphql(guard = "RoleGuard::new(roles::READ)")]
     async fn deployment_events(
         &self,
         ctx: &Context<'_>,
         application: Option<String>,
         id: Option<ID>,
+        after_event: Option<ID>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Deployment>>> {
         let id = id
             .as_ref()
             .map(deployment_id)
             .transpose()
             .map_err(ApiError::into_graphql)?;
-        let db = state(ctx).db.clone();
+        let after = after_event
+            .as_ref()
+            .map(event_id)
+            .transpose()
+            .map_err(ApiError::into_graphql)?;
+        let state = state(ctx);
+        let db = state.db.clone();
         let application = match application {
             None => Applications::All,
             Some(name) => match applications::find(&db, &name).await {
@@ -125,12 +143,39 @@ impl Subscription {
                 Err(err) => return Err(err.into_graphql()),
             },
         };
-        Ok(events(ctx).filter_map(move |event| {
+        let changes = if state.events.is_shared() {
+            let only = bus::Only {
+                application_id: match application {
+                    Applications::Id(app) => Some(app),
+                    Applications::All | Applications::Named(_) => None,
+                },
+                deployment_id: id,
+            };
+            bus::deployment_events(state, after, only).boxed()
+        } else if after.is_some() {
+            return Err(ApiError::BadInput(
+                "`afterEvent` needs the API on PostgreSQL, whose event log keeps events; on \
+                 SQLite they live in this process only: read the deployments to catch up and \
+                 subscribe without it"
+                    .into(),
+            )
+            .into_graphql());
+        } else {
+            events(ctx)
+                .filter_map(|event| {
+                    std::future::ready(match event {
+                        Ok(Event::Deployment(changed)) => Some(Ok(changed)),
+                        Ok(_) => None,
+                        Err(err) => Some(Err(err)),
+                    })
+                })
+                .boxed()
+        };
+        Ok(changes.filter_map(move |changed| {
             let (db, application) = (db.clone(), application.clone());
             async move {
-                let changed = match event {
-                    Ok(Event::Deployment(changed)) => changed,
-                    Ok(_) => return None,
+                let changed = match changed {
+                    Ok(changed) => changed,
                     Err(err) => return Some(Err(err.into_graphql())),
                 };
                 if id.is_some_and(|id| id != changed.deployment_id) {
@@ -163,6 +208,14 @@ impl Subscription {
     }
 }
 
+/// The number of an event of the log, as `eventId` gives it.
+fn event_id(id: &ID) -> Result<i64, ApiError> {
+    id.parse::<i64>()
+        .ok()
+        .filter(|id| *id >= 0)
+        .ok_or_else(|| ApiError::BadInput(format!("`afterEvent` `{}` is not an event id", id.0)))
+}
+
 /// Which applications' deployments a subscriber wants.
 #[derive(Clone)]
 enum Applications {
@@ -175,7 +228,7 @@ enum Applications {
 /// The deployment an event is about, as the event carries it or as read now.
 async fn resolve(db: &DatabaseConnection, changed: &DeploymentChanged) -> Option<Deployment> {
     match changed.view(db).await {
-        Ok(view) => Some(Deployment(view)),
+        Ok(view) => Some(Deployment(view, changed.event)),
         Err(err) => {
             tracing::warn!(
                 deployment = changed.deployment_id,

@@ -162,7 +162,7 @@ pub(crate) async fn deployment_page(
     let mut connection = Connection::new(before_id.is_some(), more);
     connection.edges.extend(
         rows.into_iter()
-            .map(|view| Edge::new(view.deployment.id.to_string(), Deployment(Arc::new(view)))),
+            .map(|view| Edge::new(view.deployment.id.to_string(), Deployment::of(view))),
     );
     Ok(connection)
 }
@@ -304,7 +304,7 @@ impl Environment {
         let rollback = match m.auto_deploy_paused_for {
             Some(id) => releases::deployment(&state(ctx).db, id)
                 .await?
-                .map(|row| Deployment(Arc::new(self.view(row)))),
+                .map(|row| Deployment::of(self.view(row))),
             None => None,
         };
         Ok(Some(AutoDeployPause {
@@ -415,7 +415,7 @@ impl Environment {
     #[graphql(guard = "RoleGuard::new(roles::READ)")]
     async fn in_progress(&self, ctx: &Context<'_>) -> ApiResult<Option<Deployment>> {
         let row = deployments::in_progress(&state(ctx).db, self.model.id).await?;
-        Ok(row.map(|row| Deployment(Arc::new(self.view(row)))))
+        Ok(row.map(|row| Deployment::of(self.view(row))))
     }
 
     async fn created_at(&self) -> DateTime<Utc> {
@@ -487,7 +487,7 @@ impl Release {
 impl Release {
     /// The deployment that made this release.
     async fn deployment(&self) -> Deployment {
-        Deployment(Arc::new(self.0.clone()))
+        Deployment::of(self.0.clone())
     }
 
     async fn sha(&self) -> Option<&str> {
@@ -638,9 +638,15 @@ fn release_services(view: &DeploymentView) -> ApiResult<Vec<ReleaseService>> {
         .collect())
 }
 
-pub struct Deployment(pub Arc<DeploymentView>);
+/// A deployment, and the number in the event log of the change it is shown
+/// for, when it comes from `deploymentEvents` on PostgreSQL.
+pub struct Deployment(pub Arc<DeploymentView>, pub Option<i64>);
 
 impl Deployment {
+    pub fn of(view: DeploymentView) -> Self {
+        Self(Arc::new(view), None)
+    }
+
     /// A release of this deployment's environment.
     fn release_of(&self, row: deployment::Model) -> Release {
         Release(DeploymentView {
@@ -655,6 +661,13 @@ impl Deployment {
 impl Deployment {
     async fn id(&self) -> ID {
         ID(self.0.deployment.id.to_string())
+    }
+
+    /// In `deploymentEvents` on PostgreSQL, the number of this change in
+    /// the event log: subscribe again with `afterEvent` set to the last one
+    /// seen, on any API replica, to miss nothing. Null elsewhere.
+    async fn event_id(&self) -> Option<ID> {
+        self.1.map(|id| ID(id.to_string()))
     }
 
     /// Per-application number, dense from 1.
@@ -969,7 +982,7 @@ impl Runner {
     #[graphql(guard = "RoleGuard::new(roles::READ)")]
     async fn holds(&self, ctx: &Context<'_>) -> ApiResult<Vec<Deployment>> {
         let views = crate::runners::holds(&state(ctx).db, &self.0.name).await?;
-        Ok(views.into_iter().map(|v| Deployment(Arc::new(v))).collect())
+        Ok(views.into_iter().map(Deployment::of).collect())
     }
 }
 

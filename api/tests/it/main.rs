@@ -26,6 +26,7 @@ mod pools;
 mod properties;
 mod queue;
 mod releases;
+mod replicas;
 mod sentry;
 mod sockets;
 mod timeouts;

@@ -55,6 +55,14 @@ impl TestDb {
         }
     }
 
+    /// The database of `other`, for a second API beside it.
+    pub(super) fn beside(other: &TestDb) -> TestDb {
+        TestDb {
+            url: other.url.clone(),
+            _dir: None,
+        }
+    }
+
     pub async fn new(backend: Backend) -> TestDb {
         match backend {
             Backend::Sqlite => {

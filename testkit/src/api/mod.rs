@@ -193,6 +193,20 @@ impl TestApi {
         api
     }
 
+    /// Another replica of this API: a second server on the same database
+    /// (PostgreSQL, which replicas share), with the same clock and settings.
+    pub async fn replica(&self) -> TestApi {
+        let served = Served {
+            clock: self.state.clock.clone(),
+            settings: (*self.state.settings).clone(),
+            logs: self.logs,
+            metrics: false,
+        };
+        let db = TestDb::beside(&self.db);
+        let scratch = tempfile::tempdir().expect("a scratch directory");
+        Self::serve(db, served, None, scratch).await
+    }
+
     /// Stops this API's server and starts a new one on the same database.
     pub async fn restart(mut self) -> TestApi {
         if let Some(mut server) = self.server.take() {
