@@ -8,8 +8,11 @@
 
 use std::fmt;
 
-use sea_orm::sea_query::{Expr, Query, SimpleExpr};
-use sea_orm::{ColumnTrait, Condition, DbErr, EntityTrait, QueryFilter, QueryOrder, SqlErr};
+use sea_orm::sea_query::{Expr, LockBehavior, LockType, Query, SimpleExpr};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, SqlErr, Statement,
+};
 
 use crate::db::entities::deployment::{ServiceConvergence, StoredService};
 use crate::db::entities::{deployment, environment};
@@ -92,7 +95,7 @@ pub async fn claim(
         runners::check_may_take(state, runner, &env, &format!("deployment {id}")).await?;
     }
     let now = state.clock.now();
-    let claimed = deployment::Entity::update_many()
+    let mut claim = deployment::Entity::update_many()
         .col_expr(
             deployment::Column::Status,
             Expr::value(DeploymentStatus::InProgress),
@@ -118,14 +121,39 @@ pub async fn claim(
         .filter(deployments::none_in_environment(
             DeploymentStatus::Queued,
             true,
-        ))
-        .exec_with_returning(&state.db)
-        .await;
+        ));
+    if state.db.get_database_backend() == DatabaseBackend::Postgres {
+        // A row another claim (on any replica) holds is skipped rather than
+        // waited for: that claim wins, and this one is told so below.
+        claim = claim.filter(
+            deployment::Column::Id.in_subquery(
+                Query::select()
+                    .column(deployment::Column::Id)
+                    .from(deployment::Entity)
+                    .and_where(deployment::Column::Id.eq(id))
+                    .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+                    .to_owned(),
+            ),
+        );
+    }
+    let claimed = claim.exec_with_returning(&state.db).await;
     let row = match claimed {
         Ok(mut rows) => rows.pop(),
         Err(err) if is_unique_violation(&err) => None,
         Err(err) => return Err(err.into()),
     };
+    if row.is_none() && state.db.get_database_backend() == DatabaseBackend::Postgres {
+        // A claim that skipped the row waits for the one that holds it, so
+        // that what follows reads how it ended.
+        state
+            .db
+            .execute(Statement::from_sql_and_values(
+                DatabaseBackend::Postgres,
+                "SELECT id FROM deployments WHERE id = $1 FOR UPDATE",
+                [id.into()],
+            ))
+            .await?;
+    }
     let (row, retried) = match row {
         Some(row) => (row, false),
         None => match renew(state, holder, id, Vec::new()).await? {

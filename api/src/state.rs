@@ -95,8 +95,8 @@ impl AppState {
     pub fn new(db: DatabaseConnection, keys: Keys, clock: Clock, settings: Settings) -> Self {
         // Several replicas may share a PostgreSQL database; its event log
         // tells each of them every change.
-        let events = match sea_orm::ConnectionTrait::get_database_backend(&db) {
-            sea_orm::DatabaseBackend::Postgres => Events::shared(4096),
+        let events = match db {
+            DatabaseConnection::SqlxPostgresPoolConnection(_) => Events::shared(4096),
             _ => Events::new(4096),
         };
         Self {

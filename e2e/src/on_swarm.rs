@@ -106,6 +106,10 @@ impl OnSwarm {
             // This kernel has no IPVS: no routing mesh, no virtual IPs.
             ("SLIPWAY_PUBLISH_MODE", "host".to_owned()),
             ("SLIPWAY_ENDPOINT_MODE", "dnsrr".to_owned()),
+            // A host-mode port is one replica's per node, and this swarm has
+            // one node (replicas are tested in `api`'s `replicas` and
+            // `e2e`'s `replicas`).
+            ("SLIPWAY_API_REPLICAS", "1".to_owned()),
             ("SLIPWAY_API_PORT", api_port.to_string()),
             ("SLIPWAY_PROVIDER_PORT", provider_port.to_string()),
             ("SLIPWAY_GITHUB_API_URL", github.url()),

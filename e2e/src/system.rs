@@ -328,19 +328,27 @@ pub fn mint(secret: &Path, role: &str, subject: &str) -> String {
 }
 
 fn start_api(dir: &Path, port: u16) -> Process {
+    let database = format!("sqlite://{}?mode=rwc", dir.join("slipway.db").display());
+    start_api_on(dir, "slipway-api", port, &database)
+}
+
+/// `slipway-api serve` on 127.0.0.1:`port` over `database`, with the JWT
+/// secret in `dir/jwt-secret`; `name` names it and its log (`dir/NAME.log`).
+pub fn start_api_on(dir: &Path, name: &str, port: u16, database: &str) -> Process {
     let mut command = Command::new(bins::path("slipway-api"));
     command
         .arg("serve")
         .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args([
-            "--database-url",
-            &format!("sqlite://{}?mode=rwc", dir.join("slipway.db").display()),
-        ])
+        .args(["--database-url", database])
         .arg("--jwt-secret-file")
         .arg(dir.join("jwt-secret"))
         .args(["--public-url", PUBLIC_URL])
         .env("SLIPWAY_LOG", "info");
-    Process::spawn("slipway-api", command, &dir.join("api.log"))
+    let log = match name {
+        "slipway-api" => "api.log".to_owned(),
+        name => format!("{name}.log"),
+    };
+    Process::spawn(name, command, &dir.join(log))
 }
 
 fn start_provider(dir: &Path, port: u16, api_url: &str, github_url: &str) -> Process {

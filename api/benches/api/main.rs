@@ -8,7 +8,9 @@
 //! - `logs`: `appendDeploymentLogs` in batches of 500 lines with 50 live
 //!   `deploymentLogs` subscribers;
 //! - `memory`: resident memory of the `slipway-api` process after 10,000
-//!   deployments.
+//!   deployments;
+//! - `replicas`: two replicas on one PostgreSQL database: claims per second,
+//!   and how fast a change reaches the other replica's subscribers.
 //!
 //! ```text
 //! cargo bench -p slipway-api --bench api                 # everything
@@ -22,6 +24,7 @@ mod list;
 mod logs;
 mod memory;
 mod queued;
+mod replicas;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -47,7 +50,7 @@ const RUNNER: &str = "bench-runner";
 const WAIT: Duration = Duration::from_secs(30);
 /// Concurrent HTTP clients of the `list` and `memory` benches.
 const CLIENTS: usize = 8;
-const BENCHES: [&str; 4] = ["list", "queued", "logs", "memory"];
+const BENCHES: [&str; 5] = ["list", "queued", "logs", "memory", "replicas"];
 
 const LIST_QUERY: &str = "query { deployments(first: 50) { edges { node { id name status ref \
      createdAt application { name } environment { name } } } } }";
@@ -95,6 +98,7 @@ async fn main() -> ExitCode {
             "queued" => queued::bench(scale).await,
             "logs" => logs::bench(scale).await,
             "memory" => memory::bench(scale).await,
+            "replicas" => replicas::bench(scale).await,
             _ => unreachable!("checked above"),
         };
         match result {

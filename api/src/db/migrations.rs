@@ -736,11 +736,21 @@ CREATE TRIGGER deployment_logs_events AFTER INSERT ON deployment_logs
     },
 ];
 
+/// The lock that API processes migrating at once take in turn (PostgreSQL).
+const LOCK: &str = "SELECT pg_advisory_xact_lock(7357009)";
+
 /// Applies every migration the database does not have yet, in order, and
 /// returns how many were applied.
 pub(crate) async fn run(db: &DatabaseConnection) -> Result<usize, DbErr> {
     let backend = db.get_database_backend();
-    db.execute_unprepared(
+    let txn = db.begin().await?;
+    if backend == DatabaseBackend::Postgres {
+        // Two API replicas starting at once on a new database: creating the
+        // same table twice at once fails (on `pg_type`), even with `IF NOT
+        // EXISTS`.
+        txn.execute_unprepared(LOCK).await?;
+    }
+    txn.execute_unprepared(
         "CREATE TABLE IF NOT EXISTS slipway_migrations (
             version BIGINT PRIMARY KEY,
             name TEXT NOT NULL,
@@ -748,13 +758,13 @@ pub(crate) async fn run(db: &DatabaseConnection) -> Result<usize, DbErr> {
         )",
     )
     .await?;
+    txn.commit().await?;
     let mut applied = 0;
     for migration in MIGRATIONS {
         let txn = db.begin().await?;
         if backend == DatabaseBackend::Postgres {
             // Two API processes starting at once must not both migrate.
-            txn.execute_unprepared("SELECT pg_advisory_xact_lock(7357009)")
-                .await?;
+            txn.execute_unprepared(LOCK).await?;
         }
         let done = txn
             .query_one(Statement::from_sql_and_values(

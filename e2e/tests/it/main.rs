@@ -6,4 +6,5 @@
 mod deploy_files;
 mod github;
 mod on_swarm;
+mod replicas;
 mod restarts;

@@ -106,13 +106,7 @@ impl TestApi {
     }
 
     pub async fn launch(options: Options) -> TestApi {
-        let runtime = options.own_runtime.then(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .thread_name("api-under-test")
-                .enable_all()
-                .build()
-                .expect("the API's runtime")
-        });
+        let runtime = options.own_runtime.then(own_runtime);
         let db = TestDb::new(options.backend).await;
         let scratch = tempfile::tempdir().expect("a scratch directory");
         let served = Served {
@@ -194,8 +188,10 @@ impl TestApi {
     }
 
     /// Another replica of this API: a second server on the same database
-    /// (PostgreSQL, which replicas share), with the same clock and settings.
+    /// (PostgreSQL, which replicas share), with the same clock and settings,
+    /// on a runtime of its own if this one has one.
     pub async fn replica(&self) -> TestApi {
+        let runtime = self.runtime.is_some().then(own_runtime);
         let served = Served {
             clock: self.state.clock.clone(),
             settings: (*self.state.settings).clone(),
@@ -204,7 +200,7 @@ impl TestApi {
         };
         let db = TestDb::beside(&self.db);
         let scratch = tempfile::tempdir().expect("a scratch directory");
-        Self::serve(db, served, None, scratch).await
+        Self::serve(db, served, runtime, scratch).await
     }
 
     /// Stops this API's server and starts a new one on the same database.
@@ -582,6 +578,15 @@ impl Drop for TestApi {
             runtime.shutdown_background();
         }
     }
+}
+
+/// A runtime for an API alone ([`Options::own_runtime`]).
+fn own_runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .thread_name("api-under-test")
+        .enable_all()
+        .build()
+        .expect("the API's runtime")
 }
 
 /// (code, message) of the first error of a response.
