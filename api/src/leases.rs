@@ -533,6 +533,9 @@ pub async fn reap(
                 if let Err(err) = crate::plans::expire(&state).await {
                     tracing::error!(?err, "expiring plans failed");
                 }
+                if let Err(err) = crate::drift::request_due(&state).await {
+                    tracing::error!(?err, "asking for drift checks failed");
+                }
                 if let Err(err) = crate::gates::open_expired(&state).await {
                     tracing::error!(?err, "opening ended freeze windows failed");
                 }

@@ -50,6 +50,7 @@ pub mod config;
 pub mod db;
 pub mod deployments;
 pub mod dora;
+pub mod drift;
 pub mod error;
 pub mod events;
 pub mod gates;

@@ -315,6 +315,18 @@ impl Environment {
         }))
     }
 
+    /// Drift against git: what deploying its release's commit again would
+    /// change on the swarm — a service edited or scaled by hand, removed,
+    /// or added beside the stack — as a runner last planned it. Checked
+    /// every 10 minutes, the first time 10 minutes after the release; null
+    /// until a check is done.
+    #[graphql(guard = "RoleGuard::new(roles::READ)")]
+    async fn drift(&self, ctx: &Context<'_>) -> ApiResult<Option<Drift>> {
+        Ok(crate::drift::latest(&state(ctx).db, self.model.id)
+            .await?
+            .map(Drift))
+    }
+
     /// Its stack as a runner last saw it on the swarm — every service's
     /// tasks, on which node, running which digest — and how that differs
     /// from its release; null until a runner looked (runners look after
@@ -997,6 +1009,62 @@ pub enum RunnerHealth {
 
 /// What deploying a ref to an environment would change, as a runner planned
 /// it against what runs. Never a deployment: nothing is deployed or locked.
+/// How an environment's swarm differs from its release's commit.
+pub struct Drift(PlanView);
+
+#[Object]
+impl Drift {
+    /// Whether any service differs.
+    async fn drifted(&self) -> bool {
+        !crate::drift::drifted(&self.0).is_empty()
+    }
+
+    /// The services that differ: `update` (edited or scaled since: which
+    /// fields), `remove` (on the swarm, not in the commit), `create` (in the
+    /// commit, gone from the swarm).
+    async fn services(&self) -> Vec<DriftedService> {
+        crate::drift::drifted(&self.0)
+            .into_iter()
+            .map(DriftedService)
+            .collect()
+    }
+
+    /// The commit it was checked against.
+    async fn sha(&self) -> Option<&str> {
+        self.0.plan.sha.as_deref()
+    }
+
+    /// When the runner checked.
+    async fn checked_at(&self) -> DateTime<Utc> {
+        self.0.plan.finished_at.unwrap_or(self.0.plan.created_at)
+    }
+
+    /// The plan that checked it.
+    async fn plan(&self) -> Plan {
+        Plan(self.0.clone())
+    }
+}
+
+/// A service that differs from the release's commit.
+pub struct DriftedService(crate::plans::StoredServicePlan);
+
+#[Object]
+impl DriftedService {
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// `update`, `remove` or `create`: what deploying the commit would do.
+    async fn action(&self) -> &str {
+        &self.0.action
+    }
+
+    /// The fields (JSON paths of the service's spec) that differ.
+    async fn changes(&self) -> &[String] {
+        &self.0.changes
+    }
+}
+
 pub struct Plan(pub PlanView);
 
 #[Object]

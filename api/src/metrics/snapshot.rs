@@ -14,6 +14,9 @@
 //! - `slipway_environment_drift{application,environment}`: how many ways
 //!   what runs differs from the release (`Environment.nodes.drift`; 0 is
 //!   consistent), for every environment a runner has looked at;
+//! - `slipway_environment_git_drift{application,environment}`: how many
+//!   services differ from the release's commit (`Environment.drift`), for
+//!   every environment checked;
 //! - `slipway_runner_last_heartbeat_age_seconds{runner}`: how long ago each
 //!   runner was last heard from;
 //! - `slipway_notification_deliveries{state}`: the outbox's rows by state,
@@ -90,6 +93,8 @@ struct EnvironmentNow {
     release_sha: Option<String>,
     /// How many ways what runs differs from the release, once a runner looked.
     drift: Option<u64>,
+    /// How many services differ from the release's commit, once checked.
+    git_drift: Option<u64>,
 }
 
 /// A gauge of every environment: its name, its help and what it reads.
@@ -198,6 +203,9 @@ async fn environments_now(
             in_progress: count(env.id, DeploymentStatus::InProgress),
             release_sha: release.and_then(|release| release.sha),
             drift,
+            git_drift: crate::drift::latest(db, env.id)
+                .await?
+                .map(|plan| crate::drift::drifted(&plan).len() as u64),
         });
     }
     Ok(now)
@@ -416,6 +424,23 @@ impl Snapshot {
                 ("environment", env.environment.as_str()),
             ];
             ConstGauge::new(drift as i64).encode(drifts.encode_family(&labels)?)?;
+        }
+        let mut git_drifts = encoder.encode_descriptor(
+            "slipway_environment_git_drift",
+            "How many services differ on the swarm from each environment's release's commit \
+             (edited, scaled, removed or added by hand), as the last drift check planned it",
+            None,
+            MetricType::Gauge,
+        )?;
+        for env in &self.environments {
+            let Some(drift) = env.git_drift else {
+                continue;
+            };
+            let labels = [
+                ("application", env.application.as_str()),
+                ("environment", env.environment.as_str()),
+            ];
+            ConstGauge::new(drift as i64).encode(git_drifts.encode_family(&labels)?)?;
         }
         Ok(())
     }

@@ -398,6 +398,7 @@ async fn environment_live_part(
     let operate = who.may(roles::OPERATE);
     let deploy = who.may(roles::DEPLOY);
     let current = row.release.as_ref().map(|r| r.id);
+    let checked = crate::drift::latest(&state.db, env.id).await?;
     Ok(html! {
         div #environment data-live={ (base) "/live" } {
             @if let Some(by) = &env.locked_by {
@@ -481,6 +482,8 @@ async fn environment_live_part(
             }
             h2 { "On the swarm" }
             (on_the_swarm(&env, row.release.as_ref(), now)?)
+            h2 { "Against git" }
+            (against_git(checked.as_ref(), now))
             h2 { "Releases" }
             @if releases.is_empty() {
                 div.panel { p.muted { "No release yet: a deployment that succeeds here is one." } }
@@ -526,6 +529,42 @@ async fn environment_live_part(
             (deployments_table(&recent, now))
         }
     })
+}
+
+/// How the swarm differs from the release's commit, as the last drift check
+/// planned it.
+fn against_git(checked: Option<&crate::plans::PlanView>, now: DateTime<Utc>) -> Markup {
+    let Some(checked) = checked else {
+        return html! {
+            div.panel { p.muted { "Not checked yet: every 10 minutes a runner plans the release's commit against the swarm, the first time 10 minutes after the release." } }
+        };
+    };
+    let plan = &checked.plan;
+    let seen = html! {
+        span.muted { " Checked " (time(plan.finished_at.unwrap_or(plan.created_at), now))
+            " by " (plan.runner.as_deref().unwrap_or("a runner"))
+            " (" a href={ "/plans/" (plan.id) } { "the plan" } ")." }
+    };
+    let drifted = crate::drift::drifted(checked);
+    html! {
+        @if drifted.is_empty() {
+            p { span.status.SUCCEEDED { "as in git" } " Deploying the release's commit again would change nothing." (seen) }
+        } @else {
+            div.banner.failure role="status" {
+                span { strong { "Differs from git" } (seen)
+                    ul { @for service in &drifted {
+                        li { code { (service.name) } ": "
+                            @match service.action.as_str() {
+                                "update" => { "changed on the swarm since: " (service.changes.join(", ")) }
+                                "remove" => { "on the swarm, not in the commit" }
+                                "create" => { "in the commit, not on the swarm" }
+                                other => { (other) }
+                            }
+                        }
+                    } } }
+            }
+        }
+    }
 }
 
 /// What runs where: every task of the stack as a runner last saw the swarm,

@@ -11,6 +11,7 @@ mod checks;
 mod claims;
 mod commits;
 mod deployments;
+mod drift;
 mod events;
 mod gates;
 mod graphql_http;
