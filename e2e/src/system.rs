@@ -371,24 +371,50 @@ fn start_provider(dir: &Path, port: u16, api_url: &str, github_url: &str) -> Pro
 }
 
 fn start_runner(dir: &Path, api_url: &str, docker_host: Option<&str>) -> Process {
-    let workdir: PathBuf = dir.join("runner");
+    let mut command = runner_command(dir, api_url, RUNNER, &dir.join("runner-token"));
+    if let Some(host) = docker_host {
+        command.args(["--docker-host", host]);
+    }
+    Process::spawn("slipway-runner", command, &dir.join("runner.log"))
+}
+
+/// `slipway-runner run` as `name`, with the token in `token` and a workdir of
+/// its own under `dir`.
+fn runner_command(dir: &Path, api_url: &str, name: &str, token: &Path) -> Command {
+    let workdir: PathBuf = match name {
+        RUNNER => dir.join("runner"),
+        name => dir.join(format!("runner-{name}")),
+    };
     let mut command = Command::new(bins::path("slipway-runner"));
     command
         .arg("run")
         .args(["--api-url", api_url])
         .arg("--token-file")
-        .arg(dir.join("runner-token"))
+        .arg(token)
         // The runner resumes what the API says is held by `--name`, while the
         // API knows it by its token's subject: the two must agree (see the
         // report of issue 5).
-        .args(["--name", RUNNER])
+        .args(["--name", name])
         .arg("--workdir")
         .arg(workdir)
         .env("SLIPWAY_LOG", "info");
-    if let Some(host) = docker_host {
-        command.args(["--docker-host", host]);
+    command
+}
+
+impl System {
+    /// Another runner beside the first, named `name` (its token's subject
+    /// too), registered with `labels` (`pool=blue`); its log is
+    /// `dir/runner-NAME.log`.
+    pub fn start_runner_with_labels(&self, name: &str, labels: &[&str]) -> Process {
+        let dir = self.dir.path();
+        let token = dir.join(format!("runner-{name}-token"));
+        std::fs::write(&token, mint(&dir.join("jwt-secret"), "runner", name)).unwrap();
+        let mut command = runner_command(dir, &self.api.url, name, &token);
+        for label in labels {
+            command.args(["--label", label]);
+        }
+        Process::spawn(name, command, &dir.join(format!("runner-{name}.log")))
     }
-    Process::spawn("slipway-runner", command, &dir.join("runner.log"))
 }
 
 /// A `slipway.yml` for `stack` whose Compose file is `docker-compose.yml`.

@@ -6,5 +6,6 @@
 mod deploy_files;
 mod github;
 mod on_swarm;
+mod pools;
 mod replicas;
 mod restarts;
