@@ -258,13 +258,36 @@ async fn wait(listener: &mut Option<PgListener>) -> Result<bool, sea_orm::sqlx::
 }
 
 /// Drops the events older than [`KEEP_FOR`] and beyond the newest
-/// [`KEEP_AT_MOST`]. Every replica does it; they may do it at once.
+/// [`KEEP_AT_MOST`], and records up to which event the log was pruned.
+/// Every replica does it; they may do it at once.
 pub async fn prune(db: &impl ConnectionTrait) -> ApiResult<u64> {
     let sql = format!(
-        "DELETE FROM events WHERE at < now() - interval '{KEEP_FOR}' \
-         OR id <= (SELECT max(id) FROM events) - {KEEP_AT_MOST}"
+        "WITH gone AS (DELETE FROM events WHERE at < now() - interval '{KEEP_FOR}' \
+         OR id <= (SELECT max(id) FROM events) - {KEEP_AT_MOST} RETURNING id) \
+         UPDATE events_pruned SET through = GREATEST(through, (SELECT COALESCE(max(id), 0) FROM gone)) \
+         RETURNING (SELECT count(*) FROM gone) AS pruned"
     );
-    Ok(db.execute_unprepared(&sql).await?.rows_affected())
+    let row = db
+        .query_one(Statement::from_string(DatabaseBackend::Postgres, sql))
+        .await?;
+    Ok(match row {
+        Some(row) => row.try_get::<i64>("", "pruned")?.max(0) as u64,
+        None => 0,
+    })
+}
+
+/// Every event up to this one was pruned from the log.
+pub async fn pruned_through(db: &impl ConnectionTrait) -> ApiResult<i64> {
+    let row = db
+        .query_one(Statement::from_string(
+            DatabaseBackend::Postgres,
+            "SELECT through FROM events_pruned",
+        ))
+        .await?;
+    Ok(match row {
+        Some(row) => row.try_get("", "through")?,
+        None => 0,
+    })
 }
 
 /// Where a replica is in the log.

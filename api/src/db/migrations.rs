@@ -649,6 +649,9 @@ CREATE TABLE events (
     snapshot JSONB
 );
 CREATE INDEX events_by_at ON events (at);
+-- Every event up to `through` was pruned: a replay from before it misses some.
+CREATE TABLE events_pruned (through BIGINT NOT NULL);
+INSERT INTO events_pruned (through) VALUES (0);
 
 CREATE FUNCTION slipway_notify_event(event BIGINT) RETURNS VOID
 LANGUAGE sql AS $$ SELECT pg_notify('slipway_events', event::text) $$;

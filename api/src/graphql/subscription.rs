@@ -110,7 +110,8 @@ impl Subscription {
     /// changes after that one come first, then live ones, so a client that
     /// lost its connection subscribes again on any replica and misses
     /// nothing. A subscriber that falls behind catches up from the log.
-    /// Events are kept a day.
+    /// Events are kept a day: an `afterEvent` older than the log is refused,
+    /// saying from which event on it has them.
     ///
     /// On SQLite the events are this process's alone: `afterEvent` is
     /// refused, and a subscriber that falls behind gets a `LAGGED` error and
@@ -151,6 +152,19 @@ impl Subscription {
                 },
                 deployment_id: id,
             };
+            if let Some(after) = after {
+                let pruned = bus::pruned_through(&state.db)
+                    .await
+                    .map_err(ApiError::into_graphql)?;
+                if after < pruned {
+                    return Err(ApiError::BadInput(format!(
+                        "the event log no longer has the events after {after}: it keeps a \
+                         day, and every event up to {pruned} was pruned. Read the current \
+                         state, then subscribe again with `afterEvent` {pruned} or later"
+                    ))
+                    .into_graphql());
+                }
+            }
             bus::deployment_events(state, after, only).boxed()
         } else if after.is_some() {
             return Err(ApiError::BadInput(

@@ -251,7 +251,29 @@ async fn events_older_than_a_day_are_pruned() {
         .iter()
         .map(|row| row.try_get::<i64>("", "deployment_id").unwrap().to_string())
         .collect();
-    assert_eq!(left, vec![fresh]);
+    assert_eq!(left, vec![fresh.clone()]);
+
+    // A client that asks for events the log no longer has is told so, and
+    // from where it has them.
+    let through = bus::pruned_through(db).await.unwrap();
+    assert!(through > 0);
+    let mut ws = server.ws(&server.token(Role::Viewer, "v")).await;
+    ws.subscribe(EVENTS, json!({"after": "0"})).await;
+    let message = ws.message().await;
+    let errors = match message["type"].as_str() {
+        Some("error") => &message["payload"],
+        _ => &message["payload"]["errors"],
+    };
+    let text = errors[0]["message"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("no longer has the events after 0")
+            && text.contains(&format!("`afterEvent` {through} or later")),
+        "{message}"
+    );
+    let mut ws = server.ws(&server.token(Role::Viewer, "v")).await;
+    ws.subscribe(EVENTS, json!({"after": through.to_string()}))
+        .await;
+    assert_eq!(next_event(&mut ws).await.0, fresh);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
