@@ -13,7 +13,7 @@
 use chrono::Duration;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
-use crate::db::entities::{application, environment, plan};
+use crate::db::entities::{application, deployment, environment, plan};
 use crate::deployments;
 use crate::error::ApiResult;
 use crate::plans::{self, PlanStatus, PlanView, StoredServicePlan};
@@ -42,8 +42,23 @@ pub async fn request_due(state: &AppState) -> ApiResult<usize> {
         .into_tuple()
         .all(&state.db)
         .await?;
+    // Only environments that have had a release long enough (one query),
+    // so that a tick reads little where few are released.
+    let released: Vec<i64> = deployment::Entity::find()
+        .select_only()
+        .column(deployment::Column::EnvironmentId)
+        .filter(deployments::released())
+        .filter(deployment::Column::FinishedAt.lte(now - EVERY))
+        .filter(deployment::Column::EnvironmentId.is_not_in(recent.clone()))
+        .distinct()
+        .into_tuple()
+        .all(&state.db)
+        .await?;
+    if released.is_empty() {
+        return Ok(0);
+    }
     let due = environment::Entity::find()
-        .filter(environment::Column::Id.is_not_in(recent))
+        .filter(environment::Column::Id.is_in(released))
         .all(&state.db)
         .await?;
     let mut asked = 0;

@@ -11,7 +11,7 @@ use std::fmt;
 use sea_orm::sea_query::{Expr, LockBehavior, LockType, Query, SimpleExpr};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, SqlErr, Statement,
+    QueryOrder, SqlErr,
 };
 
 use crate::db::entities::deployment::{ServiceConvergence, StoredService};
@@ -91,16 +91,57 @@ pub async fn claim(
     let holder = holder.into();
     holder.validate()?;
     let runner = holder.runner;
-    if let Some(env) = environment_of(state, id).await? {
-        runners::check_may_take(state, runner, &env, &format!("deployment {id}")).await?;
+    let env = environment_of(state, id).await?;
+    if let Some(env) = &env {
+        runners::check_may_take(state, runner, env, &format!("deployment {id}")).await?;
     }
+    let postgres = state.db.get_database_backend() == DatabaseBackend::Postgres;
+    // On PostgreSQL a row another statement holds (a claim on any replica,
+    // the reaper's note) is skipped rather than waited for; only then does
+    // the claim wait, trying once more, so that it reads how that ended.
+    let mut row = take(state, holder, id, postgres).await?;
+    if row.is_none() && postgres {
+        row = take(state, holder, id, false).await?;
+    }
+    let (row, retried) = match row {
+        Some(row) => (row, false),
+        None => match renew(state, holder, id, Vec::new()).await? {
+            Some(row) => (row, true),
+            None => return Err(why_not_claimable(state, holder, id).await),
+        },
+    };
+    // The claim has committed: a failure to note the runner must not hide it.
+    if let Err(err) = runners::seen(state, runner, holder.instance).await {
+        tracing::warn!(?err, runner, "could not record that the runner was seen");
+    }
+    let view = match env.filter(|env| env.id == row.environment_id) {
+        Some(env) => view::with_environment(&state.db, row, env).await?,
+        None => view::hydrate_one(&state.db, row).await?,
+    };
+    if retried {
+        tracing::info!(deployment = id, %holder, "claim repeated by its holder");
+    } else {
+        tracing::info!(deployment = id, %holder, "deployment claimed");
+        state.events.deployment_changed(&state.db, &view).await;
+    }
+    Ok(view)
+}
+
+/// The claim itself: one conditional `UPDATE`; `None` when the deployment
+/// is not claimable now (or, with `skip_locked`, its row is busy).
+async fn take(
+    state: &AppState,
+    holder: Holder<'_>,
+    id: i64,
+    skip_locked: bool,
+) -> ApiResult<Option<deployment::Model>> {
     let now = state.clock.now();
     let mut claim = deployment::Entity::update_many()
         .col_expr(
             deployment::Column::Status,
             Expr::value(DeploymentStatus::InProgress),
         )
-        .col_expr(deployment::Column::Runner, Expr::value(runner))
+        .col_expr(deployment::Column::Runner, Expr::value(holder.runner))
         .col_expr(
             deployment::Column::RunnerInstance,
             Expr::value(holder.instance.map(str::to_owned)),
@@ -122,9 +163,7 @@ pub async fn claim(
             DeploymentStatus::Queued,
             true,
         ));
-    if state.db.get_database_backend() == DatabaseBackend::Postgres {
-        // A row another claim (on any replica) holds is skipped rather than
-        // waited for: that claim wins, and this one is told so below.
+    if skip_locked {
         claim = claim.filter(
             deployment::Column::Id.in_subquery(
                 Query::select()
@@ -136,43 +175,11 @@ pub async fn claim(
             ),
         );
     }
-    let claimed = claim.exec_with_returning(&state.db).await;
-    let row = match claimed {
-        Ok(mut rows) => rows.pop(),
-        Err(err) if is_unique_violation(&err) => None,
-        Err(err) => return Err(err.into()),
-    };
-    if row.is_none() && state.db.get_database_backend() == DatabaseBackend::Postgres {
-        // A claim that skipped the row waits for the one that holds it, so
-        // that what follows reads how it ended.
-        state
-            .db
-            .execute(Statement::from_sql_and_values(
-                DatabaseBackend::Postgres,
-                "SELECT id FROM deployments WHERE id = $1 FOR UPDATE",
-                [id.into()],
-            ))
-            .await?;
+    match claim.exec_with_returning(&state.db).await {
+        Ok(mut rows) => Ok(rows.pop()),
+        Err(err) if is_unique_violation(&err) => Ok(None),
+        Err(err) => Err(err.into()),
     }
-    let (row, retried) = match row {
-        Some(row) => (row, false),
-        None => match renew(state, holder, id, Vec::new()).await? {
-            Some(row) => (row, true),
-            None => return Err(why_not_claimable(state, holder, id).await),
-        },
-    };
-    // The claim has committed: a failure to note the runner must not hide it.
-    if let Err(err) = runners::seen(state, runner, holder.instance).await {
-        tracing::warn!(?err, runner, "could not record that the runner was seen");
-    }
-    let view = view::hydrate_one(&state.db, row).await?;
-    if retried {
-        tracing::info!(deployment = id, %holder, "claim repeated by its holder");
-    } else {
-        tracing::info!(deployment = id, %holder, "deployment claimed");
-        state.events.deployment_changed(&state.db, &view).await;
-    }
-    Ok(view)
 }
 
 /// The environment of deployment `id`, if there is such a deployment.

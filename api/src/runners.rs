@@ -53,7 +53,7 @@ pub fn validate_instance(instance: &str) -> ApiResult<()> {
 /// Records that `name` (its `instance`, if said) was heard from now, creating
 /// the runner on first contact.
 pub async fn seen(state: &AppState, name: &str, instance: Option<&str>) -> ApiResult<()> {
-    upsert(state, name, None, None, instance).await.map(|_| ())
+    write(state, name, None, None, instance).await
 }
 
 /// Checks labels as a runner or an environment gives them: 1 to 128
@@ -280,6 +280,23 @@ async fn upsert(
     version: Option<String>,
     instance: Option<&str>,
 ) -> ApiResult<runner::Model> {
+    write(state, name, labels, version, instance).await?;
+    runner::Entity::find()
+        .filter(runner::Column::Name.eq(name))
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::internal(format!("runner {name} vanished after its upsert")))
+}
+
+/// Inserts or updates the row of runner `name` (what is `Some`, and when it
+/// was last seen) in one statement.
+async fn write(
+    state: &AppState,
+    name: &str,
+    labels: Option<Vec<String>>,
+    version: Option<String>,
+    instance: Option<&str>,
+) -> ApiResult<()> {
     let now = state.clock.now();
     let mut update = vec![runner::Column::LastSeenAt];
     if labels.is_some() {
@@ -308,11 +325,7 @@ async fn upsert(
     )
     .exec_without_returning(&state.db)
     .await?;
-    runner::Entity::find()
-        .filter(runner::Column::Name.eq(name))
-        .one(&state.db)
-        .await?
-        .ok_or_else(|| ApiError::internal(format!("runner {name} vanished after its upsert")))
+    Ok(())
 }
 
 pub async fn list(state: &AppState) -> ApiResult<Vec<runner::Model>> {

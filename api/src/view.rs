@@ -155,6 +155,24 @@ pub async fn hydrate_one(
     Ok(hydrate(db, vec![row]).await?.remove(0))
 }
 
+/// The view of `row`, whose environment `environment` is already read (one
+/// query, for the application).
+pub async fn with_environment(
+    db: &impl ConnectionTrait,
+    row: deployment::Model,
+    environment: environment::Model,
+) -> ApiResult<DeploymentView> {
+    let application = application::Entity::find_by_id(row.application_id)
+        .one(db)
+        .await?
+        .ok_or_else(|| ApiError::internal(format!("deployment {} has no application", row.id)))?;
+    Ok(DeploymentView {
+        deployment: row,
+        application: Arc::new(application),
+        environment: Arc::new(environment),
+    })
+}
+
 /// Reads one deployment; `NOT_FOUND` when there is none.
 pub async fn get(db: &impl ConnectionTrait, id: i64) -> ApiResult<DeploymentView> {
     let row = find(db, id)

@@ -342,3 +342,28 @@ async fn replicas_starting_at_once_on_a_new_database_both_migrate_it() {
         assert_eq!(first + second, recorded, "each migration applied once");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_of_a_row_another_statement_holds_waits_and_wins() {
+    use sea_orm::TransactionTrait;
+    let server = TestApi::start(Backend::Postgres).await;
+    server.create_app("web").await;
+    let id = server.deploy("web", "prod").await;
+    // What the reaper does when it notes why a deployment waits, held open.
+    let txn = server.state.db.begin().await.unwrap();
+    txn.execute_unprepared(&format!(
+        "UPDATE deployments SET message = 'waiting: no runner is connected' WHERE id = {id}"
+    ))
+    .await
+    .unwrap();
+    let state = server.state.clone();
+    let deployment = id.parse().unwrap();
+    let claim = tokio::spawn(async move { leases::claim(&state, "r", deployment).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    txn.commit().await.unwrap();
+    let claimed = claim
+        .await
+        .unwrap()
+        .expect("the claim wins once the row is free");
+    assert_eq!(claimed.deployment.runner.as_deref(), Some("r"));
+}
