@@ -1,11 +1,13 @@
 //! What runs where, node by node, on the real swarm: after a deployment
-//! every task runs the release's digest; changes made by hand show as drift.
+//! every task runs the release's digest; changes made by hand show as drift,
+//! from the tasks and against git (the drift check's plan of the release).
 
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use slipway_api::auth::Role;
+use slipway_api::{Clock, Settings};
 
 use slipway_testkit::api::{Backend, TestApi};
 use slipway_testkit::git::Repo;
@@ -41,7 +43,8 @@ async fn environment(api: &TestApi) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_node_s_digest_is_reported_and_changes_by_hand_are_drift() {
     require_registries();
-    let api = TestApi::start(Backend::Sqlite).await;
+    let clock = Clock::manual(chrono::Utc::now());
+    let api = TestApi::start_with(Backend::Sqlite, clock.clone(), Settings::default()).await;
     let repo = Repo::new();
     api.app("shop", &repo.url(), &[]).await;
     let stack = stack_name("nodes");
@@ -164,4 +167,52 @@ async fn every_node_s_digest_is_reported_and_changes_by_hand_are_drift() {
     );
     assert_eq!(env["nodes"]["consistent"], false);
     assert_eq!(env["release"]["consistent"], false);
+
+    // Against git: once the release is ten minutes old the API asks for a
+    // plan of its commit, which the runner makes against the swarm. It
+    // compares what the commit says (web's replicas; not the constraint,
+    // which the commit leaves to the swarm).
+    docker(&["service", "update", "--detach", "--replicas", "3", &web]);
+    clock.advance(chrono::Duration::minutes(11));
+    let drift = wait::until("the drift check against git", WITHIN, || async {
+        let data = api
+            .ok_as(
+                Role::Viewer,
+                "{ application(name: \"shop\") { environment(name: \"production\") { drift { drifted sha services { name action changes } plan { createdBy runner } } } } }",
+                json!({}),
+            )
+            .await;
+        let drift = data["application"]["environment"]["drift"].clone();
+        match drift.is_null() {
+            false => Ok(drift),
+            true => Err("not checked yet".to_owned()),
+        }
+    })
+    .await;
+    assert_eq!(drift["drifted"], true, "{drift}");
+    assert_eq!(drift["sha"], sha.as_str());
+    assert_eq!(drift["plan"]["createdBy"], "slipway:drift");
+    assert_eq!(drift["plan"]["runner"], "runner-1");
+    let services = drift["services"].as_array().unwrap();
+    let action = |name: &str| {
+        services.iter().find(|s| s["name"] == name).map(|s| {
+            (
+                s["action"].as_str().unwrap().to_owned(),
+                s["changes"].to_string(),
+            )
+        })
+    };
+    let (web_action, web_changes) = action(&web).unwrap_or_else(|| panic!("{drift}"));
+    assert_eq!(web_action, "update", "{drift}");
+    assert!(
+        web_changes.contains("/Mode/Replicated/Replicas"),
+        "scaled by hand: {drift}"
+    );
+    assert_eq!(
+        action(&format!("{stack}_worker"))
+            .map(|(a, _)| a)
+            .as_deref(),
+        Some("create"),
+        "the worker removed by hand: {drift}"
+    );
 }
