@@ -16,7 +16,7 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder
 use crate::db::entities::{application, deployment, environment, plan};
 use crate::deployments;
 use crate::error::ApiResult;
-use crate::plans::{self, PlanStatus, PlanView, StoredServicePlan};
+use crate::plans::{self, PlanStatus, StoredServicePlan};
 use crate::state::AppState;
 
 /// Who asks for the plans that check drift.
@@ -106,23 +106,22 @@ async fn forget_old(db: &impl ConnectionTrait, environment_id: i64) -> ApiResult
 }
 
 /// The newest drift plan of an environment that is done, if any.
-pub async fn latest(db: &impl ConnectionTrait, environment_id: i64) -> ApiResult<Option<PlanView>> {
-    let row = plan::Entity::find()
+pub async fn latest(
+    db: &impl ConnectionTrait,
+    environment_id: i64,
+) -> ApiResult<Option<plan::Model>> {
+    Ok(plan::Entity::find()
         .filter(plan::Column::EnvironmentId.eq(environment_id))
         .filter(plan::Column::CreatedBy.eq(ACTOR))
         .filter(plan::Column::Status.eq(PlanStatus::Done))
         .order_by_desc(plan::Column::Id)
         .one(db)
-        .await?;
-    match row {
-        Some(row) => Ok(Some(plans::get(db, row.id).await?)),
-        None => Ok(None),
-    }
+        .await?)
 }
 
 /// The services of a drift plan that differ from the release's commit.
-pub fn drifted(view: &PlanView) -> Vec<StoredServicePlan> {
-    view.result()
+pub fn drifted(plan: &plan::Model) -> Vec<StoredServicePlan> {
+    plans::result_of(plan)
         .map(|result| {
             result
                 .services

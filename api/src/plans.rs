@@ -77,8 +77,13 @@ pub struct StoredServicePlan {
 impl PlanView {
     /// The result, when the plan is done and it reads (it was checked when stored).
     pub fn result(&self) -> Option<StoredPlan> {
-        serde_json::from_str(self.plan.result.as_deref()?).ok()
+        result_of(&self.plan)
     }
+}
+
+/// The result of `plan`, when it is done and it reads.
+pub fn result_of(plan: &plan::Model) -> Option<StoredPlan> {
+    serde_json::from_str(plan.result.as_deref()?).ok()
 }
 
 fn not_found(id: i64) -> ApiError {

@@ -44,6 +44,7 @@ pub(crate) async fn bench(scale: Scale) -> Result<Vec<Row>> {
         .context("the second replica did not start in time")?;
     create_application(&a, "claims").await?;
     create_application(&a, "events").await?;
+    create_application(&a, "queued").await?;
     let mut rows = vec![Row::info(
         B,
         "setup",
@@ -288,79 +289,9 @@ async fn events(a: &TestApi, b: &TestApi, scale: Scale) -> Result<Vec<Row>> {
 /// `createDeployment` answered by replica A → `deploymentQueued` of a runner
 /// subscribed to replica B.
 async fn queued(a: &TestApi, b: &TestApi, scale: Scale) -> Result<Vec<Row>> {
-    let count = scale.of(1000);
-    let client = http_client()?;
-    let deployer = a.token(Role::Deployer, "bench-deployer");
-    let mut socket = subscribe(
-        b.addr,
-        &a.token(Role::Runner, "bench-queued"),
-        "subscription { deploymentQueued { id } }",
-    )
-    .await?;
-    let (tx, mut arrivals) = mpsc::unbounded_channel::<(String, Instant)>();
-    let listener = tokio::spawn(async move {
-        while let Some(text) = next_text(&mut socket).await? {
-            let at = Instant::now();
-            let message: Value = serde_json::from_str(&text)?;
-            if message["type"] == "next" {
-                let id = message["payload"]["data"]["deploymentQueued"]["id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned();
-                if tx.send((id, at)).is_err() {
-                    break;
-                }
-            }
-        }
-        Ok::<_, anyhow::Error>(())
-    });
-    let create = |i: usize| {
-        let (client, deployer, addr) = (client.clone(), deployer.clone(), a.addr);
-        async move {
-            let input = json!({"application": "events", "environment": format!("queued-{i}"), "ref": "main"});
-            let data = graphql(
-                &client,
-                addr,
-                &deployer,
-                CREATE_DEPLOYMENT,
-                json!({"input": input}),
-            )
-            .await?;
-            data["createDeployment"]["id"]
-                .as_str()
-                .map(str::to_owned)
-                .with_context(|| format!("no id in {data}"))
-        }
-    };
-    let deadline = Instant::now() + WAIT;
-    let mut next = 0;
-    loop {
-        if Instant::now() > deadline {
-            bail!("deploymentQueued delivered nothing within {WAIT:?}");
-        }
-        create(next).await?;
-        next += 1;
-        if let Ok(Some(_)) = timeout(Duration::from_millis(200), arrivals.recv()).await {
-            break;
-        }
-    }
-    while arrivals.try_recv().is_ok() {}
-    let mut latencies = Vec::with_capacity(count);
-    for i in 0..count {
-        let id = create(next + i).await?;
-        let answered = Instant::now();
-        let arrived = loop {
-            let (got, at) = timeout(Duration::from_secs(5), arrivals.recv())
-                .await
-                .with_context(|| format!("deployment {id} was not announced within 5 s"))?
-                .context("the subscription ended")?;
-            if got == id {
-                break at;
-            }
-        };
-        latencies.push(arrived.saturating_duration_since(answered));
-    }
-    listener.abort();
+    let mut latencies = crate::queued::measure(a, a.addr, b.addr, "queued", scale.of(1000))
+        .await?
+        .after_response;
     latencies.sort_unstable();
     let p99 = percentile(&latencies, 0.99);
     println!(

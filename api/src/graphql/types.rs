@@ -324,7 +324,13 @@ impl Environment {
     async fn drift(&self, ctx: &Context<'_>) -> ApiResult<Option<Drift>> {
         Ok(crate::drift::latest(&state(ctx).db, self.model.id)
             .await?
-            .map(Drift))
+            .map(|plan| {
+                Drift(PlanView {
+                    plan,
+                    application: self.application.clone(),
+                    environment: self.model.clone(),
+                })
+            }))
     }
 
     /// Its stack as a runner last saw it on the swarm — every service's
@@ -1016,14 +1022,14 @@ pub struct Drift(PlanView);
 impl Drift {
     /// Whether any service differs.
     async fn drifted(&self) -> bool {
-        !crate::drift::drifted(&self.0).is_empty()
+        !crate::drift::drifted(&self.0.plan).is_empty()
     }
 
     /// The services that differ: `update` (edited or scaled since: which
     /// fields), `remove` (on the swarm, not in the commit), `create` (in the
     /// commit, gone from the swarm).
     async fn services(&self) -> Vec<DriftedService> {
-        crate::drift::drifted(&self.0)
+        crate::drift::drifted(&self.0.plan)
             .into_iter()
             .map(DriftedService)
             .collect()

@@ -100,6 +100,13 @@ struct EnvironmentNow {
 /// A gauge of every environment: its name, its help and what it reads.
 type EnvironmentGauge = (&'static str, &'static str, fn(&EnvironmentNow) -> u64);
 
+/// A gauge of the environments that have its value (those a runner looked at).
+type OptionalEnvironmentGauge = (
+    &'static str,
+    &'static str,
+    fn(&EnvironmentNow) -> Option<u64>,
+);
+
 /// The finished deployments of one environment with one final status.
 #[derive(Debug)]
 struct Finished {
@@ -408,39 +415,32 @@ impl Snapshot {
             ];
             ConstGauge::new(1i64).encode(releases.encode_family(&labels)?)?;
         }
-        let mut drifts = encoder.encode_descriptor(
-            "slipway_environment_drift",
-            "How many ways what runs on the swarm differs from each environment's release, \
-             as a runner last saw it (0: every node runs the release)",
-            None,
-            MetricType::Gauge,
-        )?;
-        for env in &self.environments {
-            let Some(drift) = env.drift else {
-                continue;
-            };
-            let labels = [
-                ("application", env.application.as_str()),
-                ("environment", env.environment.as_str()),
-            ];
-            ConstGauge::new(drift as i64).encode(drifts.encode_family(&labels)?)?;
-        }
-        let mut git_drifts = encoder.encode_descriptor(
-            "slipway_environment_git_drift",
-            "How many services differ on the swarm from each environment's release's commit \
-             (edited, scaled, removed or added by hand), as the last drift check planned it",
-            None,
-            MetricType::Gauge,
-        )?;
-        for env in &self.environments {
-            let Some(drift) = env.git_drift else {
-                continue;
-            };
-            let labels = [
-                ("application", env.application.as_str()),
-                ("environment", env.environment.as_str()),
-            ];
-            ConstGauge::new(drift as i64).encode(git_drifts.encode_family(&labels)?)?;
+        let drifts: [OptionalEnvironmentGauge; 2] = [
+            (
+                "slipway_environment_drift",
+                "How many ways what runs on the swarm differs from each environment's release, \
+                 as a runner last saw it (0: every node runs the release)",
+                |env| env.drift,
+            ),
+            (
+                "slipway_environment_git_drift",
+                "How many services differ on the swarm from each environment's release's commit \
+                 (edited, scaled, removed or added by hand), as the last drift check planned it",
+                |env| env.git_drift,
+            ),
+        ];
+        for (name, help, value) in drifts {
+            let mut gauge = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for env in &self.environments {
+                let Some(value) = value(env) else {
+                    continue;
+                };
+                let labels = [
+                    ("application", env.application.as_str()),
+                    ("environment", env.environment.as_str()),
+                ];
+                ConstGauge::new(value as i64).encode(gauge.encode_family(&labels)?)?;
+            }
         }
         Ok(())
     }

@@ -13,7 +13,7 @@ use crate::applications;
 use crate::auth::roles;
 use crate::commits::{self, Distance};
 use crate::db::entities::deployment::{self, DeploymentStatus};
-use crate::db::entities::{application, environment};
+use crate::db::entities::{application, environment, plan};
 use crate::deployments::{self, Filter};
 use crate::error::ApiResult;
 use crate::releases;
@@ -533,19 +533,18 @@ async fn environment_live_part(
 
 /// How the swarm differs from the release's commit, as the last drift check
 /// planned it.
-fn against_git(checked: Option<&crate::plans::PlanView>, now: DateTime<Utc>) -> Markup {
-    let Some(checked) = checked else {
+fn against_git(checked: Option<&plan::Model>, now: DateTime<Utc>) -> Markup {
+    let Some(plan) = checked else {
         return html! {
             div.panel { p.muted { "Not checked yet: every 10 minutes a runner plans the release's commit against the swarm, the first time 10 minutes after the release." } }
         };
     };
-    let plan = &checked.plan;
     let seen = html! {
         span.muted { " Checked " (time(plan.finished_at.unwrap_or(plan.created_at), now))
             " by " (plan.runner.as_deref().unwrap_or("a runner"))
             " (" a href={ "/plans/" (plan.id) } { "the plan" } ")." }
     };
-    let drifted = crate::drift::drifted(checked);
+    let drifted = crate::drift::drifted(plan);
     html! {
         @if drifted.is_empty() {
             p { span.status.SUCCEEDED { "as in git" } " Deploying the release's commit again would change nothing." (seen) }

@@ -211,19 +211,14 @@ async fn replaying_the_log_is_refused_on_sqlite_saying_why() {
     let server = TestApi::start(Backend::Sqlite).await;
     let mut ws = server.ws(&server.token(Role::Viewer, "v")).await;
     ws.subscribe(EVENTS, json!({"after": "0"})).await;
-    let message = ws.message().await;
-    let errors = match message["type"].as_str() {
-        Some("error") => &message["payload"],
-        _ => &message["payload"]["errors"],
-    };
-    let error = &errors[0];
-    assert_eq!(error["extensions"]["code"], "BAD_USER_INPUT", "{message}");
+    let error = ws.error().await;
+    assert_eq!(error["extensions"]["code"], "BAD_USER_INPUT", "{error}");
     assert!(
         error["message"]
             .as_str()
             .unwrap()
             .contains("needs the API on PostgreSQL"),
-        "{message}"
+        "{error}"
     );
 }
 
@@ -259,16 +254,12 @@ async fn events_older_than_a_day_are_pruned() {
     assert!(through > 0);
     let mut ws = server.ws(&server.token(Role::Viewer, "v")).await;
     ws.subscribe(EVENTS, json!({"after": "0"})).await;
-    let message = ws.message().await;
-    let errors = match message["type"].as_str() {
-        Some("error") => &message["payload"],
-        _ => &message["payload"]["errors"],
-    };
-    let text = errors[0]["message"].as_str().unwrap_or_default();
+    let error = ws.error().await;
+    let text = error["message"].as_str().unwrap_or_default();
     assert!(
         text.contains("no longer has the events after 0")
             && text.contains(&format!("`afterEvent` {through} or later")),
-        "{message}"
+        "{error}"
     );
     let mut ws = server.ws(&server.token(Role::Viewer, "v")).await;
     ws.subscribe(EVENTS, json!({"after": through.to_string()}))

@@ -154,16 +154,22 @@ impl Ws {
     /// The code of the error the next message carries: a protocol `error`, or
     /// a `next` whose payload has errors (as resolver errors arrive).
     pub async fn error_code(&mut self) -> String {
+        let error = self.error().await;
+        error["extensions"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("error without code: {error}"))
+            .to_owned()
+    }
+
+    /// The first error the next message carries, as [`Ws::error_code`] reads it.
+    pub async fn error(&mut self) -> Value {
         let message = self.message().await;
         let errors = match message["type"].as_str() {
             Some("error") => &message["payload"],
             Some("next") => &message["payload"]["errors"],
             _ => panic!("expected an error, got {message}"),
         };
-        errors[0]["extensions"]["code"]
-            .as_str()
-            .unwrap_or_else(|| panic!("error without code: {message}"))
-            .to_owned()
+        errors[0].clone()
     }
 
     /// The next message of any type, as JSON.
